@@ -1,0 +1,30 @@
+"""``python -m api`` / ``cronhive api``: serve the app factory under gunicorn."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from shared.errors import ConfigurationError
+from shared.settings import Settings
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        print(f"cronhive api: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--config", "python:api.gunicorn_conf",
+        "--bind", f"{settings.api_host}:{settings.api_port}",
+        "--workers", str(settings.api_workers),
+        *sys.argv[1:],
+        "api:create_app()",
+    ]
+    os.execv(sys.executable, argv)
+
+
+if __name__ == "__main__":
+    main()

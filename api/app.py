@@ -1,0 +1,92 @@
+"""The Flask app factory.
+
+``create_app(settings=None)`` builds the app; it reads the environment only when
+no settings are given, and opens no connection itself (pymongo connects lazily,
+RabbitMQ on first publish). ``close_app(app)`` closes what the app created —
+never a store or publisher that was handed in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from threading import Lock
+
+from flask import Flask
+
+from api.errors import register_error_handlers
+from api.routes import bp, alias_bp, ops_bp
+from shared.broker import RunPublisher
+from shared.clock import Clock, DatabaseClock
+from shared.handlers import HandlerRegistry, load_handler_modules
+from shared.logs import configure_logging
+from shared.settings import Settings
+from shared.store import MongoStore
+
+MAX_BODY_BYTES = 64 * 1024
+
+log = logging.getLogger("cronhive.api")
+
+
+@dataclass
+class Services:
+    """What the request handlers use; created in the app's start step."""
+
+    settings: Settings
+    store: MongoStore
+    publisher: RunPublisher
+    handlers: HandlerRegistry
+    clock: Clock
+    owned: list[object] = field(default_factory=list)
+    _indexes_ready: bool = False
+    _lock: Lock = field(default_factory=Lock)
+
+    def ready_store(self) -> MongoStore:
+        """The store, with its indexes ensured once (retried while MongoDB is down)."""
+        if not self._indexes_ready:
+            with self._lock:
+                if not self._indexes_ready:
+                    self.store.ensure_indexes()
+                    self._indexes_ready = True
+        return self.store
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: MongoStore | None = None,
+    publisher: RunPublisher | None = None,
+) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    owned: list[object] = []
+    if store is None:
+        store = MongoStore.open(settings)
+        owned.append(store)
+    if publisher is None:
+        publisher = RunPublisher.open(settings)
+        owned.append(publisher)
+    app.extensions["cronhive"] = Services(
+        settings=settings,
+        store=store,
+        publisher=publisher,
+        handlers=load_handler_modules(settings.handler_modules),
+        clock=DatabaseClock(store),
+        owned=owned,
+    )
+    register_error_handlers(app)
+    app.register_blueprint(bp)
+    app.register_blueprint(alias_bp)
+    app.register_blueprint(ops_bp)
+    return app
+
+
+def close_app(app: Flask) -> None:
+    """Close the clients this app created (shutdown step)."""
+    services: Services = app.extensions["cronhive"]
+    for resource in services.owned:
+        resource.close()  # type: ignore[attr-defined]
+    services.owned.clear()

@@ -1,0 +1,23 @@
+"""gunicorn settings for the API: threads for I/O waits, JSON access logs off
+(the app logs), and closing the app's clients when a worker exits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+worker_class = "gthread"
+threads = 4
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+accesslog = None
+errorlog = "-"
+loglevel = "warning"
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions") and "cronhive" in app.extensions:
+        from api.app import close_app
+
+        close_app(app)

@@ -1,0 +1,155 @@
+"""The OpenAPI 3 document served at ``/api/v1/cron/openapi.json``, built from the
+marshmallow schemas with apispec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from api import schemas
+
+BASE = "/api/v1/cron"
+
+_ERR = {"content": {"application/json": {"schema": "Error"}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    texts = {400: "Malformed JSON or query", 401: "Missing or wrong bearer token", 404: "Unknown job or run",
+             409: "Conflict", 413: "Body over 64 KiB", 415: "Not JSON", 422: "A field fails validation",
+             503: "MongoDB or RabbitMQ unreachable"}
+    return {str(code): {"description": texts[code], **_ERR} for code in codes}
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _page_params() -> list[dict[str, Any]]:
+    return [
+        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+    ]
+
+
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def build_spec(secured: bool) -> dict[str, Any]:
+    spec = APISpec(
+        title="cronhive",
+        version="1.0.0",
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "A distributed cron service: register recurring jobs, watch their runs."},
+        servers=[{"url": "/"}],
+    )
+    for name, schema in {
+        "Job": schemas.JobSchema,
+        "JobList": schemas.JobListSchema,
+        "JobCreate": schemas.JobCreateSchema,
+        "JobUpdate": schemas.JobUpdateSchema,
+        "Deleted": schemas.DeletedSchema,
+        "Trigger": schemas.TriggerSchema,
+        "Run": schemas.RunSchema,
+        "RunList": schemas.RunListSchema,
+        "HandlerList": schemas.HandlerListSchema,
+        "Preview": schemas.PreviewSchema,
+        "PreviewResult": schemas.PreviewResultSchema,
+        "Scheduler": schemas.SchedulerSchema,
+        "Error": schemas.ErrorSchema,
+    }.items():
+        spec.components.schema(name, schema=schema)
+    mutating_errors = (401,) if secured else ()
+    if secured:
+        spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    security = {"security": [{"bearer": []}]} if secured else {}
+    spec.path(
+        path=f"{BASE}/jobs",
+        operations={
+            "get": {
+                "summary": "List all registered cron jobs",
+                "operationId": "listJobs",
+                "parameters": [
+                    *_page_params(),
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["active", "disabled"]}},
+                    {"name": "handler", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 200}},
+                ],
+                "responses": {"200": _ok("A page of jobs", "JobList"), **_errors(400, 503)},
+            },
+            "post": {
+                "summary": "Register a new cron job",
+                "operationId": "createJob",
+                "requestBody": _body("JobCreate"),
+                **security,
+                "responses": {
+                    "201": {**_ok("Created", "Job"), "headers": {"Location": {"schema": {"type": "string"}}}},
+                    **_errors(400, *mutating_errors, 409, 413, 415, 422, 503),
+                },
+            },
+        },
+    )
+    spec.path(
+        path=f"{BASE}/jobs/{{job_id}}",
+        parameters=[_JOB_ID],
+        operations={
+            "get": {"summary": "Get details for a specific cron job", "operationId": "getJob",
+                    "responses": {"200": _ok("The job", "Job"), **_errors(404, 503)}},
+            "put": {"summary": "Update cron schedule or enable/disable a job", "operationId": "updateJob",
+                    "requestBody": _body("JobUpdate"), **security,
+                    "responses": {"200": _ok("The updated job", "Job"),
+                                  **_errors(400, *mutating_errors, 404, 413, 415, 422, 503)}},
+            "delete": {"summary": "Unregister a cron job", "operationId": "deleteJob", **security,
+                       "responses": {"200": _ok("Deleted", "Deleted"), **_errors(*mutating_errors, 404, 503)}},
+        },
+    )
+    spec.path(
+        path=f"{BASE}/jobs/{{job_id}}/trigger",
+        parameters=[_JOB_ID],
+        operations={
+            "post": {"summary": "Manually trigger a cron job immediately", "operationId": "triggerJob", **security,
+                     "responses": {"202": _ok("Run queued", "Trigger"),
+                                   **_errors(*mutating_errors, 404, 409, 503)}},
+        },
+    )
+    spec.path(
+        path=f"{BASE}/jobs/{{job_id}}/runs",
+        parameters=[_JOB_ID],
+        operations={
+            "get": {"summary": "A job's run history, newest first", "operationId": "listRuns",
+                    "parameters": _page_params(),
+                    "responses": {"200": _ok("A page of runs", "RunList"), **_errors(400, 404, 503)}},
+        },
+    )
+    spec.path(
+        path=f"{BASE}/runs/{{run_id}}",
+        parameters=[_RUN_ID],
+        operations={
+            "get": {"summary": "One run", "operationId": "getRun",
+                    "responses": {"200": _ok("The run", "Run"), **_errors(404, 503)}},
+        },
+    )
+    spec.path(
+        path=f"{BASE}/handlers",
+        operations={"get": {"summary": "The handler names workers can run", "operationId": "listHandlers",
+                            "responses": {"200": _ok("Handlers", "HandlerList")}}},
+    )
+    spec.path(
+        path=f"{BASE}/scheduler",
+        operations={"get": {"summary": "The scheduler leader and standbys", "operationId": "getScheduler",
+                            "responses": {"200": _ok("Leadership", "Scheduler"), **_errors(503)}}},
+    )
+    spec.path(
+        path=f"{BASE}/schedules/preview",
+        operations={"post": {"summary": "The next fire instants of a schedule", "operationId": "previewSchedule",
+                             "requestBody": _body("Preview"),
+                             "responses": {"200": _ok("Fire instants", "PreviewResult"),
+                                           **_errors(400, 413, 415, 422)}}},
+    )
+    return spec.to_dict()

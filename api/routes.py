@@ -1,0 +1,205 @@
+"""The REST endpoints (SPEC §3), served under ``/api/v1/cron`` and under the
+seed's doubled prefix ``/api/v1/cron/api/v1/cron`` as an alias."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import marshmallow
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+
+from api import schemas
+from api.errors import ApiError
+from api.openapi import BASE, build_spec
+from shared import cron
+from shared.dispatch import trigger_job
+from shared.domain import format_instant, job_view, run_view
+from shared.errors import Unavailable
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+bp = Blueprint("cron", __name__, url_prefix=BASE)
+alias_bp = Blueprint("cron_alias", __name__, url_prefix=BASE + BASE)
+ops_bp = Blueprint("ops", __name__)
+
+
+def services() -> Any:
+    return current_app.extensions["cronhive"]
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body() -> Any:
+    """The request's JSON document: 415 when not JSON, 413 when too large, 400 when malformed."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "malformed_json", f"The body is not valid JSON: {exc}"[:300]) from None
+
+
+def load_query(schema: marshmallow.Schema) -> dict[str, Any]:
+    try:
+        return schema.load(request.args.to_dict(flat=True), unknown=marshmallow.EXCLUDE)
+    except marshmallow.ValidationError as exc:
+        raise ApiError(400, "invalid_query", "Some query parameters are not valid.", exc.messages) from None  # type: ignore[arg-type]
+
+
+def mutating(view: F) -> F:
+    """Require ``Authorization: Bearer <API_TOKEN>`` when a token is configured."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = services().settings.api_token
+        if token:
+            given = request.headers.get("Authorization", "")
+            if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())):
+                raise ApiError(401, "unauthorized", "A valid bearer token is required.")
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def page_of(items: list[dict[str, Any]], page: int, limit: int, total: int) -> dict[str, Any]:
+    return {"data": items, "pagination": {"page": page, "limit": limit, "total": total}}
+
+
+# -- views --------------------------------------------------------------------
+
+
+def list_jobs() -> Response:
+    query = load_query(schemas.JobListQuerySchema())
+    page, limit = query.get("page", 1), query.get("limit", 20)
+    docs, total = services().ready_store().list_jobs(page, limit, status=query.get("status"), handler=query.get("handler"))
+    now = services().clock.now()
+    return jsonify(page_of([job_view(doc, now) for doc in docs], page, limit, total))
+
+
+@mutating
+def create_job() -> tuple[Response, int, dict[str, str]]:
+    svc = services()
+    fields = schemas.JobCreateSchema.with_handlers(frozenset(svc.handlers.names())).load(json_body())
+    now = services().clock.now()
+    doc = svc.ready_store().create_job(fields, now)
+    location = url_for(f"{request.blueprint}.get_job", job_id=doc["_id"])
+    return jsonify(job_view(doc, now)), 201, {"Location": location}
+
+
+def get_job(job_id: str) -> Response:
+    doc = services().ready_store().get_job(job_id)
+    return jsonify(job_view(doc, services().clock.now()))
+
+
+@mutating
+def update_job(job_id: str) -> Response:
+    svc = services()
+    changes = schemas.JobUpdateSchema.with_handlers(frozenset(svc.handlers.names())).load(json_body())
+    now = services().clock.now()
+    doc = svc.ready_store().update_job(job_id, changes, now)
+    return jsonify(job_view(doc, now))
+
+
+@mutating
+def delete_job(job_id: str) -> Response:
+    services().ready_store().delete_job(job_id)
+    return jsonify({"deleted": True, "job_id": job_id})
+
+
+@mutating
+def trigger(job_id: str) -> tuple[Response, int]:
+    svc = services()
+    result = trigger_job(svc.ready_store(), svc.publisher, job_id, svc.clock.now(), svc.settings.job_lease_s)
+    body = {
+        "job_id": result.job_id,
+        "triggered_at": format_instant(result.triggered_at),
+        "lock_acquired": result.lock_acquired,
+        "run_id": result.run_id,
+    }
+    return jsonify(body), 202
+
+
+def list_runs(job_id: str) -> Response:
+    query = load_query(schemas.PageQuerySchema())
+    page, limit = query.get("page", 1), query.get("limit", 20)
+    store = services().ready_store()
+    store.get_job(job_id)
+    docs, total = store.list_runs(job_id, page, limit)
+    return jsonify(page_of([run_view(doc) for doc in docs], page, limit, total))
+
+
+def get_run(run_id: str) -> Response:
+    return jsonify(run_view(services().ready_store().get_run(run_id)))
+
+
+def list_handlers() -> Response:
+    registry = services().handlers
+    data = [{"name": name, "description": _first_line(registry.get(name).__doc__)} for name in registry.names()]
+    return jsonify({"data": data})
+
+
+def _first_line(doc: str | None) -> str | None:
+    return doc.strip().splitlines()[0] if doc and doc.strip() else None
+
+
+def scheduler_status() -> Response:
+    status = services().ready_store().scheduler_status(services().clock.now())
+    return jsonify(status)
+
+
+def preview() -> Response:
+    body = schemas.PreviewSchema().load(json_body())
+    tz = body.get("timezone", "UTC")
+    after = body.get("after") or services().clock.now()
+    fires = cron.upcoming(body["schedule"], tz, after, body.get("count", 10))
+    return jsonify({"schedule": body["schedule"], "timezone": tz, "fires": [format_instant(f) for f in fires]})
+
+
+def openapi() -> Response:
+    return jsonify(build_spec(secured=bool(services().settings.api_token)))
+
+
+ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
+    ("/jobs", list_jobs, ["GET"]),
+    ("/jobs", create_job, ["POST"]),
+    ("/jobs/<job_id>", get_job, ["GET"]),
+    ("/jobs/<job_id>", update_job, ["PUT"]),
+    ("/jobs/<job_id>", delete_job, ["DELETE"]),
+    ("/jobs/<job_id>/trigger", trigger, ["POST"]),
+    ("/jobs/<job_id>/runs", list_runs, ["GET"]),
+    ("/runs/<run_id>", get_run, ["GET"]),
+    ("/handlers", list_handlers, ["GET"]),
+    ("/scheduler", scheduler_status, ["GET"]),
+    ("/schedules/preview", preview, ["POST"]),
+    ("/openapi.json", openapi, ["GET"]),
+]
+
+for _blueprint in (bp, alias_bp):
+    for _rule, _view, _methods in ROUTES:
+        _blueprint.add_url_rule(_rule, view_func=_view, methods=_methods)
+
+
+@ops_bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@ops_bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    svc = services()
+    checks: dict[str, str] = {}
+    for name, ping in (("mongodb", svc.store.ping), ("rabbitmq", svc.publisher.ping)):
+        try:
+            ping()
+            checks[name] = "ok"
+        except Unavailable as exc:
+            checks[name] = exc.message
+    ready = all(value == "ok" for value in checks.values())
+    return jsonify({"status": "ready" if ready else "unavailable", "checks": checks}), 200 if ready else 503

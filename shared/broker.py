@@ -1,0 +1,94 @@
+"""Publishing runs onto RabbitMQ by actor name (the scheduler and the API).
+
+Publishers never import handler or worker code: a run is a `dramatiq.Message`
+addressed to the actor name `RUN_ACTOR` on the runs queue, enqueued on a
+`RabbitmqBroker` with publisher confirms, so `publish_run` returns only after
+RabbitMQ confirmed the message (or raises `BrokerUnavailable`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
+
+import dramatiq
+import pika.exceptions
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.errors import ConnectionError as DramatiqConnectionError
+
+from shared.errors import BrokerUnavailable
+from shared.settings import Settings, redact_url
+
+log = logging.getLogger("cronhive.broker")
+
+#: The worker's actor that executes one run; addressed by name only.
+RUN_ACTOR = "execute_run"
+
+#: pika connection defaults: fail fast instead of retrying for minutes.
+_CONNECTION_DEFAULTS = {
+    "connection_attempts": "1",
+    "socket_timeout": "3",
+    "blocked_connection_timeout": "10",
+    "heartbeat": "30",
+}
+
+
+def amqp_url(url: str) -> str:
+    """``url`` with pika timeouts filled in where the URL does not set them."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    for key, value in _CONNECTION_DEFAULTS.items():
+        query.setdefault(key, value)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def make_broker(settings: Settings, middleware: list[Any] | None = None) -> RabbitmqBroker:
+    """A RabbitmqBroker with publisher confirms. Does not connect until used."""
+    return RabbitmqBroker(url=amqp_url(settings.rabbitmq_url), confirm_delivery=True, middleware=middleware or [])
+
+
+def run_message(queue: str, run_id: str, job_id: str, attempt: int = 0) -> dramatiq.Message:
+    """The message that asks a worker to execute ``run_id`` (readable JSON on the queue)."""
+    return dramatiq.Message(
+        queue_name=queue,
+        actor_name=RUN_ACTOR,
+        args=(run_id,),
+        kwargs={"job_id": job_id},
+        options={},
+    )
+
+
+class RunPublisher:
+    """Publishes runs with confirms; owns nothing but the broker it was given or made."""
+
+    def __init__(self, broker: RabbitmqBroker, queue: str, *, url: str = "", owns_broker: bool = False) -> None:
+        self.broker = broker
+        self.queue = queue
+        self.url = url
+        self.owns_broker = owns_broker
+
+    @classmethod
+    def open(cls, settings: Settings) -> "RunPublisher":
+        return cls(make_broker(settings), settings.runs_queue, url=settings.rabbitmq_url, owns_broker=True)
+
+    def publish_run(self, run_id: str, job_id: str) -> None:
+        """Publish and wait for RabbitMQ's confirm; `BrokerUnavailable` otherwise."""
+        try:
+            self.broker.enqueue(run_message(self.queue, run_id, job_id))
+        except (DramatiqConnectionError, pika.exceptions.AMQPError, OSError) as exc:
+            raise BrokerUnavailable(f"RabbitMQ is unreachable at {redact_url(self.url)}: {type(exc).__name__}") from exc
+
+    def ping(self) -> None:
+        """Check RabbitMQ answers (declares the runs queue)."""
+        try:
+            self.broker.declare_queue(self.queue, ensure=True)
+        except (DramatiqConnectionError, pika.exceptions.AMQPError, OSError) as exc:
+            raise BrokerUnavailable(f"RabbitMQ is unreachable at {redact_url(self.url)}: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        if self.owns_broker:
+            try:
+                self.broker.close()
+            except Exception:  # closing a dead connection must not mask shutdown
+                log.debug("error closing broker", exc_info=True)

@@ -1,0 +1,47 @@
+"""The ``cronhive`` command: one entry point for every process.
+
+``cronhive api|scheduler|worker`` replace themselves with the process they name
+(``python -m api`` …), so the CLI imports none of them; ``cronhive up`` runs the
+local cluster (`shared.launcher`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+PROCESSES = {"api": "api", "scheduler": "scheduler", "worker": "worker"}
+
+USAGE = """usage: cronhive COMMAND [ARGS...]
+
+commands:
+  up          the local cluster: embedded MongoDB (when MONGODB_URI is unset), API, schedulers, workers
+  api         the REST API under gunicorn on API_HOST:API_PORT
+  scheduler   a scheduler process (run 2+; one is leader)
+  worker      a Dramatiq worker on the runs queue (--processes N --threads N)
+  jobs        operate on jobs through the API (cronhive jobs --help)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command in PROCESSES:
+        os.execv(sys.executable, [sys.executable, "-m", PROCESSES[command], *rest])
+    if command == "up":
+        from shared.launcher import main as up
+
+        return up(rest)
+    if command == "jobs":
+        from shared.client_cli import main as jobs
+
+        return jobs(rest)
+    print(f"cronhive: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Creating a run and handing it to RabbitMQ: the manual-trigger path.
+
+The order makes failure leave nothing half-done:
+
+1. claim the job's run lease for the new run (``holder = run:<run_id>``, the
+   reservation the worker later takes over) — unless the job allows overlap;
+2. insert the run as ``pending``;
+3. publish it by actor name and wait for RabbitMQ's confirm;
+4. mark it ``queued`` and note ``last_triggered_at`` on the job.
+
+If step 2 or 3 fails the run is deleted and the lease released, and the error
+(`StoreUnavailable` / `BrokerUnavailable`) propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.broker import RunPublisher
+from shared.domain import new_run_id
+from shared.errors import LeaseHeld, Unavailable
+from shared.leases import Lease
+from shared.store import MongoStore
+
+log = logging.getLogger("cronhive.dispatch")
+
+
+def reservation_holder(run_id: str) -> str:
+    """The lease holder name a trigger or the scheduler reserves for a run."""
+    return f"run:{run_id}"
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    job_id: str
+    run_id: str
+    triggered_at: datetime
+    lock_acquired: bool
+
+
+def new_run(job: dict[str, Any], run_id: str, trigger: str, scheduled_for: datetime, now: datetime,
+            lease: Lease | None, status: str = "pending") -> dict[str, Any]:
+    """A run document as first written."""
+    return {
+        "_id": run_id,
+        "job_id": job["_id"],
+        "trigger": trigger,
+        "scheduled_for": scheduled_for,
+        "status": status,
+        "attempt": 0,
+        "lease_token": lease.token if lease else None,
+        "worker": None,
+        "created_at": now,
+        "queued_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "duration_ms": None,
+        "lateness_ms": None,
+        "error": None,
+    }
+
+
+def trigger_job(store: MongoStore, publisher: RunPublisher, job_id: str, now: datetime, lease_s: float) -> TriggerResult:
+    """Manually run a job at ``now`` (the database clock; disabled jobs too). Raises
+    `LeaseHeld` under ``forbid`` while a run holds the lease, and under
+    ``buffer_one`` when a run already waits."""
+    job = store.get_job(job_id)
+    run_id = new_run_id(now)
+    policy = job.get("overlap_policy", "forbid")
+    lease: Lease | None = None
+    if policy != "allow":
+        lease = store.claim_job_lease(job_id, reservation_holder(run_id), lease_s, now, run_id=run_id)
+        if lease is None and policy == "forbid":
+            raise LeaseHeld(f"job {job_id!r} is running; its lease is held", details={"job_id": job_id})
+        if lease is None and not store.reserve_buffer_slot(job_id, run_id):
+            raise LeaseHeld(f"job {job_id!r} is running and a run already waits for it", details={"job_id": job_id})
+    try:
+        store.insert_run(new_run(job, run_id, "manual", now, now, lease))
+        publisher.publish_run(run_id, job_id)
+    except Unavailable:
+        _undo_trigger(store, job_id, run_id, lease)
+        raise
+    store.mark_run_queued(run_id, now)
+    store.note_triggered(job_id, now)
+    log.info("run triggered", extra={"job_id": job_id, "run_id": run_id})
+    return TriggerResult(job_id=job_id, run_id=run_id, triggered_at=now, lock_acquired=lease is not None)
+
+
+def _undo_trigger(store: MongoStore, job_id: str, run_id: str, lease: Lease | None) -> None:
+    """Best effort: remove what a failed trigger wrote (an expiring lease is the fallback)."""
+    try:
+        store.delete_run(run_id)
+        store.clear_buffer_slot(job_id, run_id)
+        if lease is not None:
+            store.release_job_lease(lease)
+    except Unavailable:
+        log.warning("could not undo a failed trigger; its lease will expire", extra={"job_id": job_id, "run_id": run_id})

@@ -1,0 +1,123 @@
+"""The handler registry: job handlers are Python callables registered by name.
+
+Built in: ``noop``, ``sleep`` (``args.seconds``), ``fail`` (raises) and
+``reminder_scheduler`` (the seed's example, a demo). A deployment adds its own
+with the `handler` decorator in modules named by ``HANDLER_MODULES``::
+
+    from shared.handlers import handler
+
+    @handler("send_report")
+    def send_report(args, ctx):
+        ...
+
+A handler is called as ``fn(args, ctx)``: ``args`` is the job's JSON object,
+``ctx`` a `HandlerContext`. Its return value is ignored; raising fails the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.errors import ConfigurationError, ValidationError
+
+log = logging.getLogger("cronhive.handlers")
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    job_id: str
+    run_id: str
+    attempt: int
+    scheduled_for: datetime | None
+    trigger: str
+    logger: logging.Logger
+
+
+Handler = Callable[[dict[str, Any], HandlerContext], Any]
+
+
+class HandlerRegistry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, name: str, fn: Handler) -> Handler:
+        if name in self._handlers and self._handlers[name] is not fn:
+            raise ConfigurationError(f"handler {name!r} is registered twice")
+        self._handlers[name] = fn
+        return fn
+
+    def get(self, name: str) -> Handler:
+        try:
+            return self._handlers[name]
+        except KeyError:
+            raise ValidationError(f"unknown handler {name!r}", details={"handler": [f"unknown handler {name!r}"]}) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+
+registry = HandlerRegistry()
+
+
+def handler(name: str) -> Callable[[Handler], Handler]:
+    """Register ``fn`` under ``name`` in the process's handler registry."""
+
+    def decorate(fn: Handler) -> Handler:
+        return registry.register(name, fn)
+
+    return decorate
+
+
+def load_handler_modules(modules: Iterable[str]) -> HandlerRegistry:
+    """Import the deployment's handler modules (``HANDLER_MODULES``) once."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigurationError(f"HANDLER_MODULES: cannot import {module!r}: {exc}") from exc
+    return registry
+
+
+class HandlerFailed(Exception):
+    """Raised by the built-in ``fail`` handler."""
+
+
+@handler("noop")
+def noop(args: dict[str, Any], ctx: HandlerContext) -> None:
+    """Does nothing: the cheapest run, for tests and benchmarks."""
+
+
+@handler("sleep")
+def sleep(args: dict[str, Any], ctx: HandlerContext) -> None:
+    """Sleeps ``args.seconds`` (default 1) seconds."""
+    seconds = args.get("seconds", 1)
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+        raise ValueError(f"sleep: args.seconds must be a non-negative number, got {seconds!r}")
+    time.sleep(float(seconds))
+
+
+@handler("fail")
+def fail(args: dict[str, Any], ctx: HandlerContext) -> None:
+    """Always raises (``args.message`` is the error message)."""
+    raise HandlerFailed(str(args.get("message", "the fail handler always fails")))
+
+
+@handler("reminder_scheduler")
+def reminder_scheduler(args: dict[str, Any], ctx: HandlerContext) -> dict[str, Any]:
+    """The seed's example, a demo: logs the reminder check it would do."""
+    due_before = ctx.scheduled_for.isoformat() if ctx.scheduled_for else None
+    ctx.logger.info(
+        "reminder check: would scan for reminders due before %s and notify their owners",
+        due_before,
+        extra={"job_id": ctx.job_id, "run_id": ctx.run_id},
+    )
+    return {"checked_before": due_before}

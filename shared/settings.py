@@ -1,0 +1,130 @@
+"""One frozen settings object per process, built from environment variables.
+
+Every variable, its default and its meaning is listed in `VARIABLES` (the README's
+configuration table is this list). Nothing here runs at import time: a process
+calls `Settings.from_env()` once in its start step and passes the object down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from shared.errors import ConfigurationError
+
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017"
+
+#: env var -> (settings field, default as text, description). The README table.
+VARIABLES: dict[str, tuple[str, str, str]] = {
+    "MONGODB_URI": ("mongodb_uri", "unset", "MongoDB connection string. Unset under `make up`: an embedded SecantusDB is started with durable commits; other processes then default to `mongodb://127.0.0.1:27017`."),
+    "MONGODB_DB": ("mongodb_db", "cronhive", "Database name."),
+    "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", "3000", "Server-selection and connect timeout; past it requests answer 503."),
+    "RABBITMQ_URL": ("rabbitmq_url", DEFAULT_RABBITMQ_URL, "AMQP URL, vhost included (write the default vhost as `%2F`)."),
+    "RUNS_QUEUE": ("runs_queue", "cronhive.runs", "RabbitMQ queue that carries runs to workers."),
+    "API_HOST": ("api_host", "127.0.0.1", "Address the API binds to."),
+    "API_PORT": ("api_port", "8080", "Port the API binds to."),
+    "API_WORKERS": ("api_workers", "2", "gunicorn worker processes for the API."),
+    "API_TOKEN": ("api_token", "unset", "When set, every mutating endpoint requires `Authorization: Bearer <token>`."),
+    "DATA_DIR": ("data_dir", "./.data", "Where the embedded MongoDB keeps its files under `make up`."),
+    "EMBEDDED_MONGODB_PORT": ("embedded_mongodb_port", "27017", "Port of the embedded MongoDB under `make up`."),
+    "HANDLER_MODULES": ("handler_modules", "unset", "Comma-separated Python modules that register extra handlers."),
+    "JOB_LEASE_S": ("job_lease_s", "30", "Duration of a job's run lease; renewed at a third of it."),
+    "LEADER_LEASE_S": ("leader_lease_s", "10", "Duration of the scheduler leader lease; renewed at a third of it."),
+    "RUN_HISTORY_LIMIT": ("run_history_limit", "1000", "Runs kept per job."),
+    "RUN_HISTORY_DAYS": ("run_history_days", "30", "Days a run is kept."),
+    "LOG_LEVEL": ("log_level", "INFO", "Log level of every process."),
+}
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, for log lines and errors."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    mongodb_uri: str = DEFAULT_MONGODB_URI
+    mongodb_db: str = "cronhive"
+    mongodb_timeout_ms: int = 3000
+    rabbitmq_url: str = DEFAULT_RABBITMQ_URL
+    runs_queue: str = "cronhive.runs"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_workers: int = 2
+    api_token: str | None = None
+    data_dir: str = "./.data"
+    embedded_mongodb_port: int = 27017
+    handler_modules: tuple[str, ...] = field(default_factory=tuple)
+    job_lease_s: int = 30
+    leader_lease_s: int = 10
+    run_history_limit: int = 1000
+    run_history_days: int = 30
+    log_level: str = "INFO"
+    #: True when MONGODB_URI was not set (make up then embeds SecantusDB).
+    mongodb_uri_from_default: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        uri = env.get("MONGODB_URI") or None
+        modules = tuple(m.strip() for m in env.get("HANDLER_MODULES", "").split(",") if m.strip())
+        settings = cls(
+            mongodb_uri=uri or DEFAULT_MONGODB_URI,
+            mongodb_db=env.get("MONGODB_DB") or "cronhive",
+            mongodb_timeout_ms=_int(env, "MONGODB_TIMEOUT_MS", 3000, minimum=100),
+            rabbitmq_url=env.get("RABBITMQ_URL") or DEFAULT_RABBITMQ_URL,
+            runs_queue=env.get("RUNS_QUEUE") or "cronhive.runs",
+            api_host=env.get("API_HOST") or "127.0.0.1",
+            api_port=_int(env, "API_PORT", 8080, minimum=0),
+            api_workers=_int(env, "API_WORKERS", 2, minimum=1),
+            api_token=env.get("API_TOKEN") or None,
+            data_dir=env.get("DATA_DIR") or "./.data",
+            embedded_mongodb_port=_int(env, "EMBEDDED_MONGODB_PORT", 27017, minimum=1),
+            handler_modules=modules,
+            job_lease_s=_int(env, "JOB_LEASE_S", 30, minimum=3),
+            leader_lease_s=_int(env, "LEADER_LEASE_S", 10, minimum=3),
+            run_history_limit=_int(env, "RUN_HISTORY_LIMIT", 1000, minimum=1),
+            run_history_days=_int(env, "RUN_HISTORY_DAYS", 30, minimum=1),
+            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            mongodb_uri_from_default=uri is None,
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not self.mongodb_uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigurationError(f"MONGODB_URI must start with mongodb:// or mongodb+srv://, got {redact_url(self.mongodb_uri)}")
+        if not self.rabbitmq_url.startswith(("amqp://", "amqps://")):
+            raise ConfigurationError(f"RABBITMQ_URL must start with amqp:// or amqps://, got {redact_url(self.rabbitmq_url)}")
+        if urlsplit(self.rabbitmq_url).path == "//":
+            raise ConfigurationError("RABBITMQ_URL ends in '//' (an empty vhost); write the default vhost as %2F")
+        if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigurationError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+
+    def replace(self, **changes: object) -> "Settings":
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

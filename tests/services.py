@@ -1,0 +1,188 @@
+"""Real services for the tests (SPEC §8).
+
+MongoDB: ``MONGODB_URI`` if set; else a ``mongo:7`` testcontainer when a Docker
+engine answers; else a SecantusDB server (MongoDB-wire, on WiredTiger) started
+for the session. RabbitMQ: ``RABBITMQ_URL`` if set; else a
+``rabbitmq:3-management`` testcontainer when Docker answers; else the RabbitMQ
+running on this machine (``.ci/run`` starts it). A service that cannot be had
+fails the session loudly: these tests never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pika
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+def wait_for_mongodb(uri: str, timeout_s: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    client: MongoClient = MongoClient(uri, serverSelectionTimeoutMS=500)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"SecantusDB exited with code {process.returncode}")
+            try:
+                client.admin.command("ping")
+                return
+            except PyMongoError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"MongoDB at {uri} did not answer within {timeout_s} s") from None
+                time.sleep(0.2)
+    finally:
+        client.close()
+
+
+class SecantusServer:
+    """A SecantusDB server process: durable commits, standalone, its own data dir."""
+
+    def __init__(self, port: int | None = None, data_dir: str | None = None) -> None:
+        self.port = port or free_port()
+        self.own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="cronhive-secantus-"))
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    def start(self) -> "SecantusServer":
+        binary = Path(sys.executable).with_name("secantusd-py")
+        config = self.data_dir / "secantusd.toml"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config.touch()
+        self.process = subprocess.Popen(
+            [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port),
+             "--storage-path", str(self.data_dir / "db"), "--sync-on-commit", "--standalone",
+             "--log-level", "WARNING"],
+            stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "server.log", "ab"),
+        )
+        wait_for_mongodb(self.uri, process=self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+@contextmanager
+def mongodb() -> Iterator[str]:
+    if os.environ.get("MONGODB_URI"):
+        yield os.environ["MONGODB_URI"]
+        return
+    if docker_answers():
+        from testcontainers.mongodb import MongoDbContainer
+
+        with MongoDbContainer("mongo:7") as container:
+            yield container.get_connection_url()
+        return
+    server = SecantusServer().start()
+    try:
+        yield server.uri
+    finally:
+        server.cleanup()
+
+
+def check_rabbitmq(url: str) -> None:
+    try:
+        pika.BlockingConnection(pika.URLParameters(url + ("&" if "?" in url else "?") + "connection_attempts=3&retry_delay=1")).close()
+    except Exception as exc:
+        raise RuntimeError(f"RabbitMQ is not reachable at {url}: {exc!r} (start it: rabbitmq-server -detached)") from exc
+
+
+@contextmanager
+def rabbitmq() -> Iterator[str]:
+    if os.environ.get("RABBITMQ_URL"):
+        check_rabbitmq(os.environ["RABBITMQ_URL"])
+        yield os.environ["RABBITMQ_URL"]
+        return
+    if docker_answers():
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        with RabbitMqContainer("rabbitmq:3-management") as container:
+            params = container.get_connection_params()
+            yield f"amqp://guest:guest@{params.host}:{params.port}/%2F"
+        return
+    check_rabbitmq(DEFAULT_RABBITMQ_URL)
+    yield DEFAULT_RABBITMQ_URL
+
+
+def queue_depth(url: str, queue: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        return channel.queue_declare(queue=queue, durable=True, passive=True).method.message_count
+    finally:
+        connection.close()
+
+
+def get_messages(url: str, queue: str) -> list[bytes]:
+    """Take every message currently on ``queue`` (acked: they are gone after)."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    bodies = []
+    try:
+        channel = connection.channel()
+        while True:
+            method, _props, body = channel.basic_get(queue=queue, auto_ack=True)
+            if method is None:
+                return bodies
+            bodies.append(body)
+    finally:
+        connection.close()
+
+
+def delete_queues(url: str, *queues: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for queue in queues:
+            channel.queue_delete(queue=queue)
+    finally:
+        connection.close()
