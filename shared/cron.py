@@ -364,6 +364,12 @@ def _zone(tz: str | ZoneInfo) -> tzinfo:
 # one (whole seconds, UTC) with the new offset.
 _Transition = tuple[datetime, timedelta, timedelta]
 _SAMPLE_STEP = 6 * 3600  # seconds; two transitions this close that cancel out are not seen
+_FIRST_INSTANT = datetime.min.replace(tzinfo=_UTC) + timedelta(days=1)
+_LAST_INSTANT = datetime.max.replace(tzinfo=_UTC, microsecond=0) - timedelta(days=1)
+
+
+def _epoch_seconds(instant: datetime) -> int:
+    return int((instant - _EPOCH).total_seconds())
 
 
 @functools.lru_cache(maxsize=16384)
@@ -374,14 +380,16 @@ def _year_transitions(tz: tzinfo, year: int) -> tuple[tuple[datetime, ...], tupl
     six hours and each change located to the second by bisection. Cached; about a
     millisecond per (zone, year) the first time.
     """
-    if isinstance(tz, timezone) or not 1 < year < 9999:
+    if isinstance(tz, timezone) or not 1 <= year <= 9999:
         return (), ()
 
     def offset(seconds: int) -> timedelta:
         return (_EPOCH + timedelta(seconds=seconds)).astimezone(tz).utcoffset()  # type: ignore[return-value]
 
-    start = int((datetime(year, 1, 1, tzinfo=_UTC) - _EPOCH).total_seconds())
-    end = int((datetime(year + 1, 1, 1, tzinfo=_UTC) - _EPOCH).total_seconds())
+    # [start, end) in epoch seconds, clipped to what datetime can represent (with
+    # a day of margin for the local-time conversion).
+    start = _epoch_seconds(max(datetime(year, 1, 1, tzinfo=_UTC), _FIRST_INSTANT))
+    end = _epoch_seconds(datetime(year + 1, 1, 1, tzinfo=_UTC) if year < 9999 else _LAST_INSTANT)
     times: list[datetime] = []
     records: list[_Transition] = []
     point = start - 1

@@ -122,14 +122,19 @@ def available(module: str) -> bool:
     return importlib.util.find_spec(f"{module}.__main__") is not None
 
 
-def cluster_commands() -> list[tuple[str, list[str]]]:
+def cluster_commands(metrics_port: int) -> list[tuple[str, list[str], dict[str, str]]]:
+    """Name, argv and extra env of each process; each scheduler and worker gets its
+    own metrics port (METRICS_PORT + 1, + 2, ...; 0 keeps them all off)."""
     python = sys.executable
-    commands = [("api", [python, "-m", "api"])]
+    commands: list[tuple[str, list[str]]] = [("api", [python, "-m", "api"])]
     if available("scheduler"):
         commands += [(f"scheduler-{i}", [python, "-m", "scheduler"]) for i in (1, 2)]
     if available("worker"):
         commands += [(f"worker-{i}", [python, "-m", "worker", "--processes", "1", "--threads", "4"]) for i in (1, 2)]
-    return commands
+    return [
+        (name, argv, {} if name == "api" else {"METRICS_PORT": str(metrics_port + index if metrics_port else 0)})
+        for index, (name, argv) in enumerate(commands)
+    ]
 
 
 def stop(children: list[Child]) -> None:
@@ -172,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             infra.append(mongo)
             env["MONGODB_URI"] = uri
             log.info("embedded MongoDB ready at %s (data in %s)", uri, Path(settings.data_dir).resolve())
-        for name, argv_ in cluster_commands():
-            children.append(spawn(name, argv_, env))
+        for name, argv_, extra_env in cluster_commands(settings.metrics_port):
+            children.append(spawn(name, argv_, {**env, **extra_env}))
         log.info("cronhive is up: API on http://%s:%d/api/v1/cron/jobs — Ctrl-C stops everything",
                  settings.api_host, settings.api_port)
         while not stopping:

@@ -37,6 +37,8 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "RUN_HISTORY_LIMIT": ("run_history_limit", "1000", "Runs kept per job."),
     "RUN_HISTORY_DAYS": ("run_history_days", "30", "Days a run is kept."),
     "LOG_LEVEL": ("log_level", "INFO", "Log level of every process."),
+    "METRICS_HOST": ("metrics_host", "127.0.0.1", "Address the scheduler's and worker's health/metrics server binds to (0.0.0.0 in containers)."),
+    "METRICS_PORT": ("metrics_port", "9100", "Port of the scheduler's and worker's `/healthz`, `/readyz` and `/metrics`; 0 turns the server off."),
 }
 
 
@@ -85,6 +87,8 @@ class Settings:
     run_history_limit: int = 1000
     run_history_days: int = 30
     log_level: str = "INFO"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9100
     #: True when MONGODB_URI was not set (make up then embeds SecantusDB).
     mongodb_uri_from_default: bool = True
 
@@ -111,6 +115,8 @@ class Settings:
             run_history_limit=_int(env, "RUN_HISTORY_LIMIT", 1000, minimum=1),
             run_history_days=_int(env, "RUN_HISTORY_DAYS", 30, minimum=1),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            metrics_host=env.get("METRICS_HOST") or "127.0.0.1",
+            metrics_port=_int(env, "METRICS_PORT", 9100, minimum=0),
             mongodb_uri_from_default=uri is None,
         )
         settings.validate()
