@@ -1,0 +1,488 @@
+"""``cronhive jobs ...``: operate on jobs through the REST API from a terminal.
+
+    cronhive jobs list [--page N] [--limit N] [--status active|disabled] [--handler NAME]
+    cronhive jobs get JOB_ID
+    cronhive jobs create --name NAME --schedule CRON --handler NAME [policy flags]
+    cronhive jobs update JOB_ID [--schedule CRON] [--disabled] [...]
+    cronhive jobs delete JOB_ID
+    cronhive jobs trigger JOB_ID
+    cronhive jobs runs JOB_ID [--page N] [--limit N]
+
+Standard library only (argparse, urllib, json), so it works wherever cronhive is
+installed. It talks to ``--api-url`` (default ``$CRONHIVE_API_URL``, else
+``http://127.0.0.1:8080``) and sends ``--token`` (default ``$API_TOKEN``) as
+``Authorization: Bearer``. ``--output table`` is the default of ``list`` and
+``runs``, ``--output json`` (the API's answer as is) of the others.
+
+Exit codes: 0 done; 1 the API refused (its error message is printed); 2 a usage
+error, or the API could not be reached (one line naming the URL and the reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from shared.settings import redact_url
+
+API_BASE = "/api/v1/cron"
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+API_URL_ENV = "CRONHIVE_API_URL"
+TOKEN_ENV = "API_TOKEN"
+DEFAULT_TIMEOUT_S = 10.0
+
+EXIT_OK = 0
+EXIT_API_ERROR = 1
+EXIT_UNREACHABLE = 2
+EXIT_USAGE = 2
+
+#: Commands whose default output is a table (the others print the API's JSON).
+TABLE_BY_DEFAULT = frozenset({"list", "runs"})
+
+NAME_WIDTH = 40
+
+
+# -- talking to the API ---------------------------------------------------------
+
+
+class ApiRefused(Exception):
+    """The API answered with an error (4xx/5xx); carries its one error shape."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class ApiUnreachable(Exception):
+    """No HTTP answer at all: refused connection, unknown host, timeout, TLS failure."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """A minimal JSON client of the cronhive REST API (canonical ``/api/v1/cron`` paths)."""
+
+    api_url: str
+    token: str | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def url(self, path: str, query: dict[str, Any] | None = None) -> str:
+        given = {key: value for key, value in (query or {}).items() if value is not None}
+        suffix = f"?{urllib.parse.urlencode(given)}" if given else ""
+        return f"{self.api_url.rstrip('/')}{API_BASE}{path}{suffix}"
+
+    def call(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None) -> Any:
+        """The decoded JSON answer; `ApiRefused` for an error status, `ApiUnreachable` for no answer."""
+        headers = {"Accept": "application/json", "User-Agent": "cronhive-cli"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.url(path, query), data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return decode_json(response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise refusal(exc.code, exc.reason, exc.read()) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+            raise ApiUnreachable(describe_failure(exc, self.timeout_s)) from None
+
+    # one method per endpoint
+    def list_jobs(self, page: int | None, limit: int | None, status: str | None, handler: str | None) -> Any:
+        return self.call("GET", "/jobs", query={"page": page, "limit": limit, "status": status, "handler": handler})
+
+    def get_job(self, job_id: str) -> Any:
+        return self.call("GET", f"/jobs/{quote(job_id)}")
+
+    def create_job(self, fields: dict[str, Any]) -> Any:
+        return self.call("POST", "/jobs", body=fields)
+
+    def update_job(self, job_id: str, changes: dict[str, Any]) -> Any:
+        return self.call("PUT", f"/jobs/{quote(job_id)}", body=changes)
+
+    def delete_job(self, job_id: str) -> Any:
+        return self.call("DELETE", f"/jobs/{quote(job_id)}")
+
+    def trigger_job(self, job_id: str) -> Any:
+        return self.call("POST", f"/jobs/{quote(job_id)}/trigger")
+
+    def list_runs(self, job_id: str, page: int | None, limit: int | None) -> Any:
+        return self.call("GET", f"/jobs/{quote(job_id)}/runs", query={"page": page, "limit": limit})
+
+
+def quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def decode_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise ApiUnreachable("the answer is not JSON (is --api-url a cronhive API?)") from None
+
+
+def refusal(status: int, reason: str, raw: bytes) -> ApiRefused:
+    """The API's ``{"error": {code, message, details}}``, or the bare HTTP status from a proxy."""
+    try:
+        error = json.loads(raw)["error"]
+        return ApiRefused(status, str(error.get("code", "error")), str(error.get("message", reason)), error.get("details"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        text = raw.decode("utf-8", "replace").strip().splitlines()
+        hint = f": {text[0][:200]}" if text else ""
+        return ApiRefused(status, "http_error", f"HTTP {status} {reason}{hint}")
+
+
+def describe_failure(exc: BaseException, timeout_s: float) -> str:
+    """One human reason for a failed connection (``Connection refused``, ``timed out``...)."""
+    if isinstance(exc, urllib.error.URLError):
+        if not isinstance(exc.reason, BaseException):
+            return str(exc.reason)
+        exc = exc.reason
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+# -- output ---------------------------------------------------------------------
+
+
+Column = tuple[str, Callable[[dict[str, Any]], Any]]
+
+JOB_COLUMNS: list[Column] = [
+    ("JOB_ID", lambda job: job.get("job_id")),
+    ("NAME", lambda job: shorten(job.get("name"), NAME_WIDTH)),
+    ("SCHEDULE", lambda job: job.get("schedule")),
+    ("TIMEZONE", lambda job: job.get("timezone")),
+    ("HANDLER", lambda job: job.get("handler")),
+    ("STATUS", lambda job: job.get("status")),
+    ("NEXT_TRIGGER_AT", lambda job: job.get("next_trigger_at")),
+    ("LAST_RUN", lambda job: job.get("last_run_status")),
+    ("LAST_MS", lambda job: job.get("last_run_duration_ms")),
+]
+
+RUN_COLUMNS: list[Column] = [
+    ("RUN_ID", lambda run: run.get("run_id")),
+    ("TRIGGER", lambda run: run.get("trigger")),
+    ("STATUS", lambda run: run.get("status")),
+    ("ATTEMPT", lambda run: run.get("attempt")),
+    ("SCHEDULED_FOR", lambda run: run.get("scheduled_for")),
+    ("STARTED_AT", lambda run: run.get("started_at")),
+    ("DURATION_MS", lambda run: run.get("duration_ms")),
+    ("WORKER", lambda run: run.get("worker")),
+    ("ERROR", lambda run: error_text(run.get("error"))),
+]
+
+
+def shorten(text: Any, width: int) -> Any:
+    if isinstance(text, str) and len(text) > width:
+        return text[: width - 1] + "…"
+    return text
+
+
+def error_text(error: Any) -> Any:
+    if isinstance(error, dict):
+        return shorten(f"{error.get('type', 'error')}: {error.get('message', '')}", 60)
+    return error
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    cells = [[header for header, _ in columns]] + [[cell(get(row)) for _, get in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in cells)
+
+
+def render_record(record: dict[str, Any]) -> str:
+    """One object as ``key  value`` lines (the table view of get, create, update, trigger)."""
+    width = max((len(key) for key in record), default=0)
+    return "\n".join(f"{key.ljust(width)}  {cell(value)}" for key, value in record.items())
+
+
+def render_page(body: dict[str, Any], columns: Sequence[Column], noun: str) -> str:
+    rows = body.get("data") or []
+    pagination = body.get("pagination") or {}
+    page, limit, total = pagination.get("page", 1), pagination.get("limit") or 1, pagination.get("total", len(rows))
+    pages = max(1, math.ceil(total / limit))
+    footer = f"page {page} of {pages} ({total} {noun}{'' if total == 1 else 's'} in all)"
+    if not rows:
+        return f"no {noun}s on this page\n{footer}"
+    return f"{render_table(rows, columns)}\n{footer}"
+
+
+def emit(body: Any, output: str, table: Callable[[Any], str], out: TextIO) -> None:
+    if output == "json":
+        out.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    else:
+        out.write(table(body) + "\n")
+
+
+# -- commands -------------------------------------------------------------------
+
+
+#: create/update flag -> API field.
+JOB_FIELDS = {
+    "name": "name",
+    "schedule": "schedule",
+    "handler": "handler",
+    "timezone": "timezone",
+    "args": "args",
+    "enabled": "enabled",
+    "misfire_policy": "misfire_policy",
+    "misfire_grace_s": "misfire_grace_s",
+    "overlap_policy": "overlap_policy",
+    "jitter_s": "jitter_s",
+    "timeout_s": "timeout_s",
+    "max_retries": "max_retries",
+}
+
+
+def job_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The job fields given on the command line (absent flags are not sent).
+    ``job_id`` is a field on create only; on update it names the job in the path."""
+    fields = {field: getattr(args, flag) for flag, field in JOB_FIELDS.items() if getattr(args, flag, None) is not None}
+    if args.command == "create" and args.job_id is not None:
+        fields["job_id"] = args.job_id
+    return fields
+
+
+def run_command(args: argparse.Namespace, client: ApiClient, out: TextIO) -> None:
+    command = args.command
+    output = args.output or ("table" if command in TABLE_BY_DEFAULT else "json")
+    if command == "list":
+        body = client.list_jobs(args.page, args.limit, args.status, args.handler)
+        emit(body, output, lambda b: render_page(b, JOB_COLUMNS, "job"), out)
+    elif command == "runs":
+        body = client.list_runs(args.job_id, args.page, args.limit)
+        emit(body, output, lambda b: render_page(b, RUN_COLUMNS, "run"), out)
+    elif command == "get":
+        emit(client.get_job(args.job_id), output, render_record, out)
+    elif command == "create":
+        emit(client.create_job(job_fields(args)), output, render_record, out)
+    elif command == "update":
+        emit(client.update_job(args.job_id, job_fields(args)), output, render_record, out)
+    elif command == "delete":
+        emit(client.delete_job(args.job_id), output, render_record, out)
+    elif command == "trigger":
+        emit(client.trigger_job(args.job_id), output, render_record, out)
+    else:  # argparse only lets known commands through
+        raise AssertionError(command)
+
+
+# -- argument parsing -----------------------------------------------------------
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """``--args``: a JSON object, inline or ``@file.json``."""
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc.strerror}") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"seconds\": 5}'")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    """The options every command takes, before or after the command name.
+
+    On the subcommands their default is SUPPRESS, so a value given after the
+    command overrides the top level's and an absent one leaves it alone."""
+    env = os.environ
+    default = (lambda value: value) if top_level else (lambda value: argparse.SUPPRESS)
+    parser.add_argument("--api-url", default=default(env.get(API_URL_ENV) or DEFAULT_API_URL), metavar="URL",
+                        help=f"the cronhive API (default: ${API_URL_ENV} or {DEFAULT_API_URL})")
+    parser.add_argument("--token", default=default(env.get(TOKEN_ENV) or None),
+                        help=f"bearer token for mutating calls (default: ${TOKEN_ENV})")
+    parser.add_argument("--output", "-o", choices=("json", "table"), default=default(None),
+                        help="output format (default: table for list and runs, json otherwise)")
+    parser.add_argument("--timeout", type=float, default=default(DEFAULT_TIMEOUT_S), metavar="SECONDS",
+                        help=f"seconds to wait for the API (default: {DEFAULT_TIMEOUT_S:g})")
+
+
+def add_job_flags(parser: argparse.ArgumentParser, *, create: bool) -> None:
+    parser.add_argument("--name", required=create, help="display name (1-200 characters)")
+    parser.add_argument("--schedule", required=create, metavar="CRON",
+                        help="cron expression: 5 fields, 6 with seconds first, or @daily-style macros")
+    parser.add_argument("--handler", required=create, help="registered handler name (GET /handlers lists them)")
+    parser.add_argument("--timezone", metavar="TZ", help="IANA time zone (default UTC)")
+    parser.add_argument("--args", type=json_object, metavar="JSON",
+                        help="JSON object handed to the handler, inline or @file.json")
+    enabled = parser.add_mutually_exclusive_group()
+    enabled.add_argument("--enabled", dest="enabled", action="store_const", const=True, default=None,
+                         help="the job fires on its schedule (the default on create)")
+    enabled.add_argument("--disabled", dest="enabled", action="store_const", const=False,
+                         help="the job is paused (manual triggers still run it)")
+    parser.add_argument("--misfire-policy", choices=("fire_once", "skip", "fire_all"),
+                        help="what missed slots do (default fire_once)")
+    parser.add_argument("--misfire-grace-s", type=non_negative_int, metavar="SECONDS",
+                        help="how late a missed slot may still run under fire_once (default 60)")
+    parser.add_argument("--overlap-policy", choices=("forbid", "allow", "buffer_one"),
+                        help="a slot while a run holds the job's lease (default forbid)")
+    parser.add_argument("--jitter-s", type=non_negative_int, metavar="SECONDS",
+                        help="spread fires by a fixed per-job offset in [0, N) seconds")
+    parser.add_argument("--timeout-s", type=positive_int, metavar="SECONDS",
+                        help="per-run time limit; past it the run is timed_out")
+    parser.add_argument("--max-retries", type=non_negative_int, metavar="N",
+                        help="retries of a failed run, with exponential backoff")
+    if create:
+        parser.add_argument("--job-id", help="the id ([a-z0-9][a-z0-9_-]{0,63}); generated from the name when absent")
+
+
+def add_paging_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--page", type=positive_int, help="page number (default 1)")
+    parser.add_argument("--limit", type=positive_int, help="items per page, 1-100 (default 20)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cronhive jobs",
+        description="Operate on cronhive jobs through the REST API.",
+        epilog="Exit codes: 0 done, 1 the API refused (its message is printed), "
+               "2 usage error or the API is unreachable.",
+    )
+    add_connection_options(parser, top_level=True)
+    common = argparse.ArgumentParser(add_help=False)
+    add_connection_options(common, top_level=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    listing = commands.add_parser("list", parents=[common], help="list jobs (table)")
+    add_paging_flags(listing)
+    listing.add_argument("--status", choices=("active", "disabled"), help="only jobs with this status")
+    listing.add_argument("--handler", help="only jobs running this handler")
+
+    get = commands.add_parser("get", parents=[common], help="show one job (JSON)")
+    get.add_argument("job_id", metavar="JOB_ID")
+
+    create = commands.add_parser("create", parents=[common], help="register a job")
+    add_job_flags(create, create=True)
+
+    update = commands.add_parser("update", parents=[common], help="change some fields of a job")
+    update.add_argument("job_id", metavar="JOB_ID")
+    add_job_flags(update, create=False)
+
+    delete = commands.add_parser("delete", parents=[common], help="delete a job")
+    delete.add_argument("job_id", metavar="JOB_ID")
+
+    trigger = commands.add_parser("trigger", parents=[common], help="run a job now (works on disabled jobs too)")
+    trigger.add_argument("job_id", metavar="JOB_ID")
+
+    runs = commands.add_parser("runs", parents=[common], help="a job's run history, newest first (table)")
+    runs.add_argument("job_id", metavar="JOB_ID")
+    add_paging_flags(runs)
+    return parser
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    parts = urllib.parse.urlsplit(args.api_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        parser.error(f"--api-url must be an http:// or https:// URL, got {args.api_url!r}")
+    if args.command == "update" and not job_fields(args):
+        parser.error("update: give at least one field to change (e.g. --schedule or --disabled)")
+    if args.timeout <= 0:
+        parser.error("--timeout must be > 0")
+    return args
+
+
+# -- entry point ----------------------------------------------------------------
+
+
+def print_refusal(exc: ApiRefused, err: TextIO) -> None:
+    err.write(f"cronhive: {exc.message} (HTTP {exc.status} {exc.code})\n")
+    for line in detail_lines(exc.details):
+        err.write(f"  {line}\n")
+    if exc.status == 401:
+        err.write(f"  pass --token or set {TOKEN_ENV}\n")
+
+
+def detail_lines(details: Any, prefix: str = "") -> list[str]:
+    """``field: message`` lines from the error's ``details`` (nested for nested fields)."""
+    if isinstance(details, dict):
+        lines = []
+        for key, value in details.items():
+            lines += detail_lines(value, f"{prefix}{key}.")
+        return lines
+    if isinstance(details, list) and all(not isinstance(item, (dict, list)) for item in details):
+        return [f"{prefix.rstrip('.')}: {'; '.join(str(item) for item in details)}"] if details else []
+    if isinstance(details, list):
+        return [line for index, item in enumerate(details) for line in detail_lines(item, f"{prefix}{index}.")]
+    return [f"{prefix.rstrip('.')}: {details}"] if prefix else [str(details)]
+
+
+def main(argv: list[str]) -> int:
+    """``cronhive jobs ARGV``; returns the exit code (never raises for API or network trouble)."""
+    try:
+        args = parse(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        if exc.code is None:
+            return EXIT_OK
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    client = ApiClient(api_url=args.api_url, token=args.token or None, timeout_s=args.timeout)
+    try:
+        run_command(args, client, sys.stdout)
+        sys.stdout.flush()
+    except ApiRefused as exc:
+        print_refusal(exc, sys.stderr)
+        return EXIT_API_ERROR
+    except ApiUnreachable as exc:
+        sys.stderr.write(f"cronhive: cannot reach the API at {redact_url(args.api_url)}: {exc.reason}\n")
+        return EXIT_UNREACHABLE
+    except BrokenPipeError:  # `cronhive jobs list | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    return EXIT_OK
