@@ -22,3 +22,22 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .data
+
+# Benchmarks (bench/README.md). The peers (celery, periodiq, APScheduler 3) get
+# their own pinned venv: celery pins python-dateutil 2.9.0.post0, the test stack 4.0.0.
+PEERS_VENV  := bench/.venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+
+.PHONY: bench bench-full
+
+$(PEERS_STAMP): bench/requirements-peers.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --no-deps -r bench/requirements-peers.txt
+	$(PEERS_VENV)/bin/python -m pip check
+	touch $(PEERS_STAMP)
+
+bench: $(STAMP) $(PEERS_STAMP)
+	$(BIN)/python -m bench --profile quick $(BENCH_ARGS)
+
+bench-full: $(STAMP) $(PEERS_STAMP)
+	$(BIN)/python -m bench --profile full $(BENCH_ARGS)

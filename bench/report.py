@@ -1,0 +1,86 @@
+"""The printed table and the ours/peer ratios."""
+
+from __future__ import annotations
+
+from typing import Any
+
+OURS = "cronhive"
+LATENESS_KEYS = ("p50", "p99", "max")
+
+
+def ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """cronhive ÷ peer for each herd figure (below 1: cronhive is ahead); null while either is missing."""
+    ours = results.get("herd") or {}
+    table = {}
+    for name, peer in (results.get("peers") or {}).items():
+        row = {f"start_lateness_{key}": _ratio(_lateness(ours, key), _lateness(peer, key)) for key in LATENESS_KEYS}
+        row["all_started"] = _ratio(ours.get("all_started_s"), peer.get("all_started_s"))
+        table[name] = row
+    return table
+
+
+def _lateness(section: dict[str, Any], key: str) -> float | None:
+    return (section.get("start_lateness_ms") or {}).get(key)
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    if ours is None or theirs is None or theirs <= 0:
+        return None
+    return round(ours / theirs, 3)
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"cronhive bench — profile {results['profile']['name']}, herd of {results['profile']['herd_jobs']} jobs, "
+             f"{results['profile']['worker_processes']} worker processes × {results['profile']['worker_threads']} threads",
+             "",
+             "herd: handler start − slot (ms), and time until all N started (s)"]
+    header = f"{'system':<14}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'all started s':>15}{'started':>10}  note"
+    lines += [header, "-" * len(header)]
+    rows = [(OURS, results.get("herd") or {})] + list((results.get("peers") or {}).items())
+    for name, section in rows:
+        lines.append(_row(name, section))
+    lines += ["", "ratios cronhive ÷ peer (below 1: cronhive ahead)"]
+    header = f"{'peer':<14}{'p50':>10}{'p99':>10}{'max':>10}{'all started':>15}"
+    lines += [header, "-" * len(header)]
+    for name, row in (results.get("ratios") or {}).items():
+        lines.append(f"{name:<14}" + "".join(f"{_fmt(row[f'start_lateness_{key}'], 3):>10}" for key in LATENESS_KEYS)
+                     + f"{_fmt(row['all_started'], 3):>15}")
+    for section in ("scale", "failover"):
+        lines += ["", f"{section}: " + _flat(results.get(section) or {})]
+    lines += ["", f"machine: {results['machine'].get('cores')} cores, {results['machine'].get('memory')}, "
+              f"{results['machine'].get('cpu')}" if results.get("machine") else "",
+              f"took {results.get('duration_s')} s"]
+    return "\n".join(lines)
+
+
+def _row(name: str, section: dict[str, Any]) -> str:
+    lateness = section.get("start_lateness_ms") or {}
+    started = section.get("started")
+    started_text = f"{started}/{section.get('n')}" if started is not None else "-"
+    return (f"{name:<14}" + "".join(f"{_fmt(lateness.get(key), 1):>10}" for key in LATENESS_KEYS)
+            + f"{_fmt(section.get('all_started_s'), 2):>15}{started_text:>10}  {_note(section)}")
+
+
+def _note(section: dict[str, Any]) -> str:
+    if section.get("pending"):
+        return f"pending: {section['pending']}"
+    if section.get("error"):
+        return f"error: {section['error'].splitlines()[0][:100]}"
+    if section.get("skipped"):
+        return f"skipped: {section['skipped']}"
+    if section.get("incomplete"):
+        return f"INCOMPLETE within {section.get('bound_s')} s"
+    return ""
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _flat(section: dict[str, Any]) -> str:
+    parts = []
+    for key, value in section.items():
+        if isinstance(value, dict):
+            value = "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+        parts.append(f"{key}={value}")
+    return ", ".join(parts)
