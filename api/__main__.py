@@ -6,6 +6,7 @@ import os
 import sys
 
 from shared.errors import ConfigurationError
+from shared.metrics import prepare_multiprocess_dir
 from shared.settings import Settings
 
 
@@ -15,6 +16,8 @@ def main() -> None:
     except ConfigurationError as exc:
         print(f"cronhive api: {exc.message}", file=sys.stderr)
         sys.exit(2)
+    # gunicorn runs several worker processes: aggregate their metrics
+    prepare_multiprocess_dir("api")
     argv = [
         sys.executable, "-m", "gunicorn",
         "--config", "python:api.gunicorn_conf",

@@ -15,6 +15,7 @@ from threading import Lock
 from flask import Flask
 
 from api.errors import register_error_handlers
+from api.metrics import instrument, metrics_bp
 from api.routes import bp, alias_bp, ops_bp
 from shared.broker import RunPublisher
 from shared.clock import Clock, DatabaseClock
@@ -81,6 +82,8 @@ def create_app(
     app.register_blueprint(bp)
     app.register_blueprint(alias_bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(metrics_bp)
+    instrument(app)
     return app
 
 

@@ -25,10 +25,12 @@ log = logging.getLogger("cronhive.api")
 class ApiError(CronhiveError):
     """An HTTP-level refusal raised by the API layer itself (bad query, auth, content type)."""
 
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message, details=details)
         self.status = status
         self.code = code
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
@@ -51,7 +53,9 @@ _HTTP_CODES = {
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> tuple[Response, int]:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        response, status = error_response(exc.status, exc.code, exc.message, exc.details)
+        response.headers.update(exc.headers)
+        return response, status
 
     @app.errorhandler(marshmallow.ValidationError)
     def invalid_fields(exc: marshmallow.ValidationError) -> tuple[Response, int]:

@@ -21,3 +21,10 @@ def worker_exit(server: Any, worker: Any) -> None:
         from api.app import close_app
 
         close_app(app)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges from the multiprocess metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

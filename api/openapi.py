@@ -26,8 +26,14 @@ def _ok(description: str, schema: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _body(schema: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
+def _body(schema: str, example: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}
+
+
+#: The seed contract's request examples.
+CREATE_EXAMPLE = {"name": "Daily Reminder Check", "schedule": "0 8 * * *", "handler": "reminder_scheduler", "enabled": True}
+UPDATE_EXAMPLE = {"schedule": "0 7 * * *", "enabled": True}
+PREVIEW_EXAMPLE = {"schedule": "30 2 * * *", "timezone": "Europe/Berlin", "after": "2026-03-28T00:00:00Z", "count": 3}
 
 
 def _page_params() -> list[dict[str, Any]]:
@@ -41,7 +47,16 @@ _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": 
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def build_spec(secured: bool) -> dict[str, Any]:
+def build_spec(secured: bool, handler_names: list[str] | None = None) -> dict[str, Any]:
+    """The document; ``handler_names`` (the process's registry) become the enum of ``handler``."""
+    document = _build_spec(secured)
+    if handler_names:
+        for name in ("JobCreate", "JobUpdate"):
+            document["components"]["schemas"][name]["properties"]["handler"]["enum"] = list(handler_names)
+    return document
+
+
+def _build_spec(secured: bool) -> dict[str, Any]:
     spec = APISpec(
         title="cronhive",
         version="1.0.0",
@@ -86,7 +101,7 @@ def build_spec(secured: bool) -> dict[str, Any]:
             "post": {
                 "summary": "Register a new cron job",
                 "operationId": "createJob",
-                "requestBody": _body("JobCreate"),
+                "requestBody": _body("JobCreate", CREATE_EXAMPLE),
                 **security,
                 "responses": {
                     "201": {**_ok("Created", "Job"), "headers": {"Location": {"schema": {"type": "string"}}}},
@@ -102,9 +117,9 @@ def build_spec(secured: bool) -> dict[str, Any]:
             "get": {"summary": "Get details for a specific cron job", "operationId": "getJob",
                     "responses": {"200": _ok("The job", "Job"), **_errors(404, 503)}},
             "put": {"summary": "Update cron schedule or enable/disable a job", "operationId": "updateJob",
-                    "requestBody": _body("JobUpdate"), **security,
+                    "requestBody": _body("JobUpdate", UPDATE_EXAMPLE), **security,
                     "responses": {"200": _ok("The updated job", "Job"),
-                                  **_errors(400, *mutating_errors, 404, 413, 415, 422, 503)}},
+                                  **_errors(400, *mutating_errors, 404, 409, 413, 415, 422, 503)}},
             "delete": {"summary": "Unregister a cron job", "operationId": "deleteJob", **security,
                        "responses": {"200": _ok("Deleted", "Deleted"), **_errors(*mutating_errors, 404, 503)}},
         },
@@ -148,7 +163,7 @@ def build_spec(secured: bool) -> dict[str, Any]:
     spec.path(
         path=f"{BASE}/schedules/preview",
         operations={"post": {"summary": "The next fire instants of a schedule", "operationId": "previewSchedule",
-                             "requestBody": _body("Preview"),
+                             "requestBody": _body("Preview", PREVIEW_EXAMPLE),
                              "responses": {"200": _ok("Fire instants", "PreviewResult"),
                                            **_errors(400, 413, 415, 422)}}},
     )

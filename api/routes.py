@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -22,6 +24,10 @@ from shared.errors import Unavailable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Deepest JSON nesting a request body may have (args allow 16 levels inside it).
+MAX_JSON_DEPTH = 32
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
 bp = Blueprint("cron", __name__, url_prefix=BASE)
 alias_bp = Blueprint("cron_alias", __name__, url_prefix=BASE + BASE)
 ops_bp = Blueprint("ops", __name__)
@@ -35,20 +41,62 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _check_document(document: Any) -> None:
+    """Refuse what parses but cannot be handled: nesting deeper than `MAX_JSON_DEPTH`
+    (no request needs it; deep documents exhaust recursion further on) and strings
+    with unpaired surrogates (``"\\ud800"``: valid JSON syntax, not Unicode text,
+    so MongoDB could not store them). Iterative, so any depth is safe to inspect."""
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(400, "malformed_json", f"The body nests deeper than {MAX_JSON_DEPTH} levels.")
+        if isinstance(value, dict):
+            stack.extend((key, depth + 1) for key in value)
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            raise ApiError(400, "malformed_json", "The body contains an unpaired surrogate (\\ud800-\\udfff escape).")
+
+
 def json_body() -> Any:
     """The request's JSON document: 415 when not JSON, 413 when too large, 400 when malformed."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
     raw = request.get_data(cache=False)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # a chunked body is cut at the limit, not refused: refuse it here, don't parse half of it
+        raise ApiError(413, "payload_too_large", "The request body is larger than 64 KiB.")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        document = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "malformed_json", f"The body is not valid JSON: {exc}"[:300]) from None
+    _check_document(document)
+    return document
 
 
 def load_query(schema: marshmallow.Schema) -> dict[str, Any]:
+    """The query parameters, validated: unknown (``handler[$ne]``) or repeated ones are a 400."""
+    args = request.args
+    problems: dict[str, list[str]] = {}
+    for name in args:
+        if name not in schema.fields:
+            problems[name] = ["Unknown query parameter."]
+        elif len(args.getlist(name)) > 1:
+            problems[name] = ["Give this parameter once."]
+    if problems:
+        raise ApiError(400, "invalid_query", "Some query parameters are not valid.", problems)
     try:
-        return schema.load(request.args.to_dict(flat=True), unknown=marshmallow.EXCLUDE)
+        return schema.load(args.to_dict(flat=True))
     except marshmallow.ValidationError as exc:
         raise ApiError(400, "invalid_query", "Some query parameters are not valid.", exc.messages) from None  # type: ignore[arg-type]
 
@@ -62,7 +110,7 @@ def mutating(view: F) -> F:
         if token:
             given = request.headers.get("Authorization", "")
             if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())):
-                raise ApiError(401, "unauthorized", "A valid bearer token is required.")
+                raise ApiError(401, "unauthorized", "A valid bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -87,8 +135,9 @@ def list_jobs() -> Response:
 def create_job() -> tuple[Response, int, dict[str, str]]:
     svc = services()
     fields = schemas.JobCreateSchema.with_handlers(frozenset(svc.handlers.names())).load(json_body())
-    now = services().clock.now()
-    doc = svc.ready_store().create_job(fields, now)
+    store = svc.ready_store()
+    now = svc.clock.now()
+    doc = store.create_job(fields, now)
     location = url_for(f"{request.blueprint}.get_job", job_id=doc["_id"])
     return jsonify(job_view(doc, now)), 201, {"Location": location}
 
@@ -102,8 +151,9 @@ def get_job(job_id: str) -> Response:
 def update_job(job_id: str) -> Response:
     svc = services()
     changes = schemas.JobUpdateSchema.with_handlers(frozenset(svc.handlers.names())).load(json_body())
-    now = services().clock.now()
-    doc = svc.ready_store().update_job(job_id, changes, now)
+    store = svc.ready_store()
+    now = svc.clock.now()
+    doc = store.update_job(job_id, changes, now)
     return jsonify(job_view(doc, now))
 
 
@@ -163,7 +213,8 @@ def preview() -> Response:
 
 
 def openapi() -> Response:
-    return jsonify(build_spec(secured=bool(services().settings.api_token)))
+    svc = services()
+    return jsonify(build_spec(secured=bool(svc.settings.api_token), handler_names=svc.handlers.names()))
 
 
 ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [

@@ -10,11 +10,23 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from shared import cron
-from shared.domain import JOB_ID_PATTERN, JOB_STATUSES, MISFIRE_POLICIES, OVERLAP_POLICIES
+from shared.domain import JOB_ID_PATTERN, JOB_ID_RE, JOB_STATUSES, MISFIRE_POLICIES, OVERLAP_POLICIES
 from shared.errors import InvalidSchedule
 
 MAX_ARGS_BYTES = 16 * 1024
 MAX_ARGS_DEPTH = 16
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class JobId(fields.String):
+    """``^[a-z0-9][a-z0-9_-]{0,63}$`` matched in full (``$`` alone would let a
+    trailing newline through)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if JOB_ID_RE.fullmatch(text) is None:
+            raise ValidationError(f"job_id must match {JOB_ID_PATTERN}.")
+        return text
 
 
 class StrictBoolean(fields.Boolean):
@@ -69,9 +81,13 @@ class Instant(fields.String):
             raise ValidationError("Not a valid ISO-8601 instant (e.g. 2026-03-26T08:00:00Z).") from None
         if parsed.tzinfo is None:
             raise ValidationError("The instant needs a UTC offset or Z.")
-        if not 1970 <= parsed.astimezone(timezone.utc).year <= 9000:
+        try:
+            instant = parsed.astimezone(timezone.utc)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00
+            raise ValidationError("The instant must be between 1970 and 9000.") from None
+        if not 1970 <= instant.year <= 9000:
             raise ValidationError("The instant must be between 1970 and 9000.")
-        return parsed.astimezone(timezone.utc)
+        return instant
 
 
 def _check_args(value: Any, depth: int = 0) -> None:
@@ -79,12 +95,14 @@ def _check_args(value: Any, depth: int = 0) -> None:
         raise ValidationError(f"args nests deeper than {MAX_ARGS_DEPTH} levels.")
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str) or key.startswith("$") or "\x00" in key:
-                raise ValidationError("args keys must be strings that do not start with '$'.")
+            if not isinstance(key, str) or not key or key.startswith("$") or "." in key or "\x00" in key:
+                raise ValidationError("args keys must be non-empty and may not start with '$' or hold '.' or NUL.")
             _check_args(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
             _check_args(item, depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        raise ValidationError("args numbers must fit in 64 bits.")
 
 
 class ArgsField(fields.Dict):
@@ -123,12 +141,15 @@ def job_create_schema(handler_names: frozenset[str]) -> Schema:
 
 
 class JobCreateSchema(JobFieldsMixin, Schema):
-    job_id = fields.String(validate=validate.Regexp(JOB_ID_PATTERN, error="job_id must match {regex}."))
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    schedule = ScheduleString(required=True, validate=validate.Length(min=1, max=256))
-    handler = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    enabled = StrictBoolean()
-    timezone = TimezoneString(validate=validate.Length(min=1, max=64))
+    job_id = JobId(metadata={"pattern": JOB_ID_PATTERN, "example": "job_reminder_daily"})
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200),
+                         metadata={"example": "Daily Reminder Check"})
+    schedule = ScheduleString(required=True, validate=validate.Length(min=1, max=256),
+                              metadata={"example": "0 8 * * *"})
+    handler = fields.String(required=True, validate=validate.Length(min=1, max=200),
+                            metadata={"example": "reminder_scheduler"})
+    enabled = StrictBoolean(metadata={"example": True})
+    timezone = TimezoneString(validate=validate.Length(min=1, max=64), metadata={"example": "Europe/Berlin"})
     args = ArgsField()
     misfire_policy = _policy_fields()["misfire_policy"]
     misfire_grace_s = _policy_fields()["misfire_grace_s"]
@@ -155,9 +176,9 @@ class JobUpdateSchema(JobCreateSchema):
     class Meta:
         exclude = ("job_id",)
 
-    name = fields.String(validate=validate.Length(min=1, max=200))
-    schedule = ScheduleString(validate=validate.Length(min=1, max=256))
-    handler = fields.String(validate=validate.Length(min=1, max=200))
+    name = fields.String(validate=validate.Length(min=1, max=200), metadata={"example": "Daily Reminder Check"})
+    schedule = ScheduleString(validate=validate.Length(min=1, max=256), metadata={"example": "0 7 * * *"})
+    handler = fields.String(validate=validate.Length(min=1, max=200), metadata={"example": "reminder_scheduler"})
 
     @validates_schema
     def not_empty(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -166,10 +187,11 @@ class JobUpdateSchema(JobCreateSchema):
 
 
 class PreviewSchema(Schema):
-    schedule = ScheduleString(required=True, validate=validate.Length(min=1, max=256))
-    timezone = TimezoneString(validate=validate.Length(min=1, max=64))
-    after = Instant()
-    count = StrictInteger(validate=validate.Range(min=1, max=100))
+    schedule = ScheduleString(required=True, validate=validate.Length(min=1, max=256), metadata={"example": "30 2 * * *"})
+    timezone = TimezoneString(validate=validate.Length(min=1, max=64), metadata={"example": "Europe/Berlin"})
+    after = Instant(metadata={"example": "2026-03-28T00:00:00Z",
+                              "description": "Exclusive; an ISO-8601 instant with Z or an offset. Default: now."})
+    count = StrictInteger(validate=validate.Range(min=1, max=100), metadata={"example": 3})
 
 
 class PageQuerySchema(Schema):

@@ -21,6 +21,8 @@ from shared.domain import utcnow
 log = logging.getLogger("cronhive.clock")
 
 RESYNC_S = 300.0
+#: After a failed measurement, wait this long before trying again (MongoDB down).
+RETRY_S = 10.0
 
 
 class Clock(Protocol):
@@ -44,6 +46,7 @@ class DatabaseClock:
         self.resync_s = resync_s
         self.offset = timedelta(0)
         self._synced_at: float | None = None
+        self._failed_at: float | None = None
         self._lock = threading.Lock()
 
     def sync(self) -> timedelta:
@@ -55,16 +58,23 @@ class DatabaseClock:
         with self._lock:
             self.offset = offset
             self._synced_at = time.monotonic()
+            self._failed_at = None
         if abs(offset) > timedelta(seconds=1):
             log.warning("local clock is %.3f s off the database clock; using the database's", offset.total_seconds())
         return offset
 
+    def _due_for_sync(self) -> bool:
+        mono = time.monotonic()
+        if self._failed_at is not None and mono - self._failed_at < RETRY_S:
+            return False
+        return self._synced_at is None or mono - self._synced_at > self.resync_s
+
     def now(self) -> datetime:
-        synced = self._synced_at
-        if synced is None or time.monotonic() - synced > self.resync_s:
+        if self._due_for_sync():
             try:
                 self.sync()
             except Exception:  # keep the last offset while MongoDB is unreachable
+                self._failed_at = time.monotonic()
                 log.debug("could not re-measure the database clock", exc_info=True)
         value = utcnow() + self.offset
         return value.replace(microsecond=value.microsecond // 1000 * 1000)

@@ -9,7 +9,8 @@ The order makes failure leave nothing half-done:
 4. mark it ``queued`` and note ``last_triggered_at`` on the job.
 
 If step 2 or 3 fails the run is deleted and the lease released, and the error
-(`StoreUnavailable` / `BrokerUnavailable`) propagates.
+(`StoreUnavailable` / `BrokerUnavailable`) propagates. Once RabbitMQ confirmed
+the message the trigger has succeeded, even if step 4 cannot be written.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def trigger_job(store: MongoStore, publisher: RunPublisher, job_id: str, now: da
     lease: Lease | None = None
     if policy != "allow":
         lease = store.claim_job_lease(job_id, reservation_holder(run_id), lease_s, now, run_id=run_id)
+        if lease is None:
+            store.get_job(job_id)  # deleted meanwhile: 404, not a lease conflict
         if lease is None and policy == "forbid":
             raise LeaseHeld(f"job {job_id!r} is running; its lease is held", details={"job_id": job_id})
         if lease is None and not store.reserve_buffer_slot(job_id, run_id):
@@ -80,13 +83,23 @@ def trigger_job(store: MongoStore, publisher: RunPublisher, job_id: str, now: da
     try:
         store.insert_run(new_run(job, run_id, "manual", now, now, lease))
         publisher.publish_run(run_id, job_id)
-    except Unavailable:
+    except Exception:
         _undo_trigger(store, job_id, run_id, lease)
         raise
-    store.mark_run_queued(run_id, now)
-    store.note_triggered(job_id, now)
+    _after_publish(store, job_id, run_id, now)
     log.info("run triggered", extra={"job_id": job_id, "run_id": run_id})
     return TriggerResult(job_id=job_id, run_id=run_id, triggered_at=now, lock_acquired=lease is not None)
+
+
+def _after_publish(store: MongoStore, job_id: str, run_id: str, now: datetime) -> None:
+    """Mark the run ``queued`` and note the trigger on the job. RabbitMQ has the
+    run by now, so a MongoDB failure here does not fail the trigger: the run
+    stays ``pending`` (which the scheduler re-publishes; workers run it once)."""
+    try:
+        store.mark_run_queued(run_id, now)
+        store.note_triggered(job_id, now)
+    except Unavailable:
+        log.warning("run published but not marked queued", extra={"job_id": job_id, "run_id": run_id})
 
 
 def _undo_trigger(store: MongoStore, job_id: str, run_id: str, lease: Lease | None) -> None:

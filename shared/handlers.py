@@ -82,8 +82,10 @@ def load_handler_modules(modules: Iterable[str]) -> HandlerRegistry:
     for module in modules:
         try:
             importlib.import_module(module)
-        except ImportError as exc:
-            raise ConfigurationError(f"HANDLER_MODULES: cannot import {module!r}: {exc}") from exc
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # ImportError, but also a module that is broken or raises while importing
+            raise ConfigurationError(f"HANDLER_MODULES: cannot import {module!r}: {type(exc).__name__}: {exc}") from exc
     return registry
 
 

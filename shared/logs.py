@@ -36,4 +36,6 @@ def configure_logging(level: str = "INFO") -> None:
         handler.setFormatter(JsonFormatter())
         root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs every failed connection attempt with a traceback; cronhive logs
+    # one clear line of its own when RabbitMQ is unreachable.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)

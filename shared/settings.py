@@ -34,8 +34,11 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "HANDLER_MODULES": ("handler_modules", "unset", "Comma-separated Python modules that register extra handlers."),
     "JOB_LEASE_S": ("job_lease_s", "30", "Duration of a job's run lease; renewed at a third of it."),
     "LEADER_LEASE_S": ("leader_lease_s", "10", "Duration of the scheduler leader lease; renewed at a third of it."),
+    "SCHEDULER_BATCH": ("scheduler_batch", "200", "Due jobs the leader scheduler plans, writes and publishes per batch."),
+    "SCHEDULER_MAX_SLEEP_MS": ("scheduler_max_sleep_ms", "500", "Longest the scheduler sleeps between looks at the jobs (new and changed jobs are seen within it)."),
     "RUN_HISTORY_LIMIT": ("run_history_limit", "1000", "Runs kept per job."),
     "RUN_HISTORY_DAYS": ("run_history_days", "30", "Days a run is kept."),
+    "RETRY_BACKOFF_MS": ("retry_backoff_ms", "15000", "Backoff before a failed run's first retry; doubled for each further attempt (max 1 hour)."),
     "LOG_LEVEL": ("log_level", "INFO", "Log level of every process."),
     "METRICS_HOST": ("metrics_host", "127.0.0.1", "Address the scheduler's and worker's health/metrics server binds to (0.0.0.0 in containers)."),
     "METRICS_PORT": ("metrics_port", "9100", "Port of the scheduler's and worker's `/healthz`, `/readyz` and `/metrics`; 0 turns the server off."),
@@ -84,8 +87,11 @@ class Settings:
     handler_modules: tuple[str, ...] = field(default_factory=tuple)
     job_lease_s: int = 30
     leader_lease_s: int = 10
+    scheduler_batch: int = 200
+    scheduler_max_sleep_ms: int = 500
     run_history_limit: int = 1000
     run_history_days: int = 30
+    retry_backoff_ms: int = 15000
     log_level: str = "INFO"
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9100
@@ -112,8 +118,11 @@ class Settings:
             handler_modules=modules,
             job_lease_s=_int(env, "JOB_LEASE_S", 30, minimum=3),
             leader_lease_s=_int(env, "LEADER_LEASE_S", 10, minimum=3),
+            scheduler_batch=_int(env, "SCHEDULER_BATCH", 200, minimum=1),
+            scheduler_max_sleep_ms=_int(env, "SCHEDULER_MAX_SLEEP_MS", 500, minimum=10),
             run_history_limit=_int(env, "RUN_HISTORY_LIMIT", 1000, minimum=1),
             run_history_days=_int(env, "RUN_HISTORY_DAYS", 30, minimum=1),
+            retry_backoff_ms=_int(env, "RETRY_BACKOFF_MS", 15000, minimum=1),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             metrics_host=env.get("METRICS_HOST") or "127.0.0.1",
             metrics_port=_int(env, "METRICS_PORT", 9100, minimum=0),
