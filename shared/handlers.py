@@ -104,7 +104,9 @@ def sleep(args: dict[str, Any], ctx: HandlerContext) -> None:
     seconds = args.get("seconds", 1)
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
         raise ValueError(f"sleep: args.seconds must be a non-negative number, got {seconds!r}")
-    time.sleep(float(seconds))
+    deadline = time.monotonic() + float(seconds)
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))  # short slices let the time limit and lease-loss interrupts land
 
 
 @handler("fail")

@@ -1,0 +1,97 @@
+"""The reaper (dead attempts whose message is gone) and run history retention,
+against the real store with a clock moved by hand."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from shared.dispatch import new_run
+from tests.worker.conftest import LEASE_S, Harness
+from worker.maintenance import Reaper
+from worker.middleware import HistoryTrimmer
+from worker.records import follow_up_message
+
+
+def reaper_for(harness: Harness, worker: str, republished: list[tuple[str, int]]) -> Reaper:
+    def republish(run: dict[str, Any], after_attempt: int) -> None:
+        republished.append((run["_id"], after_attempt))
+
+    return Reaper(harness.store, harness.clock, harness.settings, republish, worker)
+
+
+def test_the_reaper_abandons_or_recovers_runs_whose_worker_died(harness: Harness) -> None:
+    harness.job("final", max_retries=0)
+    harness.job("retried", max_retries=1)
+    harness.job("alive")
+    final = harness.trigger("final").run_id
+    retried = harness.trigger("retried").run_id
+    for run_id in (final, retried):
+        assert harness.deliver(run_id).begin() is not None  # then the worker dies with its message
+    republished: list[tuple[str, int]] = []
+    reaper = reaper_for(harness, "host:1", republished)
+    standby = reaper_for(harness, "host:2", republished)
+
+    harness.clock.advance(LEASE_S + 1)
+    alive = harness.deliver(harness.trigger("alive").run_id)
+    assert alive.begin() is not None
+    report = reaper.run_once(harness.clock.now())
+    assert standby.run_once(harness.clock.now()) is None  # one reaper at a time (its lease)
+
+    assert report is not None and report.abandoned == [final] and report.recovered == [retried]
+    assert harness.run(final)["status"] == "abandoned"
+    assert harness.job_doc("final")["lease"] is None and harness.job_doc("final")["last_run_status"] == "abandoned"
+    assert harness.run(alive.attempt.run_id)["status"] == "running"  # type: ignore[union-attr]
+    assert republished == [(retried, 1)]
+    assert reaper.run_once(harness.clock.now()).recovered == []  # type: ignore[union-attr] # once per attempt
+    harness.clock.advance(10 * LEASE_S + 1)  # ... unless that message got lost: published again much later
+    again = reaper.run_once(harness.clock.now())
+    assert again is not None and again.recovered == [retried]
+    assert republished == [(retried, 1), (retried, 1)]
+
+    message = follow_up_message(harness.settings.runs_queue, retried, "retried", 1)
+    attempt = harness.deliver_message(message).begin()
+    assert attempt is not None and attempt.number == 2
+    assert [a["status"] for a in harness.run(retried)["attempts"]] == ["abandoned"]
+
+
+def insert_runs(harness: Harness, job_id: str, count: int, *, status: str = "succeeded",
+                age: timedelta = timedelta(0), tag: str = "") -> list[str]:
+    job = harness.job_doc(job_id)
+    ids = []
+    for index in range(count):
+        created = harness.clock.now() - age + timedelta(seconds=index)
+        run = new_run(job, f"run_{job_id}_{index:03d}_{status}{tag}", "manual", created, created, None, status=status)
+        harness.store.insert_run(run)
+        ids.append(run["_id"])
+    return ids
+
+
+def test_history_is_trimmed_per_job_to_the_newest_runs(harness: Harness) -> None:
+    harness.job("busy")
+    harness.job("other")
+    stuck = insert_runs(harness, "busy", 1, status="running", age=timedelta(hours=1))
+    finished = insert_runs(harness, "busy", 10)
+    kept_elsewhere = insert_runs(harness, "other", 3)
+
+    trimmer = HistoryTrimmer(harness.store, limit=4)
+    assert trimmer.every == 1
+    assert trimmer.after_finish("busy") == 6  # the 4 newest stay; a run still going is never trimmed
+    remaining = {run["_id"] for run in harness.store.runs.find({"job_id": "busy"})}
+    assert remaining == set(finished[-4:]) | set(stuck)
+    assert harness.store.runs.count_documents({"_id": {"$in": kept_elsewhere}}) == 3
+    assert HistoryTrimmer(harness.store, limit=1000).every == 50  # occasional, not after every run
+
+
+def test_runs_older_than_the_retention_days_are_deleted(harness: Harness) -> None:
+    harness.job("old")
+    old = insert_runs(harness, "old", 5, age=timedelta(days=31))
+    recent = insert_runs(harness, "old", 2, age=timedelta(days=29), tag="_recent")
+    reaper = reaper_for(harness, "host:1", [])
+    assert reaper.sweep_retention(harness.clock.now()) == len(old)
+    assert {run["_id"] for run in harness.store.runs.find()} == set(recent)
+
+    harness.store.ensure_run_retention(30)
+    harness.store.ensure_run_retention(7)  # RUN_HISTORY_DAYS changed: the TTL index follows
+    index = harness.store.runs.index_information()["retention"]
+    assert index["key"] == [("created_at", 1)] and index["expireAfterSeconds"] == 7 * 86400

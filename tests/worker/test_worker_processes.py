@@ -1,0 +1,343 @@
+"""Four real worker processes (``python -m worker``, each its own dramatiq process
+tree) on the real RabbitMQ and MongoDB-wire store, with JOB_LEASE_S=3: duplicate
+deliveries, SIGKILL and SIGSTOP mid-run, long handlers, overlap, timeouts,
+retries and dead-lettering (issue 4's tests). Runs are created the way the run
+lifecycle contract says (`trigger_job`, or a slot created like the scheduler
+does), never by running a scheduler."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from api.app import close_app, create_app
+from shared.broker import RunPublisher
+from shared.dispatch import new_run, reservation_holder, trigger_job
+from shared.domain import FINAL_RUN_STATUSES, new_run_id, utcnow
+from shared.errors import LeaseHeld
+from shared.settings import Settings
+from shared.store import MongoStore
+from tests import services
+from tests.worker.cluster import WorkerCluster, wait_for
+from tests.worker.handlers_for_tests import read_events
+
+LEASE_S = 3
+BACKOFF_MS = 300
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class System:
+    settings: Settings
+    store: MongoStore
+    publisher: RunPublisher
+    cluster: WorkerCluster
+    metrics_port: int
+    dead_letters: list[dict[str, Any]]
+
+    def job(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        body = {"job_id": job_id, "name": job_id, "schedule": "0 0 1 1 *", "handler": "noop", "enabled": False,
+                **fields}
+        return self.store.create_job(body, utcnow())
+
+    def trigger(self, job_id: str) -> str:
+        return trigger_job(self.store, self.publisher, job_id, utcnow(), LEASE_S).run_id
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self.store.get_run(run_id)
+
+    def wait_status(self, run_id: str, statuses: tuple[str, ...], timeout_s: float,
+                    attempt: int | None = None) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            run = self.run(run_id)
+            ok = run["status"] in statuses and (attempt is None or run["attempt"] == attempt)
+            return run if ok else None
+
+        return wait_for(reached, timeout_s, f"run {run_id} to be {statuses} (attempt {attempt})")
+
+    def wait_final(self, run_id: str, timeout_s: float = 20) -> dict[str, Any]:
+        return self.wait_status(run_id, FINAL_RUN_STATUSES, timeout_s)
+
+    def job_after(self, run_id: str, timeout_s: float = 5) -> dict[str, Any]:
+        """The job once the run's outcome reached it (written right after the run's, in
+        the update that releases the job lease)."""
+        job_id = self.run(run_id)["job_id"]
+        return wait_for(lambda: (job := self.store.get_job(job_id))["last_run_id"] == run_id and job, timeout_s,
+                        f"the outcome of {run_id} on job {job_id}")
+
+    def dead_lettered(self, run_id: str, timeout_s: float = 10) -> dict[str, Any]:
+        """The message of ``run_id`` on ``<queue>.XQ`` (dramatiq's dead-letter queue)."""
+        def found() -> dict[str, Any] | None:
+            taken = services.get_messages(self.settings.rabbitmq_url, f"{self.settings.runs_queue}.XQ")
+            self.dead_letters.extend(json.loads(body) for body in taken)
+            return next((m for m in self.dead_letters if m["args"] == [run_id]), None)
+
+        return wait_for(found, timeout_s, f"run {run_id} on the dead-letter queue", interval_s=0.25)
+
+
+@pytest.fixture(scope="module")
+def system(mongodb_uri: str, rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    tag = uuid.uuid4().hex[:10]
+    base_env = {key: value for key, value in os.environ.items()
+                if key != "PROMETHEUS_MULTIPROC_DIR" and not key.startswith("dramatiq_")}
+    env = {
+        **base_env,
+        "MONGODB_URI": mongodb_uri,
+        "MONGODB_DB": f"cronhive_workers_{tag}",
+        "MONGODB_TIMEOUT_MS": "2000",
+        "RABBITMQ_URL": rabbitmq_url,
+        "RUNS_QUEUE": f"cronhive.test.{tag}.runs",
+        "JOB_LEASE_S": str(LEASE_S),
+        "RETRY_BACKOFF_MS": str(BACKOFF_MS),
+        "HANDLER_MODULES": "tests.worker.handlers_for_tests",
+        "METRICS_PORT": "0",
+        "LOG_LEVEL": "INFO",
+    }
+    settings = Settings.from_env(env)
+    store = MongoStore.open(settings)
+    store.ensure_indexes()
+    publisher = RunPublisher.open(settings)
+    metrics_port = services.free_port()
+    cluster = WorkerCluster(env, tmp_path_factory.mktemp("workers"), 4,
+                            per_worker={0: {"METRICS_PORT": str(metrics_port)}})
+    try:
+        cluster.start()
+        yield System(settings, store, publisher, cluster, metrics_port, [])
+    finally:
+        cluster.stop()
+        publisher.close()
+        store.client.drop_database(settings.mongodb_db)
+        store.close()
+        queue = settings.runs_queue
+        services.delete_queues(rabbitmq_url, queue, f"{queue}.DQ", f"{queue}.XQ")
+
+
+@pytest.fixture(autouse=True)
+def all_workers_up(system: System) -> Iterator[None]:
+    """Each test starts with four live workers (a test may have killed one)."""
+    system.cluster.start()
+    yield
+    for worker in system.cluster.workers:
+        if worker.alive():
+            worker.signal_tree(signal.SIGCONT)
+
+
+def executions(events: list[dict[str, Any]], run_id: str) -> list[int]:
+    """The attempts of ``run_id`` whose handler started."""
+    return [event["attempt"] for event in events if event["run_id"] == run_id and event["event"] == "start"]
+
+
+def test_a_run_published_several_times_runs_once(system: System, tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    run_ids = []
+    for index in range(4):  # forbid: the trigger reserves each job's lease
+        system.job(f"dup_{index}", handler="record", args={"file": str(events), "seconds": 0.3})
+        run_ids.append(system.trigger(f"dup_{index}"))
+    system.job("dup_allow", handler="record", overlap_policy="allow", args={"file": str(events), "seconds": 0.3})
+    run_ids += [system.trigger("dup_allow") for _ in range(4)]  # allow: no job lease, each run its own
+    for run_id in run_ids:  # the same message twice more (a scheduler failover re-publishes)
+        job_id = system.run(run_id)["job_id"]
+        system.publisher.publish_run(run_id, job_id)
+        system.publisher.publish_run(run_id, job_id)
+
+    for run_id in run_ids:
+        run = system.wait_final(run_id)
+        assert run["status"] == "succeeded" and run["attempt"] == 1, run
+    time.sleep(0.5)  # let any stray duplicate reach a worker
+    recorded = read_events(str(events))
+    for run_id in run_ids:
+        assert executions(recorded, run_id) == [1], run_id
+    assert len({event["pid"] for event in recorded}) >= 2  # several workers took part
+
+
+def test_a_worker_killed_mid_run_leaves_an_abandoned_run_and_the_job_fires_again(system: System) -> None:
+    system.job("crash", handler="sleep", args={"seconds": 30}, max_retries=0)
+    run_id = system.trigger("crash")
+    running = system.wait_status(run_id, ("running",), 15)
+    victim = system.cluster.by_worker_name(running["worker"])
+    assert system.store.get_job("crash")["lease"]["holder"] == running["lease_holder"]
+
+    victim.kill()  # SIGKILL the whole tree mid-run
+    killed_at = time.monotonic()
+    run = system.wait_final(run_id, timeout_s=LEASE_S + 15)
+    resolved_s = time.monotonic() - killed_at
+    assert run["status"] == "abandoned" and run["attempt"] == 1, run
+    assert run["error"]["type"] == "abandoned"
+    assert resolved_s <= LEASE_S + 10
+    job = system.job_after(run_id)
+    assert job["lease"] is None and job["last_run_status"] == "abandoned"
+    assert all(w.alive() for w in system.cluster.workers if w is not victim)  # the other trees live on
+
+    system.store.update_job("crash", {"args": {"seconds": 0.1}}, utcnow())
+    again = system.wait_final(system.trigger("crash"))
+    assert again["status"] == "succeeded"
+
+
+def test_a_handler_longer_than_three_leases_keeps_its_lease(system: System, tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    system.job("long", handler="record", args={"file": str(events), "seconds": 3.3 * LEASE_S})
+    run_id = system.trigger("long")
+    running = system.wait_status(run_id, ("running",), 15)
+    holder, token = running["lease_holder"], running["lease_token"]
+    system.publisher.publish_run(run_id, "long")  # a duplicate meanwhile must not start anything
+    samples = 0
+    while (run := system.run(run_id))["status"] == "running":
+        lease = system.store.get_job("long")["lease"]
+        now = utcnow()
+        if system.run(run_id)["status"] != "running":
+            break
+        assert lease is not None and (lease["holder"], lease["token"]) == (holder, token)
+        assert lease["expires_at"] > now, "the lease lapsed while the handler ran"
+        assert run["attempt"] == 1
+        samples += 1
+        time.sleep(0.25)
+    assert samples >= 20  # sampled across the whole run
+    assert run["status"] == "succeeded" and run["attempt"] == 1
+    assert run["duration_ms"] >= 3.3 * LEASE_S * 1000
+    assert executions(read_events(str(events)), run_id) == [1]
+
+
+def test_a_stalled_worker_cannot_overwrite_the_newer_attempt(system: System, tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    system.job("stall", handler="record", args={"file": str(events), "seconds": 5}, max_retries=1)
+    run_id = system.trigger("stall")
+    first = system.wait_status(run_id, ("running",), 15)
+    stalled = system.cluster.by_worker_name(first["worker"])
+    stalled.signal_tree(signal.SIGSTOP)
+    try:
+        second = system.wait_status(run_id, ("running",), LEASE_S + 15, attempt=2)
+    finally:
+        stalled.signal_tree(signal.SIGCONT)
+    assert second["worker"] != first["worker"] and second["lease_token"] > first["lease_token"]
+
+    def rejected() -> bool:
+        return any(line_about(line, run_id, "late write rejected") for line in stalled.log().splitlines())
+
+    wait_for(rejected, 15, "the stalled worker's late write to be rejected")
+    run = system.wait_final(run_id)
+    assert run["status"] == "succeeded" and run["attempt"] == 2 and run["worker"] == second["worker"]
+    assert [(a["attempt"], a["status"]) for a in run["attempts"]] == [(1, "abandoned"), (2, "succeeded")]
+    job = system.job_after(run_id)
+    assert job["last_run_id"] == run_id and job["last_run_status"] == "succeeded" and job["lease"] is None
+    assert sorted(executions(read_events(str(events)), run_id)) == [1, 2]
+
+
+def line_about(line: str, run_id: str, text: str) -> bool:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return False
+    return event.get("run_id") == run_id and text in event.get("event", "")
+
+
+def fire_slot(system: System, job_id: str, slot: datetime) -> str:
+    """Create a slot's run the way the scheduler does (run lifecycle contract, ``forbid``)."""
+    now = utcnow()
+    run_id = new_run_id(slot)
+    job = system.store.get_job(job_id)
+    lease = system.store.claim_job_lease(job_id, reservation_holder(run_id), LEASE_S, now, run_id=run_id)
+    if lease is None:
+        skipped = new_run(job, run_id, "schedule", slot, now, None, status="skipped")
+        skipped.update(finished_at=now, error={"type": "overlap", "message": "the job's lease is held"})
+        system.store.insert_run(skipped)
+        return run_id
+    system.store.insert_run(new_run(job, run_id, "schedule", slot, now, lease))
+    system.publisher.publish_run(run_id, job_id)
+    system.store.mark_run_queued(run_id, now)
+    return run_id
+
+
+def test_forbid_never_overlaps_runs_and_skips_the_slots_in_between(system: System, tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    system.job("every2s", handler="record", args={"file": str(events), "seconds": 5}, overlap_policy="forbid")
+    app = create_app(system.settings)
+    client = app.test_client()
+    start = time.monotonic()
+    run_ids = []
+    try:
+        for index in range(4):  # a 5 s handler on a 2 s schedule
+            time.sleep(max(0.0, start + 2 * index - time.monotonic()))
+            run_ids.append(fire_slot(system, "every2s", utcnow().replace(microsecond=0)))
+            if index == 0:
+                system.wait_status(run_ids[0], ("running",), 5)
+                with pytest.raises(LeaseHeld):
+                    system.trigger("every2s")
+                response = client.post("/api/v1/cron/jobs/every2s/trigger")
+                assert response.status_code == 409 and response.get_json()["lock_acquired"] is False
+                assert client.get("/api/v1/cron/jobs/every2s").get_json()["lock_acquired"] is True
+    finally:
+        close_app(app)
+
+    runs = [system.wait_final(run_id, timeout_s=15) for run_id in run_ids]
+    statuses = [run["status"] for run in runs]
+    assert statuses.count("succeeded") >= 2 and statuses.count("skipped") >= 2, statuses
+    assert statuses[0] == "succeeded" and statuses[1] == "skipped"
+    for run in runs:
+        if run["status"] == "skipped":
+            assert run["error"]["type"] == "overlap"
+    executed = sorted((run["started_at"], run["finished_at"]) for run in runs if run["status"] == "succeeded")
+    for (_, finished), (started, _) in zip(executed, executed[1:]):
+        assert finished <= started, executed  # never overlapping
+    recorded = sorted(read_events(str(events)), key=lambda event: event["t"])
+    active = 0
+    for event in recorded:
+        active += {"start": 1, "end": -1}[event["event"]]
+        assert active <= 1, recorded
+    assert len(recorded) == 2 * statuses.count("succeeded")
+
+
+def test_a_run_over_its_timeout_is_timed_out_and_dead_lettered(system: System, tmp_path: Path) -> None:
+    system.job("slow", handler="record", args={"file": str(tmp_path / "events"), "seconds": 20}, timeout_s=1)
+    run_id = system.trigger("slow")
+    run = system.wait_final(run_id, timeout_s=15)
+    assert run["status"] == "timed_out" and run["error"]["type"] == "timeout"
+    assert 1000 <= run["duration_ms"] < 5000
+    job = system.job_after(run_id)
+    assert job["last_run_status"] == "timed_out" and job["lease"] is None
+    assert system.dead_lettered(run_id)["actor_name"] == "execute_run"
+
+
+def test_failures_are_retried_with_backoff_then_dead_lettered(system: System, tmp_path: Path) -> None:
+    system.job("broken", handler="fail", args={"message": "disk full"}, max_retries=2)
+    system.job("flaky", handler="record", args={"file": str(tmp_path / "events"), "fail_attempts": 1},
+               max_retries=1)
+    broken_id, flaky_id = system.trigger("broken"), system.trigger("flaky")
+
+    broken = system.wait_final(broken_id, timeout_s=20)
+    assert broken["status"] == "failed" and broken["attempt"] == 3
+    assert broken["error"] == {"type": "HandlerFailed", "message": "disk full"}
+    attempts = broken["attempts"]
+    assert [(a["attempt"], a["status"]) for a in attempts] == [(1, "failed"), (2, "failed"), (3, "failed")]
+    for number, (before, after) in enumerate(zip(attempts, attempts[1:]), start=1):
+        gap_ms = (after["started_at"] - before["finished_at"]).total_seconds() * 1000
+        assert gap_ms >= BACKOFF_MS * 2 ** (number - 1) - 5, attempts  # exponential backoff
+    assert len({a["worker"] for a in attempts}) >= 1
+    assert system.dead_lettered(broken_id)["args"] == [broken_id]
+
+    flaky = system.wait_final(flaky_id, timeout_s=20)
+    assert flaky["status"] == "succeeded" and flaky["attempt"] == 2
+    assert [a["status"] for a in flaky["attempts"]] == ["failed", "succeeded"]
+    assert flaky["attempts"][0]["error"]["type"] == "FlakyFailure"
+
+
+def test_the_worker_serves_health_and_metrics(system: System) -> None:
+    system.job("metered")
+    system.wait_final(system.trigger("metered"))
+    base = f"http://127.0.0.1:{system.metrics_port}"
+    assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
+    ready = requests.get(f"{base}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["checks"] == {"mongodb": "ok", "rabbitmq": "ok"}
+    metrics = requests.get(f"{base}/metrics", timeout=5).text
+    assert "cronhive_worker_run_duration_seconds_count" in metrics

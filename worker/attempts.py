@@ -1,0 +1,131 @@
+"""One attempt at executing a run: who runs it, under which lease, and how it ended.
+
+An attempt is created by `worker.middleware.RunLifecycle` once it holds the
+lease and has marked the run ``running``; the actor reads it back through
+`current_attempt` (one per worker thread), and `worker.keeper.LeaseKeeper`
+renews its lease while the handler runs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from dramatiq.middleware import Interrupt, TimeLimitExceeded
+
+from shared.handlers import HandlerContext
+from shared.leases import Lease
+
+#: ``error.message`` is cut to this many characters.
+MAX_ERROR_CHARS = 2000
+
+#: Where an attempt's lease lives: the job document (``forbid``/``buffer_one``)
+#: or the run document itself (``allow``).
+JOB_SCOPE = "job"
+RUN_SCOPE = "run"
+
+
+def worker_name() -> str:
+    """``hostname:pid`` of this worker process (the run's ``worker`` field)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def attempt_holder(worker: str, run_id: str, attempt: int) -> str:
+    """The lease holder of one delivery's attempt: ``hostname:pid:<run_id>:<attempt>:<nonce>``.
+
+    The nonce makes two deliveries of the same run in one process distinct
+    holders, so each claim by a new delivery gets a new fencing token."""
+    return f"{worker}:{run_id}:{attempt}:{secrets.token_hex(3)}"
+
+
+def bounded_error(error_type: str, message: str) -> dict[str, str]:
+    """The run's ``error`` field: ``{type, message}``, the message cut to `MAX_ERROR_CHARS`."""
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 1] + "…"
+    return {"type": error_type[:200], "message": message}
+
+
+class LeaseLostInterrupt(Interrupt):
+    """Raised asynchronously in a handler's thread when its attempt's lease was lost
+    (expired or taken over): a newer attempt may be running, so this one stops."""
+
+
+#: Outcome of an attempt as recorded on the run.
+SUCCEEDED, FAILED, TIMED_OUT, ABANDONED = "succeeded", "failed", "timed_out", "abandoned"
+
+
+def classify(exception: BaseException | None, timeout_s: int | None) -> tuple[str, dict[str, str] | None]:
+    """Status and error of an attempt that ended with ``exception`` (None: it returned)."""
+    if exception is None:
+        return SUCCEEDED, None
+    if isinstance(exception, TimeLimitExceeded):
+        return TIMED_OUT, bounded_error("timeout", f"the handler ran longer than timeout_s={timeout_s}")
+    if isinstance(exception, LeaseLostInterrupt):
+        return ABANDONED, bounded_error("lease_lost", "the attempt lost its lease while the handler ran")
+    return FAILED, bounded_error(type(exception).__name__, str(exception) or repr(exception))
+
+
+@dataclass
+class Attempt:
+    """A started attempt. ``number`` is the run's ``attempt`` (1 for the first)."""
+
+    run_id: str
+    job_id: str
+    number: int
+    worker: str
+    lease: Lease
+    scope: str
+    handler: str
+    args: dict[str, Any]
+    scheduled_for: datetime | None
+    trigger: str
+    timeout_s: int | None
+    max_retries: int
+    started_at: datetime
+    started_monotonic: float = field(default_factory=time.monotonic)
+    thread_id: int = field(default_factory=threading.get_ident)
+    #: set by the keeper when a renewal found the lease gone
+    lost: bool = False
+    #: True while the actor is inside the handler call (the keeper may interrupt only then)
+    in_handler: bool = False
+    finished: bool = False
+
+    @property
+    def token(self) -> int:
+        return self.lease.token
+
+    def duration_ms(self) -> int:
+        """Milliseconds since the attempt started, on the monotonic clock."""
+        return int((time.monotonic() - self.started_monotonic) * 1000)
+
+    def log_extra(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "run_id": self.run_id, "worker": self.worker, "attempt": self.number}
+
+    def context(self, logger: Any) -> HandlerContext:
+        return HandlerContext(
+            job_id=self.job_id,
+            run_id=self.run_id,
+            attempt=self.number,
+            scheduled_for=self.scheduled_for,
+            trigger=self.trigger,
+            logger=logger,
+        )
+
+
+_CURRENT: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar("cronhive_attempt", default=None)
+
+
+def current_attempt() -> Attempt | None:
+    """The attempt the middleware started for the message this thread processes."""
+    return _CURRENT.get()
+
+
+def set_current_attempt(attempt: Attempt | None) -> None:
+    _CURRENT.set(attempt)

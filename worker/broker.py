@@ -1,0 +1,114 @@
+"""The module the ``dramatiq`` CLI loads (``dramatiq worker.broker:setup``).
+
+`setup` is the worker process's start step: it reads the settings, loads the
+handler modules, opens MongoDB and builds the `RabbitmqBroker` with the
+middleware and the ``execute_run`` actor on the runs queue. Nothing here runs at
+import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.middleware import Middleware, TimeLimit
+
+from shared.broker import RUN_ACTOR, make_broker
+from shared.clock import Clock, DatabaseClock
+from shared.handlers import HandlerRegistry, load_handler_modules
+from shared.logs import configure_logging
+from shared.settings import Settings
+from shared.store import MongoStore
+from worker.actor import make_execute_run
+from worker.attempts import worker_name
+from worker.keeper import LeaseKeeper
+from worker.maintenance import Maintenance, Reaper
+from worker.middleware import RunLifecycle
+from worker.records import follow_up_message
+
+log = logging.getLogger("cronhive.worker")
+
+#: Time limit of a run whose job has no ``timeout_s`` (Dramatiq's default would be 10 minutes).
+NO_TIMEOUT_MS = 10 * 365 * 86400 * 1000
+
+
+class ClosesOnShutdown(Middleware):
+    """Closes what `setup` opened once the worker process has shut down."""
+
+    def __init__(self, store: MongoStore) -> None:
+        self.store = store
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        self.store.close()
+
+
+def dramatiq_metrics() -> list[Middleware]:
+    """Dramatiq's own Prometheus middleware, writing to this process tree's metrics
+    directory; its exposition server is replaced by `worker.ops` (one port for all)."""
+    from dramatiq.middleware.prometheus import Prometheus
+
+    class DramatiqMetrics(Prometheus):
+        @property
+        def forks(self) -> list[Any]:
+            return []
+
+    return [DramatiqMetrics()]
+
+
+def build_broker(
+    settings: Settings,
+    store: MongoStore,
+    clock: Clock,
+    registry: HandlerRegistry,
+    *,
+    worker: str | None = None,
+    extra_middleware: list[Middleware] | None = None,
+) -> RabbitmqBroker:
+    """The worker's broker: `RunLifecycle` first (it sets the time limit `TimeLimit`
+    reads, and records outcomes after `TimeLimit` stopped the clock), the reaper,
+    and the ``execute_run`` actor on ``settings.runs_queue``."""
+    worker = worker or worker_name()
+    keeper = LeaseKeeper(store, clock, settings.job_lease_s)
+    middleware: list[Middleware] = [
+        RunLifecycle(store, clock, settings, keeper, worker=worker),
+        TimeLimit(time_limit=NO_TIMEOUT_MS, interval=250),
+        *(extra_middleware or []),
+    ]
+    broker = make_broker(settings, middleware=middleware)
+
+    def republish(run: dict[str, Any], after_attempt: int) -> None:
+        broker.enqueue(follow_up_message(settings.runs_queue, run["_id"], run["job_id"], after_attempt))
+
+    broker.add_middleware(Maintenance(Reaper(store, clock, settings, republish, worker)))
+    dramatiq.Actor(
+        make_execute_run(registry, keeper),
+        broker=broker,
+        actor_name=RUN_ACTOR,
+        queue_name=settings.runs_queue,
+        priority=0,
+        options={},
+    )
+    return broker
+
+
+def setup() -> RabbitmqBroker:
+    """The worker process's start step (called by the dramatiq CLI in each process)."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    # dramatiq warns "Message ... was skipped" for every message RunLifecycle does not
+    # start (duplicates, waits); RunLifecycle logs why at info level instead
+    logging.getLogger("dramatiq.worker.WorkerThread").setLevel(logging.ERROR)
+    registry = load_handler_modules(settings.handler_modules)
+    store = MongoStore.open(settings)
+    store.ensure_indexes()
+    store.ensure_run_retention(settings.run_history_days)
+    clock = DatabaseClock(store)
+    broker = build_broker(settings, store, clock, registry, extra_middleware=dramatiq_metrics())
+    # first in the list, so its after_worker_shutdown runs last
+    broker.add_middleware(ClosesOnShutdown(store), before=RunLifecycle)
+    dramatiq.set_broker(broker)
+    log.info("worker ready on queue %s with handlers %s", settings.runs_queue, ", ".join(registry.names()),
+             extra={"worker": worker_name()})
+    return broker

@@ -1,0 +1,197 @@
+"""What a worker does with a delivered run message: pure functions of what it read.
+
+A message may arrive for a run that already ended, that another delivery is
+executing, whose previous attempt died, or whose job lease another run holds.
+`decide` answers, before any lease is claimed, from the run document, the job
+document, the database clock's ``now`` and two facts about the message:
+
+* ``redelivered`` — RabbitMQ redelivered it (the consumer that had it died);
+* ``after_attempt`` — set on the messages a worker publishes itself (a retry
+  after attempt N, a recovery of dead attempt N, a message that waited): it
+  follows attempt N and must not be dropped while attempt N still holds a
+  live lease.
+
+`decide_refused` answers when the lease claim was refused. The rules (SPEC §4–§5):
+
+* a run already final → acknowledge, never run it again;
+* a run ``running`` under a live lease → a duplicate delivery is acknowledged
+  without running; a message that follows that attempt (redelivered, retry)
+  waits until the lease expires or the run ends, then decides again;
+* a run ``running`` under an expired lease (its worker died or stalled) → a new
+  attempt when retries remain, else ``abandoned``;
+* ``pending``/``queued`` → start (after ``retry_at`` for a retry);
+* lease refused: held by another delivery of this run → as a live attempt;
+  held by another run → ``forbid``: ``skipped``; ``buffer_one``: the buffered run
+  waits for the lease (retries not consumed), any other is ``skipped``; a retry
+  waits; a dead attempt's retry is ``abandoned``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Union
+
+from shared.domain import FINAL_RUN_STATUSES
+from worker.attempts import RUN_SCOPE, bounded_error
+
+#: Shortest wait of a waiting message, and how long after a lease's expiry it looks again.
+MIN_WAIT_MS = 100
+WAIT_MARGIN_MS = 100
+
+
+@dataclass(frozen=True)
+class Start:
+    """Claim the lease and start attempt ``run.attempt + 1``."""
+
+    replaces_dead_attempt: bool = False
+
+
+@dataclass(frozen=True)
+class Acknowledge:
+    """Do not run; nothing to record (duplicate delivery, run already final or gone)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Publish the message again with a delay and look again then (retries not consumed)."""
+
+    delay_ms: int
+    after_attempt: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Record the run ``skipped``: it will never start."""
+
+    error: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Abandon:
+    """Record the running run's dead attempt ``abandoned`` (no retry left)."""
+
+    reason: str
+
+
+Decision = Union[Start, Acknowledge, Wait, Skip, Abandon]
+
+
+def millis(delta: Any) -> int:
+    return int(delta.total_seconds() * 1000)
+
+
+def attempt_lease(run: dict[str, Any], job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The lease of the run's current attempt, if that attempt still holds it
+    (it may have expired): on the run itself under ``allow``, else on the job."""
+    owner = run if run.get("lease_scope") == RUN_SCOPE else (job or {})
+    lease = owner.get("lease")
+    if not lease or run.get("lease_holder") is None:
+        return None
+    if lease.get("holder") != run.get("lease_holder") or lease.get("token") != run.get("lease_token"):
+        return None
+    return lease
+
+
+def attempt_alive(run: dict[str, Any], job: dict[str, Any] | None, now: datetime) -> bool:
+    """The run's current attempt holds an unexpired lease at ``now``."""
+    lease = attempt_lease(run, job)
+    return lease is not None and lease["expires_at"] > now
+
+
+def retries_left(run: dict[str, Any], job: dict[str, Any]) -> bool:
+    """Attempts so far (``run.attempt``) are at most ``max_retries``: one more may start."""
+    return int(run.get("attempt") or 0) <= int(job.get("max_retries") or 0)
+
+
+def wait_ms(until: datetime | None, now: datetime, lease_s: float) -> int:
+    """How long a waiting message sleeps: until ``until`` (a lease's expiry, a retry's
+    time) plus a margin, at most a third of a lease so a released lease is noticed."""
+    ceiling = int(lease_s * 1000 / 3)
+    if until is None:
+        return max(MIN_WAIT_MS, ceiling)
+    return max(MIN_WAIT_MS, min(millis(until - now) + WAIT_MARGIN_MS, ceiling))
+
+
+def follows(run: dict[str, Any], *, redelivered: bool, after_attempt: int | None) -> bool:
+    """Whether the message must wait for the run's current (live) attempt rather than
+    be dropped as a duplicate: it was redelivered, or it follows that very attempt."""
+    if after_attempt is not None:
+        return int(run.get("attempt") or 0) <= after_attempt
+    return redelivered
+
+
+def decide(
+    run: dict[str, Any] | None,
+    job: dict[str, Any] | None,
+    now: datetime,
+    *,
+    lease_s: float,
+    redelivered: bool = False,
+    after_attempt: int | None = None,
+) -> Decision:
+    """What to do with a message for ``run`` (see the module docstring)."""
+    if run is None:
+        return Acknowledge("the run does not exist (deleted, or removed by retention)")
+    status = run["status"]
+    if status in FINAL_RUN_STATUSES:
+        return Acknowledge(f"the run is already {status}")
+    if status == "running":
+        return _decide_running(run, job, now, lease_s=lease_s, redelivered=redelivered, after_attempt=after_attempt)
+    if job is None:
+        return Skip(bounded_error("job_not_found", "the job was deleted before the run started"))
+    retry_at = run.get("retry_at")
+    if retry_at is not None and retry_at > now:
+        return Wait(wait_ms(retry_at, now, lease_s), after_attempt, "the retry's backoff has not elapsed")
+    return Start()
+
+
+def _decide_running(
+    run: dict[str, Any], job: dict[str, Any] | None, now: datetime, *, lease_s: float, redelivered: bool,
+    after_attempt: int | None,
+) -> Decision:
+    attempt = int(run.get("attempt") or 0)
+    lease = attempt_lease(run, job)
+    if lease is not None and lease["expires_at"] > now:
+        if follows(run, redelivered=redelivered, after_attempt=after_attempt):
+            return Wait(wait_ms(lease["expires_at"], now, lease_s), attempt,
+                        f"attempt {attempt} holds a live lease; waiting for it to end or expire")
+        return Acknowledge(f"attempt {attempt} is running under a live lease (duplicate delivery)")
+    if job is None:
+        return Abandon(f"attempt {attempt} stopped renewing its lease and the job was deleted")
+    if retries_left(run, job):
+        return Start(replaces_dead_attempt=True)
+    return Abandon(f"attempt {attempt} (worker {run.get('worker')}) stopped renewing its lease; no retries left")
+
+
+def decide_refused(
+    run: dict[str, Any],
+    job: dict[str, Any] | None,
+    now: datetime,
+    *,
+    lease_s: float,
+    redelivered: bool = False,
+    after_attempt: int | None = None,
+) -> Decision:
+    """What to do when the lease claim for ``run`` was refused (``job`` re-read after it)."""
+    owner = run if run.get("lease_scope") == RUN_SCOPE or (job or {}).get("overlap_policy") == "allow" else (job or {})
+    lease = owner.get("lease") or {}
+    if lease.get("run_id") == run["_id"]:
+        # another delivery of this very run holds it: it started (or is starting) an attempt
+        if follows(run, redelivered=redelivered, after_attempt=after_attempt):
+            return Wait(wait_ms(lease.get("expires_at"), now, lease_s), int(run.get("attempt") or 0),
+                        "another delivery of this run holds its lease")
+        return Acknowledge("another delivery of this run holds its lease (duplicate delivery)")
+    holder_run = lease.get("run_id")
+    if run["status"] == "running":
+        return Abandon(f"its attempt died and run {holder_run} now holds the job's lease")
+    if int(run.get("attempt") or 0) > 0:
+        return Wait(wait_ms(lease.get("expires_at"), now, lease_s), after_attempt,
+                    f"retry waiting for run {holder_run} to release the job's lease")
+    if (job or {}).get("overlap_policy") == "buffer_one" and (job or {}).get("buffered_run_id") == run["_id"]:
+        return Wait(wait_ms(lease.get("expires_at"), now, lease_s), after_attempt,
+                    f"buffer_one: waiting for run {holder_run} to release the job's lease")
+    return Skip(bounded_error("overlap", f"the job's lease is held by run {holder_run}"))

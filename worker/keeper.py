@@ -1,0 +1,131 @@
+"""Lease renewal for the attempts a worker process is running.
+
+One daemon thread per process renews every running attempt's lease at a third
+of the lease duration (`shared.leases.renew_interval`), so a handler that runs
+longer than the lease keeps it. Renewal is conditioned on holder and token and
+on the lease not having expired (database clock): a worker that was stalled past
+expiry cannot revive its lease. When a renewal finds the lease gone the attempt
+is marked ``lost`` and, if its handler is still running, interrupted with
+`LeaseLostInterrupt` (best effort: an interrupt lands when the thread next runs
+Python code, so a handler blocked in a system call finishes that call first).
+Its later writes are rejected by fencing either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from dramatiq.middleware import raise_thread_exception
+
+from shared import metrics
+from shared.clock import Clock
+from shared.errors import Unavailable
+from shared.leases import Lease, renew_interval
+from shared.store import MongoStore
+from worker.attempts import RUN_SCOPE, Attempt, LeaseLostInterrupt
+
+log = logging.getLogger("cronhive.worker.keeper")
+
+
+class LeaseKeeper:
+    """Keeps the leases of this process's running attempts alive."""
+
+    def __init__(self, store: MongoStore, clock: Clock, lease_s: float) -> None:
+        self.store = store
+        self.clock = clock
+        self.lease_s = lease_s
+        self._attempts: dict[str, Attempt] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- thread -----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(renew_interval(self.lease_s)):
+            try:
+                self.renew_all(self.clock.now())
+            except Exception:  # the keeper must outlive any one bad renewal
+                log.exception("lease renewal pass failed")
+
+    # -- attempts ---------------------------------------------------------------
+
+    def track(self, attempt: Attempt) -> None:
+        with self._lock:
+            self._attempts[attempt.lease.holder] = attempt
+
+    def forget(self, attempt: Attempt) -> None:
+        """Stop renewing (the attempt is finishing); from now on it is never interrupted."""
+        with self._lock:
+            attempt.finished = True
+            attempt.in_handler = False
+            self._attempts.pop(attempt.lease.holder, None)
+
+    def tracked(self) -> list[Attempt]:
+        with self._lock:
+            return list(self._attempts.values())
+
+    @contextmanager
+    def handler_running(self, attempt: Attempt) -> Iterator[None]:
+        """The span in which a lost lease interrupts the handler's thread."""
+        with self._lock:
+            if attempt.lost:
+                raise LeaseLostInterrupt()
+            attempt.in_handler = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                attempt.in_handler = False
+
+    # -- renewal ----------------------------------------------------------------
+
+    def renew_all(self, now: datetime) -> list[Attempt]:
+        """Renew every tracked attempt's lease at ``now``; returns those found lost."""
+        lost = [attempt for attempt in self.tracked() if not self.renew(attempt, now)]
+        for attempt in lost:
+            self._mark_lost(attempt)
+        return lost
+
+    def renew(self, attempt: Attempt, now: datetime) -> bool:
+        """Extend one lease; False when it is gone (expired, taken over or released)."""
+        try:
+            if attempt.scope == RUN_SCOPE:
+                renewed: Lease | None = self.store.renew_run_lease(attempt.lease, self.lease_s, now)
+            else:
+                renewed = self.store.renew_job_lease(attempt.lease, self.lease_s, now)
+        except Unavailable:
+            metrics.LEASE_RENEW_FAILURES.inc()
+            still_valid = attempt.lease.expires_at > now
+            log.warning("could not renew the lease (MongoDB unavailable)%s",
+                        "" if still_valid else "; it has expired", extra=attempt.log_extra())
+            return still_valid
+        if renewed is None:
+            metrics.LEASE_RENEW_FAILURES.inc()
+            return False
+        attempt.lease = renewed
+        return True
+
+    def _mark_lost(self, attempt: Attempt) -> None:
+        with self._lock:
+            if attempt.finished or attempt.lease.holder not in self._attempts:
+                return
+            attempt.lost = True
+            self._attempts.pop(attempt.lease.holder, None)
+            interrupt = attempt.in_handler
+            if interrupt:
+                raise_thread_exception(attempt.thread_id, LeaseLostInterrupt)
+        log.warning("lease lost while the handler ran%s", "; interrupting it" if interrupt else "",
+                    extra=attempt.log_extra())

@@ -1,0 +1,381 @@
+"""`RunLifecycle`: the Dramatiq middleware around every ``execute_run`` message.
+
+Before the actor (``before_process_message``):
+
+1. read the run and its job and `decide` (`worker.decisions`): acknowledge a
+   duplicate or a finished run, make a message wait (re-published with a delay,
+   retries not consumed), record ``skipped`` or ``abandoned``, or start;
+2. to start, claim the lease with a new holder and fencing token per attempt —
+   the job's lease (taking over the run's reservation ``run:<run_id>``, or a free
+   or expired lease), or under ``allow`` the run's own lease;
+3. mark the run ``running`` (attempt + 1, worker, started_at, lateness_ms) by a
+   compare-and-set on what was read, so of racing deliveries one attempt starts;
+4. hand the attempt to the `LeaseKeeper` (renewal) and set the message's Dramatiq
+   ``time_limit`` from the job's ``timeout_s`` (this middleware runs before
+   `TimeLimit`, which reads it).
+
+A message that does not start raises `SkipMessage`, so the actor is not called.
+
+After the actor (``after_process_message``): stop renewing, then record the
+outcome fenced on the attempt's token — ``succeeded``, ``failed``,
+``timed_out``; on failure with retries left, publish the retry with exponential
+backoff (a new attempt of the same run) and hand the job lease back to the run's
+reservation until then; otherwise release the job lease in the same update that
+writes ``last_run_*`` and, for a failure, reject the message so RabbitMQ
+dead-letters it to ``<queue>.XQ``. A write whose token is stale (a newer attempt
+took over) is rejected and logged, and nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from dramatiq import Broker, Message
+from dramatiq.broker import MessageProxy
+from dramatiq.common import compute_backoff, q_name
+from dramatiq.middleware import Middleware, SkipMessage
+
+from shared import metrics
+from shared.broker import RUN_ACTOR
+from shared.clock import Clock
+from shared.dispatch import reservation_holder
+from shared.leases import Lease
+from shared.settings import Settings
+from shared.store import MongoStore
+from worker import decisions
+from worker.attempts import (
+    FAILED,
+    JOB_SCOPE,
+    RUN_SCOPE,
+    SUCCEEDED,
+    TIMED_OUT,
+    Attempt,
+    attempt_holder,
+    classify,
+    current_attempt,
+    set_current_attempt,
+    worker_name,
+)
+from worker.decisions import Abandon, Acknowledge, Decision, Skip, Start, Wait
+from worker.keeper import LeaseKeeper
+from worker.records import (
+    AFTER_ATTEMPT,
+    abandon_dead_attempt,
+    attempt_record,
+    dead_attempt_record,
+    follow_up_message,
+)
+
+log = logging.getLogger("cronhive.worker")
+
+#: Longest retry backoff.
+MAX_BACKOFF_MS = 3_600_000
+#: Rounds of read–claim–start before a delivery that keeps losing races gives up.
+MAX_START_ROUNDS = 3
+
+
+def backoff_ms(attempt: int, base_ms: int) -> int:
+    """Delay before the retry that follows ``attempt``: ``base × 2^(attempt-1)``, with
+    Dramatiq's jitter (up to twice that), capped at an hour."""
+    return compute_backoff(max(attempt - 1, 0), factor=base_ms, jitter=True, max_backoff=MAX_BACKOFF_MS)[1]
+
+
+def _run_log(run_id: str, job_id: str | None, worker: str, **more: Any) -> dict[str, Any]:
+    return {"run_id": run_id, "job_id": job_id, "worker": worker, **more}
+
+
+class HistoryTrimmer:
+    """Keeps each job's run history to ``limit`` runs, trimming every few finished runs
+    of the job (per process) rather than after each one."""
+
+    def __init__(self, store: MongoStore, limit: int) -> None:
+        self.store = store
+        self.limit = limit
+        self.every = max(1, min(50, limit // 20))
+        self._finished: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def after_finish(self, job_id: str) -> int:
+        with self._lock:
+            self._finished[job_id] += 1
+            due = self._finished[job_id] % self.every == 0
+        if not due:
+            return 0
+        deleted = self.store.trim_run_history(job_id, self.limit)
+        if deleted:
+            log.info("trimmed %d old runs", deleted, extra={"job_id": job_id})
+        return deleted
+
+
+class RunLifecycle(Middleware):
+    """Leases, fencing, outcome recording, time limit and retries for run messages."""
+
+    def __init__(
+        self,
+        store: MongoStore,
+        clock: Clock,
+        settings: Settings,
+        keeper: LeaseKeeper,
+        *,
+        worker: str | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.keeper = keeper
+        self.worker = worker or worker_name()
+        self.lease_s = float(settings.job_lease_s)
+        self.history = HistoryTrimmer(store, settings.run_history_limit)
+
+    # -- process -------------------------------------------------------------------
+
+    def after_process_boot(self, broker: Broker) -> None:
+        self.keeper.start()
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        self.keeper.stop()
+
+    # -- before the actor ----------------------------------------------------------
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        if message.actor_name != RUN_ACTOR:
+            return
+        set_current_attempt(None)
+        try:
+            attempt = self.begin(broker, message)
+        except SkipMessage:
+            raise
+        except Exception:
+            # Dramatiq would swallow this and call the actor without a lease: never.
+            log.exception("could not start the run; publishing it again later",
+                          extra=_run_log(message.args[0], message.kwargs.get("job_id"), self.worker))
+            self._start_later(broker, message)
+            raise SkipMessage("run not started") from None
+        set_current_attempt(attempt)
+        if attempt.timeout_s:
+            message.options["time_limit"] = int(attempt.timeout_s) * 1000
+
+    def begin(self, broker: Broker, message: MessageProxy) -> Attempt:
+        """Start an attempt for the message's run, or carry out why not (raises `SkipMessage`)."""
+        run_id = message.args[0]
+        redelivered = bool(getattr(message, "redelivered", False))
+        after_attempt = message.options.get(AFTER_ATTEMPT)
+        for _ in range(MAX_START_ROUNDS):
+            outcome, run, job, now = self._try_start(run_id, redelivered, after_attempt)
+            if isinstance(outcome, Attempt):
+                return outcome
+            if outcome is not None:
+                self._carry_out(broker, message, outcome, run, job, now)
+        self._carry_out(broker, message, Acknowledge("other deliveries keep winning the race to start it"),
+                        None, None, self.clock.now())
+        raise AssertionError("unreachable")  # _carry_out always raises
+
+    def _try_start(
+        self, run_id: str, redelivered: bool, after_attempt: int | None
+    ) -> tuple[Attempt | Decision | None, dict[str, Any] | None, dict[str, Any] | None, datetime]:
+        """One round: read, decide, claim, compare-and-set. None = lost a race, read again."""
+        now = self.clock.now()
+        run = self.store.find_run(run_id)
+        job = self.store.find_job(run["job_id"]) if run else None
+        decision = decisions.decide(run, job, now, lease_s=self.lease_s, redelivered=redelivered,
+                                    after_attempt=after_attempt)
+        if not isinstance(decision, Start):
+            return decision, run, job, now
+        assert run is not None and job is not None
+        number = int(run.get("attempt") or 0) + 1
+        lease, scope = self._claim(run, job, number, now)
+        if lease is None:
+            job = self.store.find_job(run["job_id"])
+            if scope == RUN_SCOPE:
+                run = self.store.find_run(run_id) or run
+            refused = decisions.decide_refused(run, job, now, lease_s=self.lease_s, redelivered=redelivered,
+                                               after_attempt=after_attempt)
+            return refused, run, job, now
+        if not self._mark_running(run, lease, scope, number, now, decision):
+            self._release(lease, scope)
+            return None, run, job, now
+        attempt = Attempt(
+            run_id=run_id,
+            job_id=job["_id"],
+            number=number,
+            worker=self.worker,
+            lease=lease,
+            scope=scope,
+            handler=job["handler"],
+            args=dict(job.get("args") or {}),
+            scheduled_for=run.get("scheduled_for"),
+            trigger=run.get("trigger", "manual"),
+            timeout_s=job.get("timeout_s"),
+            max_retries=int(job.get("max_retries") or 0),
+            started_at=now,
+        )
+        self.keeper.track(attempt)
+        log.info("run started (token %d)", lease.token, extra=attempt.log_extra())
+        return attempt, run, job, now
+
+    def _claim(self, run: dict[str, Any], job: dict[str, Any], number: int, now: datetime) -> tuple[Lease | None, str]:
+        """A new lease for this attempt: a new holder, hence a new fencing token."""
+        run_id = run["_id"]
+        holder = attempt_holder(self.worker, run_id, number)
+        mine = (reservation_holder(run_id),)
+        if job.get("overlap_policy") == "allow":
+            return self.store.claim_run_lease(run_id, holder, self.lease_s, now, mine=mine), RUN_SCOPE
+        extra = None
+        if job.get("overlap_policy") == "buffer_one":
+            # the buffered run stops waiting once it has the lease
+            extra = {"buffered_run_id": {"$cond": [{"$eq": ["$buffered_run_id", run_id]}, None, "$buffered_run_id"]}}
+        lease = self.store.claim_job_lease(job["_id"], holder, self.lease_s, now, run_id=run_id, mine=mine,
+                                           extra_set=extra)
+        return lease, JOB_SCOPE
+
+    def _mark_running(self, run: dict[str, Any], lease: Lease, scope: str, number: int, now: datetime,
+                      decision: Start) -> bool:
+        """queued/pending (or running under a dead lease) → running, by compare-and-set on ``run``."""
+        scheduled_for = run.get("scheduled_for")
+        fields = {
+            "status": "running",
+            "attempt": number,
+            "lease_token": lease.token,
+            "lease_holder": lease.holder,
+            "lease_scope": scope,
+            "worker": self.worker,
+            "started_at": now,
+            "lateness_ms": decisions.millis(now - scheduled_for) if scheduled_for else None,
+            "finished_at": None,
+            "duration_ms": None,
+            "error": None,
+            "retry_at": None,
+        }
+        dead = None
+        if decision.replaces_dead_attempt:
+            dead = dead_attempt_record(run, f"attempt {run.get('attempt')} stopped renewing its lease; retried")
+        return self.store.start_run_attempt(run["_id"], run, fields, dead)
+
+    def _release(self, lease: Lease, scope: str) -> None:
+        if scope == RUN_SCOPE:
+            self.store.release_run_lease(lease)
+        else:
+            self.store.release_job_lease(lease)
+
+    def _carry_out(self, broker: Broker, message: MessageProxy, decision: Decision,
+                   run: dict[str, Any] | None, job: dict[str, Any] | None, now: datetime) -> None:
+        """Act on a decision not to start now; always raises `SkipMessage` (the actor is not called)."""
+        run_id = message.args[0]
+        extra = _run_log(run_id, (run or {}).get("job_id") or message.kwargs.get("job_id"), self.worker,
+                         attempt=(run or {}).get("attempt"))
+        if isinstance(decision, Acknowledge):
+            log.info("not running: %s", decision.reason, extra=extra)
+        elif isinstance(decision, Wait):
+            log.info("waiting %d ms: %s", decision.delay_ms, decision.reason, extra=extra)
+            self._publish_later(broker, message, decision.after_attempt, decision.delay_ms)
+        elif isinstance(decision, Skip):
+            assert run is not None
+            if self.store.skip_run(run_id, decision.error, now):
+                metrics.WORKER_RUNS.labels(outcome="skipped").inc()
+                log.info("run skipped: %s", decision.error["message"], extra=extra)
+        elif isinstance(decision, Abandon):
+            assert run is not None
+            if abandon_dead_attempt(self.store, run, now, decision.reason):
+                metrics.WORKER_RUNS.labels(outcome="abandoned").inc()
+        raise SkipMessage(type(decision).__name__)
+
+    def _start_later(self, broker: Broker, message: MessageProxy) -> None:
+        """After an unexpected failure (MongoDB unreachable...): publish the message again,
+        delayed, marked to wait for a lease this delivery may have claimed; if even that
+        fails, reject it so RabbitMQ dead-letters it rather than losing it."""
+        after_attempt = message.options.get(AFTER_ATTEMPT)
+        try:
+            self._publish_later(broker, message, 0 if after_attempt is None else after_attempt)
+        except Exception:
+            log.exception("could not publish the run again either; dead-lettering its message",
+                          extra=_run_log(message.args[0], message.kwargs.get("job_id"), self.worker))
+            message.fail()
+
+    def _publish_later(self, broker: Broker, message: MessageProxy | Message, after_attempt: int | None,
+                       delay_ms: int | None = None) -> None:
+        """Publish the run's message again (acknowledging this one): with a delay, it waits."""
+        follow = follow_up_message(q_name(message.queue_name), message.args[0], message.kwargs.get("job_id", ""),
+                                   after_attempt)
+        broker.enqueue(follow, delay=delay_ms if delay_ms is not None else int(self.lease_s * 1000 / 3))
+
+    # -- after the actor -----------------------------------------------------------
+
+    def after_process_message(self, broker: Broker, message: MessageProxy, *, result: Any = None,
+                              exception: BaseException | None = None) -> None:
+        attempt = current_attempt()
+        if attempt is None or message.actor_name != RUN_ACTOR:
+            return
+        set_current_attempt(None)
+        self.keeper.forget(attempt)
+        try:
+            self.finish(broker, message, attempt, exception)
+        except Exception:
+            log.exception("could not record the outcome; the lease expires and the run is retried or abandoned",
+                          extra=attempt.log_extra())
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        attempt = current_attempt()
+        set_current_attempt(None)
+        if attempt is not None:  # a later middleware skipped a started attempt: let its lease expire
+            self.keeper.forget(attempt)
+            log.warning("started attempt skipped by another middleware; the reaper resolves it",
+                        extra=attempt.log_extra())
+
+    def finish(self, broker: Broker, message: MessageProxy, attempt: Attempt, exception: BaseException | None) -> str:
+        """Record how ``attempt`` ended; returns the status written (or "rejected")."""
+        now = self.clock.now()
+        duration_ms = attempt.duration_ms()
+        status, error = classify(exception, attempt.timeout_s)
+        metrics.WORKER_RUN_DURATION.observe(duration_ms / 1000)
+        if status != SUCCEEDED and attempt.number <= attempt.max_retries:
+            return self._retry(broker, message, attempt, status, error, duration_ms, now)
+        return self._record_final(message, attempt, status, error, duration_ms, now)
+
+    def _retry(self, broker: Broker, message: MessageProxy, attempt: Attempt, status: str,
+               error: dict[str, str] | None, duration_ms: int, now: datetime) -> str:
+        delay = backoff_ms(attempt.number, self.settings.retry_backoff_ms)
+        retry_at = now + timedelta(milliseconds=delay)
+        # publish first: if the record below is rejected the retry finds a newer attempt and is dropped
+        self._publish_later(broker, message, attempt.number, delay)
+        fields = {"status": "queued", "duration_ms": duration_ms, "error": error, "retry_at": retry_at}
+        record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
+        if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, fields, record):
+            return self._rejected(attempt, status)
+        until = retry_at + timedelta(seconds=self.lease_s)
+        self.store.hand_over_lease(attempt.scope, attempt.lease, reservation_holder(attempt.run_id), until)
+        metrics.WORKER_RUNS.labels(outcome=f"{status}_retried").inc()
+        log.warning("attempt %s; retry %d of %d in %d ms: %s", status, attempt.number, attempt.max_retries, delay,
+                    (error or {}).get("message"), extra=attempt.log_extra())
+        return "queued"
+
+    def _record_final(self, message: MessageProxy, attempt: Attempt, status: str, error: dict[str, str] | None,
+                      duration_ms: int, now: datetime) -> str:
+        fields: dict[str, Any] = {"status": status, "finished_at": now, "duration_ms": duration_ms, "error": error,
+                                  "retry_at": None}
+        if attempt.scope == RUN_SCOPE:
+            fields["lease"] = None
+        record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
+        if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, fields, record):
+            return self._rejected(attempt, status)
+        job_lease = attempt.lease if attempt.scope == JOB_SCOPE else None
+        if not self.store.record_job_outcome(attempt.job_id, attempt.run_id, status, duration_ms, job_lease) and job_lease:
+            log.warning("the job lease was no longer held at the end of the run; job outcome not recorded",
+                        extra=attempt.log_extra())
+        metrics.WORKER_RUNS.labels(outcome=status).inc()
+        log.info("run %s in %d ms", status, duration_ms, extra=attempt.log_extra())
+        if status in (FAILED, TIMED_OUT):
+            message.fail()  # retries spent: RabbitMQ dead-letters the message to <queue>.XQ
+        try:
+            self.history.after_finish(attempt.job_id)
+        except Exception:
+            log.warning("could not trim the run history", exc_info=True, extra=attempt.log_extra())
+        return status
+
+    def _rejected(self, attempt: Attempt, status: str) -> str:
+        log.warning("late write rejected: a newer attempt owns the run (this attempt would have recorded %s)",
+                    status, extra=attempt.log_extra())
+        return "rejected"
