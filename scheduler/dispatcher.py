@@ -1,0 +1,352 @@
+"""The leader's work: turn due slots into runs on RabbitMQ, exactly once per slot.
+
+One `Dispatcher.run_pass` (leader only) does, in this order:
+
+1. **Re-publish the backlog** when there may be one (just elected, a publish
+   failed, and every `BACKLOG_SCAN_S` as a safety net): the ``pending`` runs,
+   oldest first (index "by_status"). A pending slot run whose job already moved
+   past its slot was *committed* and is published (it was never confirmed: its
+   leader died, or RabbitMQ was down); one whose job still waits for that slot is
+   a *draft* of a leader that died mid-pass and is deleted (the slot is still due
+   and is planned again); one whose job is gone is recorded ``skipped``. A manual
+   run still ``pending`` `MANUAL_PENDING_S` after its creation (the API died or
+   lost MongoDB around its publish) is published too.
+2. **Dispatch due jobs**, a batch at a time — up to ``SCHEDULER_BATCH`` jobs and
+   about as many runs (a catch-up can give one job up to 101) — earliest
+   ``due_at`` first (index "due"):
+
+   a. plan each job's slots (`shared.slots.plan_slots`: misfire policy, next
+      slot, jitter) and decide overlap (`scheduler.overlap.resolve`); a job whose
+      schedule cannot be computed is disabled with a reason;
+   b. insert every slot's run in one unordered ``insert_many`` — ``pending`` to
+      publish, ``skipped`` for misfire/overlap — with deterministic ids
+      (`shared.slots.slot_run_id`) so a slot keeps its run across failover; a
+      slot whose run exists already (a dead leader's draft) is adopted;
+   c. commit: one ``bulk_write`` of compare-and-set job updates (next slot,
+      ``due_at``, ``last_triggered_at``, the lease reservation), fenced on the
+      term; jobs whose update is identical (a herd on one schedule) share one
+      ``UpdateMany``. Jobs whose write did not apply (changed meanwhile) get their drafts
+      deleted and are planned again on the next pass;
+   d. publish each committed ``pending`` run, in slot order, with confirms
+      (`shared.broker.RunPublisher`), checking leadership before each;
+   e. mark the confirmed runs ``queued`` in one ``update_many`` (``queued_at``:
+      when the last confirm of the pass came).
+
+   So a dispatched batch costs five MongoDB commands whatever its size (plus
+   one per adopted draft after a failover); the documents written per fired run
+   are its insert, its share of the job update and its ``queued`` mark.
+
+RabbitMQ unreachable: runs stay ``pending`` (committed), one log line says so,
+new slots keep being committed as ``pending`` behind them, and publishing is
+retried with backoff (0.5 s doubling to 5 s) — in order, backlog first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from scheduler import overlap
+from scheduler.metrics import SchedulerMetrics
+from shared.broker import RunPublisher
+from shared.clock import Clock
+from shared.dispatch import new_run
+from shared.errors import BrokerUnavailable
+from shared.settings import redact_url
+from shared.slots import JobAdvance, SlotRun, UncomputableSchedule, plan_slots
+from shared.store import MongoStore
+
+log = logging.getLogger("cronhive.scheduler.dispatch")
+
+BROKER_BACKOFF_MIN_S = 0.5
+BROKER_BACKOFF_MAX_S = 5.0
+#: Look for unpublished runs this often even when nothing failed here.
+BACKLOG_SCAN_S = 30.0
+#: A manual run pending this long is no longer being published by the API.
+MANUAL_PENDING_S = 60.0
+
+#: Returns the leader's term, or raises `scheduler.leadership.LeadershipLost`.
+Guard = Callable[[datetime], int]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A committed run to publish."""
+
+    run_id: str
+    job_id: str
+    slot: datetime
+    scheduled: bool  # a slot run (its lateness is measured), or a manual one
+
+
+@dataclass
+class PassResult:
+    """What a pass did, and whether more is due right away."""
+
+    planned: int = 0
+    fired: int = 0
+    skipped: int = 0
+    published: int = 0
+    changed: int = 0  # jobs whose advance did not apply (changed meanwhile)
+    more: bool = False
+    lateness_ms: list[float] = field(default_factory=list)
+
+
+class Dispatcher:
+    """Creates, commits and publishes slot runs for the leader (see the module docstring)."""
+
+    def __init__(self, store: MongoStore, publisher: RunPublisher, clock: Clock, guard: Guard, *,
+                 job_lease_s: float, batch: int, metrics: SchedulerMetrics | None = None) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.clock = clock
+        self.guard = guard
+        self.job_lease_s = job_lease_s
+        self.batch = batch
+        self.metrics = metrics or SchedulerMetrics()
+        self.backlog = True  # there may be unpublished runs: look before publishing new ones
+        self.unmarked: list[str] = []  # confirmed by RabbitMQ, not yet marked queued
+        self.unmarked_at: datetime | None = None
+        self.broker_down = False
+        self._broker_backoff = BROKER_BACKOFF_MIN_S
+        self._broker_retry_at = 0.0  # time.monotonic()
+        self._seq = 0
+        self._next_scan = 0.0  # time.monotonic() of the next safety-net backlog scan
+
+    # -- leadership changes -----------------------------------------------------
+
+    def take_over(self) -> None:
+        """Just elected: an earlier leader may have left unpublished runs or drafts."""
+        self.backlog = True
+        self.unmarked.clear()
+
+    def step_down(self) -> None:
+        """No longer leader: forget what the next leader will redo."""
+        self.unmarked.clear()
+
+    # -- one pass ----------------------------------------------------------------
+
+    def run_pass(self) -> PassResult:
+        """Backlog, then one batch of due jobs. ``result.more``: come back at once."""
+        result = PassResult()
+        self._retry_marks()
+        if time.monotonic() >= self._next_scan:
+            self.backlog = True
+        if self.backlog and self._broker_ready():
+            self._flush_backlog(result)
+        now = self.clock.now()
+        jobs = self.store.due_jobs(now, self.batch)
+        if jobs:
+            try:
+                self._dispatch(jobs, now, result)
+            except Exception:  # interrupted (MongoDB, leadership): committed runs may wait unpublished
+                self.backlog = True
+                raise
+        result.more = result.more or len(jobs) >= self.batch
+        return result
+
+    def _dispatch(self, jobs: list[dict[str, Any]], now: datetime, result: PassResult) -> None:
+        runs_by_job: dict[str, list[SlotRun]] = {}
+        advances: list[JobAdvance] = []
+        jobs_by_id = {job["_id"]: job for job in jobs}
+        missed: dict[str, int] = {}
+        planned_runs = 0
+        for job in jobs:
+            if planned_runs >= self.batch:  # bound every write of the pass; the rest stay due
+                result.more = True
+                break
+            try:
+                plan = plan_slots(job, now)
+            except UncomputableSchedule as exc:
+                if not self._disable(job, exc.message, now):
+                    result.changed += 1  # changed meanwhile: planned again next pass
+                continue
+            if not plan.advance:
+                continue
+            missed[job["_id"]] = plan.missed
+            runs, advance = overlap.resolve(job, plan, now, self.job_lease_s)
+            runs_by_job[job["_id"]] = runs
+            advances.append(advance)
+            planned_runs += len(runs)
+        if not advances:
+            return
+        term = self.guard(self.clock.now())
+        docs = [self._run_doc(jobs_by_id[job_id], run, now, term)
+                for job_id, runs in runs_by_job.items() for run in runs]
+        taken = self._insert(docs, term)
+        term = self.guard(self.clock.now())
+        self._seq += 1
+        applied = self.store.advance_jobs(advances, term, f"{term}.{self._seq}.{id(self)}", now)
+        withdrawn = [run.run_id for job_id, runs in runs_by_job.items() if job_id not in applied
+                     for run in runs if run.run_id not in taken]
+        if withdrawn:
+            self.guard(self.clock.now())
+            self.store.delete_scheduled_drafts(withdrawn, term)
+            changed = len(runs_by_job) - len(applied)
+            result.changed += changed
+            log.info("%d job(s) changed while being dispatched; planned again next pass", changed,
+                     extra={"term": term})
+        outgoing: list[Outgoing] = []
+        for job_id, runs in runs_by_job.items():  # due order, then slot order (stable sort below)
+            if job_id not in applied:
+                continue
+            self.metrics.missed(missed[job_id])
+            for run in runs:
+                result.planned += 1
+                if run.fire and run.run_id not in taken:
+                    outgoing.append(Outgoing(run.run_id, job_id, run.slot, scheduled=True))
+                    result.fired += 1
+                elif not run.fire:
+                    result.skipped += 1
+                    self.metrics.skipped(run.skip_type or "misfire")
+                    log.info("slot skipped (%s): %s", run.skip_type, run.message,
+                             extra={"job_id": job_id, "run_id": run.run_id, "term": term})
+        outgoing.sort(key=lambda item: item.slot)
+        if self.backlog or not self._broker_ready():
+            self.backlog = True  # behind older unpublished runs: published in order by the backlog pass
+            return
+        self._publish(outgoing, result)
+
+    def _insert(self, docs: list[dict[str, Any]], term: int) -> set[str]:
+        """Insert the runs; adopt existing drafts. Returns the ids of slots whose run went
+        further under an earlier leader (not ours to publish)."""
+        taken: set[str] = set()
+        for existing in self.store.insert_scheduled_runs(docs):
+            self.guard(self.clock.now())
+            if not self.store.adopt_scheduled_run(existing, term):
+                taken.add(existing["_id"])
+        return taken
+
+    def _run_doc(self, job: dict[str, Any], run: SlotRun, now: datetime, term: int) -> dict[str, Any]:
+        doc = new_run(job, run.run_id, "schedule", run.slot, now, None, "pending" if run.fire else "skipped")
+        doc["lease_token"] = run.lease_token
+        doc["sched_term"] = term
+        if not run.fire:
+            doc["error"] = {"type": run.skip_type, "message": run.message}
+            doc["finished_at"] = now
+        return doc
+
+    def _disable(self, job: dict[str, Any], reason: str, now: datetime) -> bool:
+        """Disable a job that cannot be planned; False when it changed meanwhile."""
+        term = self.guard(self.clock.now())
+        if not self.store.disable_job(job["_id"], job.get("revision"), reason, now, term):
+            return False
+        log.warning("job disabled: %s", reason, extra={"job_id": job["_id"], "term": term})
+        return True
+
+    # -- publishing --------------------------------------------------------------
+
+    def _publish(self, outgoing: list[Outgoing], result: PassResult) -> bool:
+        """Publish in order, stop at the first failure; mark the confirmed ``queued``.
+        Returns whether everything was published."""
+        confirmed: list[str] = []
+        complete = False
+        try:
+            for item in outgoing:
+                self.guard(self.clock.now())
+                self.publisher.publish_run(item.run_id, item.job_id)
+                at = self.clock.now()
+                confirmed.append(item.run_id)
+                self.unmarked_at = at
+                if item.scheduled:
+                    lateness = (at - item.slot).total_seconds() * 1000.0
+                    result.lateness_ms.append(lateness)
+                    self.metrics.published(lateness)
+                log.debug("run published", extra={"job_id": item.job_id, "run_id": item.run_id})
+            complete = True
+            self._broker_ok()
+        except BrokerUnavailable as exc:
+            self._broker_failed(exc, len(outgoing) - len(confirmed))
+        finally:
+            result.published += len(confirmed)
+            self.unmarked += confirmed
+        self._retry_marks()
+        return complete
+
+    def _retry_marks(self) -> None:
+        """Mark the confirmed runs ``queued`` (``queued_at``: when the last confirm came)."""
+        if not self.unmarked:
+            return
+        term = self.guard(self.clock.now())
+        self.store.mark_runs_queued(self.unmarked, self.unmarked_at or self.clock.now(), term)
+        self.unmarked = []
+
+    def _flush_backlog(self, result: PassResult) -> None:
+        """Publish committed pending runs oldest first, delete drafts, until none is left
+        or RabbitMQ fails (then the backlog stays for the next pass)."""
+        previous: set[str] = set()
+        total = 0
+        while True:
+            page = self.store.pending_runs(self.batch)
+            ids = {run["_id"] for run in page}
+            if not page or ids == previous:  # nothing left, or nothing movable now
+                break
+            previous = ids
+            committed, drafts, orphans = self._classify(page)
+            term = self.guard(self.clock.now())
+            if drafts:
+                self.store.delete_scheduled_drafts(drafts, term)
+            if orphans:
+                error = {"type": "job_deleted", "message": "the job was deleted before this run was published"}
+                self.store.skip_pending_runs(orphans, error, self.clock.now(), term)
+            if not self._publish(committed, result):
+                self.metrics.unpublished(self.store.count_pending_runs())
+                return
+            total += len(committed)
+        if total:
+            log.info("re-published %d unpublished run(s), oldest first", total)
+        self.metrics.unpublished(0)
+        self.backlog = False
+        self._next_scan = time.monotonic() + BACKLOG_SCAN_S
+
+    def _classify(self, page: list[dict[str, Any]]) -> tuple[list[Outgoing], list[str], list[str]]:
+        """Pending runs → (to publish, drafts to delete, runs of deleted jobs)."""
+        positions = self.store.job_positions(sorted({run["job_id"] for run in page}))
+        young = self.clock.now() - timedelta(seconds=MANUAL_PENDING_S)
+        committed: list[Outgoing] = []
+        drafts: list[str] = []
+        orphans: list[str] = []
+        for run in page:
+            job_id = run["job_id"]
+            if run.get("trigger") != "schedule":
+                if run["created_at"] <= young:
+                    committed.append(Outgoing(run["_id"], job_id, run["scheduled_for"], scheduled=False))
+            elif job_id not in positions:
+                orphans.append(run["_id"])
+            elif positions[job_id] is not None and run["scheduled_for"] >= positions[job_id]:
+                drafts.append(run["_id"])
+            else:
+                committed.append(Outgoing(run["_id"], job_id, run["scheduled_for"], scheduled=True))
+        return committed, drafts, orphans
+
+    # -- RabbitMQ health ---------------------------------------------------------
+
+    def broker_retry_in(self) -> float | None:
+        """Seconds until publishing is retried, when a backlog waits for RabbitMQ."""
+        if not self.backlog:
+            return None
+        return max(0.0, self._broker_retry_at - time.monotonic())
+
+    def _broker_ready(self) -> bool:
+        return time.monotonic() >= self._broker_retry_at
+
+    def _broker_failed(self, exc: BrokerUnavailable, left: int) -> None:
+        self.backlog = True
+        if not self.broker_down:
+            log.error("%s; %d run(s) stay pending and are published in order when it returns",
+                      exc.message, left, extra={"url": redact_url(self.publisher.url)})
+            self.broker_down = True
+            self._broker_backoff = BROKER_BACKOFF_MIN_S
+        else:
+            self._broker_backoff = min(self._broker_backoff * 2, BROKER_BACKOFF_MAX_S)
+        self._broker_retry_at = time.monotonic() + self._broker_backoff
+
+    def _broker_ok(self) -> None:
+        if self.broker_down:
+            log.info("RabbitMQ is reachable again", extra={"url": redact_url(self.publisher.url)})
+            self.broker_down = False
+            self._broker_backoff = BROKER_BACKOFF_MIN_S

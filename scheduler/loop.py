@@ -1,0 +1,158 @@
+"""The scheduler process's main loop: leadership, dispatch passes and sleeping.
+
+Each step: read the database clock; let `Leadership.maintain` renew, claim or
+step down and heartbeat as due; as leader, run one `Dispatcher.run_pass`. Then
+sleep until the earliest of
+
+* the next due instant (the earliest ``due_at``, index "due"),
+* the leadership's next action (renewal, claim attempt, heartbeat),
+* the RabbitMQ retry time while a backlog waits,
+* a short cap (``SCHEDULER_MAX_SLEEP_MS``, so new and changed jobs are seen),
+
+or not at all when a full batch suggests more is due. `stop` (SIGTERM/SIGINT)
+wakes the sleep at once; the loop then resigns (releases the lease so a standby
+takes over immediately, removes its heartbeat) and returns.
+
+Faults never end the loop. MongoDB unreachable: one error line, then retries
+with backoff (0.5 s doubling to 5 s) and one line when it is back; a leader that
+cannot renew stops at its local deadline. On return, the due jobs are planned
+again and each one's misfire policy decides what the missed slots become. A
+lost leadership (`LeadershipLost`) aborts the pass before its next write.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+
+from scheduler.dispatcher import Dispatcher
+from scheduler.leadership import Leadership, LeadershipLost
+from scheduler.metrics import SchedulerMetrics
+from shared.broker import RunPublisher
+from shared.clock import Clock
+from shared.errors import StoreUnavailable
+from shared.settings import Settings, redact_url
+from shared.store import MongoStore
+
+log = logging.getLogger("cronhive.scheduler")
+
+STORE_BACKOFF_MIN_S = 0.5
+STORE_BACKOFF_MAX_S = 5.0
+#: After an unexpected error (a bug), wait at least this long before the next step.
+ERROR_BACKOFF_S = 1.0
+#: A job changed while being dispatched is planned again after this pause.
+CHANGED_RETRY_S = 0.02
+
+
+class SchedulerLoop:
+    """One scheduler process: standby or leader. Owns none of the clients it is given."""
+
+    def __init__(self, settings: Settings, store: MongoStore, publisher: RunPublisher, clock: Clock,
+                 holder: str, *, metrics: SchedulerMetrics | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics or SchedulerMetrics()
+        self.leadership = Leadership(store, holder, settings.leader_lease_s)
+        self.dispatcher = Dispatcher(store, publisher, clock, self.leadership.guard,
+                                     job_lease_s=settings.job_lease_s, batch=settings.scheduler_batch,
+                                     metrics=self.metrics)
+        self.max_sleep = timedelta(milliseconds=settings.scheduler_max_sleep_ms)
+        self.stopping = threading.Event()
+        self.store_down = False
+        self._store_backoff = STORE_BACKOFF_MIN_S
+        self._term_seen: int | None = None
+
+    @property
+    def holder(self) -> str:
+        return self.leadership.holder
+
+    def stop(self) -> None:
+        """Ask the loop to finish its step, resign and return (signal-handler safe)."""
+        self.stopping.set()
+
+    def run(self) -> None:
+        log.info("scheduler started", extra={"holder": self.holder})
+        try:
+            while not self.stopping.is_set():
+                self.stopping.wait(self.step())
+        finally:
+            self.leadership.resign(self.clock.now())
+            self.metrics.leadership(False, None)
+            log.info("scheduler stopped", extra={"holder": self.holder})
+
+    def step(self) -> float:
+        """One round; returns how long to sleep (seconds)."""
+        try:
+            delay = self._step()
+        except StoreUnavailable as exc:
+            delay = self._store_failed(exc)
+        except LeadershipLost as exc:
+            log.warning("pass aborted: %s", exc, extra={"holder": self.holder})
+            delay = 0.0
+        except Exception:  # a bug must not end the loop: log it and go on
+            log.exception("unexpected error in the scheduler loop", extra={"holder": self.holder})
+            delay = ERROR_BACKOFF_S
+        else:
+            self._store_ok()
+        self._observe_role()
+        return delay
+
+    def _step(self) -> float:
+        now = self.clock.now()
+        self.leadership.expire(now)
+        self._observe_role()
+        self.leadership.maintain(now)
+        self._observe_role()
+        wake = [now + self.max_sleep]
+        pause = 0.0
+        if self.leadership.is_leader(self.clock.now()):
+            result = self.dispatcher.run_pass()
+            if result.more:
+                return 0.0
+            if result.changed:  # plan it again soon, but never spin on a job that keeps changing
+                pause = CHANGED_RETRY_S
+            due = self.store.earliest_due_at()
+            if due is not None:
+                wake.append(due)
+            retry_in = self.dispatcher.broker_retry_in()
+            if retry_in is not None:
+                wake.append(now + timedelta(seconds=retry_in))
+        action = self.leadership.next_action_at()
+        if action is not None:
+            wake.append(action)
+        return max(pause, self._seconds_until(min(wake)))
+
+    def _observe_role(self) -> None:
+        """Tell the dispatcher and the metrics when the term held changed (elected,
+        re-elected with a new term, stepped down), wherever in a step that happened."""
+        term = self.leadership.term
+        if term == self._term_seen:
+            return
+        if term is not None:
+            self.dispatcher.take_over()
+        else:
+            self.dispatcher.step_down()
+        self.metrics.leadership(term is not None, term if term is not None else self._term_seen)
+        self._term_seen = term
+
+    def _seconds_until(self, at: datetime) -> float:
+        return max(0.0, (at - self.clock.now()).total_seconds())
+
+    def _store_failed(self, exc: StoreUnavailable) -> float:
+        if not self.store_down:
+            log.error("%s; retrying (a leader stops publishing at its lease's local deadline)",
+                      exc.message, extra={"holder": self.holder, "url": redact_url(self.settings.mongodb_uri)})
+            self.store_down = True
+            self._store_backoff = STORE_BACKOFF_MIN_S
+        else:
+            self._store_backoff = min(self._store_backoff * 2, STORE_BACKOFF_MAX_S)
+        self.leadership.expire(self.clock.now())
+        return self._store_backoff
+
+    def _store_ok(self) -> None:
+        if self.store_down:
+            log.info("MongoDB is reachable again", extra={"holder": self.holder,
+                                                          "url": redact_url(self.settings.mongodb_uri)})
+            self.store_down = False

@@ -1,0 +1,29 @@
+"""The scheduler's Prometheus series (defined in `shared.metrics`), behind telling names."""
+
+from __future__ import annotations
+
+from shared import metrics
+
+
+class SchedulerMetrics:
+    """Records what the scheduler does; one instance per process (the series are global)."""
+
+    def leadership(self, is_leader: bool, term: int | None) -> None:
+        metrics.SCHEDULER_IS_LEADER.set(1 if is_leader else 0)
+        if term is not None:
+            metrics.SCHEDULER_TERM.set(term)
+
+    def published(self, lateness_ms: float) -> None:
+        """A slot's run was confirmed by RabbitMQ, ``lateness_ms`` after its slot (pre-jitter)."""
+        metrics.SLOTS_FIRED.inc()
+        metrics.FIRE_LATENESS.observe(max(0.0, lateness_ms) / 1000.0)
+
+    def skipped(self, reason: str) -> None:
+        metrics.SLOTS_SKIPPED.labels(reason=reason).inc()
+
+    def missed(self, count: int) -> None:
+        if count > 0:
+            metrics.SLOTS_MISSED.inc(count)
+
+    def unpublished(self, count: int) -> None:
+        metrics.UNPUBLISHED_RUNS.set(count)

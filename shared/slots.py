@@ -1,0 +1,308 @@
+"""Which slots of a job fire now: the scheduler's pure slot logic (SPEC §4).
+
+Nothing here reads a clock or touches a database: `plan_slots(job, now)` takes a
+job document (as stored in ``jobs``) and the instant ``now`` (the database clock)
+and returns a `SlotPlan`: the slots to run, the slots to record as ``skipped``,
+and the next slot the job waits for.
+
+Terms
+    slot
+        A fire instant of the job's cron schedule in its time zone (DST rules are
+        `shared.cron`'s). A run's ``scheduled_for`` is its slot, before jitter.
+    jitter
+        ``jitter_offset(job_id, jitter_s)``: a deterministic per-job offset in
+        ``[0, jitter_s)``. A slot ``S`` is *due* once ``S + jitter <= now``; the
+        job's ``due_at`` is its next slot plus the jitter.
+    late
+        How late a due slot is dispatched, jitter excluded: ``now - jitter - S``.
+    due slots
+        ``S1 < S2 < ... < Sk``: the job's stored ``next_fire_at`` (``S1``, the slot
+        it was waiting for) and every later slot that is due too. Normally ``k`` is
+        1 and ``S1`` is a few milliseconds late. More than one due slot, or a slot
+        later than ``misfire_grace_s``, means slots were *missed* (all schedulers
+        down, MongoDB unreachable, the job disabled and re-enabled, a leader lagging
+        by more than a slot).
+
+Misfire policies (``misfire_policy``; ``misfire_grace_s`` default 60)
+    ``fire_once`` (default)
+        Only the latest due slot ``Sk`` is considered: it runs if it is late by at
+        most the grace, else it is recorded as one ``skipped`` run. The older due
+        slots are coalesced into it (no record of their own).
+    ``skip``
+        Missed slots are not run but recorded: ``Sk`` runs if it is within the
+        grace (it is on time) and, if older slots were due too, one ``skipped``
+        run at ``S(k-1)`` records them; when ``Sk`` itself is past the grace, one
+        ``skipped`` run at ``Sk`` records all ``k`` of them.
+    ``fire_all``
+        Every due slot runs, grace or not, up to `MAX_FIRE_ALL` (100): when more
+        were due, the latest 100 run and one ``skipped`` run at ``S1`` records that
+        the older ones were not.
+
+After the plan, the job waits for the first slot after ``now - jitter``.
+A job whose schedule cannot be computed any more (its time zone vanished from
+the tz database, a corrupt expression) raises `UncomputableSchedule`; the
+scheduler disables it with the message as ``disabled_reason``.
+
+Cost: the normal case is one ``next_fire`` call. Finding the latest due slots
+after a long outage walks backwards from ``now`` in windows that double while
+they are empty (`latest_fires`), so it is cheap even after a year of downtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared import cron
+from shared.domain import DEFAULT_POLICIES, MAX_FIRE_ALL, UTC, jitter_offset
+from shared.errors import InvalidSchedule
+
+#: Largest window `latest_fires` enumerates in one go; denser windows are halved.
+ENUMERATION_LIMIT = 512
+_FIRST_WINDOW = timedelta(seconds=1)
+
+
+class UncomputableSchedule(InvalidSchedule):
+    """The job's stored schedule or time zone no longer yields fire times."""
+
+    code = "uncomputable_schedule"
+
+
+@dataclass(frozen=True)
+class SkippedSlot:
+    """A slot recorded as a ``skipped`` run (misfire), with why."""
+
+    at: datetime
+    message: str
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """What the scheduler does with one job at one instant.
+
+    ``fire``: slots to run now, ascending. ``skipped``: slots recorded as
+    ``skipped`` runs. ``next_fire_at``/``due_at``: the state to advance the job
+    to (for a job that is not due, its current state). ``advance`` tells whether
+    that state differs from the stored one (only then is there anything to write).
+    ``missed``: due slots that do not run now (coalesced, skipped or past the
+    fire_all cap), counted up to ``MAX_FIRE_ALL + 1``.
+    """
+
+    job_id: str
+    advance: bool
+    fire: tuple[datetime, ...]
+    skipped: tuple[SkippedSlot, ...]
+    next_fire_at: datetime | None
+    due_at: datetime | None
+    missed: int = 0
+
+    @property
+    def slots(self) -> tuple[datetime, ...]:
+        """Every slot that gets a run record (fired or skipped), ascending."""
+        return tuple(sorted((*self.fire, *(s.at for s in self.skipped))))
+
+
+@dataclass(frozen=True)
+class SlotRun:
+    """The run record one slot gets: fired (``pending`` until published) or ``skipped``.
+
+    ``skip_type``: ``misfire`` or ``overlap`` for skipped runs. ``lease_token``:
+    the job-lease token reserved for a fired run (None under ``allow`` and for a
+    ``buffer_one`` run that waits for the lease).
+    """
+
+    run_id: str
+    slot: datetime
+    fire: bool
+    skip_type: str | None = None
+    message: str | None = None
+    lease_token: int | None = None
+
+
+@dataclass(frozen=True)
+class JobAdvance:
+    """The compare-and-set write that moves a job past its dispatched slots.
+
+    ``expect``: the fields (dotted paths allowed) that must still hold exactly the
+    values read (``revision``, ``next_fire_at``, and the job lease when the
+    overlap decision depended on it). ``changes``: the fields to set (next slot,
+    ``due_at``, a new lease reservation, ``buffered_run_id``). ``triggered``: a
+    run fired, so ``last_triggered_at`` moves. The store adds the leader's fencing
+    term to both.
+    """
+
+    job_id: str
+    expect: dict[str, Any]
+    changes: dict[str, Any]
+    triggered: bool
+
+
+def policy(job: dict[str, Any], name: str) -> Any:
+    """A policy field of a job document, its default when missing or null."""
+    value = job.get(name)
+    return DEFAULT_POLICIES[name] if value is None else value
+
+
+def job_jitter(job: dict[str, Any]) -> timedelta:
+    return jitter_offset(job["_id"], int(policy(job, "jitter_s")))
+
+
+def next_slot_state(job: dict[str, Any], after: datetime) -> tuple[datetime, datetime]:
+    """``(next_fire_at, due_at)``: the first slot strictly after ``after``, and it plus jitter."""
+    next_fire = cron.next_fire(job["schedule"], job.get("timezone") or "UTC", after)
+    return next_fire, next_fire + job_jitter(job)
+
+
+def slot_run_id(job_id: str, slot: datetime) -> str:
+    """The id of the run of one slot: ``run_YYYYMMDD_HHMMSS_<hash>``, deterministic.
+
+    The same slot always gets the same id, so a scheduler that takes over after a
+    crash and plans the slot again writes the very same run (the unique
+    ``slot_key`` index keeps one run per slot either way).
+    """
+    instant = slot.astimezone(UTC)
+    digest = hashlib.sha256(f"{job_id}|{instant.isoformat()}".encode()).hexdigest()[:12]
+    return f"run_{instant.strftime('%Y%m%d_%H%M%S')}_{digest}"
+
+
+def latest_fires(expr: str, tz: str, after: datetime, until: datetime, count: int) -> list[datetime]:
+    """The last ``count`` fire instants in ``(after, until]``, ascending.
+
+    Walks backwards from ``until`` in windows that double while sparse and halve
+    when one holds more than `ENUMERATION_LIMIT` fires, enumerating each window
+    with ``cron.fires_between``: cost grows with ``count``, not with the distance
+    between ``after`` and ``until``.
+    """
+    found: list[datetime] = []
+    high = until
+    span = _FIRST_WINDOW
+    while len(found) < count and high > after:
+        low = after if span >= high - after else high - span
+        window = cron.fires_between(expr, tz, low, high, ENUMERATION_LIMIT + 1)
+        if len(window) > ENUMERATION_LIMIT:
+            span = span / 2
+            continue
+        found[:0] = window
+        high = low
+        span = span * 2
+    return found[-count:] if count else []
+
+
+def due_slots(job: dict[str, Any], reference: datetime, count: int) -> tuple[list[datetime], bool]:
+    """The latest ``count`` due slots (ascending) and whether older ones were due too.
+
+    ``reference`` is ``now - jitter``: slots up to it are due. ``next_fire_at``
+    (the slot the job waits for) is the first due slot by definition.
+    """
+    first = job["next_fire_at"]
+    tz = job.get("timezone") or "UTC"
+    following = cron.next_fire(job["schedule"], tz, first)
+    if following > reference:  # the normal case: exactly one due slot
+        return [first], False
+    slots = [first, *latest_fires(job["schedule"], tz, first, reference, count + 1)]
+    return slots[-count:], len(slots) > count
+
+
+def plan_slots(job: dict[str, Any], now: datetime) -> SlotPlan:
+    """The `SlotPlan` of ``job`` at ``now`` (see the module docstring).
+
+    Raises:
+        UncomputableSchedule: the stored schedule, time zone or timing state can
+            no longer be computed.
+    """
+    try:
+        return _plan(job, now)
+    except UncomputableSchedule:
+        raise
+    except Exception as exc:  # any failure of the pure computation: the job cannot be planned
+        raise UncomputableSchedule(
+            f"schedule {job.get('schedule')!r} in time zone {job.get('timezone')!r} can no longer be "
+            f"computed: {getattr(exc, 'message', None) or exc}",
+            details={"job_id": job.get("_id")},
+        ) from exc
+
+
+def _plan(job: dict[str, Any], now: datetime) -> SlotPlan:
+    job_id = job["_id"]
+    if not job.get("enabled") or job.get("due_at") is None:  # a disabled job keeps no due_at
+        return SlotPlan(job_id, job.get("due_at") is not None, (), (), job.get("next_fire_at"), None)
+    jitter = job_jitter(job)
+    reference = now - jitter
+    if job.get("next_fire_at") is None:  # no slot recorded yet: start from now, fire nothing
+        next_fire, due_at = next_slot_state(job, reference)
+        return SlotPlan(job_id, True, (), (), next_fire, due_at)
+    if job["next_fire_at"] > reference:  # not due (a stale due_at is corrected)
+        due_at = job["next_fire_at"] + jitter
+        return SlotPlan(job_id, due_at != job.get("due_at"), (), (), job["next_fire_at"], due_at)
+    misfire = str(policy(job, "misfire_policy"))
+    grace = timedelta(seconds=float(policy(job, "misfire_grace_s")))
+    slots, more = due_slots(job, reference, MAX_FIRE_ALL)
+    if misfire == "fire_all":
+        fire, skipped = _fire_all(job, slots, more)
+    elif misfire == "skip":
+        fire, skipped = _skip(job, slots, reference, grace)
+    else:
+        fire, skipped = _fire_once(slots, reference, grace)
+    missed = len(slots) + (1 if more else 0) - len(fire)
+    next_fire, due_at = next_slot_state(job, reference)
+    return SlotPlan(job_id, True, tuple(fire), tuple(skipped), next_fire, due_at, missed)
+
+
+def _fire_all(job: dict[str, Any], slots: list[datetime], more: bool) -> tuple[list[datetime], list[SkippedSlot]]:
+    if not more:
+        return slots, []
+    first = job["next_fire_at"]
+    note = SkippedSlot(first, f"missed slots from {_iso(first)} to before {_iso(slots[0])} were not run: "
+                              f"fire_all runs at most the latest {MAX_FIRE_ALL} missed slots")
+    return slots, [note]
+
+
+def _fire_once(slots: list[datetime], reference: datetime, grace: timedelta) -> tuple[list[datetime], list[SkippedSlot]]:
+    latest = slots[-1]
+    if reference - latest <= grace:
+        return [latest], []
+    return [], [SkippedSlot(latest, f"slot missed by {_seconds(reference - latest)} s, more than the "
+                                    f"misfire grace of {_seconds(grace)} s (fire_once)")]
+
+
+def _skip(job: dict[str, Any], slots: list[datetime], reference: datetime,
+          grace: timedelta) -> tuple[list[datetime], list[SkippedSlot]]:
+    latest = slots[-1]
+    first = job["next_fire_at"]
+    if reference - latest <= grace:
+        if len(slots) == 1:
+            return [latest], []
+        note = SkippedSlot(slots[-2], f"missed slots from {_iso(first)} to {_iso(slots[-2])} were skipped "
+                                      f"(misfire_policy skip)")
+        return [latest], [note]
+    note = SkippedSlot(latest, f"missed slots from {_iso(first)} to {_iso(latest)} were skipped "
+                               f"(misfire_policy skip; {_seconds(reference - latest)} s late, grace "
+                               f"{_seconds(grace)} s)")
+    return [], [note]
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds(delta: timedelta) -> str:
+    return f"{delta.total_seconds():g}"
+
+
+__all__ = [
+    "ENUMERATION_LIMIT",
+    "JobAdvance",
+    "SlotRun",
+    "SkippedSlot",
+    "SlotPlan",
+    "UncomputableSchedule",
+    "due_slots",
+    "job_jitter",
+    "latest_fires",
+    "next_slot_state",
+    "plan_slots",
+    "policy",
+    "slot_run_id",
+]

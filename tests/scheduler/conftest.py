@@ -1,0 +1,104 @@
+"""Helpers for the scheduler tests: a hand-moved clock, a dispatcher on the real store and
+RabbitMQ, and the run messages read straight from the test's queue."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from scheduler.dispatcher import Dispatcher
+from scheduler.leadership import LeadershipLost
+from shared.broker import RunPublisher
+from shared.domain import utcnow
+from shared.errors import BrokerUnavailable
+from shared.settings import Settings
+from shared.store import MongoStore
+from tests import services
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.instant = now
+
+    def now(self) -> datetime:
+        return self.instant
+
+    def set(self, instant: datetime) -> None:
+        self.instant = instant
+
+    def advance(self, seconds: float) -> None:
+        self.instant += timedelta(seconds=seconds)
+
+
+class Term:
+    """A guard for the dispatcher: a fixed term, revocable (as a lost leadership)."""
+
+    def __init__(self, term: int) -> None:
+        self.term = term
+        self.valid = True
+        self.calls = 0
+
+    def __call__(self, now: datetime) -> int:
+        self.calls += 1
+        if not self.valid:
+            raise LeadershipLost(f"term {self.term} is over")
+        return self.term
+
+
+class FlakyPublisher:
+    """Wraps the real publisher; ``down`` makes it fail like an unreachable RabbitMQ.
+    Records, at each publish, the run's status as stored (to prove pending-before-confirm)."""
+
+    def __init__(self, real: RunPublisher, store: MongoStore) -> None:
+        self.real = real
+        self.store = store
+        self.url = real.url
+        self.down = False
+        self.seen_status: list[tuple[str, str]] = []
+
+    def publish_run(self, run_id: str, job_id: str) -> None:
+        self.seen_status.append((run_id, self.store.get_run(run_id)["status"]))
+        if self.down:
+            raise BrokerUnavailable(f"RabbitMQ is unreachable at {self.url}: test")
+        self.real.publish_run(run_id, job_id)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(utcnow())
+
+
+@pytest.fixture
+def flaky(publisher: RunPublisher, store: MongoStore) -> FlakyPublisher:
+    return FlakyPublisher(publisher, store)
+
+
+@pytest.fixture
+def make_dispatcher(store: MongoStore, flaky: FlakyPublisher, clock: FakeClock,
+                    settings: Settings) -> Callable[..., Dispatcher]:
+    def make(term: int = 1, *, batch: int = 200, job_lease_s: float = 30.0, publisher: Any = None) -> Dispatcher:
+        dispatcher = Dispatcher(store, publisher or flaky, clock, Term(term), job_lease_s=job_lease_s, batch=batch)
+        return dispatcher
+
+    return make
+
+
+@pytest.fixture
+def messages(settings: Settings, publisher: RunPublisher) -> Callable[[], list[dict[str, Any]]]:
+    """Take every run message now on the test's queue, decoded, in queue order."""
+    publisher.ping()  # declare the queue as dramatiq does, so an empty one can be read
+
+    def take() -> list[dict[str, Any]]:
+        return [json.loads(body) for body in services.get_messages(settings.rabbitmq_url, settings.runs_queue)]
+
+    return take
+
+
+def create_job(store: MongoStore, job_id: str, schedule: str = "* * * * * *", at: datetime | None = None,
+               **fields: Any) -> dict[str, Any]:
+    return store.create_job({"name": job_id, "job_id": job_id, "schedule": schedule, "handler": "noop", **fields},
+                            at or utcnow())

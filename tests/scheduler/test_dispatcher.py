@@ -1,0 +1,338 @@
+"""scheduler/dispatcher.py against the real store and the real RabbitMQ (messages read
+straight from the test's queue; no workers): one run per slot, queued only after the
+confirm, unpublished runs re-published in order, and the overlap policies."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from scheduler.dispatcher import MANUAL_PENDING_S, Dispatcher
+from scheduler.leadership import LeadershipLost
+from shared.broker import RUN_ACTOR
+from shared.dispatch import new_run, reservation_holder
+from shared.slots import slot_run_id
+from shared.store import MongoStore
+from tests.scheduler.conftest import FakeClock, FlakyPublisher, create_job
+
+Messages = Callable[[], list[dict[str, Any]]]
+
+
+def runs_of(store: MongoStore, job_id: str) -> list[dict[str, Any]]:
+    return list(store.runs.find({"job_id": job_id}).sort("scheduled_for", 1))
+
+
+def published_ids(messages: Messages) -> list[str]:
+    return [message["args"][0] for message in messages()]
+
+
+def test_every_slot_gets_exactly_one_run_published_once(store: MongoStore, make_dispatcher: Callable[..., Dispatcher],
+                                                        clock: FakeClock, messages: Messages) -> None:
+    jobs = [create_job(store, f"every_{i}", misfire_policy="fire_all", overlap_policy="allow") for i in range(3)]
+    first = jobs[0]["next_fire_at"]
+    dispatcher = make_dispatcher(term=7)
+    clock.set(first + timedelta(seconds=2, milliseconds=500))
+    result = dispatcher.run_pass()
+    assert result.fired == 9 and result.published == 9 and not result.more
+    clock.advance(0.2)
+    assert dispatcher.run_pass().planned == 0  # nothing new is due: nothing twice
+
+    bodies = messages()
+    assert Counter(body["args"][0] for body in bodies) == Counter({run["_id"]: 1 for run in store.runs.find()})
+    assert {body["actor_name"] for body in bodies} == {RUN_ACTOR}
+    for job in jobs:
+        runs = runs_of(store, job["_id"])
+        assert [run["scheduled_for"] for run in runs] == [first + timedelta(seconds=s) for s in range(3)]
+        for run in runs:
+            assert run["_id"] == slot_run_id(job["_id"], run["scheduled_for"])
+            assert (run["status"], run["trigger"], run["sched_term"]) == ("queued", "schedule", 7)
+            assert run["queued_at"] == clock.now() - timedelta(seconds=0.2)
+        stored = store.get_job(job["_id"])
+        assert stored["next_fire_at"] == first + timedelta(seconds=3) == stored["due_at"]
+        assert stored["last_triggered_at"] == clock.now() - timedelta(seconds=0.2)
+        assert stored["sched_term"] == 7
+    assert [body["kwargs"]["job_id"] for body in bodies[:3]] == ["every_0", "every_1", "every_2"]  # slot order
+
+
+def test_a_run_is_pending_while_published_and_queued_only_after_the_confirm(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, flaky: FlakyPublisher,
+        messages: Messages) -> None:
+    job = create_job(store, "confirmed", overlap_policy="allow")
+    clock.set(job["next_fire_at"] + timedelta(milliseconds=3))
+    make_dispatcher().run_pass()
+    (run,) = runs_of(store, "confirmed")
+    assert flaky.seen_status == [(run["_id"], "pending")]
+    assert run["status"] == "queued" and published_ids(messages) == [run["_id"]]
+
+
+def test_rabbitmq_down_keeps_runs_pending_and_publishes_them_in_order_on_return(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, flaky: FlakyPublisher,
+        messages: Messages) -> None:
+    job = create_job(store, "outage", misfire_policy="fire_all", overlap_policy="allow")
+    start = job["next_fire_at"]
+    dispatcher = make_dispatcher()
+    flaky.down = True
+    for second in range(4):  # four slots while RabbitMQ is away
+        clock.set(start + timedelta(seconds=second, milliseconds=5))
+        dispatcher._broker_retry_at = 0.0  # retry now (the backoff is wall-clock)
+        dispatcher.run_pass()
+    assert dispatcher.backlog and dispatcher.broker_down
+    runs = runs_of(store, "outage")
+    assert [run["status"] for run in runs] == ["pending"] * 4
+    assert store.get_job("outage")["next_fire_at"] == start + timedelta(seconds=4)  # committed anyway
+    assert messages() == []
+
+    flaky.down = False
+    clock.set(start + timedelta(seconds=4, milliseconds=5))
+    dispatcher._broker_retry_at = 0.0
+    result = dispatcher.run_pass()
+    assert result.published == 5 and not dispatcher.backlog and not dispatcher.broker_down
+    assert published_ids(messages) == [run["_id"] for run in runs_of(store, "outage")]  # oldest first
+    assert {run["status"] for run in runs_of(store, "outage")} == {"queued"}
+
+
+def test_rabbitmq_unreachable_for_real_raises_no_error_and_keeps_the_slot(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, settings, messages) -> None:
+    from shared.broker import RunPublisher
+
+    dead = RunPublisher.open(settings.replace(rabbitmq_url="amqp://guest:guest@127.0.0.1:1/%2F"))
+    try:
+        job = create_job(store, "unreachable", overlap_policy="allow")
+        clock.set(job["next_fire_at"] + timedelta(milliseconds=2))
+        dispatcher = make_dispatcher(publisher=dead)
+        assert dispatcher.run_pass().published == 0
+        assert dispatcher.broker_down and dispatcher.broker_retry_in() > 0
+        assert runs_of(store, "unreachable")[0]["status"] == "pending"
+    finally:
+        dead.close()
+
+
+def test_a_new_leader_republishes_what_a_dead_leader_committed_but_never_confirmed(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, flaky: FlakyPublisher,
+        messages: Messages) -> None:
+    jobs = [create_job(store, f"orphaned_{i}", overlap_policy="allow") for i in range(3)]
+    clock.set(jobs[0]["next_fire_at"] + timedelta(milliseconds=5))
+    flaky.down = True
+    make_dispatcher(term=1).run_pass()  # committed, then "died" before any confirm
+    flaky.down = False
+    successor = make_dispatcher(term=2)
+    clock.advance(0.5)
+    result = successor.run_pass()
+    assert result.published == 3
+    runs = list(store.runs.find())
+    assert {(run["status"], run["sched_term"]) for run in runs} == {("queued", 2)}
+    assert sorted(published_ids(messages)) == sorted(run["_id"] for run in runs)
+
+
+def test_a_dead_leaders_drafts_are_replanned_not_published(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    """A leader that inserted runs but died before advancing the job left drafts: the slot
+    is still due, so the successor plans it again (the same run id) and publishes it once;
+    a draft of a slot the successor's plan coalesces away is deleted."""
+    job = create_job(store, "drafty", overlap_policy="allow")  # fire_once
+    slot = job["next_fire_at"]
+    for at in (slot, slot + timedelta(seconds=1)):
+        draft = new_run(job, slot_run_id("drafty", at), "schedule", at, slot, None)
+        store.runs.insert_one({**draft, "sched_term": 1})
+    clock.set(slot + timedelta(seconds=3, milliseconds=5))
+    make_dispatcher(term=2).run_pass()
+    runs = runs_of(store, "drafty")
+    assert [(run["scheduled_for"], run["status"]) for run in runs] == [(slot + timedelta(seconds=3), "queued")]
+    assert published_ids(messages) == [runs[0]["_id"]]
+
+
+def test_a_draft_found_while_dispatching_is_adopted(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    job = create_job(store, "adopted", overlap_policy="allow")
+    slot = job["next_fire_at"]
+    run_id = slot_run_id("adopted", slot)
+    store.runs.insert_one({**new_run(job, run_id, "schedule", slot, slot, None), "sched_term": 1})
+    dispatcher = make_dispatcher(term=2)
+    dispatcher.backlog = False
+    dispatcher._next_scan = float("inf")
+    clock.set(slot + timedelta(milliseconds=5))
+    assert dispatcher.run_pass().published == 1
+    (run,) = runs_of(store, "adopted")
+    assert (run["_id"], run["status"], run["sched_term"]) == (run_id, "queued", 2)
+    assert published_ids(messages) == [run_id]
+
+
+def test_forbid_records_a_slot_skipped_while_another_run_holds_the_lease(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    job = create_job(store, "busy")
+    slot = job["next_fire_at"]
+    store.jobs.update_one({"_id": "busy"}, {"$set": {"lease": {
+        "holder": "worker:9", "run_id": "run_other", "token": 3, "expires_at": slot + timedelta(seconds=60)},
+        "lease_term": 3}})
+    clock.set(slot + timedelta(milliseconds=5))
+    result = make_dispatcher().run_pass()
+    assert (result.fired, result.skipped) == (0, 1)
+    (run,) = runs_of(store, "busy")
+    assert run["status"] == "skipped" and run["error"]["type"] == "overlap" and "worker:9" in run["error"]["message"]
+    assert run["finished_at"] == clock.now()
+    assert messages() == []
+    stored = store.get_job("busy")
+    assert stored["lease"]["holder"] == "worker:9" and stored["next_fire_at"] == slot + timedelta(seconds=1)
+
+
+def test_forbid_reserves_the_free_lease_for_the_run_it_publishes(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    job = create_job(store, "free", misfire_policy="fire_all")
+    clock.set(job["next_fire_at"] + timedelta(seconds=1, milliseconds=5))
+    make_dispatcher(job_lease_s=30).run_pass()
+    first, second = runs_of(store, "free")
+    lease = store.get_job("free")["lease"]
+    assert lease["holder"] == reservation_holder(first["_id"]) and lease["run_id"] == first["_id"]
+    assert lease["token"] == first["lease_token"] == 1
+    assert lease["expires_at"] == clock.now() + timedelta(seconds=30)
+    assert (first["status"], second["status"]) == ("queued", "skipped")
+    assert published_ids(messages) == [first["_id"]]
+
+
+def test_buffer_one_publishes_one_waiting_run_and_skips_beyond_it(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    job = create_job(store, "buffered", overlap_policy="buffer_one")
+    slot = job["next_fire_at"]
+    store.jobs.update_one({"_id": "buffered"}, {"$set": {"lease": {
+        "holder": "worker:9", "run_id": "run_other", "token": 1, "expires_at": slot + timedelta(seconds=60)},
+        "lease_term": 1}})
+    dispatcher = make_dispatcher()
+    clock.set(slot + timedelta(milliseconds=5))
+    dispatcher.run_pass()
+    clock.set(slot + timedelta(seconds=1, milliseconds=5))
+    dispatcher.run_pass()
+    waiting, skipped = runs_of(store, "buffered")
+    assert store.get_job("buffered")["buffered_run_id"] == waiting["_id"]
+    assert (waiting["status"], skipped["status"], skipped["error"]["type"]) == ("queued", "skipped", "overlap")
+    assert published_ids(messages) == [waiting["_id"]]
+
+
+def test_allow_publishes_even_while_a_run_holds_the_lease(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    job = create_job(store, "overlapping", overlap_policy="allow")
+    slot = job["next_fire_at"]
+    store.jobs.update_one({"_id": "overlapping"}, {"$set": {"lease": {
+        "holder": "worker:9", "run_id": "run_other", "token": 1, "expires_at": slot + timedelta(seconds=60)}}})
+    clock.set(slot + timedelta(milliseconds=5))
+    make_dispatcher().run_pass()
+    (run,) = runs_of(store, "overlapping")
+    assert run["status"] == "queued" and run["lease_token"] is None
+    assert store.get_job("overlapping")["lease"]["holder"] == "worker:9"
+    assert published_ids(messages) == [run["_id"]]
+
+
+def test_a_job_changed_while_being_dispatched_is_planned_again(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    job = create_job(store, "racing", overlap_policy="allow")
+    slot = job["next_fire_at"]
+    real_due_jobs = store.due_jobs
+
+    def stale_read(now, limit):  # type: ignore[no-untyped-def]
+        docs = real_due_jobs(now, limit)
+        store.jobs.update_one({"_id": "racing"}, {"$set": {"name": "renamed"}, "$inc": {"revision": 1}})
+        return docs
+
+    monkeypatch.setattr(store, "due_jobs", stale_read)
+    dispatcher = make_dispatcher()
+    clock.set(slot + timedelta(milliseconds=5))
+    dispatcher.run_pass()
+    assert runs_of(store, "racing") == [] and messages() == []  # the draft was withdrawn
+    monkeypatch.setattr(store, "due_jobs", real_due_jobs)
+    dispatcher.run_pass()
+    (run,) = runs_of(store, "racing")
+    assert run["scheduled_for"] == slot and run["status"] == "queued"
+    assert published_ids(messages) == [run["_id"]]
+
+
+def test_a_job_whose_schedule_can_no_longer_be_computed_is_disabled_and_the_rest_fire(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    broken = create_job(store, "broken", overlap_policy="allow")
+    create_job(store, "healthy", overlap_policy="allow")
+    store.jobs.update_one({"_id": "broken"}, {"$set": {"timezone": "Atlantis/Lost_City"}})
+    clock.set(broken["next_fire_at"] + timedelta(milliseconds=5))
+    dispatcher = make_dispatcher(term=3)
+    dispatcher.run_pass()
+    stored = store.get_job("broken")
+    assert stored["enabled"] is False and stored["due_at"] is None and stored["sched_term"] == 3
+    assert "Atlantis/Lost_City" in stored["disabled_reason"]
+    assert stored["revision"] == 2
+    assert runs_of(store, "broken") == []
+    assert [message["kwargs"]["job_id"] for message in messages()] == ["healthy"]
+
+
+def test_a_lost_leadership_stops_publishing_at_once(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    jobs = [create_job(store, f"fenced_{i}", overlap_policy="allow") for i in range(5)]
+    dispatcher = make_dispatcher()
+    guard = dispatcher.guard
+    real_publish = dispatcher.publisher.publish_run
+
+    def publish_then_lose(run_id: str, job_id: str) -> None:
+        real_publish(run_id, job_id)
+        guard.valid = False  # the local deadline passes after the first publish
+
+    dispatcher.publisher.publish_run = publish_then_lose
+    clock.set(jobs[0]["next_fire_at"] + timedelta(milliseconds=5))
+    with pytest.raises(LeadershipLost):
+        dispatcher.run_pass()
+    assert len(messages()) == 1
+    statuses = Counter(run["status"] for run in store.runs.find())
+    assert statuses == Counter({"pending": 5})  # not even the queued mark was written
+
+
+def test_the_backlog_pass_handles_old_manual_runs_and_runs_of_deleted_jobs(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    job = create_job(store, "manual")
+    now = clock.now()
+    old = new_run(job, "run_manual_old", "manual", now, now - timedelta(seconds=MANUAL_PENDING_S + 1), None)
+    young = new_run(job, "run_manual_young", "manual", now, now - timedelta(seconds=1), None)
+    orphan = new_run({"_id": "gone"}, "run_orphan", "schedule", now - timedelta(seconds=5), now, None)
+    store.runs.insert_many([old, young, orphan])
+    make_dispatcher().run_pass()
+    assert published_ids(messages) == ["run_manual_old"]
+    assert store.get_run("run_manual_old")["status"] == "queued"
+    assert store.get_run("run_manual_young")["status"] == "pending"  # the API may still be publishing it
+    gone = store.get_run("run_orphan")
+    assert gone["status"] == "skipped" and gone["error"]["type"] == "job_deleted"
+
+
+def test_a_full_batch_asks_to_come_back_at_once(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    jobs = [create_job(store, f"batch_{i}", overlap_policy="allow") for i in range(5)]
+    clock.set(max(job["next_fire_at"] for job in jobs) + timedelta(milliseconds=5))
+    dispatcher = make_dispatcher(batch=2)
+    results = [dispatcher.run_pass() for _ in range(3)]
+    assert [result.more for result in results] == [True, True, False]
+    assert store.runs.count_documents({"status": "queued"}) == 5 == len(messages())
+
+
+def test_runs_committed_by_a_pass_that_lost_mongodb_are_published_by_the_next(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.errors import StoreUnavailable
+
+    job = create_job(store, "lost_reply", overlap_policy="allow")
+    real_advance = store.advance_jobs
+
+    def applied_but_reply_lost(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_advance(*args, **kwargs)
+        raise StoreUnavailable("MongoDB is unreachable (reply lost)")
+
+    monkeypatch.setattr(store, "advance_jobs", applied_but_reply_lost)
+    dispatcher = make_dispatcher()
+    dispatcher.backlog = False
+    dispatcher._next_scan = float("inf")
+    clock.set(job["next_fire_at"] + timedelta(milliseconds=5))
+    with pytest.raises(StoreUnavailable):
+        dispatcher.run_pass()
+    assert messages() == [] and runs_of(store, "lost_reply")[0]["status"] == "pending"
+    monkeypatch.setattr(store, "advance_jobs", real_advance)
+    clock.advance(0.3)
+    assert dispatcher.run_pass().published == 1  # found by the backlog pass: committed, never published
+    (run,) = runs_of(store, "lost_reply")
+    assert run["status"] == "queued" and published_ids(messages) == [run["_id"]]
