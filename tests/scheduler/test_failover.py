@@ -193,7 +193,11 @@ def test_rabbitmq_stopped_and_started_loses_no_slot_and_publishes_none_twice(
     cluster.stop()
 
     assert slot_gaps(store, job_ids, start, end) == {}
-    assert_every_run_published_once(store, settings)
+    # Publishing is one message at a time with a confirm each: when RabbitMQ stops,
+    # at most the one message in flight may have been stored without its confirm
+    # reaching us; it stays `pending` and is published again (workers run a run
+    # once however often it is delivered: tests/worker). Nothing else repeats.
+    assert assert_every_run_published_once(store, settings, allow_repeats=True) <= 1
     events = cluster.by_pid(leader).events()
     outage = [e for e in events if "RabbitMQ is unreachable" in e.get("event", "")]
     assert len(outage) == 1 and outage[0]["level"] == "error"  # one clear line
