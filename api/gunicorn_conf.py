@@ -28,3 +28,21 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def _json_logger_class() -> type:
+    """gunicorn's own log lines (worker timeouts, crashed workers) as JSON too."""
+    from gunicorn.glogging import Logger
+
+    from shared.logs import JsonFormatter
+
+    class JsonLogger(Logger):
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for handler in (*self.error_log.handlers, *self.access_log.handlers):
+                handler.setFormatter(JsonFormatter())
+
+    return JsonLogger
+
+
+logger_class = _json_logger_class()

@@ -7,7 +7,8 @@ import time
 
 from flask import Blueprint, Flask, Response, g, request
 
-from shared.metrics import API_LATENCY, API_REQUESTS, exposition
+from shared import metrics as series
+from shared.metrics import exposition
 
 metrics_bp = Blueprint("metrics", __name__)
 
@@ -25,6 +26,9 @@ def _route() -> str:
 
 
 def instrument(app: Flask) -> None:
+    """Count and time every request; the API's series exist (at zero) from the start."""
+    series.declare("api")
+
     @app.before_request
     def start_timer() -> None:
         g.request_started = time.perf_counter()
@@ -33,7 +37,7 @@ def instrument(app: Flask) -> None:
     def record(response: Response) -> Response:
         started = g.pop("request_started", None)
         route = _route()
-        API_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        series.API_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
         if started is not None:
-            API_LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+            series.API_LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
         return response

@@ -27,15 +27,13 @@ import signal
 import sys
 from types import FrameType
 
-import pika
-
 from scheduler.leadership import process_holder
 from scheduler.loop import SchedulerLoop
-from shared.broker import RunPublisher, amqp_url
+from shared.broker import RunPublisher
 from shared.clock import DatabaseClock
 from shared.errors import BrokerUnavailable, ConfigurationError, StoreUnavailable
 from shared.logs import configure_logging
-from shared.ops_server import OpsServer
+from shared.ops_server import OpsServer, readiness_checks
 from shared.settings import Settings, redact_url
 from shared.store import MongoStore
 
@@ -52,18 +50,8 @@ def check_services(settings: Settings, store: MongoStore, publisher: RunPublishe
     publisher.ping()
 
 
-def rabbitmq_check(settings: Settings) -> None:
-    """Open and close one AMQP connection (a probe thread keeps no connection)."""
-    try:
-        pika.BlockingConnection(pika.URLParameters(amqp_url(settings.rabbitmq_url))).close()
-    except Exception as exc:  # any failure here means: not reachable
-        raise BrokerUnavailable(f"RabbitMQ is unreachable at {redact_url(settings.rabbitmq_url)}: "
-                                f"{type(exc).__name__}") from None
-
-
 def start_ops_server(settings: Settings, store: MongoStore) -> OpsServer | None:
-    server = OpsServer(settings.metrics_host, settings.metrics_port,
-                       {"mongodb": store.ping, "rabbitmq": lambda: rabbitmq_check(settings)})
+    server = OpsServer(settings.metrics_host, settings.metrics_port, readiness_checks(settings, store))
     try:
         return server.start()
     except OSError as exc:

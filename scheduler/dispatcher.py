@@ -127,6 +127,7 @@ class Dispatcher:
     def step_down(self) -> None:
         """No longer leader: forget what the next leader will redo."""
         self.unmarked.clear()
+        self.metrics.unpublished(0)  # the backlog is the next leader's now
 
     # -- one pass ----------------------------------------------------------------
 

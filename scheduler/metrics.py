@@ -8,6 +8,10 @@ from shared import metrics
 class SchedulerMetrics:
     """Records what the scheduler does; one instance per process (the series are global)."""
 
+    def __init__(self) -> None:
+        # exposed from the start, so a standby shows is_leader 0 (and absent() means: no scheduler)
+        metrics.declare("scheduler")
+
     def leadership(self, is_leader: bool, term: int | None) -> None:
         metrics.SCHEDULER_IS_LEADER.set(1 if is_leader else 0)
         if term is not None:
@@ -26,4 +30,5 @@ class SchedulerMetrics:
             metrics.SLOTS_MISSED.inc(count)
 
     def unpublished(self, count: int) -> None:
+        """Committed runs not yet confirmed by RabbitMQ (the leader's backlog; 0 on a standby)."""
         metrics.UNPUBLISHED_RUNS.set(count)

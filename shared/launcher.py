@@ -26,9 +26,10 @@ from types import FrameType
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from shared.errors import ConfigurationError
+from shared.errors import BrokerUnavailable, ConfigurationError
 from shared.logs import configure_logging
-from shared.settings import Settings, redact_url
+from shared.ops_server import rabbitmq_check
+from shared.settings import Settings
 
 log = logging.getLogger("cronhive.up")
 
@@ -107,15 +108,10 @@ def wait_for_mongodb(uri: str, child: Child, timeout_s: float = 60.0) -> None:
 
 
 def check_rabbitmq(settings: Settings) -> None:
-    import pika
-
-    from shared.broker import amqp_url
-
     try:
-        pika.BlockingConnection(pika.URLParameters(amqp_url(settings.rabbitmq_url))).close()
-    except Exception as exc:  # any failure here means: not usable
-        raise ConfigurationError(f"RabbitMQ is unreachable at {redact_url(settings.rabbitmq_url)} "
-                                 f"({type(exc).__name__}); start it (rabbitmq-server -detached) or set RABBITMQ_URL") from None
+        rabbitmq_check(settings)
+    except BrokerUnavailable as exc:
+        raise ConfigurationError(f"{exc.message}; start it (rabbitmq-server -detached) or set RABBITMQ_URL") from None
 
 
 def available(module: str) -> bool:

@@ -9,13 +9,36 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
-from shared.errors import Unavailable
+import pika
+
+from shared.broker import amqp_url
+from shared.errors import BrokerUnavailable, Unavailable
 from shared.metrics import exposition
+from shared.settings import Settings, redact_url
+
+if TYPE_CHECKING:
+    from shared.store import MongoStore
 
 log = logging.getLogger("cronhive.ops")
 
 Check = Callable[[], None]
+
+
+def rabbitmq_check(settings: Settings) -> None:
+    """Open and close one AMQP connection (a probe thread keeps no connection);
+    `BrokerUnavailable` naming the redacted URL when that fails."""
+    try:
+        pika.BlockingConnection(pika.URLParameters(amqp_url(settings.rabbitmq_url))).close()
+    except Exception as exc:  # any failure here means: not reachable
+        raise BrokerUnavailable(f"RabbitMQ is unreachable at {redact_url(settings.rabbitmq_url)}: "
+                                f"{type(exc).__name__}") from None
+
+
+def readiness_checks(settings: Settings, store: "MongoStore") -> dict[str, Check]:
+    """The ``/readyz`` checks of a scheduler or worker: MongoDB and RabbitMQ reachable."""
+    return {"mongodb": store.ping, "rabbitmq": lambda: rabbitmq_check(settings)}
 
 
 def run_checks(checks: Mapping[str, Check]) -> tuple[bool, dict[str, str]]:
@@ -47,13 +70,14 @@ class OpsServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path == "/healthz":
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
                     self._send(200, "application/json", json.dumps({"status": "ok"}).encode())
-                elif self.path == "/readyz":
+                elif path == "/readyz":
                     ready, results = run_checks(checks)
                     body = json.dumps({"status": "ready" if ready else "unavailable", "checks": results}).encode()
                     self._send(200 if ready else 503, "application/json", body)
-                elif self.path == "/metrics":
+                elif path == "/metrics":
                     body, content_type = exposition()
                     self._send(200, content_type, body)
                 else:

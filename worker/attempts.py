@@ -127,5 +127,11 @@ def current_attempt() -> Attempt | None:
     return _CURRENT.get()
 
 
+def current_log_context() -> dict[str, Any] | None:
+    """The log context of this thread's attempt (`shared.logs.add_context_provider`)."""
+    attempt = _CURRENT.get()
+    return attempt.log_extra() if attempt is not None else None
+
+
 def set_current_attempt(attempt: Attempt | None) -> None:
     _CURRENT.set(attempt)

@@ -18,11 +18,11 @@ from dramatiq.middleware import Middleware, TimeLimit
 from shared.broker import RUN_ACTOR, make_broker
 from shared.clock import Clock, DatabaseClock
 from shared.handlers import HandlerRegistry, load_handler_modules
-from shared.logs import configure_logging
+from shared.logs import add_context_provider, configure_logging
 from shared.settings import Settings
 from shared.store import MongoStore
 from worker.actor import make_execute_run
-from worker.attempts import worker_name
+from worker.attempts import current_log_context, worker_name
 from worker.keeper import LeaseKeeper
 from worker.maintenance import Maintenance, Reaper
 from worker.middleware import RunLifecycle
@@ -105,7 +105,13 @@ def setup() -> RabbitmqBroker:
     store.ensure_indexes()
     store.ensure_run_retention(settings.run_history_days)
     clock = DatabaseClock(store)
-    broker = build_broker(settings, store, clock, registry, extra_middleware=dramatiq_metrics())
+    # the ids of the attempt a thread runs go on every log line it writes (the handler's too)
+    add_context_provider(current_log_context)
+    broker = build_broker(settings, store, clock, registry)
+    # Dramatiq's metrics before RunLifecycle: a message RunLifecycle skips has passed their
+    # before_process_message too, so dramatiq_messages_inprogress goes back down
+    for middleware in dramatiq_metrics():
+        broker.add_middleware(middleware, before=RunLifecycle)
     # first in the list, so its after_worker_shutdown runs last
     broker.add_middleware(ClosesOnShutdown(store), before=RunLifecycle)
     dramatiq.set_broker(broker)

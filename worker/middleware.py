@@ -279,8 +279,7 @@ class RunLifecycle(Middleware):
                 log.info("run skipped: %s", decision.error["message"], extra=extra)
         elif isinstance(decision, Abandon):
             assert run is not None
-            if abandon_dead_attempt(self.store, run, now, decision.reason):
-                metrics.WORKER_RUNS.labels(outcome="abandoned").inc()
+            abandon_dead_attempt(self.store, run, now, decision.reason)  # counted there
         raise SkipMessage(type(decision).__name__)
 
     def _start_later(self, broker: Broker, message: MessageProxy) -> None:

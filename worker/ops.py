@@ -2,7 +2,9 @@
 
 Run by the dramatiq CLI as a fork process (``--fork-function worker.ops:serve``),
 one per worker process tree: it serves the metrics every worker process of the
-tree writes to the shared multiprocess directory (`shared.metrics`).
+tree writes to the shared multiprocess directory (`shared.metrics`): the
+worker's series (declared here, so they exist at zero before the first run) and
+Dramatiq's own Prometheus middleware series.
 """
 
 from __future__ import annotations
@@ -10,35 +12,32 @@ from __future__ import annotations
 import logging
 import time
 
-import pika
-
-from shared.broker import amqp_url
-from shared.errors import BrokerUnavailable
+from shared import metrics
 from shared.logs import configure_logging
-from shared.ops_server import OpsServer
-from shared.settings import Settings, redact_url
+from shared.ops_server import OpsServer, rabbitmq_check, readiness_checks
+from shared.settings import Settings
 from shared.store import MongoStore
+
+__all__ = ["rabbitmq_check", "serve"]  # worker.__main__ checks RabbitMQ with rabbitmq_check at start
 
 log = logging.getLogger("cronhive.worker.ops")
 
 
-def rabbitmq_check(settings: Settings) -> None:
-    """Open and close one AMQP connection (no connection kept per probe thread)."""
-    try:
-        pika.BlockingConnection(pika.URLParameters(amqp_url(settings.rabbitmq_url))).close()
-    except Exception as exc:  # any failure here means: not reachable
-        raise BrokerUnavailable(f"RabbitMQ is unreachable at {redact_url(settings.rabbitmq_url)}: "
-                                f"{type(exc).__name__}") from None
-
-
 def serve() -> int:
+    """The fork process's body: serve until the dramatiq master stops it. A port that
+    is taken is logged and the process ends (the workers work without it)."""
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    metrics.declare("worker")
     store = MongoStore.open(settings)
-    server = OpsServer(settings.metrics_host, settings.metrics_port,
-                       {"mongodb": store.ping, "rabbitmq": lambda: rabbitmq_check(settings)})
+    server = OpsServer(settings.metrics_host, settings.metrics_port, readiness_checks(settings, store))
     try:
-        server.start()
+        try:
+            server.start()
+        except OSError as exc:
+            log.warning("health and metrics server not started on %s:%d: %s", settings.metrics_host,
+                        settings.metrics_port, exc.strerror or exc)
+            return 0
         while True:
             time.sleep(3600)
     finally:

@@ -13,6 +13,7 @@ from typing import Any
 
 from dramatiq import Message
 
+from shared import metrics
 from shared.broker import run_message
 from shared.leases import Lease
 from shared.store import MongoStore
@@ -79,6 +80,7 @@ def abandon_dead_attempt(store: MongoStore, run: dict[str, Any], now: datetime, 
         return False
     lease = stored_lease(run) if scope == JOB_SCOPE else None
     store.record_job_outcome(run["job_id"], run["_id"], ABANDONED, None, lease)
+    metrics.WORKER_RUNS.labels(outcome=ABANDONED).inc()
     log.warning("run abandoned: %s", reason,
                 extra={"job_id": run["job_id"], "run_id": run["_id"], "attempt": run.get("attempt"),
                        "worker": run.get("worker")})
