@@ -35,6 +35,7 @@ from shared.domain import FINAL_RUN_STATUSES
 from shared.settings import Settings
 from shared.store import MongoStore
 from tests import services
+from tests.services import wait_for
 from tests.worker.cluster import consumer_count
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,18 +47,6 @@ RUN_ID = re.compile(r"\brun_\d{8}_\d{6}_[0-9a-f]+\b")
 #: Variables of the test session's environment the processes must not inherit.
 _OWN_PREFIXES = ("MONGODB_", "RABBITMQ_", "PROMETHEUS_", "dramatiq_", "API_", "METRICS_", "RUNS_QUEUE",
                  "JOB_LEASE_S", "LEADER_LEASE_S", "LOG_LEVEL", "HANDLER_MODULES", "RETRY_BACKOFF_MS")
-
-
-def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
-    """Poll until ``predicate()`` is truthy and return it; fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def base_env() -> dict[str, str]:
