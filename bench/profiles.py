@@ -41,8 +41,10 @@ class Profile:
         }
 
 
+#: quick measures scale over 120 s, not the issue's 3 minutes, so that `make bench`
+#: stays under 10 minutes on a 2-core machine; full keeps 180 s
 QUICK = Profile(name="quick", herd_jobs=1_000, herd_bound_s=90, herd_setup_s=15,
-                scale_jobs=10_000, scale_duration_s=180, failover_kills=5)
+                scale_jobs=10_000, scale_duration_s=120, failover_kills=5)
 FULL = Profile(name="full", herd_jobs=5_000, herd_bound_s=180, herd_setup_s=30,
                scale_jobs=100_000, scale_duration_s=180, failover_kills=20)
 

@@ -46,7 +46,7 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"{name:<14}" + "".join(f"{_fmt(row[f'start_lateness_{key}'], 3):>10}" for key in LATENESS_KEYS)
                      + f"{_fmt(row['all_started'], 3):>15}")
     for section in ("scale", "failover"):
-        lines += ["", f"{section}: " + _flat(results.get(section) or {})]
+        lines += ["", f"{section}: " + _flat(_headline(section, results.get(section) or {}))]
     lines += ["", f"machine: {results['machine'].get('cores')} cores, {results['machine'].get('memory')}, "
               f"{results['machine'].get('cpu')}" if results.get("machine") else "",
               f"took {results.get('duration_s')} s"]
@@ -75,6 +75,20 @@ def _note(section: dict[str, Any]) -> str:
 
 def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+#: what the table prints of the scale and failover sections (the JSON has every detail)
+HEADLINE_KEYS = {
+    "scale": ("jobs", "window_s", "offered_per_s", "fires_per_s", "lateness_p99_ms", "publish_lateness_p99_ms",
+              "mongo_ops_per_run", "publishes_per_run", "scheduler_cpu_s_per_1k_fires", "scheduler_rss_mb"),
+    "failover": ("kills", "takeover_s", "lost", "doubled", "expected_slots", "not_executed"),
+}
+NOTE_KEYS = ("pending", "error", "skipped")
+
+
+def _headline(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    keys = HEADLINE_KEYS[section] + NOTE_KEYS
+    return {key: values[key] for key in keys if key in values}
 
 
 def _flat(section: dict[str, Any]) -> str:

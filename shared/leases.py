@@ -124,6 +124,45 @@ def claim(
     return lease_from_doc(doc_id, doc[LEASE_FIELD])
 
 
+def claim_as_read(
+    coll: Collection,
+    doc: dict[str, Any],
+    holder: str,
+    duration_ms: int,
+    now: datetime,
+    *,
+    mine: tuple[str, ...] = (),
+    run_id: str | None = None,
+) -> Lease | None:
+    """`claim`, for a caller that has just read the document ``doc``: when the lease as
+    read is claimable at ``now`` (free, expired, or ``own``), one ``update_one`` by
+    ``_id`` that compares-and-sets the lease fields exactly as read — an indexed point
+    write, the fencing token computed from what was read (no find-and-modify: the
+    MongoDB-wire server used in tests and under ``make up`` scans the whole collection
+    for each one). If the lease is not claimable as read, or changed since the read
+    (the write matched nothing), the atomic `claim` decides, so the outcome is always
+    the one `claim` would give.
+    """
+    own = (holder, *mine)
+    current = doc.get(LEASE_FIELD) or None
+    live = bool(current) and current.get("expires_at") is not None and current["expires_at"] > now
+    if live and current.get("holder") not in own:
+        return claim(coll, doc["_id"], holder, duration_ms, now, mine=mine, run_id=run_id)
+    term = int(doc.get(TERM_FIELD) or 0)
+    token = term if live and current.get("holder") == holder else term + 1
+    lease = {"holder": holder, "run_id": run_id, "token": token,
+             "expires_at": now + timedelta(milliseconds=duration_ms)}
+    expect: dict[str, Any] = {"_id": doc["_id"], TERM_FIELD: doc.get(TERM_FIELD)}
+    if current is None:
+        expect[LEASE_FIELD] = None
+    else:
+        expect.update({f"{LEASE_FIELD}.holder": current.get("holder"), f"{LEASE_FIELD}.token": current.get("token"),
+                       f"{LEASE_FIELD}.expires_at": current.get("expires_at")})
+    if coll.update_one(expect, {"$set": {TERM_FIELD: token, LEASE_FIELD: lease}}).modified_count == 1:
+        return lease_from_doc(doc["_id"], lease)
+    return claim(coll, doc["_id"], holder, duration_ms, now, mine=mine, run_id=run_id)
+
+
 def lease_from_doc(doc_id: str, sub: dict[str, Any]) -> Lease:
     return Lease(
         doc_id=doc_id,

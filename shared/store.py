@@ -324,8 +324,13 @@ class MongoStore:
         run_id: str | None = None,
         mine: tuple[str, ...] = (),
         extra_set: dict[str, Any] | None = None,
+        seen: dict[str, Any] | None = None,
     ) -> Lease | None:
-        """Claim the job's run lease (free, expired at ``now``, or ``mine``); None when held by another."""
+        """Claim the job's run lease (free, expired at ``now``, or ``mine``); None when held by another.
+        ``seen``: the job document just read — then `leases.claim_as_read` (an indexed
+        compare-and-set instead of a find-and-modify) unless ``extra_set`` is given."""
+        if seen is not None and extra_set is None:
+            return leases.claim_as_read(self.jobs, seen, holder, int(duration_s * 1000), now, run_id=run_id, mine=mine)
         return leases.claim(
             self.jobs, job_id, holder, int(duration_s * 1000), now, run_id=run_id, mine=mine, extra_set=extra_set
         )
@@ -360,9 +365,13 @@ class MongoStore:
 
     @_translated
     def claim_run_lease(
-        self, run_id: str, holder: str, duration_s: float, now: datetime, *, mine: tuple[str, ...] = ()
+        self, run_id: str, holder: str, duration_s: float, now: datetime, *, mine: tuple[str, ...] = (),
+        seen: dict[str, Any] | None = None,
     ) -> Lease | None:
-        """The run's own lease (``allow`` jobs): free, expired at ``now`` or ``mine``; None when held."""
+        """The run's own lease (``allow`` jobs): free, expired at ``now`` or ``mine``; None when held.
+        ``seen``: the run document just read (see `claim_job_lease`)."""
+        if seen is not None:
+            return leases.claim_as_read(self.runs, seen, holder, int(duration_s * 1000), now, run_id=run_id, mine=mine)
         return leases.claim(self.runs, run_id, holder, int(duration_s * 1000), now, run_id=run_id, mine=mine)
 
     @_translated
@@ -388,9 +397,12 @@ class MongoStore:
         """Mark the run ``running`` (``fields``) only if it is still exactly as read in
         ``seen`` (status, attempt, token): of several deliveries racing to start the
         same attempt, one wins. ``dead_attempt`` records the attempt it replaces."""
+        # pending and queued both mean "not started": the scheduler marking the run
+        # queued between the read and this write must not make the start lose the race
+        status = seen["status"]
         query = {
             "_id": run_id,
-            "status": seen["status"],
+            "status": {"$in": ["pending", "queued"]} if status in ("pending", "queued") else status,
             "attempt": seen.get("attempt", 0),
             "lease_token": seen.get("lease_token"),
         }

@@ -223,13 +223,13 @@ class RunLifecycle(Middleware):
         holder = attempt_holder(self.worker, run_id, number)
         mine = (reservation_holder(run_id),)
         if job.get("overlap_policy") == "allow":
-            return self.store.claim_run_lease(run_id, holder, self.lease_s, now, mine=mine), RUN_SCOPE
+            return self.store.claim_run_lease(run_id, holder, self.lease_s, now, mine=mine, seen=run), RUN_SCOPE
         extra = None
         if job.get("overlap_policy") == "buffer_one":
             # the buffered run stops waiting once it has the lease
             extra = {"buffered_run_id": {"$cond": [{"$eq": ["$buffered_run_id", run_id]}, None, "$buffered_run_id"]}}
         lease = self.store.claim_job_lease(job["_id"], holder, self.lease_s, now, run_id=run_id, mine=mine,
-                                           extra_set=extra)
+                                           extra_set=extra, seen=job)
         return lease, JOB_SCOPE
 
     def _mark_running(self, run: dict[str, Any], lease: Lease, scope: str, number: int, now: datetime,

@@ -1,33 +1,99 @@
 """cronhive's herd: N jobs due at one minute boundary, 2 worker processes × 8 threads.
 
-To implement (when ``python -m scheduler`` and ``python -m worker`` exist), with
-the same parts the peers use so the rows compare like with like:
+The same herd as every peer's (`bench.herd`): N jobs ``bench_job_00000``… on the
+fixed-minute expression ``"M H * * *"`` of the slot, handler ``bench_record``
+(`bench.cronhive_handlers`: records its start exactly as the peers' handlers
+do). The jobs are bulk-inserted in the document shape `MongoStore.create_job`
+writes (into a database of the run's own), then cronhive runs as deployed: two
+``python -m scheduler`` (one leader, one standby) and one
+``python -m worker --processes 2 --threads 8``, every setting at the product's
+default (overlap ``forbid``, ``SCHEDULER_BATCH`` 200, ``LOG_LEVEL`` INFO).
 
-- subclass `bench.herd.HerdSystem` (see bench/peers/periodiq_peer.py): in ``start``
-  insert N jobs (``job_id = bench.herd.job_name(i)``, ``schedule = plan.cron``,
-  ``handler = "bench_record"``, ``overlap_policy = "allow"`` or default) through
-  ``shared.store.MongoStore`` into a database of its own on ``services.mongodb_uri``,
-  then start ``services.main_python -m scheduler`` and
-  ``-m worker --processes 2 --threads 8`` with MONGODB_URI, MONGODB_DB,
-  RABBITMQ_URL = ``services.rabbitmq_url``, RUNS_QUEUE = ``cronhive.bench.<tag>.runs``,
-  HANDLER_MODULES = ``bench.cronhive_handlers`` (records starts exactly like the
-  peers' handlers do); ``cleanup`` drops the database and deletes the queue and
-  its ``.DQ``/``.XQ``;
-- ``result = bench.herd.run_herd(system)``; then add ``publish_lateness_ms`` =
-  `bench.stats.summary_ms` of (run ``queued_at`` − ``scheduled_for``) over the
-  slot's runs (``queued_at`` is written after RabbitMQ's publisher confirm).
-
-Returns the ``herd`` section: ``n``, ``publish_lateness_ms`` {p50, p99, max},
-``start_lateness_ms`` {p50, p99, max}, ``all_started_s`` (+ the extras run_herd adds).
+Besides what `bench.herd.run_herd` measures (handler start − slot),
+``publish_lateness_ms`` is, per run, the instant RabbitMQ confirmed its publish
+− its slot. The schedulers run with `bench.probe` (``bench/shim``), which notes
+the instant pika's confirmed ``basic_publish`` returns, per run id; cronhive's
+code is not touched. (The runs' own ``queued_at`` is reported beside it as
+``queued_at_lateness_ms``: it is one instant per dispatched batch, its last
+confirm, and stays null for runs a worker started before the scheduler marked
+them ``queued`` — ``queued_at_missing``.) Read before the database is dropped.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from bench import probe
+from bench.herd import HerdPlan, HerdSystem, Ready, run_herd
+from bench.procs import ProcessGroup
 from bench.profiles import Profile
+from bench.scenarios.cronhive_cluster import CronhiveCluster, epoch
 from bench.services import Services
+from bench.stats import empty_summary, summary_ms
+
+SCHEDULERS = 2
+
+
+class CronhiveHerd(HerdSystem):
+    name = "cronhive"
+
+    def __init__(self, profile: Profile, services: Services) -> None:
+        super().__init__(profile, services)
+        self.cluster = CronhiveCluster(services, "herd", tag=self.tag, dirname=self.name)
+        self.plan: HerdPlan | None = None
+        self.measured: dict[str, Any] = {}
+
+    def setup(self) -> str:
+        return (f"{SCHEDULERS} × python -m scheduler (leader + standby) + python -m worker --processes "
+                f"{self.profile.worker_processes} --threads {self.profile.worker_threads}; product defaults "
+                f"(overlap forbid, SCHEDULER_BATCH 200, LOG_LEVEL INFO); jobs bulk-inserted")
+
+    def start(self, group: ProcessGroup, plan: HerdPlan, env: dict[str, str], directory: Path) -> list[Ready]:
+        self.plan = plan
+        self.cluster.load_jobs({"name": name, "job_id": name,
+                                "schedule": plan.cron, "handler": "bench_record"} for name in plan.job_names())
+        scheduler_env = self.cluster.env(probe=True)  # records each publish's confirm instant
+        schedulers = [self.cluster.start_scheduler(group, scheduler_env) for _ in range(SCHEDULERS)]
+        workers = self.cluster.start_workers(group, self.cluster.env(), self.profile.worker_processes,
+                                             self.profile.worker_threads)
+        return self.cluster.ready_checks(schedulers, workers, self.profile.worker_processes)
+
+    def cleanup(self) -> None:
+        try:
+            self.measured = self.publish_lateness()
+        finally:
+            self.cluster.cleanup()
+
+    def publish_lateness(self) -> dict[str, Any]:
+        """Publish confirm − slot of the slot's runs, and what the runs collection says."""
+        if self.plan is None:
+            return {}
+        confirmed = probe.read_publishes(self.cluster.probe_dir)
+        client = self.cluster.client()
+        try:
+            runs = list(client[self.cluster.database]["runs"].find(
+                {"trigger": "schedule"}, {"scheduled_for": 1, "queued_at": 1, "status": 1}))
+        finally:
+            client.close()
+        lateness = [(confirmed[run["_id"]] - epoch(run["scheduled_for"])) * 1000
+                    for run in runs if run["_id"] in confirmed]
+        queued_at = [(epoch(run["queued_at"]) - epoch(run["scheduled_for"])) * 1000
+                     for run in runs if run.get("queued_at") is not None]
+        statuses: dict[str, int] = {}
+        for run in runs:
+            statuses[run["status"]] = statuses.get(run["status"], 0) + 1
+        return {"publish_lateness_ms": summary_ms(lateness), "runs": len(runs), "published": len(lateness),
+                "queued_at_lateness_ms": summary_ms(queued_at), "queued_at_missing": len(runs) - len(queued_at),
+                "run_statuses": statuses}
+
+    def extra(self, directory: Path) -> dict[str, Any]:
+        return self.measured
 
 
 def run(profile: Profile, services: Services) -> dict[str, Any]:
-    raise NotImplementedError("cronhive's scheduler (issue 3) and workers (issue 4) have not landed yet")
+    result = run_herd(CronhiveHerd(profile, services))
+    result.setdefault("publish_lateness_ms", empty_summary())
+    ordered = {key: result.pop(key) for key in ("n", "publish_lateness_ms", "start_lateness_ms", "all_started_s")
+               if key in result}
+    return {**ordered, **result}
