@@ -1,5 +1,5 @@
 """The REST API process: a Flask app factory over `shared/`."""
 
-from api.app import create_app
+from cronhive.api.app import create_app
 
 __all__ = ["create_app"]

@@ -1,13 +1,13 @@
-"""``python -m api`` / ``cronhive api``: serve the app factory under gunicorn."""
+"""``python -m cronhive.api`` / ``cronhive api``: serve the app factory under gunicorn."""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from shared.errors import ConfigurationError
-from shared.metrics import prepare_multiprocess_dir
-from shared.settings import Settings
+from cronhive.errors import ConfigurationError
+from cronhive.metrics import prepare_multiprocess_dir
+from cronhive.settings import Settings
 
 
 def main() -> None:
@@ -20,11 +20,11 @@ def main() -> None:
     prepare_multiprocess_dir("api")
     argv = [
         sys.executable, "-m", "gunicorn",
-        "--config", "python:api.gunicorn_conf",
+        "--config", "python:cronhive.api.gunicorn_conf",
         "--bind", f"{settings.api_host}:{settings.api_port}",
         "--workers", str(settings.api_workers),
         *sys.argv[1:],
-        "api:create_app()",
+        "cronhive.api:create_app()",
     ]
     os.execv(sys.executable, argv)
 

@@ -14,15 +14,15 @@ from threading import Lock
 
 from flask import Flask
 
-from api.errors import register_error_handlers
-from api.metrics import instrument, metrics_bp
-from api.routes import bp, alias_bp, ops_bp
-from shared.broker import RunPublisher
-from shared.clock import Clock, DatabaseClock
-from shared.handlers import HandlerRegistry, load_handler_modules
-from shared.logs import configure_logging
-from shared.settings import Settings
-from shared.store import MongoStore
+from cronhive.api.errors import register_error_handlers
+from cronhive.api.metrics import instrument, metrics_bp
+from cronhive.api.routes import alias_bp, bp, ops_bp
+from cronhive.broker import RunPublisher
+from cronhive.clock import Clock, DatabaseClock
+from cronhive.handlers import HandlerRegistry, load_handler_modules
+from cronhive.logs import configure_logging
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
 
 MAX_BODY_BYTES = 64 * 1024
 

@@ -10,7 +10,7 @@ import marshmallow
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from shared.errors import (
+from cronhive.errors import (
     Conflict,
     CronhiveError,
     LeaseHeld,

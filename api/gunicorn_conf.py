@@ -18,7 +18,7 @@ loglevel = "warning"
 def worker_exit(server: Any, worker: Any) -> None:
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions") and "cronhive" in app.extensions:
-        from api.app import close_app
+        from cronhive.api.app import close_app
 
         close_app(app)
 
@@ -34,7 +34,7 @@ def _json_logger_class() -> type:
     """gunicorn's own log lines (worker timeouts, crashed workers) as JSON too."""
     from gunicorn.glogging import Logger
 
-    from shared.logs import JsonFormatter
+    from cronhive.logs import JsonFormatter
 
     class JsonLogger(Logger):
         def setup(self, cfg: Any) -> None:

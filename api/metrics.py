@@ -7,8 +7,8 @@ import time
 
 from flask import Blueprint, Flask, Response, g, request
 
-from shared import metrics as series
-from shared.metrics import exposition
+from cronhive import metrics as series
+from cronhive.metrics import exposition
 
 metrics_bp = Blueprint("metrics", __name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from api import schemas
+from cronhive.api import schemas
 
 BASE = "/api/v1/cron"
 

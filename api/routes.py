@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 import marshmallow
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from api import schemas
-from api.errors import ApiError
-from api.openapi import BASE, build_spec
-from shared import cron
-from shared.dispatch import trigger_job
-from shared.domain import format_instant, job_view, run_view
-from shared.errors import Unavailable
+from cronhive import cron
+from cronhive.api import schemas
+from cronhive.api.errors import ApiError
+from cronhive.api.openapi import BASE, build_spec
+from cronhive.dispatch import trigger_job
+from cronhive.domain import format_instant, job_view, run_view
+from cronhive.errors import Unavailable
 
 F = TypeVar("F", bound=Callable[..., Any])
 

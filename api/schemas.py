@@ -4,14 +4,14 @@ the API answers (used for the OpenAPI document)."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-from shared import cron
-from shared.domain import JOB_ID_PATTERN, JOB_ID_RE, JOB_STATUSES, MISFIRE_POLICIES, OVERLAP_POLICIES
-from shared.errors import InvalidSchedule
+from cronhive import cron
+from cronhive.domain import JOB_ID_PATTERN, JOB_ID_RE, JOB_STATUSES, MISFIRE_POLICIES, OVERLAP_POLICIES
+from cronhive.errors import InvalidSchedule
 
 MAX_ARGS_BYTES = 16 * 1024
 MAX_ARGS_DEPTH = 16
@@ -82,7 +82,7 @@ class Instant(fields.String):
         if parsed.tzinfo is None:
             raise ValidationError("The instant needs a UTC offset or Z.")
         try:
-            instant = parsed.astimezone(timezone.utc)
+            instant = parsed.astimezone(UTC)
         except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00
             raise ValidationError("The instant must be between 1970 and 9000.") from None
         if not 1970 <= instant.year <= 9000:
@@ -161,7 +161,7 @@ class JobCreateSchema(JobFieldsMixin, Schema):
     _handlers: frozenset[str] = frozenset()
 
     @classmethod
-    def with_handlers(cls, names: frozenset[str]) -> "JobCreateSchema":
+    def with_handlers(cls, names: frozenset[str]) -> JobCreateSchema:
         schema = cls()
         schema._handlers = names
         return schema

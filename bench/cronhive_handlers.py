@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.recorder import record_start
-from shared.handlers import HandlerContext, handler
+from cronhive import HandlerContext, handler
 
 
 def slot_key(job_id: str, slot_epoch: int | None) -> str:

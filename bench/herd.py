@@ -27,7 +27,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ class HerdPlan:
 
     @property
     def slot_iso(self) -> str:
-        return datetime.fromtimestamp(self.slot, timezone.utc).isoformat().replace("+00:00", "Z")
+        return datetime.fromtimestamp(self.slot, UTC).isoformat().replace("+00:00", "Z")
 
     def job_names(self) -> list[str]:
         return [job_name(index) for index in range(self.n)]

@@ -17,7 +17,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     output: dict[str, Any] = {
         "profile": profile.describe(),
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
     workdir = fresh_workdir()
     try:

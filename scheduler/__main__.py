@@ -1,4 +1,4 @@
-"""``python -m scheduler`` / ``cronhive scheduler``: one scheduler process.
+"""``python -m cronhive.scheduler`` / ``cronhive scheduler``: one scheduler process.
 
 Start-up, in order:
 
@@ -27,15 +27,15 @@ import signal
 import sys
 from types import FrameType
 
-from scheduler.leadership import process_holder
-from scheduler.loop import SchedulerLoop
-from shared.broker import RunPublisher
-from shared.clock import DatabaseClock
-from shared.errors import BrokerUnavailable, ConfigurationError, StoreUnavailable
-from shared.logs import configure_logging
-from shared.ops_server import OpsServer, readiness_checks
-from shared.settings import Settings, redact_url
-from shared.store import MongoStore
+from cronhive.broker import RunPublisher
+from cronhive.clock import DatabaseClock
+from cronhive.errors import BrokerUnavailable, ConfigurationError, StoreUnavailable
+from cronhive.logs import configure_logging
+from cronhive.ops_server import OpsServer, readiness_checks
+from cronhive.scheduler.leadership import process_holder
+from cronhive.scheduler.loop import SchedulerLoop
+from cronhive.settings import Settings, redact_url
+from cronhive.store import MongoStore
 
 log = logging.getLogger("cronhive.scheduler")
 

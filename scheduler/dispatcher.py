@@ -15,12 +15,12 @@ One `Dispatcher.run_pass` (leader only) does, in this order:
    about as many runs (a catch-up can give one job up to 101) — earliest
    ``due_at`` first (index "due"):
 
-   a. plan each job's slots (`shared.slots.plan_slots`: misfire policy, next
+   a. plan each job's slots (`cronhive.slots.plan_slots`: misfire policy, next
       slot, jitter) and decide overlap (`scheduler.overlap.resolve`); a job whose
       schedule cannot be computed is disabled with a reason;
    b. insert every slot's run in one unordered ``insert_many`` — ``pending`` to
       publish, ``skipped`` for misfire/overlap — with deterministic ids
-      (`shared.slots.slot_run_id`) so a slot keeps its run across failover; a
+      (`cronhive.slots.slot_run_id`) so a slot keeps its run across failover; a
       slot whose run exists already (a dead leader's draft) is adopted;
    c. commit: one ``bulk_write`` of compare-and-set job updates (next slot,
       ``due_at``, ``last_triggered_at``, the lease reservation), fenced on the
@@ -28,7 +28,7 @@ One `Dispatcher.run_pass` (leader only) does, in this order:
       ``UpdateMany``. Jobs whose write did not apply (changed meanwhile) get their drafts
       deleted and are planned again on the next pass;
    d. publish each committed ``pending`` run, in slot order, with confirms
-      (`shared.broker.RunPublisher`), checking leadership before each;
+      (`cronhive.broker.RunPublisher`), checking leadership before each;
    e. mark the confirmed runs ``queued`` in one ``update_many`` (``queued_at``:
       when the last confirm of the pass came).
 
@@ -50,15 +50,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler import overlap
-from scheduler.metrics import SchedulerMetrics
-from shared.broker import RunPublisher
-from shared.clock import Clock
-from shared.dispatch import new_run
-from shared.errors import BrokerUnavailable
-from shared.settings import redact_url
-from shared.slots import JobAdvance, SlotRun, UncomputableSchedule, plan_slots
-from shared.store import MongoStore
+from cronhive.broker import RunPublisher
+from cronhive.clock import Clock
+from cronhive.dispatch import new_run
+from cronhive.errors import BrokerUnavailable
+from cronhive.scheduler import overlap
+from cronhive.scheduler.metrics import SchedulerMetrics
+from cronhive.settings import redact_url
+from cronhive.slots import JobAdvance, SlotRun, UncomputableSchedule, plan_slots
+from cronhive.store import MongoStore
 
 log = logging.getLogger("cronhive.scheduler.dispatch")
 

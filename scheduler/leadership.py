@@ -1,11 +1,11 @@
 """Leader election on the MongoDB leader lease (SPEC §5).
 
-One lease document (``leases``, ``_id`` `shared.store.LEADER_LEASE_ID`) decides
+One lease document (``leases``, ``_id`` `cronhive.store.LEADER_LEASE_ID`) decides
 who publishes. Every scheduler process runs a `Leadership`; the loop calls
 `Leadership.maintain` with the database clock's ``now`` whenever
 `Leadership.next_action_at` has come:
 
-* **Standby**: tries to claim the lease (`shared.leases.claim`, upsert: free,
+* **Standby**: tries to claim the lease (`cronhive.leases.claim`, upsert: free,
   expired or already ours) every renew interval (a third of ``LEADER_LEASE_S``),
   and sooner — right at the current lease's expiry — when that comes first. So a
   dead leader is replaced within the lease duration plus at most one renew
@@ -15,7 +15,7 @@ who publishes. Every scheduler process runs a `Leadership`; the loop calls
   pass keeps the lease while each of its steps is short, and a leader stuck in
   one step loses it. The lease token is the leader's *term*, a fencing token
   that only grows: every write the leader makes carries it (see the
-  ``scheduler`` section of `shared.store.MongoStore`).
+  ``scheduler`` section of `cronhive.store.MongoStore`).
 * **Local deadline**: a leader counts as leader only until ``expires_at`` minus a
   safety margin (`margin_for`), on its own reading of the database clock. Past
   it — renewals failing, or the process was paused (SIGSTOP, a long GC) — it
@@ -39,9 +39,9 @@ import socket
 from datetime import datetime, timedelta
 from enum import Enum
 
-from shared.errors import Unavailable
-from shared.leases import Lease, renew_interval
-from shared.store import MongoStore
+from cronhive.errors import Unavailable
+from cronhive.leases import Lease, renew_interval
+from cronhive.store import MongoStore
 
 log = logging.getLogger("cronhive.scheduler.leadership")
 
@@ -129,7 +129,7 @@ class Leadership:
 
     def maintain(self, now: datetime) -> Change | None:
         """Step down, renew or claim as due at ``now``, then heartbeat when due.
-        Returns the change of role, if any. Raises `shared.errors.StoreUnavailable`
+        Returns the change of role, if any. Raises `cronhive.errors.StoreUnavailable`
         when MongoDB cannot be reached (the caller backs off and calls again)."""
         change = self.expire(now)
         if self.lease is not None:

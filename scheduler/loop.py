@@ -26,14 +26,14 @@ import logging
 import threading
 from datetime import datetime, timedelta
 
-from scheduler.dispatcher import Dispatcher
-from scheduler.leadership import Leadership, LeadershipLost
-from scheduler.metrics import SchedulerMetrics
-from shared.broker import RunPublisher
-from shared.clock import Clock
-from shared.errors import StoreUnavailable
-from shared.settings import Settings, redact_url
-from shared.store import MongoStore
+from cronhive.broker import RunPublisher
+from cronhive.clock import Clock
+from cronhive.errors import StoreUnavailable
+from cronhive.scheduler.dispatcher import Dispatcher
+from cronhive.scheduler.leadership import Leadership, LeadershipLost
+from cronhive.scheduler.metrics import SchedulerMetrics
+from cronhive.settings import Settings, redact_url
+from cronhive.store import MongoStore
 
 log = logging.getLogger("cronhive.scheduler")
 

@@ -1,8 +1,8 @@
-"""The scheduler's Prometheus series (defined in `shared.metrics`), behind telling names."""
+"""The scheduler's Prometheus series (defined in `cronhive.metrics`), behind telling names."""
 
 from __future__ import annotations
 
-from shared import metrics
+from cronhive import metrics
 
 
 class SchedulerMetrics:

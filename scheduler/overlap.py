@@ -2,8 +2,8 @@
 reservation that goes with them (SPEC §4, the run lifecycle contract). Pure.
 
 The decision is taken on the job document as read, and the write that carries it
-(`shared.slots.JobAdvance`) expects the lease fields to be exactly as read, so it
-is as atomic as `shared.leases.claim`: if a worker released, renewed or claimed the
+(`cronhive.slots.JobAdvance`) expects the lease fields to be exactly as read, so it
+is as atomic as `cronhive.leases.claim`: if a worker released, renewed or claimed the
 lease in between, the write matches nothing and the job is planned again.
 
 ``forbid`` (default)
@@ -11,7 +11,7 @@ lease in between, the write matches nothing and the job is planned again.
     reservation of one of these very runs (a re-plan after a crash). Then the
     first fired slot reserves it (holder ``run:<run_id>``; a new token unless the
     reservation is already that run's and still valid, exactly as
-    `shared.leases.claim`) and every later slot is ``skipped``; when it is held by
+    `cronhive.leases.claim`) and every later slot is ``skipped``; when it is held by
     another run every slot is ``skipped`` (error type ``overlap``).
 ``buffer_one``
     As ``forbid``, except that one more run may wait for the lease: when
@@ -26,8 +26,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.dispatch import reservation_holder
-from shared.slots import JobAdvance, SlotPlan, SlotRun, policy, slot_run_id
+from cronhive.dispatch import reservation_holder
+from cronhive.slots import JobAdvance, SlotPlan, SlotRun, policy, slot_run_id
 
 
 def lease_expectation(job: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def _contend(job: dict[str, Any], fire_ids: list[tuple[str, datetime]], mode: st
 
 
 def _reserve(job: dict[str, Any], run_id: str, now: datetime, job_lease_s: float, changes: dict[str, Any]) -> int:
-    """Reserve the job lease for ``run_id`` (as `shared.leases.claim` would); its token."""
+    """Reserve the job lease for ``run_id`` (as `cronhive.leases.claim` would); its token."""
     holder = reservation_holder(run_id)
     lease = job.get("lease") or {}
     term = int(job.get("lease_term") or 0)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.errors import ConnectionError as DramatiqConnectionError
 
-from shared.errors import BrokerUnavailable
-from shared.settings import Settings, redact_url
+from cronhive.errors import BrokerUnavailable
+from cronhive.settings import Settings, redact_url
 
 log = logging.getLogger("cronhive.broker")
 
@@ -69,7 +69,7 @@ class RunPublisher:
         self.owns_broker = owns_broker
 
     @classmethod
-    def open(cls, settings: Settings) -> "RunPublisher":
+    def open(cls, settings: Settings) -> RunPublisher:
         return cls(make_broker(settings), settings.runs_queue, url=settings.rabbitmq_url, owns_broker=True)
 
     def publish_run(self, run_id: str, job_id: str) -> None:

@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from shared.domain import utcnow
+from cronhive.domain import utcnow
 
 log = logging.getLogger("cronhive.clock")
 

@@ -43,17 +43,17 @@ import copy
 import functools
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from shared.errors import InvalidSchedule
+from cronhive.errors import InvalidSchedule
 
 __all__ = [
-    "CronSchedule",
     "MACROS",
     "MAX_EXPRESSION_LENGTH",
+    "CronSchedule",
     "fires_between",
     "load_timezone",
     "next_fire",
@@ -104,7 +104,7 @@ _ITEM_RE = re.compile(r"(\*|[0-9]+|[a-z]+)(?:-([0-9]+|[a-z]+))?(?:/([0-9]+))?", 
 _ALLOWED_CHARS_RE = re.compile(r"[\t\x20-\x7e]*", re.ASCII)
 _TZ_NAME_RE = re.compile(r"[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*", re.ASCII)
 
-_UTC = timezone.utc
+_UTC = UTC
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 _TICK = timedelta(microseconds=1)
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.broker import RunPublisher
-from shared.domain import new_run_id
-from shared.errors import LeaseHeld, Unavailable
-from shared.leases import Lease
-from shared.store import MongoStore
+from cronhive.broker import RunPublisher
+from cronhive.domain import new_run_id
+from cronhive.errors import LeaseHeld, Unavailable
+from cronhive.leases import Lease
+from cronhive.store import MongoStore
 
 log = logging.getLogger("cronhive.dispatch")
 

@@ -4,7 +4,7 @@ Job documents (collection ``jobs``, ``_id`` = job_id) hold the definition, the
 scheduling state (``next_fire_at``: the next slot instant by the cron rules;
 ``due_at``: that slot plus the job's jitter, null while disabled — the
 scheduler's index), the outcome of the last run, and the job's run lease
-(``lease`` / ``lease_term``, see `shared.leases`).
+(``lease`` / ``lease_term``, see `cronhive.leases`).
 
 Run documents (collection ``runs``, ``_id`` = run_id) are one per slot
 (unique on ``job_id`` + ``scheduled_for`` for scheduled runs) or per manual
@@ -17,10 +17,10 @@ import hashlib
 import re
 import secrets
 import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-UTC = timezone.utc
+UTC = UTC
 
 JOB_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 JOB_ID_RE = re.compile(JOB_ID_PATTERN)

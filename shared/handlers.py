@@ -4,7 +4,7 @@ Built in: ``noop``, ``sleep`` (``args.seconds``), ``fail`` (raises) and
 ``reminder_scheduler`` (the seed's example, a demo). A deployment adds its own
 with the `handler` decorator in modules named by ``HANDLER_MODULES``::
 
-    from shared.handlers import handler
+    from cronhive import handler
 
     @handler("send_report")
     def send_report(args, ctx):
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.errors import ConfigurationError, ValidationError
+from cronhive.errors import ConfigurationError, ValidationError
 
 log = logging.getLogger("cronhive.handlers")
 

@@ -11,7 +11,7 @@ Rules (SPEC §5):
   lease carries it as its fencing ``token``; a re-claim by the same holder keeps
   the token.
 * **Expiry is decided on one clock: the database's.** Every function takes
-  the instant ``now`` explicitly; processes pass `shared.clock.DatabaseClock`
+  the instant ``now`` explicitly; processes pass `cronhive.clock.DatabaseClock`
   readings (the local clock corrected by the offset to MongoDB's clock, measured
   at start and every few minutes), so hosts with skewed clocks agree on expiry.
   (Server-side ``$$NOW`` would be simpler but is not compared correctly by the

@@ -8,7 +8,7 @@ such as "Failed to process message execute_run(...)").
 
 Credentials never reach the output: any ``scheme://user:password@`` in the
 event text or a traceback is written ``scheme://user:***@`` (a safety net behind
-`shared.settings.redact_url`, for URLs that libraries put in their messages).
+`cronhive.settings.redact_url`, for URLs that libraries put in their messages).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 CONTEXT_FIELDS = ("job_id", "run_id", "term", "worker", "holder", "attempt", "url")
 
-#: The actor name of run messages (`shared.broker.RUN_ACTOR`; not imported, to keep
+#: The actor name of run messages (`cronhive.broker.RUN_ACTOR`; not imported, to keep
 #: this module free of the broker's dependencies).
 RUN_ACTOR = "execute_run"
 
@@ -87,7 +87,7 @@ def _provided_context() -> dict[str, Any]:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": scrub_credentials(record.getMessage()),

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 import pika
 
-from shared.broker import amqp_url
-from shared.errors import BrokerUnavailable, Unavailable
-from shared.metrics import exposition
-from shared.settings import Settings, redact_url
+from cronhive.broker import amqp_url
+from cronhive.errors import BrokerUnavailable, Unavailable
+from cronhive.metrics import exposition
+from cronhive.settings import Settings, redact_url
 
 if TYPE_CHECKING:
-    from shared.store import MongoStore
+    from cronhive.store import MongoStore
 
 log = logging.getLogger("cronhive.ops")
 
@@ -36,7 +36,7 @@ def rabbitmq_check(settings: Settings) -> None:
                                 f"{type(exc).__name__}") from None
 
 
-def readiness_checks(settings: Settings, store: "MongoStore") -> dict[str, Check]:
+def readiness_checks(settings: Settings, store: MongoStore) -> dict[str, Check]:
     """The ``/readyz`` checks of a scheduler or worker: MongoDB and RabbitMQ reachable."""
     return {"mongodb": store.ping, "rabbitmq": lambda: rabbitmq_check(settings)}
 
@@ -63,13 +63,13 @@ class OpsServer:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "OpsServer":
+    def start(self) -> OpsServer:
         if self.port == 0:
             return self
         checks = self.checks
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/healthz":
                     self._send(200, "application/json", json.dumps({"status": "ok"}).encode())

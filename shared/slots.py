@@ -8,7 +8,7 @@ and the next slot the job waits for.
 Terms
     slot
         A fire instant of the job's cron schedule in its time zone (DST rules are
-        `shared.cron`'s). A run's ``scheduled_for`` is its slot, before jitter.
+        `cronhive.cron`'s). A run's ``scheduled_for`` is its slot, before jitter.
     jitter
         ``jitter_offset(job_id, jitter_s)``: a deterministic per-job offset in
         ``[0, jitter_s)``. A slot ``S`` is *due* once ``S + jitter <= now``; the
@@ -55,9 +55,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared import cron
-from shared.domain import DEFAULT_POLICIES, MAX_FIRE_ALL, UTC, jitter_offset
-from shared.errors import InvalidSchedule
+from cronhive import cron
+from cronhive.domain import DEFAULT_POLICIES, MAX_FIRE_ALL, UTC, jitter_offset
+from cronhive.errors import InvalidSchedule
 
 #: Largest window `latest_fires` enumerates in one go; denser windows are halved.
 ENUMERATION_LIMIT = 512
@@ -294,9 +294,9 @@ def _seconds(delta: timedelta) -> str:
 __all__ = [
     "ENUMERATION_LIMIT",
     "JobAdvance",
-    "SlotRun",
     "SkippedSlot",
     "SlotPlan",
+    "SlotRun",
     "UncomputableSchedule",
     "due_slots",
     "job_jitter",

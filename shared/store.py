@@ -23,12 +23,12 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError
 
-from shared import cron, leases
-from shared.domain import DEFAULT_POLICIES, format_instant, jitter_offset, job_id_for_name
-from shared.errors import Conflict, DuplicateJob, JobNotFound, RunNotFound, StoreUnavailable
-from shared.leases import Lease
-from shared.slots import JobAdvance
-from shared.settings import Settings, redact_url
+from cronhive import cron, leases
+from cronhive.domain import DEFAULT_POLICIES, format_instant, jitter_offset, job_id_for_name
+from cronhive.errors import Conflict, DuplicateJob, JobNotFound, RunNotFound, StoreUnavailable
+from cronhive.leases import Lease
+from cronhive.settings import Settings, redact_url
+from cronhive.slots import JobAdvance
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class MongoStore:
         self.uri = uri
 
     @classmethod
-    def open(cls, settings: Settings, **client_options: Any) -> "MongoStore":
+    def open(cls, settings: Settings, **client_options: Any) -> MongoStore:
         """A store on a new client (closed by `close`). Does not block on connecting."""
         client: MongoClient = MongoClient(
             settings.mongodb_uri,
@@ -481,7 +481,7 @@ class MongoStore:
     def trim_run_history(self, job_id: str, keep: int) -> int:
         """Delete the job's finished runs older than its ``keep`` newest (index "job_history":
         reads at most ``keep`` + 1 index entries, never all runs)."""
-        from shared.domain import FINAL_RUN_STATUSES
+        from cronhive.domain import FINAL_RUN_STATUSES
 
         order = [("created_at", DESCENDING), ("_id", DESCENDING)]
         boundary = next(iter(self.runs.find({"job_id": job_id}, {"created_at": 1}).sort(order).skip(keep).limit(1)), None)
@@ -702,4 +702,4 @@ class MongoStore:
         return local
 
 
-__all__ = ["MongoStore", "translate_errors", "schedule_state", "PyMongoError"]
+__all__ = ["MongoStore", "PyMongoError", "schedule_state", "translate_errors"]

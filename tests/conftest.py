@@ -10,10 +10,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.app import close_app, create_app
-from shared.broker import RunPublisher
-from shared.settings import Settings
-from shared.store import MongoStore
+from cronhive.api.app import close_app, create_app
+from cronhive.broker import RunPublisher
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
 from tests import services
 
 

@@ -90,7 +90,7 @@ class SecantusServer:
     def uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}"
 
-    def start(self) -> "SecantusServer":
+    def start(self) -> SecantusServer:
         binary = Path(sys.executable).with_name("secantusd-py")
         config = self.data_dir / "secantusd.toml"
         self.data_dir.mkdir(parents=True, exist_ok=True)

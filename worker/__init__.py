@@ -1,6 +1,6 @@
 """The cronhive worker: Dramatiq workers that execute runs (SPEC §5).
 
-``python -m worker --processes N --threads N`` (what ``cronhive worker`` runs)
+``python -m cronhive.worker --processes N --threads N`` (what ``cronhive worker`` runs)
 starts the ``dramatiq`` CLI on `worker.broker` (its ``setup`` is the worker
 process's start step). Each message names a run; the work around the handler
 call lives in Dramatiq middleware (`worker.middleware`):

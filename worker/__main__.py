@@ -1,4 +1,4 @@
-"""``python -m worker --processes N --threads N`` (what ``cronhive worker`` runs).
+"""``python -m cronhive.worker --processes N --threads N`` (what ``cronhive worker`` runs).
 
 Checks the settings and that MongoDB and RabbitMQ answer (one clear line and a
 non-zero exit otherwise), prepares the multiprocess metrics directory, then runs
@@ -16,9 +16,9 @@ import shutil
 import sys
 import tempfile
 
-from shared.errors import ConfigurationError, Unavailable
-from shared.logs import configure_logging
-from shared.settings import Settings
+from cronhive.errors import ConfigurationError, Unavailable
+from cronhive.logs import configure_logging
+from cronhive.settings import Settings
 
 log = logging.getLogger("cronhive.worker")
 
@@ -39,15 +39,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def check_handler_modules(settings: Settings) -> None:
     """Import HANDLER_MODULES once here, so a broken one is one clear line, not a
     traceback in every worker process (raises `ConfigurationError`)."""
-    from shared.handlers import load_handler_modules
+    from cronhive.handlers import load_handler_modules
 
     load_handler_modules(settings.handler_modules)
 
 
 def check_services(settings: Settings) -> None:
     """Raise `Unavailable` naming the URL when MongoDB or RabbitMQ does not answer."""
-    from shared.store import MongoStore
-    from worker.ops import rabbitmq_check
+    from cronhive.store import MongoStore
+    from cronhive.worker.ops import rabbitmq_check
 
     store = MongoStore.open(settings)
     try:
@@ -71,10 +71,10 @@ def prepare_metrics_dir() -> str | None:
 
 
 def dramatiq_argv(args: argparse.Namespace, settings: Settings) -> list[str]:
-    argv = ["worker.broker:setup", "--processes", str(args.processes), "--threads", str(args.threads),
+    argv = ["cronhive.worker.broker:setup", "--processes", str(args.processes), "--threads", str(args.threads),
             "--skip-logging"]
     if settings.metrics_port:
-        argv += ["--fork-function", "worker.ops:serve"]
+        argv += ["--fork-function", "cronhive.worker.ops:serve"]
     return argv
 
 
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigurationError, Unavailable) as exc:
             log.error("%s", exc.message)
             return 1
-        from dramatiq.cli import main as dramatiq_main, make_argument_parser
+        from dramatiq.cli import main as dramatiq_main
+        from dramatiq.cli import make_argument_parser
 
         return int(dramatiq_main(make_argument_parser().parse_args(dramatiq_argv(args, settings))) or 0)
     finally:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from shared.handlers import HandlerRegistry
-from worker.attempts import current_attempt
-from worker.keeper import LeaseKeeper
+from cronhive.handlers import HandlerRegistry
+from cronhive.worker.attempts import current_attempt
+from cronhive.worker.keeper import LeaseKeeper
 
 handler_log = logging.getLogger("cronhive.handler")
 

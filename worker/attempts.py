@@ -20,8 +20,8 @@ from typing import Any
 
 from dramatiq.middleware import Interrupt, TimeLimitExceeded
 
-from shared.handlers import HandlerContext
-from shared.leases import Lease
+from cronhive.handlers import HandlerContext
+from cronhive.leases import Lease
 
 #: ``error.message`` is cut to this many characters.
 MAX_ERROR_CHARS = 2000
@@ -128,7 +128,7 @@ def current_attempt() -> Attempt | None:
 
 
 def current_log_context() -> dict[str, Any] | None:
-    """The log context of this thread's attempt (`shared.logs.add_context_provider`)."""
+    """The log context of this thread's attempt (`cronhive.logs.add_context_provider`)."""
     attempt = _CURRENT.get()
     return attempt.log_extra() if attempt is not None else None
 

@@ -1,4 +1,4 @@
-"""The module the ``dramatiq`` CLI loads (``dramatiq worker.broker:setup``).
+"""The module the ``dramatiq`` CLI loads (``dramatiq cronhive.worker.broker:setup``).
 
 `setup` is the worker process's start step: it reads the settings, loads the
 handler modules, opens MongoDB and builds the `RabbitmqBroker` with the
@@ -15,18 +15,18 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware, TimeLimit
 
-from shared.broker import RUN_ACTOR, make_broker
-from shared.clock import Clock, DatabaseClock
-from shared.handlers import HandlerRegistry, load_handler_modules
-from shared.logs import add_context_provider, configure_logging
-from shared.settings import Settings
-from shared.store import MongoStore
-from worker.actor import make_execute_run
-from worker.attempts import current_log_context, worker_name
-from worker.keeper import LeaseKeeper
-from worker.maintenance import Maintenance, Reaper
-from worker.middleware import RunLifecycle
-from worker.records import follow_up_message
+from cronhive.broker import RUN_ACTOR, make_broker
+from cronhive.clock import Clock, DatabaseClock
+from cronhive.handlers import HandlerRegistry, load_handler_modules
+from cronhive.logs import add_context_provider, configure_logging
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
+from cronhive.worker.actor import make_execute_run
+from cronhive.worker.attempts import current_log_context, worker_name
+from cronhive.worker.keeper import LeaseKeeper
+from cronhive.worker.maintenance import Maintenance, Reaper
+from cronhive.worker.middleware import RunLifecycle
+from cronhive.worker.records import follow_up_message
 
 log = logging.getLogger("cronhive.worker")
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Union
 
-from shared.domain import FINAL_RUN_STATUSES
-from worker.attempts import RUN_SCOPE, bounded_error
+from cronhive.domain import FINAL_RUN_STATUSES
+from cronhive.worker.attempts import RUN_SCOPE, bounded_error
 
 #: Shortest wait of a waiting message, and how long after a lease's expiry it looks again.
 MIN_WAIT_MS = 100

@@ -1,7 +1,7 @@
 """Lease renewal for the attempts a worker process is running.
 
 One daemon thread per process renews every running attempt's lease at a third
-of the lease duration (`shared.leases.renew_interval`), so a handler that runs
+of the lease duration (`cronhive.leases.renew_interval`), so a handler that runs
 longer than the lease keeps it. Renewal is conditioned on holder and token and
 on the lease not having expired (database clock): a worker that was stalled past
 expiry cannot revive its lease. When a renewal finds the lease gone the attempt
@@ -21,12 +21,12 @@ from datetime import datetime
 
 from dramatiq.middleware import raise_thread_exception
 
-from shared import metrics
-from shared.clock import Clock
-from shared.errors import Unavailable
-from shared.leases import Lease, renew_interval
-from shared.store import MongoStore
-from worker.attempts import RUN_SCOPE, Attempt, LeaseLostInterrupt
+from cronhive import metrics
+from cronhive.clock import Clock
+from cronhive.errors import Unavailable
+from cronhive.leases import Lease, renew_interval
+from cronhive.store import MongoStore
+from cronhive.worker.attempts import RUN_SCOPE, Attempt, LeaseLostInterrupt
 
 log = logging.getLogger("cronhive.worker.keeper")
 

@@ -32,12 +32,12 @@ from typing import Any
 from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
-from shared.clock import Clock
-from shared.errors import Unavailable
-from shared.settings import Settings
-from shared.store import MongoStore
-from worker.decisions import attempt_alive, retries_left
-from worker.records import abandon_dead_attempt
+from cronhive.clock import Clock
+from cronhive.errors import Unavailable
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
+from cronhive.worker.decisions import attempt_alive, retries_left
+from cronhive.worker.records import abandon_dead_attempt
 
 log = logging.getLogger("cronhive.worker.reaper")
 

@@ -39,15 +39,15 @@ from dramatiq.broker import MessageProxy
 from dramatiq.common import compute_backoff, q_name
 from dramatiq.middleware import Middleware, SkipMessage
 
-from shared import metrics
-from shared.broker import RUN_ACTOR
-from shared.clock import Clock
-from shared.dispatch import reservation_holder
-from shared.leases import Lease
-from shared.settings import Settings
-from shared.store import MongoStore
-from worker import decisions
-from worker.attempts import (
+from cronhive import metrics
+from cronhive.broker import RUN_ACTOR
+from cronhive.clock import Clock
+from cronhive.dispatch import reservation_holder
+from cronhive.leases import Lease
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
+from cronhive.worker import decisions
+from cronhive.worker.attempts import (
     FAILED,
     JOB_SCOPE,
     RUN_SCOPE,
@@ -60,9 +60,9 @@ from worker.attempts import (
     set_current_attempt,
     worker_name,
 )
-from worker.decisions import Abandon, Acknowledge, Decision, Skip, Start, Wait
-from worker.keeper import LeaseKeeper
-from worker.records import (
+from cronhive.worker.decisions import Abandon, Acknowledge, Decision, Skip, Start, Wait
+from cronhive.worker.keeper import LeaseKeeper
+from cronhive.worker.records import (
     AFTER_ATTEMPT,
     abandon_dead_attempt,
     attempt_record,

@@ -1,8 +1,8 @@
 """The worker's ``/healthz``, ``/readyz`` and ``/metrics`` on METRICS_HOST:METRICS_PORT.
 
-Run by the dramatiq CLI as a fork process (``--fork-function worker.ops:serve``),
+Run by the dramatiq CLI as a fork process (``--fork-function cronhive.worker.ops:serve``),
 one per worker process tree: it serves the metrics every worker process of the
-tree writes to the shared multiprocess directory (`shared.metrics`): the
+tree writes to the shared multiprocess directory (`cronhive.metrics`): the
 worker's series (declared here, so they exist at zero before the first run) and
 Dramatiq's own Prometheus middleware series.
 """
@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import time
 
-from shared import metrics
-from shared.logs import configure_logging
-from shared.ops_server import OpsServer, rabbitmq_check, readiness_checks
-from shared.settings import Settings
-from shared.store import MongoStore
+from cronhive import metrics
+from cronhive.logs import configure_logging
+from cronhive.ops_server import OpsServer, rabbitmq_check, readiness_checks
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
 
 __all__ = ["rabbitmq_check", "serve"]  # worker.__main__ checks RabbitMQ with rabbitmq_check at start
 

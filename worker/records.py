@@ -13,11 +13,11 @@ from typing import Any
 
 from dramatiq import Message
 
-from shared import metrics
-from shared.broker import run_message
-from shared.leases import Lease
-from shared.store import MongoStore
-from worker.attempts import ABANDONED, JOB_SCOPE, RUN_SCOPE, bounded_error
+from cronhive import metrics
+from cronhive.broker import run_message
+from cronhive.leases import Lease
+from cronhive.store import MongoStore
+from cronhive.worker.attempts import ABANDONED, JOB_SCOPE, RUN_SCOPE, bounded_error
 
 log = logging.getLogger("cronhive.worker.records")
 

@@ -1,6 +1,6 @@
 """What cronhive's three scenarios share: a database and queue of their own, the jobs
 bulk-loaded in the store's own document shape, and the processes started as a
-deployment starts them (``python -m scheduler``, ``python -m worker``), each in
+deployment starts them (``python -m cronhive.scheduler``, ``python -m cronhive.worker``), each in
 its own process group of a `bench.procs.ProcessGroup` (so always stopped).
 
 Settings are the product's defaults except where a scenario says otherwise;
@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ from pymongo import MongoClient
 from bench.herd import Ready
 from bench.procs import Managed, ProcessGroup
 from bench.services import BENCH_DIR, Services
-from shared.domain import utcnow
-from shared.store import LEADER_LEASE_ID, MongoStore
+from cronhive.domain import utcnow
+from cronhive.store import LEADER_LEASE_ID, MongoStore
 
 HANDLER_MODULE = "bench.cronhive_handlers"
 #: put first on PYTHONPATH to load bench/shim/sitecustomize.py (bench.probe) at start-up
@@ -138,7 +138,7 @@ class CronhiveCluster:
 
     def start_scheduler(self, group: ProcessGroup, env: dict[str, str]) -> Managed:
         index = len(self.schedulers)
-        process = group.start(f"scheduler-{index}", [str(self.services.main_python), "-m", "scheduler"],
+        process = group.start(f"scheduler-{index}", [str(self.services.main_python), "-m", "cronhive.scheduler"],
                               env=env, cwd=self.source_root, log_path=self.directory / f"scheduler-{index}.log")
         self.schedulers.append(process)
         return process
@@ -147,7 +147,7 @@ class CronhiveCluster:
         index = len(self.workers)
         process = group.start(
             f"worker-{index}",
-            [str(self.services.main_python), "-m", "worker", "--processes", str(processes), "--threads", str(threads)],
+            [str(self.services.main_python), "-m", "cronhive.worker", "--processes", str(processes), "--threads", str(threads)],
             env=env, cwd=self.source_root, log_path=self.directory / f"worker-{index}.log")
         self.workers.append(process)
         return process
@@ -196,7 +196,7 @@ def holder_pid(lease: dict[str, Any] | None) -> int | None:
 
 def epoch(value: datetime) -> float:
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.timestamp()
 
 

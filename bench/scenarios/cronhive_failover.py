@@ -5,8 +5,8 @@
 its run once a leader is back), the default ``overlap_policy`` (``forbid``: a
 slot whose job still holds its lease is recorded ``skipped`` — a run record,
 not a loss), handler ``bench_record_slot`` (records each execution's start per
-slot). Three ``python -m scheduler`` (product
-defaults: ``LEADER_LEASE_S`` 10) and ``python -m worker --processes 2 --threads 8``.
+slot). Three ``python -m cronhive.scheduler`` (product
+defaults: ``LEADER_LEASE_S`` 10) and ``python -m cronhive.worker --processes 2 --threads 8``.
 
 ``profile.failover_kills`` times: wait a varying 0.5–4 s after the leader's last
 claim or renewal (so kills land at every phase of its renew interval), SIGKILL the
@@ -36,7 +36,7 @@ import signal
 import statistics
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bench.cronhive_handlers import parse_slot_key
@@ -110,7 +110,7 @@ def run(profile: Profile, services: Services) -> dict[str, Any]:
         "dispatched": dispatched,
         "drained": drained,
         "setup": (f"{profile.failover_jobs} jobs '*/{SCHEDULE_EVERY_S} * * * * *' fire_all (overlap forbid); {SCHEDULERS} × "
-                  f"python -m scheduler (LEADER_LEASE_S 10) + python -m worker --processes "
+                  f"python -m cronhive.scheduler (LEADER_LEASE_S 10) + python -m cronhive.worker --processes "
                   f"{profile.worker_processes} --threads {profile.worker_threads}; SIGKILL the leader, restart at once"),
     }
 
@@ -190,7 +190,7 @@ def wait_drained(cluster: CronhiveCluster, client: Any) -> bool:
 
 
 def _dt(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def count_slots(cluster: CronhiveCluster, client: Any, job_ids: list[str], first_slot: int,

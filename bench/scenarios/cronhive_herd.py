@@ -5,8 +5,8 @@ fixed-minute expression ``"M H * * *"`` of the slot, handler ``bench_record``
 (`bench.cronhive_handlers`: records its start exactly as the peers' handlers
 do). The jobs are bulk-inserted in the document shape `MongoStore.create_job`
 writes (into a database of the run's own), then cronhive runs as deployed: two
-``python -m scheduler`` (one leader, one standby) and one
-``python -m worker --processes 2 --threads 8``, every setting at the product's
+``python -m cronhive.scheduler`` (one leader, one standby) and one
+``python -m cronhive.worker --processes 2 --threads 8``, every setting at the product's
 default (overlap ``forbid``, ``SCHEDULER_BATCH`` 200, ``LOG_LEVEL`` INFO).
 
 Besides what `bench.herd.run_herd` measures (handler start − slot),
@@ -45,7 +45,7 @@ class CronhiveHerd(HerdSystem):
         self.measured: dict[str, Any] = {}
 
     def setup(self) -> str:
-        return (f"{SCHEDULERS} × python -m scheduler (leader + standby) + python -m worker --processes "
+        return (f"{SCHEDULERS} × python -m cronhive.scheduler (leader + standby) + python -m cronhive.worker --processes "
                 f"{self.profile.worker_processes} --threads {self.profile.worker_threads}; product defaults "
                 f"(overlap forbid, SCHEDULER_BATCH 200, LOG_LEVEL INFO); jobs bulk-inserted")
 

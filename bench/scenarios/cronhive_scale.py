@@ -6,7 +6,7 @@ and every second of the minute has ``jobs / 60`` jobs due, an offered load of
 ``jobs / 60`` fires per second. Handler ``bench_record_slot`` records each
 execution's start per slot (`bench.cronhive_handlers`); jobs are bulk-loaded in
 the store's own document shape. Processes as deployed: two ``python -m
-scheduler`` (leader + standby) and ``python -m worker --processes 2 --threads 8``,
+scheduler`` (leader + standby) and ``python -m cronhive.worker --processes 2 --threads 8``,
 product defaults; every one of them starts with `bench.probe` (``bench/shim``):
 a pymongo command listener and an AMQP publish counter, cronhive's code untouched.
 
@@ -281,7 +281,7 @@ def result_section(profile: Profile, measured: dict[str, Any]) -> dict[str, Any]
         "leader_cpu_s": round(measured["leader_cpu_s"], 2) if measured["leader_cpu_s"] is not None else None,
         "leader_kept": measured["leader_kept"],
         "load_s": measured["load_s"],
-        "setup": (f"{SCHEDULERS} × python -m scheduler + python -m worker --processes {profile.worker_processes} "
+        "setup": (f"{SCHEDULERS} × python -m cronhive.scheduler + python -m cronhive.worker --processes {profile.worker_processes} "
                   f"--threads {profile.worker_threads}; 6-field schedules '<s> * * * * *', s = i mod 60; "
                   f"product defaults; bench.probe in every process; window {duration} s after a {WARMUP_S:.0f} s warm-up"),
     }

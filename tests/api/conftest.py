@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from api.app import Services
+from cronhive.api.app import Services
 
 CANONICAL = "/api/v1/cron"
 #: The seed writes every path with the base twice; it is served as an alias.
@@ -29,7 +29,7 @@ SEED_UPDATE = """{
   "enabled": true
 }"""
 #: The instant the seed's examples were taken at (its created_at).
-SEED_NOW = datetime(2026, 3, 26, 10, 0, tzinfo=timezone.utc)
+SEED_NOW = datetime(2026, 3, 26, 10, 0, tzinfo=UTC)
 
 Z_SECONDS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 

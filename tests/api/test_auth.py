@@ -9,9 +9,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.app import close_app, create_app
-from shared.settings import Settings
-from shared.store import MongoStore
+from cronhive.api.app import close_app, create_app
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
 from tests.api.conftest import CANONICAL, DOUBLED, assert_error, job_body
 
 TOKEN = "s3cr3t-token"

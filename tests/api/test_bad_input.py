@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from shared.store import MongoStore
+from cronhive.store import MongoStore
 from tests.api.conftest import CANONICAL, DOUBLED, assert_error, create
 
 JSON = "application/json"

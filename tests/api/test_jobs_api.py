@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from flask.testing import FlaskClient
 
-from shared.domain import jitter_offset
-from shared.store import MongoStore
+from cronhive.domain import jitter_offset
+from cronhive.store import MongoStore
 from tests.api.conftest import CANONICAL, FakeClock, assert_error, create, job_body
 
 DETAIL_FIELDS = {
@@ -18,7 +18,7 @@ DETAIL_FIELDS = {
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 # -- create -------------------------------------------------------------------
@@ -28,7 +28,7 @@ def test_create_answers_201_with_location_and_every_detail_field(client: FlaskCl
     response = client.post(f"{base}/jobs", json=job_body())
     assert response.status_code == 201
     job = response.get_json()
-    assert DETAIL_FIELDS <= set(job)
+    assert set(job) >= DETAIL_FIELDS
     assert response.headers["Location"] == f"{base}/jobs/{job['job_id']}"
     fetched = client.get(response.headers["Location"])
     assert fetched.status_code == 200

@@ -8,8 +8,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from shared.dispatch import new_run
-from shared.store import MongoStore
+from cronhive.dispatch import new_run
+from cronhive.store import MongoStore
 from tests.api.conftest import CANONICAL, SEED_NOW, FakeClock, assert_error, create
 
 RUN_FIELDS = {"run_id", "job_id", "trigger", "scheduled_for", "status", "attempt", "worker", "created_at",

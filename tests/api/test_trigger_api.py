@@ -10,10 +10,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from shared.broker import RUN_ACTOR
-from shared.errors import StoreUnavailable
-from shared.settings import Settings
-from shared.store import MongoStore
+from cronhive.broker import RUN_ACTOR
+from cronhive.errors import StoreUnavailable
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
 from tests import services
 from tests.api.conftest import CANONICAL, FakeClock, assert_error, create
 

@@ -1,4 +1,4 @@
-"""A real API process for the CLI tests: ``python -m api`` (gunicorn) on a free
+"""A real API process for the CLI tests: ``python -m cronhive.api`` (gunicorn) on a free
 port, on the session's MongoDB and RabbitMQ, with its own database, runs queue
 and bearer token; plus helpers to run ``cronhive jobs`` and to ask the API directly."""
 
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from shared.client_cli import main as jobs_main
+from cronhive.cli.jobs import main as jobs_main
 from tests import services
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def running_api(mongodb_uri: str, rabbitmq_url: str, tmp_path_factory: pytest.Te
     })
     log_path = tmp_path_factory.mktemp("cli-api") / "api.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "api"], cwd=REPO, env=env, stdout=log,
+        process = subprocess.Popen([sys.executable, "-m", "cronhive.api"], cwd=REPO, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until_healthy(api.url, process, log_path)
@@ -129,7 +129,7 @@ def running_api(mongodb_uri: str, rabbitmq_url: str, tmp_path_factory: pytest.Te
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
-    """Run ``cronhive jobs ARGS`` in this process (`shared.client_cli.main`), with no
+    """Run ``cronhive jobs ARGS`` in this process (`cronhive.cli.jobs.main`), with no
     CRONHIVE_API_URL / API_TOKEN from the test's own environment."""
     monkeypatch.delenv("CRONHIVE_API_URL", raising=False)
     monkeypatch.delenv("API_TOKEN", raising=False)

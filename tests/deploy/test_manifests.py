@@ -11,6 +11,7 @@ kustomization lists every manifest.
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import json
 import re
 import shlex
@@ -28,8 +29,8 @@ import dramatiq.cli
 import pytest
 import yaml
 
-from shared.cli import PROCESSES
-from shared.settings import VARIABLES, Settings
+from cronhive.cli import PROCESSES
+from cronhive.settings import VARIABLES, Settings
 from tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -289,7 +290,7 @@ def test_dockerfile_copies_files_that_exist_and_are_in_the_build_context() -> No
             assert not dockerignored(source), f"COPY {source}: excluded by .dockerignore"
     # what `pip install .` needs: the project file, its readme and every package
     needed = ["pyproject.toml", "constraints.txt", pyproject()["project"]["readme"]]
-    needed += [f"{module}/__init__.py" for module in sorted(set(PROCESSES.values()) | {"shared"})]
+    needed += [f"{folder}/__init__.py" for folder in sorted(pyproject()["tool"]["setuptools"]["package-dir"].values())]
     for path in needed:
         assert not dockerignored(path), f".dockerignore drops {path}, which the image build needs"
     for path in ["tests/conftest.py", ".venv/bin/python", ".git/HEAD", "deploy/docker-compose.yml"]:
@@ -299,7 +300,7 @@ def test_dockerfile_copies_files_that_exist_and_are_in_the_build_context() -> No
 def test_dockerfile_entrypoint_is_the_cronhive_console_script_and_cmd_a_process() -> None:
     entrypoint = exec_form("ENTRYPOINT")
     assert entrypoint[-1] == "cronhive"
-    assert pyproject()["project"]["scripts"]["cronhive"] == "shared.cli:main"
+    assert pyproject()["project"]["scripts"]["cronhive"] == "cronhive.cli:main"
     if entrypoint[0].endswith("tini"):
         assert entrypoint[1] == "--"
         assert re.search(r"apt-get install [^&]*\btini\b", " ".join(instruction_args("RUN")))
@@ -307,11 +308,12 @@ def test_dockerfile_entrypoint_is_the_cronhive_console_script_and_cmd_a_process(
 
 
 def test_every_process_module_is_packaged_with_a_main() -> None:
-    includes = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    setuptools = pyproject()["tool"]["setuptools"]
     for module in set(PROCESSES.values()):
-        assert (REPO / module).is_dir(), f"cronhive {module} runs `python -m {module}`: no {module}/ package"
-        assert any(fnmatch.fnmatch(module, pattern) for pattern in includes), f"{module} is not packaged"
-        assert (REPO / module / "__main__.py").is_file(), f"`python -m {module}` has no __main__.py"
+        assert module in setuptools["packages"], f"{module} is not packaged"
+        folder = REPO / setuptools["package-dir"][module]
+        assert folder.is_dir(), f"cronhive runs `python -m {module}`: no {folder.name}/ folder"
+        assert (folder / "__main__.py").is_file(), f"`python -m {module}` has no __main__.py"
 
 
 def process_invocations(compose: dict[str, Any], manifests: list[Manifest]) -> set[tuple[str, ...]]:
@@ -322,13 +324,14 @@ def process_invocations(compose: dict[str, Any], manifests: list[Manifest]) -> s
 
 
 def test_every_flag_given_to_a_process_is_one_it_accepts(compose: dict[str, Any], manifests: list[Manifest]) -> None:
-    """``cronhive worker --processes 2 --threads 4``: each flag appears in ``python -m worker --help``."""
+    """``cronhive worker --processes 2 --threads 4``: each flag appears in ``python -m cronhive.worker --help``."""
     for invocation in sorted(process_invocations(compose, manifests)):
         command, flags = invocation[0], [arg for arg in invocation[1:] if arg.startswith("-")]
         if not flags:
             continue
         module = PROCESSES[command]
-        assert (REPO / module / "__main__.py").is_file(), f"`cronhive {command}` runs `python -m {module}`: no __main__"
+        assert importlib.util.find_spec(f"{module}.__main__") is not None, \
+            f"`cronhive {command}` runs `python -m {module}`: no __main__"
         help_text = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True,
                                    text=True, timeout=60, check=True).stdout
         for flag in flags:
@@ -352,7 +355,7 @@ def test_dockerfile_sets_only_known_variables_and_exposes_the_configured_ports()
 @pytest.fixture(scope="module")
 def api_paths() -> Iterator[set[str]]:
     """The GET paths the API serves (the Flask url_map; building the app connects nothing)."""
-    from api.app import close_app, create_app
+    from cronhive.api.app import close_app, create_app
 
     app = create_app(Settings.from_env({"MONGODB_TIMEOUT_MS": "100"}))
     try:
@@ -363,7 +366,7 @@ def api_paths() -> Iterator[set[str]]:
 
 def test_ops_server_serves_the_probe_paths() -> None:
     """The scheduler's and worker's health/metrics server answers every path the manifests use."""
-    from shared.ops_server import OpsServer
+    from cronhive.ops_server import OpsServer
 
     server = OpsServer("127.0.0.1", free_port(), {}).start()
     try:

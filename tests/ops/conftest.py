@@ -1,5 +1,5 @@
-"""Real processes for the operability tests (issue 5): ``python -m api`` (gunicorn,
-two workers), ``python -m scheduler`` and ``python -m worker --processes 2`` on the
+"""Real processes for the operability tests (issue 5): ``python -m cronhive.api`` (gunicorn,
+two workers), ``python -m cronhive.scheduler`` and ``python -m cronhive.worker --processes 2`` on the
 session's MongoDB and the machine's RabbitMQ, each with its own log file; the
 RabbitMQ management HTTP API; Prometheus text parsing.
 
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,9 +31,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.domain import FINAL_RUN_STATUSES
-from shared.settings import Settings
-from shared.store import MongoStore
+from cronhive.domain import FINAL_RUN_STATUSES
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
 from tests import services
 from tests.services import wait_for
 from tests.worker.cluster import consumer_count
@@ -41,7 +41,7 @@ from tests.worker.cluster import consumer_count
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
-#: A run id as `shared.domain.new_run_id` and `shared.slots.slot_run_id` write them.
+#: A run id as `cronhive.domain.new_run_id` and `cronhive.slots.slot_run_id` write them.
 RUN_ID = re.compile(r"\brun_\d{8}_\d{6}_[0-9a-f]+\b")
 
 #: Variables of the test session's environment the processes must not inherit.
@@ -134,7 +134,7 @@ def start_process(name: str, args: list[str], env: dict[str, str], log_dir: Path
     """``python -m <args>`` with exactly ``env`` (plus the test-free base), stdout and stderr to one file."""
     log_path = log_dir / f"{name}.log"
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env={**base_env(), **env},
+        process = subprocess.Popen([sys.executable, "-m", f"cronhive.{args[0]}", *args[1:]], cwd=ROOT, env={**base_env(), **env},
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return Proc(name, process, log_path)
 
@@ -166,7 +166,7 @@ class Samples:
     text: str
 
     @classmethod
-    def parse(cls, text: str) -> "Samples":
+    def parse(cls, text: str) -> Samples:
         values = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:

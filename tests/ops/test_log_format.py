@@ -1,4 +1,4 @@
-"""`shared.logs.JsonFormatter` in process: credentials scrubbed from any text, run ids
+"""`cronhive.logs.JsonFormatter` in process: credentials scrubbed from any text, run ids
 taken from a run message logged as an argument (Dramatiq's own lines) and from the
 context providers a process registers."""
 
@@ -13,7 +13,7 @@ from typing import Any
 import dramatiq
 import pytest
 
-from shared.logs import JsonFormatter, add_context_provider, remove_context_provider, scrub_credentials
+from cronhive.logs import JsonFormatter, add_context_provider, remove_context_provider, scrub_credentials
 
 
 def render(message: str, *args: Any, exc_info: Any = None, **extra: Any) -> dict[str, Any]:

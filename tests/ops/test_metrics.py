@@ -10,11 +10,11 @@ from datetime import timedelta
 
 import pytest
 
-from shared.broker import RunPublisher
-from shared.dispatch import new_run
-from shared.domain import new_run_id, utcnow
+from cronhive.broker import RunPublisher
+from cronhive.dispatch import new_run
+from cronhive.domain import new_run_id, utcnow
+from cronhive.worker.maintenance import REAPER_LEASE_ID
 from tests.ops.conftest import System, wait_for
-from worker.maintenance import REAPER_LEASE_ID
 
 pytestmark = pytest.mark.slow
 

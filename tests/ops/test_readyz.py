@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from api.app import close_app, create_app
-from shared.settings import Settings
+from cronhive.api.app import close_app, create_app
+from cronhive.settings import Settings
 from tests import services
 from tests.ops.conftest import Proc, start_process, stop_all, wait_for, wait_healthy
 

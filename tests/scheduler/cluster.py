@@ -1,4 +1,4 @@
-"""Real ``python -m scheduler`` processes for the system tests, and what they left behind."""
+"""Real ``python -m cronhive.scheduler`` processes for the system tests, and what they left behind."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import pika
 
-from shared.domain import utcnow
-from shared.settings import Settings
-from shared.store import LEADER_LEASE_ID, MongoStore
+from cronhive.domain import utcnow
+from cronhive.settings import Settings
+from cronhive.store import LEADER_LEASE_ID, MongoStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +72,7 @@ class Cluster:
         started = []
         for _ in range(count):
             log_path = self.logs / f"scheduler-{len(self.processes)}.log"
-            process = subprocess.Popen([sys.executable, "-m", "scheduler"], cwd=ROOT, env=self.env(),
+            process = subprocess.Popen([sys.executable, "-m", "cronhive.scheduler"], cwd=ROOT, env=self.env(),
                                        stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))
             proc = SchedulerProcess(process, log_path)
             self.processes.append(proc)

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from scheduler.dispatcher import Dispatcher
-from scheduler.leadership import LeadershipLost
-from shared.broker import RunPublisher
-from shared.domain import utcnow
-from shared.errors import BrokerUnavailable
-from shared.settings import Settings
-from shared.store import MongoStore
+from cronhive.broker import RunPublisher
+from cronhive.domain import utcnow
+from cronhive.errors import BrokerUnavailable
+from cronhive.scheduler.dispatcher import Dispatcher
+from cronhive.scheduler.leadership import LeadershipLost
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
 from tests import services
 
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from scheduler.dispatcher import MANUAL_PENDING_S, Dispatcher
-from scheduler.leadership import LeadershipLost
-from shared.broker import RUN_ACTOR
-from shared.dispatch import new_run, reservation_holder
-from shared.slots import slot_run_id
-from shared.store import MongoStore
+from cronhive.broker import RUN_ACTOR
+from cronhive.dispatch import new_run, reservation_holder
+from cronhive.scheduler.dispatcher import MANUAL_PENDING_S, Dispatcher
+from cronhive.scheduler.leadership import LeadershipLost
+from cronhive.slots import slot_run_id
+from cronhive.store import MongoStore
 from tests.scheduler.conftest import FakeClock, FlakyPublisher, create_job
 
 Messages = Callable[[], list[dict[str, Any]]]
@@ -97,7 +97,7 @@ def test_rabbitmq_down_keeps_runs_pending_and_publishes_them_in_order_on_return(
 
 def test_rabbitmq_unreachable_for_real_raises_no_error_and_keeps_the_slot(
         store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, settings, messages) -> None:
-    from shared.broker import RunPublisher
+    from cronhive.broker import RunPublisher
 
     dead = RunPublisher.open(settings.replace(rabbitmq_url="amqp://guest:guest@127.0.0.1:1/%2F"))
     try:
@@ -314,7 +314,7 @@ def test_a_full_batch_asks_to_come_back_at_once(
 def test_runs_committed_by_a_pass_that_lost_mongodb_are_published_by_the_next(
         store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.errors import StoreUnavailable
+    from cronhive.errors import StoreUnavailable
 
     job = create_job(store, "lost_reply", overlap_policy="allow")
     real_advance = store.advance_jobs

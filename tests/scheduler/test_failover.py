@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.domain import utcnow
-from shared.settings import Settings
-from shared.store import MongoStore
+from cronhive.domain import utcnow
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
 from tests import services
 from tests.scheduler.cluster import (
     Cluster,

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from scheduler.leadership import Change, Leadership, LeadershipLost, margin_for
-from shared.domain import utcnow
-from shared.leases import lease_from_doc
-from shared.slots import JobAdvance
-from shared.store import LEADER_LEASE_ID, MongoStore
+from cronhive.domain import utcnow
+from cronhive.leases import lease_from_doc
+from cronhive.scheduler.leadership import Change, Leadership, LeadershipLost, margin_for
+from cronhive.slots import JobAdvance
+from cronhive.store import LEADER_LEASE_ID, MongoStore
 
 LEASE_S = 9.0  # renew every 3 s, margin 0.9 s
 INTERVAL = timedelta(seconds=3)

@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from scheduler.loop import SchedulerLoop
-from shared.broker import RunPublisher
-from shared.domain import utcnow
-from shared.settings import Settings
-from shared.store import MongoStore
+from cronhive.broker import RunPublisher
+from cronhive.domain import utcnow
+from cronhive.scheduler.loop import SchedulerLoop
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
 from tests.scheduler.conftest import FakeClock, create_job
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from scheduler.overlap import resolve
-from shared.dispatch import reservation_holder
-from shared.slots import SkippedSlot, SlotPlan, slot_run_id
+from cronhive.dispatch import reservation_holder
+from cronhive.scheduler.overlap import resolve
+from cronhive.slots import SkippedSlot, SlotPlan, slot_run_id
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2026, 1, 1, 10, 0, 3, tzinfo=UTC)
 SLOTS = tuple(datetime(2026, 1, 1, 10, 0, s, tzinfo=UTC) for s in range(3))
 

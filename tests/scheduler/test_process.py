@@ -1,4 +1,4 @@
-"""``python -m scheduler`` as an OS process: start-up failures, SIGTERM hand-over."""
+"""``python -m cronhive.scheduler`` as an OS process: start-up failures, SIGTERM hand-over."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.domain import utcnow
-from shared.settings import Settings
-from shared.store import SCHEDULERS, MongoStore
+from cronhive.domain import utcnow
+from cronhive.settings import Settings
+from cronhive.store import SCHEDULERS, MongoStore
 from tests.scheduler.cluster import ROOT, Cluster
 
 
@@ -30,7 +30,7 @@ def cluster(settings: Settings, store: MongoStore, tmp_path: Path) -> Iterator[C
 
 def run_scheduler(env: dict[str, str], timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
     base = {key: value for key, value in os.environ.items() if not key.startswith(("MONGODB_", "RABBITMQ_"))}
-    return subprocess.run([sys.executable, "-m", "scheduler"], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cronhive.scheduler"], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout_s, env={**base, "PYTHONPATH": str(ROOT), "METRICS_PORT": "0", **env})
 
 

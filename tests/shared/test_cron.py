@@ -13,15 +13,15 @@ Every expected instant is written out in UTC. Transitions used (2026):
 from __future__ import annotations
 
 import bisect
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared import cron
-from shared.errors import InvalidSchedule
+from cronhive import cron
+from cronhive.errors import InvalidSchedule
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def utc(text: str) -> datetime:

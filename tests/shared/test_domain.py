@@ -1,13 +1,13 @@
-"""shared.domain: slugs and ids, instants, jitter, and the API views of jobs and runs."""
+"""cronhive.domain: slugs and ids, instants, jitter, and the API views of jobs and runs."""
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from shared.domain import (
+from cronhive.domain import (
     DEFAULT_POLICIES,
     JOB_ID_RE,
     format_instant,
@@ -20,7 +20,7 @@ from shared.domain import (
     utcnow,
 )
 
-NOW = datetime(2026, 3, 26, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 26, 10, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("name,slug", [
@@ -58,8 +58,8 @@ def test_new_run_id_names_the_utc_second_and_is_unique() -> None:
 
 
 @pytest.mark.parametrize("instant,text", [
-    (datetime(2026, 3, 26, 8, 0, tzinfo=timezone.utc), "2026-03-26T08:00:00Z"),
-    (datetime(2026, 3, 26, 8, 0, 59, 999_999, tzinfo=timezone.utc), "2026-03-26T08:00:59Z"),
+    (datetime(2026, 3, 26, 8, 0, tzinfo=UTC), "2026-03-26T08:00:00Z"),
+    (datetime(2026, 3, 26, 8, 0, 59, 999_999, tzinfo=UTC), "2026-03-26T08:00:59Z"),
     (datetime(2026, 3, 26, 10, 0, tzinfo=timezone(timedelta(hours=2))), "2026-03-26T08:00:00Z"),
     (datetime(2026, 3, 26, 8, 0), "2026-03-26T08:00:00Z"),  # naive values are UTC (what MongoDB returns)
     (None, None),
@@ -70,7 +70,7 @@ def test_format_instant(instant: datetime | None, text: str | None) -> None:
 
 def test_utcnow_is_aware_with_whole_milliseconds() -> None:
     now = utcnow()
-    assert now.tzinfo is timezone.utc and now.microsecond % 1000 == 0
+    assert now.tzinfo is UTC and now.microsecond % 1000 == 0
 
 
 def test_jitter_is_deterministic_and_within_bounds() -> None:

@@ -1,4 +1,4 @@
-"""shared.handlers: the registry, the built-in handlers, HANDLER_MODULES."""
+"""cronhive.handlers: the registry, the built-in handlers, HANDLER_MODULES."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from shared import handlers
-from shared.errors import ConfigurationError, ValidationError
-from shared.handlers import HandlerContext, HandlerFailed, HandlerRegistry, load_handler_modules
+from cronhive import handlers
+from cronhive.errors import ConfigurationError, ValidationError
+from cronhive.handlers import HandlerContext, HandlerFailed, HandlerRegistry, load_handler_modules
 
 
 def context(**changes: object) -> HandlerContext:
     values: dict = {
         "job_id": "job_x", "run_id": "run_1", "attempt": 1,
-        "scheduled_for": datetime(2026, 3, 26, 8, tzinfo=timezone.utc), "trigger": "schedule",
+        "scheduled_for": datetime(2026, 3, 26, 8, tzinfo=UTC), "trigger": "schedule",
         "logger": logging.getLogger("cronhive.test.handlers"),
     }
     values.update(changes)
@@ -99,7 +99,7 @@ def test_handler_modules_add_their_handlers(module_dir: Path) -> None:
     module = f"cronhive_test_handlers_{uuid.uuid4().hex[:8]}"
     name = f"{module}_report"
     (module_dir / f"{module}.py").write_text(
-        "from shared.handlers import handler\n\n"
+        "from cronhive import handler\n\n"
         f"@handler({name!r})\n"
         "def report(args, ctx):\n"
         "    '''Sends the report.'''\n"
@@ -125,7 +125,7 @@ def test_a_missing_handler_module_is_a_configuration_error() -> None:
     "import a_dependency_that_is_not_installed\n",
     "def broken(:\n",
     "raise RuntimeError('needs SMTP_HOST')\n",
-    "from shared.handlers import handler\n\n@handler('noop')\ndef other_noop(args, ctx):\n    pass\n",
+    "from cronhive.handlers import handler\n\n@handler('noop')\ndef other_noop(args, ctx):\n    pass\n",
 ], ids=["missing dependency", "syntax error", "raises on import", "takes a built-in name"])
 def test_a_handler_module_that_fails_to_import_is_a_configuration_error(module_dir: Path, source: str) -> None:
     module = f"cronhive_test_broken_{uuid.uuid4().hex[:8]}"

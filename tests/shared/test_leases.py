@@ -1,22 +1,22 @@
-"""shared.leases on the real store: claim free/expired/mine, fencing tokens,
+"""cronhive.leases on the real store: claim free/expired/mine, fencing tokens,
 renew/release only by holder + token. Expiry is tested by passing later ``now``
 values, never by sleeping; the race uses real OS processes."""
 
 from __future__ import annotations
 
 import multiprocessing
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pymongo import MongoClient
 from pymongo.collection import Collection
 
-from shared import leases
-from shared.leases import Lease, lease_filter
-from shared.store import MongoStore
+from cronhive import leases
+from cronhive.leases import Lease, lease_filter
+from cronhive.store import MongoStore
 
-T0 = datetime(2026, 3, 26, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 26, 10, 0, tzinfo=UTC)
 DURATION_MS = 10_000
 
 

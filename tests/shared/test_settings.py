@@ -1,4 +1,4 @@
-"""shared.settings: one frozen object from the environment, defaults, refusals."""
+"""cronhive.settings: one frozen object from the environment, defaults, refusals."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from shared.errors import ConfigurationError
-from shared.settings import DEFAULT_MONGODB_URI, DEFAULT_RABBITMQ_URL, VARIABLES, Settings, redact_url
+from cronhive.errors import ConfigurationError
+from cronhive.settings import DEFAULT_MONGODB_URI, DEFAULT_RABBITMQ_URL, VARIABLES, Settings, redact_url
 
 
 def test_defaults_from_an_empty_environment() -> None:

@@ -8,14 +8,14 @@ Pure: every instant is injected, nothing sleeps. Transitions used (2026):
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from shared import cron
-from shared.domain import MAX_FIRE_ALL, jitter_offset
-from shared.slots import (
+from cronhive import cron
+from cronhive.domain import MAX_FIRE_ALL, jitter_offset
+from cronhive.slots import (
     ENUMERATION_LIMIT,
     UncomputableSchedule,
     latest_fires,
@@ -23,9 +23,9 @@ from shared.slots import (
     plan_slots,
     slot_run_id,
 )
-from shared.store import job_update, schedule_state
+from cronhive.store import job_update, schedule_state
 
-UTC = timezone.utc
+UTC = UTC
 MS = timedelta(milliseconds=1)
 
 

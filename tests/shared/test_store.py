@@ -1,24 +1,24 @@
-"""shared.store against the real MongoDB-wire server: the job section (create, get,
+"""cronhive.store against the real MongoDB-wire server: the job section (create, get,
 list, update, delete), the run and lease helpers the API uses, the scheduler
 status, indexes, and connectivity failures as `StoreUnavailable`."""
 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pymongo.errors import InvalidOperation
 
-from shared.dispatch import new_run, reservation_holder
-from shared.domain import DEFAULT_POLICIES, jitter_offset
-from shared.errors import Conflict, DuplicateJob, JobNotFound, NotFound, RunNotFound, StoreUnavailable, Unavailable
-from shared.settings import Settings
-from shared.store import LEADER_LEASE_ID, SCHEDULERS, MongoStore, job_update
+from cronhive.dispatch import new_run, reservation_holder
+from cronhive.domain import DEFAULT_POLICIES, jitter_offset
+from cronhive.errors import Conflict, DuplicateJob, JobNotFound, NotFound, RunNotFound, StoreUnavailable, Unavailable
+from cronhive.settings import Settings
+from cronhive.store import LEADER_LEASE_ID, SCHEDULERS, MongoStore, job_update
 from tests import services
 
-T0 = datetime(2026, 3, 26, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 26, 10, 0, tzinfo=UTC)
 
 
 def fields(**changes: Any) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def test_the_client_is_tz_aware_and_closed_only_when_owned(settings: Settings, s
 def test_server_time_is_the_databases_clock(store: MongoStore) -> None:
     server = store.server_time()
     assert server.tzinfo is not None
-    assert abs(server - datetime.now(timezone.utc)) < timedelta(minutes=5)
+    assert abs(server - datetime.now(UTC)) < timedelta(minutes=5)
 
 
 # -- create --------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def test_create_job_writes_the_whole_document(store: MongoStore) -> None:
     assert doc["_id"] == "job_daily_reminder_check"
     assert (doc["timezone"], doc["args"], doc["enabled"]) == ("UTC", {"x": 1}, True)
     assert doc["created_at"] == doc["updated_at"] == T0 and doc["revision"] == 1
-    assert doc["next_fire_at"] == datetime(2026, 3, 27, 8, tzinfo=timezone.utc)
+    assert doc["next_fire_at"] == datetime(2026, 3, 27, 8, tzinfo=UTC)
     assert doc["due_at"] == doc["next_fire_at"] + jitter_offset(doc["_id"], 30)
     assert (doc["lease"], doc["lease_term"], doc["buffered_run_id"]) == (None, 0, None)
     for key in ("last_triggered_at", "last_run_id", "last_run_status", "last_run_duration_ms", "disabled_reason"):
@@ -127,7 +127,7 @@ def test_update_recomputes_the_slot_when_timing_changes(store: MongoStore) -> No
     store.create_job(fields(job_id="j"), T0)
     later = T0 + timedelta(minutes=30)
     doc = store.update_job("j", {"schedule": "0 12 * * *", "timezone": "Europe/Berlin"}, later)
-    assert doc["next_fire_at"] == datetime(2026, 3, 26, 11, tzinfo=timezone.utc)  # 12:00 CET
+    assert doc["next_fire_at"] == datetime(2026, 3, 26, 11, tzinfo=UTC)  # 12:00 CET
     assert doc["due_at"] == doc["next_fire_at"] and doc["updated_at"] == later and doc["created_at"] == T0
     assert doc["revision"] == 2
     doc = store.update_job("j", {"jitter_s": 120}, later)
@@ -153,16 +153,16 @@ def test_disable_keeps_the_slot_and_enable_makes_it_due_again(store: MongoStore)
 def test_enable_of_a_job_created_disabled_counts_from_now(store: MongoStore) -> None:
     store.create_job(fields(job_id="j", enabled=False), T0)
     doc = store.update_job("j", {"enabled": True}, T0 + timedelta(days=1))
-    assert doc["next_fire_at"] == datetime(2026, 3, 28, 8, tzinfo=timezone.utc) == doc["due_at"]
+    assert doc["next_fire_at"] == datetime(2026, 3, 28, 8, tzinfo=UTC) == doc["due_at"]
 
 
 def test_timing_change_while_disabled_moves_the_slot_to_the_new_schedule(store: MongoStore) -> None:
     store.create_job(fields(job_id="j"), T0)
     store.update_job("j", {"enabled": False}, T0)
     doc = store.update_job("j", {"schedule": "0 9 * * *"}, T0 + timedelta(days=1))  # the 27th, 10:00
-    assert doc["due_at"] is None and doc["next_fire_at"] == datetime(2026, 3, 28, 9, tzinfo=timezone.utc)
+    assert doc["due_at"] is None and doc["next_fire_at"] == datetime(2026, 3, 28, 9, tzinfo=UTC)
     doc = store.update_job("j", {"enabled": True}, T0 + timedelta(days=1, hours=1))
-    assert doc["due_at"] == datetime(2026, 3, 28, 9, tzinfo=timezone.utc)
+    assert doc["due_at"] == datetime(2026, 3, 28, 9, tzinfo=UTC)
 
 
 def test_job_update_is_a_pure_function_of_the_read_document() -> None:

@@ -22,9 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from flask.testing import FlaskClient
 
-from api.app import close_app, create_app
-from shared.settings import Settings
-from shared.store import MongoStore
+from cronhive.api.app import close_app, create_app
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
 from tests import services
 from tests.services import SecantusServer
 
@@ -134,7 +134,7 @@ class TcpProxy:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
 
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))

@@ -1,5 +1,5 @@
 """Races between OS processes over real HTTP against a real API server
-(``python -m api``: gunicorn, 2 worker processes × 4 threads).
+(``python -m cronhive.api``: gunicorn, 2 worker processes × 4 threads).
 
 Eight spawned client processes connect first, meet at a barrier, then send the
 same request at once: creating one ``job_id`` gives exactly one 201; creating
@@ -34,7 +34,7 @@ BASE = "/api/v1/cron"
 
 
 class ApiServer:
-    """``python -m api`` on a free port, with the test's environment."""
+    """``python -m cronhive.api`` on a free port, with the test's environment."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = services.free_port()
@@ -43,9 +43,9 @@ class ApiServer:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 60) -> "ApiServer":
+    def start(self, timeout_s: float = 60) -> ApiServer:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api"], cwd=REPO, env=self.env,
+            [sys.executable, "-m", "cronhive.api"], cwd=REPO, env=self.env,
             stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
         )
         deadline = time.monotonic() + timeout_s

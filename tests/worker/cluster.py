@@ -1,4 +1,4 @@
-"""Real worker processes for the system tests: ``python -m worker`` subprocesses,
+"""Real worker processes for the system tests: ``python -m cronhive.worker`` subprocesses,
 each its own process group (its own dramatiq process tree), which the tests
 SIGKILL, SIGSTOP and SIGCONT."""
 
@@ -8,8 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -48,7 +46,7 @@ class WorkerProcess:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker", "--processes", "1", "--threads", "2"],
+                [sys.executable, "-m", "cronhive.worker", "--processes", "1", "--threads", "2"],
                 cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True,
             )
 

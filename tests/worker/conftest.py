@@ -19,14 +19,14 @@ from dramatiq import Message
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import SkipMessage
 
-from shared.broker import run_message
-from shared.dispatch import TriggerResult, trigger_job
-from shared.domain import utcnow
-from shared.settings import Settings
-from shared.store import MongoStore
-from worker.attempts import Attempt, current_attempt
-from worker.keeper import LeaseKeeper
-from worker.middleware import RunLifecycle
+from cronhive.broker import run_message
+from cronhive.dispatch import TriggerResult, trigger_job
+from cronhive.domain import utcnow
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
+from cronhive.worker.attempts import Attempt, current_attempt
+from cronhive.worker.keeper import LeaseKeeper
+from cronhive.worker.middleware import RunLifecycle
 
 LEASE_S = 3
 

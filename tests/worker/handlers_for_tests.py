@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any
 
-from shared.handlers import HandlerContext, handler
+from cronhive import HandlerContext, handler
 
 SLICE_S = 0.05
 

@@ -9,12 +9,12 @@ from datetime import timedelta
 import pytest
 from dramatiq.middleware import TimeLimitExceeded
 
-from shared.dispatch import reservation_holder
-from shared.errors import LeaseHeld
-from shared.handlers import HandlerFailed
+from cronhive.dispatch import reservation_holder
+from cronhive.errors import LeaseHeld
+from cronhive.handlers import HandlerFailed
+from cronhive.worker.attempts import MAX_ERROR_CHARS, LeaseLostInterrupt
+from cronhive.worker.records import AFTER_ATTEMPT
 from tests.worker.conftest import LEASE_S, Harness
-from worker.attempts import MAX_ERROR_CHARS, LeaseLostInterrupt
-from worker.records import AFTER_ATTEMPT
 
 
 def test_the_worker_takes_over_the_reservation_with_a_new_token(harness: Harness) -> None:
@@ -301,7 +301,7 @@ def test_lease_loss_interrupts_the_running_handler(harness: Harness) -> None:
 def test_a_start_that_fails_midway_is_published_again_never_run_without_a_lease(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.errors import BrokerUnavailable, StoreUnavailable
+    from cronhive.errors import BrokerUnavailable, StoreUnavailable
 
     harness.job("report")
     run_id = harness.trigger("report").run_id

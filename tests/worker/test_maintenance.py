@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from shared.dispatch import new_run
+from cronhive.dispatch import new_run
+from cronhive.worker.maintenance import Reaper
+from cronhive.worker.middleware import HistoryTrimmer
+from cronhive.worker.records import follow_up_message
 from tests.worker.conftest import LEASE_S, Harness
-from worker.maintenance import Reaper
-from worker.middleware import HistoryTrimmer
-from worker.records import follow_up_message
 
 
 def reaper_for(harness: Harness, worker: str, republished: list[tuple[str, int]]) -> Reaper:

@@ -1,4 +1,4 @@
-"""``python -m worker`` (what ``cronhive worker`` runs) refuses to start with one clear
+"""``python -m cronhive.worker`` (what ``cronhive worker`` runs) refuses to start with one clear
 log line and a non-zero exit when it cannot work (SPEC §2)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.worker.cluster import ROOT
 ], ids=["mongodb-unreachable", "bad-handler-module"])
 def test_a_worker_that_cannot_work_exits_with_one_clear_line(overrides: dict[str, str], named: str) -> None:
     env = {**os.environ, "METRICS_PORT": "0", "LOG_LEVEL": "INFO", **overrides}
-    result = subprocess.run([sys.executable, "-m", "worker"], cwd=ROOT, env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "cronhive.worker"], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -1,4 +1,4 @@
-"""Four real worker processes (``python -m worker``, each its own dramatiq process
+"""Four real worker processes (``python -m cronhive.worker``, each its own dramatiq process
 tree) on the real RabbitMQ and MongoDB-wire store, with JOB_LEASE_S=3: duplicate
 deliveries, SIGKILL and SIGSTOP mid-run, long handlers, overlap, timeouts,
 retries and dead-lettering (issue 4's tests). Runs are created the way the run
@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 import requests
 
-from api.app import close_app, create_app
-from shared.broker import RunPublisher
-from shared.dispatch import new_run, reservation_holder, trigger_job
-from shared.domain import FINAL_RUN_STATUSES, new_run_id, utcnow
-from shared.errors import LeaseHeld
-from shared.settings import Settings
-from shared.store import MongoStore
+from cronhive.api.app import close_app, create_app
+from cronhive.broker import RunPublisher
+from cronhive.dispatch import new_run, reservation_holder, trigger_job
+from cronhive.domain import FINAL_RUN_STATUSES, new_run_id, utcnow
+from cronhive.errors import LeaseHeld
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
 from tests import services
 from tests.worker.cluster import WorkerCluster, wait_for
 from tests.worker.handlers_for_tests import read_events

@@ -26,10 +26,10 @@ from types import FrameType
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from shared.errors import BrokerUnavailable, ConfigurationError
-from shared.logs import configure_logging
-from shared.ops_server import rabbitmq_check
-from shared.settings import Settings
+from cronhive.errors import BrokerUnavailable, ConfigurationError
+from cronhive.logs import configure_logging
+from cronhive.ops_server import rabbitmq_check
+from cronhive.settings import Settings
 
 log = logging.getLogger("cronhive.up")
 
@@ -122,11 +122,11 @@ def cluster_commands(metrics_port: int) -> list[tuple[str, list[str], dict[str, 
     """Name, argv and extra env of each process; each scheduler and worker gets its
     own metrics port (METRICS_PORT + 1, + 2, ...; 0 keeps them all off)."""
     python = sys.executable
-    commands: list[tuple[str, list[str]]] = [("api", [python, "-m", "api"])]
-    if available("scheduler"):
-        commands += [(f"scheduler-{i}", [python, "-m", "scheduler"]) for i in (1, 2)]
-    if available("worker"):
-        commands += [(f"worker-{i}", [python, "-m", "worker", "--processes", "1", "--threads", "4"]) for i in (1, 2)]
+    commands: list[tuple[str, list[str]]] = [("api", [python, "-m", "cronhive.api"])]
+    if available("cronhive.scheduler"):
+        commands += [(f"scheduler-{i}", [python, "-m", "cronhive.scheduler"]) for i in (1, 2)]
+    if available("cronhive.worker"):
+        commands += [(f"worker-{i}", [python, "-m", "cronhive.worker", "--processes", "1", "--threads", "4"]) for i in (1, 2)]
     return [
         (name, argv, {} if name == "api" else {"METRICS_PORT": str(metrics_port + index if metrics_port else 0)})
         for index, (name, argv) in enumerate(commands)

@@ -1,8 +1,8 @@
 """The ``cronhive`` command: one entry point for every process.
 
 ``cronhive api|scheduler|worker`` replace themselves with the process they name
-(``python -m api`` …), so the CLI imports none of them; ``cronhive up`` runs the
-local cluster (`shared.launcher`).
+(``python -m cronhive.api`` …), so the CLI imports none of them; ``cronhive up`` runs the
+local cluster (`cronhive.cli.up`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-PROCESSES = {"api": "api", "scheduler": "scheduler", "worker": "worker"}
+PROCESSES = {"api": "cronhive.api", "scheduler": "cronhive.scheduler", "worker": "cronhive.worker"}
 
 USAGE = """usage: cronhive COMMAND [ARGS...]
 
@@ -32,11 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     if command in PROCESSES:
         os.execv(sys.executable, [sys.executable, "-m", PROCESSES[command], *rest])
     if command == "up":
-        from shared.launcher import main as up
+        from cronhive.cli.up import main as up
 
         return up(rest)
     if command == "jobs":
-        from shared.client_cli import main as jobs
+        from cronhive.cli.jobs import main as jobs
 
         return jobs(rest)
     print(f"cronhive: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared.settings import redact_url
+from cronhive.settings import redact_url
 
 API_BASE = "/api/v1/cron"
 DEFAULT_API_URL = "http://127.0.0.1:8080"
