@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install up test lint clean
+.PHONY: install up test lint chaos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ up: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The chaos suite's full profile (make test runs its bounded one): 20 leader kills,
+# longer outages and a full RabbitMQ restart -- it stops the machine's RabbitMQ, so
+# never run it beside another suite.
+chaos: $(STAMP)
+	CHAOS_PROFILE=full $(BIN)/python -m pytest tests/chaos $(PYTEST_ARGS)
 
 # ruff (lint + import order) over the repository; mypy --strict over the
 # `cronhive` package. mypy cannot follow pyproject's package-dir map, so .lint/
