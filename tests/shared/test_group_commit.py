@@ -1,0 +1,98 @@
+"""Group commit against the real MongoDB-wire store: batched writes, exact
+compare-and-set outcomes, and processes racing to claim the same documents."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+from pymongo import InsertOne
+
+from cronhive.group_commit import PHANTOM, GroupCommit, Outcome, cas
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_an_idle_committer_writes_at_once_and_a_busy_one_batches(store: MongoStore) -> None:
+    coll = store.db["gc"]
+    coll.insert_many([{"_id": i, "n": 0} for i in range(800)])
+    commit = GroupCommit(coll)
+    assert commit.submit(cas(0, {"n": 0}, {"$set": {"n": 1}})) is Outcome.APPLIED
+    assert (commit.commands, commit.operations) == (1, 1)
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+
+    def work(part: int) -> None:
+        for i in range(1 + part * 50, 1 + (part + 1) * 50):
+            outcome = commit.submit(cas(i, {"n": 0}, {"$set": {"n": 1}}))
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=work, args=(part,)) for part in range(15)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == [Outcome.APPLIED] * 750
+    assert coll.count_documents({"n": 1}) == 751
+    assert commit.commands < commit.operations  # batches formed while one was in flight
+
+
+def test_compare_and_set_outcomes_are_exact(store: MongoStore) -> None:
+    coll = store.db["gc"]
+    coll.insert_many([{"_id": "a", "v": 1}, {"_id": "b", "v": 1}])
+    commit = GroupCommit(coll)
+    outcomes = commit.submit_many([
+        cas("a", {"v": 1}, {"$set": {"v": 2}}),     # matches
+        cas("b", {"v": 7}, {"$set": {"v": 2}}),     # stale expectation
+        cas("gone", {"v": 1}, {"$set": {"v": 2}}),  # no such document
+        InsertOne({"_id": "a"}),                    # id taken
+        InsertOne({"_id": "c", "v": 1}),
+    ])
+    assert outcomes == [Outcome.APPLIED, Outcome.CONFLICT, Outcome.MISSING, Outcome.CONFLICT, Outcome.APPLIED]
+    assert {d["_id"]: d.get("v") for d in coll.find()} == {"a": 2, "b": 1, "c": 1}
+    assert coll.count_documents({PHANTOM: True}) == 0
+
+
+RACER = r'''
+import json, sys, threading
+from cronhive.group_commit import GroupCommit, Outcome, cas
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
+settings = Settings.from_env({"MONGODB_URI": sys.argv[1], "MONGODB_DB": sys.argv[2]})
+name, count = sys.argv[3], int(sys.argv[4])
+store = MongoStore.open(settings)
+commit = GroupCommit(store.db["claims"])
+won = []
+lock = threading.Lock()
+def claim(thread):
+    holder = f"{name}:{thread}"
+    for i in range(count):
+        if commit.submit(cas(f"run_{i}", {"holder": None}, {"$set": {"holder": holder}})) is Outcome.APPLIED:
+            with lock:
+                won.append((f"run_{i}", holder))
+threads = [threading.Thread(target=claim, args=(t,)) for t in range(4)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(json.dumps({"won": won, "commands": commit.commands, "operations": commit.operations}))
+'''
+
+
+def test_processes_racing_to_claim_the_same_documents_each_win_one_exactly_once(
+        store: MongoStore, settings: Settings) -> None:
+    count = 300
+    store.db["claims"].insert_many([{"_id": f"run_{i}", "holder": None} for i in range(count)])
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, settings.mongodb_uri, settings.mongodb_db, f"p{n}",
+                                str(count)], stdout=subprocess.PIPE, cwd=ROOT, text=True) for n in range(4)]
+    reports = [json.loads(racer.communicate(timeout=300)[0]) for racer in racers]
+    assert all(racer.returncode == 0 for racer in racers)
+    winners = Counter(run_id for report in reports for run_id, _ in report["won"])
+    assert set(winners) == {f"run_{i}" for i in range(count)} and set(winners.values()) == {1}
+    stored = {doc["_id"]: doc["holder"] for doc in store.db["claims"].find()}
+    assert all(stored[run_id] == holder for report in reports for run_id, holder in report["won"])
+    assert sum(r["commands"] for r in reports) < sum(r["operations"] for r in reports)
