@@ -84,7 +84,7 @@ def _build_spec(secured: bool) -> dict[str, Any]:
     mutating_errors = (401,) if secured else ()
     if secured:
         spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
-    security = {"security": [{"bearer": []}]} if secured else {}
+    security: dict[str, list[dict[str, list[str]]]] = {"security": [{"bearer": []}]} if secured else {}
     spec.path(
         path=f"{BASE}/jobs",
         operations={

@@ -9,7 +9,7 @@ import math
 import re
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import marshmallow
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -22,7 +22,8 @@ from cronhive.dispatch import trigger_job
 from cronhive.domain import format_instant, job_view, run_view
 from cronhive.errors import Unavailable
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Deepest JSON nesting a request body may have (args allow 16 levels inside it).
 MAX_JSON_DEPTH = 32
@@ -96,16 +97,18 @@ def load_query(schema: marshmallow.Schema) -> dict[str, Any]:
     if problems:
         raise ApiError(400, "invalid_query", "Some query parameters are not valid.", problems)
     try:
-        return schema.load(args.to_dict(flat=True))
+        loaded: dict[str, Any] = schema.load(args.to_dict(flat=True))
     except marshmallow.ValidationError as exc:
-        raise ApiError(400, "invalid_query", "Some query parameters are not valid.", exc.messages) from None  # type: ignore[arg-type]
+        details = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise ApiError(400, "invalid_query", "Some query parameters are not valid.", details) from None
+    return loaded
 
 
-def mutating(view: F) -> F:
+def mutating(view: Callable[P, R]) -> Callable[P, R]:
     """Require ``Authorization: Bearer <API_TOKEN>`` when a token is configured."""
 
     @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         token = services().settings.api_token
         if token:
             given = request.headers.get("Authorization", "")
@@ -113,7 +116,7 @@ def mutating(view: F) -> F:
                 raise ApiError(401, "unauthorized", "A valid bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
         return view(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def page_of(items: list[dict[str, Any]], page: int, limit: int, total: int) -> dict[str, Any]:

@@ -32,22 +32,18 @@ class JobId(fields.String):
 class StrictBoolean(fields.Boolean):
     """Only JSON ``true``/``false`` (``"yes"``, ``1`` and ``"true"`` are rejected)."""
 
-    default_error_messages = {"invalid": "Not a valid boolean: use true or false."}
-
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
         if not isinstance(value, bool):
-            raise self.make_error("invalid")
+            raise ValidationError("Not a valid boolean: use true or false.")
         return value
 
 
 class StrictInteger(fields.Integer):
     """A JSON integer (no strings, floats or booleans)."""
 
-    default_error_messages = {"invalid": "Not a valid integer."}
-
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.make_error("invalid")
+            raise ValidationError("Not a valid integer.")
         return value
 
 
@@ -70,11 +66,13 @@ class TimezoneString(fields.String):
         return text
 
 
-class Instant(fields.String):
+class Instant(fields.Field[datetime]):
     """An ISO-8601 instant with an offset or ``Z`` (naive times are ambiguous: rejected)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
-        text = super()._deserialize(value, attr, data, **kwargs)
+        if not isinstance(value, str):
+            raise ValidationError("Not a valid string.")
+        text = value
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
@@ -115,7 +113,7 @@ class ArgsField(fields.Dict):
         return value
 
 
-def _policy_fields(required: bool = False) -> dict[str, fields.Field]:
+def _policy_fields() -> dict[str, fields.Field[Any]]:
     return {
         "misfire_policy": fields.String(validate=validate.OneOf(MISFIRE_POLICIES)),
         "misfire_grace_s": StrictInteger(validate=validate.Range(min=0, max=7 * 86400)),
@@ -126,21 +124,7 @@ def _policy_fields(required: bool = False) -> dict[str, fields.Field]:
     }
 
 
-class JobFieldsMixin:
-    """Validation of the handler name against the process's registry (set by the app)."""
-
-    @validates("handler")
-    def check_handler(self, value: str, **kwargs: Any) -> None:
-        known = self.context_handlers()  # type: ignore[attr-defined]
-        if value not in known:
-            raise ValidationError(f"Unknown handler {value!r}; known handlers: {', '.join(sorted(known))}.")
-
-
-def job_create_schema(handler_names: frozenset[str]) -> Schema:
-    return JobCreateSchema.with_handlers(handler_names)
-
-
-class JobCreateSchema(JobFieldsMixin, Schema):
+class JobCreateSchema(Schema):
     job_id = JobId(metadata={"pattern": JOB_ID_PATTERN, "example": "job_reminder_daily"})
     name = fields.String(required=True, validate=validate.Length(min=1, max=200),
                          metadata={"example": "Daily Reminder Check"})
@@ -166,8 +150,12 @@ class JobCreateSchema(JobFieldsMixin, Schema):
         schema._handlers = names
         return schema
 
-    def context_handlers(self) -> frozenset[str]:
-        return self._handlers
+    @validates("handler")
+    def check_handler(self, value: str, **kwargs: Any) -> None:
+        """The handler must be one of the process's registry (given by `with_handlers`)."""
+        if value not in self._handlers:
+            known = ", ".join(sorted(self._handlers))
+            raise ValidationError(f"Unknown handler {value!r}; known handlers: {known}.")
 
 
 class JobUpdateSchema(JobCreateSchema):
@@ -206,9 +194,6 @@ class JobListQuerySchema(PageQuerySchema):
 
 # -- response schemas (documentation only) ------------------------------------
 
-Nullable = {"allow_none": True}
-
-
 class PaginationSchema(Schema):
     page = fields.Integer(required=True)
     limit = fields.Integer(required=True)
@@ -225,14 +210,14 @@ class JobSchema(Schema):
     enabled = fields.Boolean(required=True)
     status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
     lock_acquired = fields.Boolean(required=True)
-    last_triggered_at = fields.String(required=True, **Nullable)
-    last_run_id = fields.String(required=True, **Nullable)
-    last_run_status = fields.String(required=True, **Nullable)
-    last_run_duration_ms = fields.Integer(required=True, **Nullable)
-    next_trigger_at = fields.String(required=True, **Nullable)
+    last_triggered_at = fields.String(required=True, allow_none=True)
+    last_run_id = fields.String(required=True, allow_none=True)
+    last_run_status = fields.String(required=True, allow_none=True)
+    last_run_duration_ms = fields.Integer(required=True, allow_none=True)
+    next_trigger_at = fields.String(required=True, allow_none=True)
     created_at = fields.String(required=True)
     updated_at = fields.String(required=True)
-    disabled_reason = fields.String(required=True, **Nullable)
+    disabled_reason = fields.String(required=True, allow_none=True)
     misfire_policy = fields.String(required=True)
     misfire_grace_s = fields.Integer(required=True)
     overlap_policy = fields.String(required=True)
@@ -262,17 +247,17 @@ class RunSchema(Schema):
     run_id = fields.String(required=True)
     job_id = fields.String(required=True)
     trigger = fields.String(required=True)
-    scheduled_for = fields.String(required=True, **Nullable)
+    scheduled_for = fields.String(required=True, allow_none=True)
     status = fields.String(required=True)
     attempt = fields.Integer(required=True)
-    worker = fields.String(required=True, **Nullable)
-    created_at = fields.String(required=True, **Nullable)
-    queued_at = fields.String(required=True, **Nullable)
-    started_at = fields.String(required=True, **Nullable)
-    finished_at = fields.String(required=True, **Nullable)
-    duration_ms = fields.Integer(required=True, **Nullable)
-    lateness_ms = fields.Integer(required=True, **Nullable)
-    error = fields.Dict(required=True, **Nullable)
+    worker = fields.String(required=True, allow_none=True)
+    created_at = fields.String(required=True, allow_none=True)
+    queued_at = fields.String(required=True, allow_none=True)
+    started_at = fields.String(required=True, allow_none=True)
+    finished_at = fields.String(required=True, allow_none=True)
+    duration_ms = fields.Integer(required=True, allow_none=True)
+    lateness_ms = fields.Integer(required=True, allow_none=True)
+    error = fields.Dict(required=True, allow_none=True)
 
 
 class RunListSchema(Schema):
@@ -282,7 +267,7 @@ class RunListSchema(Schema):
 
 class HandlerSchema(Schema):
     name = fields.String(required=True)
-    description = fields.String(required=True, **Nullable)
+    description = fields.String(required=True, allow_none=True)
 
 
 class HandlerListSchema(Schema):
@@ -296,10 +281,10 @@ class PreviewResultSchema(Schema):
 
 
 class SchedulerSchema(Schema):
-    holder = fields.String(required=True, **Nullable)
-    pid = fields.Integer(required=True, **Nullable)
-    term = fields.Integer(required=True, **Nullable)
-    lease_expires_at = fields.String(required=True, **Nullable)
+    holder = fields.String(required=True, allow_none=True)
+    pid = fields.Integer(required=True, allow_none=True)
+    term = fields.Integer(required=True, allow_none=True)
+    lease_expires_at = fields.String(required=True, allow_none=True)
     standbys = fields.List(fields.String(), required=True)
 
 

@@ -217,7 +217,7 @@ def _field_text(values: tuple[int, ...], spec: _Field) -> str:
     return ",".join(str(v) for v in values)
 
 
-def parse_schedule(expr: str) -> CronSchedule:
+def parse_schedule(expr: str | CronSchedule) -> CronSchedule:
     """Validate a cron expression and return its `CronSchedule` (cached by text).
 
     Raises:
@@ -368,6 +368,14 @@ _FIRST_INSTANT = datetime.min.replace(tzinfo=_UTC) + timedelta(days=1)
 _LAST_INSTANT = datetime.max.replace(tzinfo=_UTC, microsecond=0) - timedelta(days=1)
 
 
+def _utcoffset(local: datetime) -> timedelta:
+    """The UTC offset of an aware datetime (always defined for ZoneInfo and fixed zones)."""
+    offset = local.utcoffset()
+    if offset is None:  # pragma: no cover - only a broken custom tzinfo returns None
+        raise ValueError(f"time zone {local.tzinfo!r} gives no UTC offset")
+    return offset
+
+
 def _epoch_seconds(instant: datetime) -> int:
     return int((instant - _EPOCH).total_seconds())
 
@@ -384,7 +392,7 @@ def _year_transitions(tz: tzinfo, year: int) -> tuple[tuple[datetime, ...], tupl
         return (), ()
 
     def offset(seconds: int) -> timedelta:
-        return (_EPOCH + timedelta(seconds=seconds)).astimezone(tz).utcoffset()  # type: ignore[return-value]
+        return _utcoffset((_EPOCH + timedelta(seconds=seconds)).astimezone(tz))
 
     # [start, end) in epoch seconds, clipped to what datetime can represent (with
     # a day of margin for the local-time conversion).
@@ -454,9 +462,10 @@ def _wall_after(schedule: CronSchedule, wall: datetime) -> datetime:
         start = wall.replace(second=0, microsecond=0)
     iterator = copy.copy(schedule._template)  # croniter keeps state; the template is shared
     try:
-        return iterator.get_next(datetime, start_time=start)
+        match: datetime = iterator.get_next(datetime, start_time=start)
     except (CroniterError, OverflowError, ValueError) as exc:
         raise _Exhausted(str(exc)) from None
+    return match
 
 
 def _naive(instant: datetime, offset: timedelta) -> datetime:
@@ -490,7 +499,7 @@ def _next_instant_unchecked(schedule: CronSchedule, tz: tzinfo, after: datetime)
         return memo_match
 
     # The segment containing `after`: offset `offset` until the next transition.
-    offset: timedelta = after.astimezone(tz).utcoffset()  # type: ignore[assignment]
+    offset = _utcoffset(after.astimezone(tz))
     start = _naive(after, offset)
     if fixed:
         previous = _prev_transition(tz, after)
@@ -509,11 +518,10 @@ def _next_instant_unchecked(schedule: CronSchedule, tz: tzinfo, after: datetime)
     # candidate was computed with the wrong offset. Walk segment by segment.
     while transition is not None:
         at, before, now_offset = transition
-        if fixed and now_offset > before:
+        if fixed and now_offset > before and first_at_or_after(_naive(at, before)) < _naive(at, now_offset):
             # Spring-forward: matches inside the skipped wall times fire once, at
             # the first instant after the gap -- the transition instant itself.
-            if first_at_or_after(_naive(at, before)) < _naive(at, now_offset):
-                return at
+            return at
         if fixed:
             # Past the gap, or past the wall times a fall-back repeats.
             lowest = _naive(at, max(before, now_offset))

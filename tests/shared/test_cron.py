@@ -13,6 +13,7 @@ Every expected instant is written out in UTC. Transitions used (2026):
 from __future__ import annotations
 
 import bisect
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -386,7 +387,7 @@ def test_wildcard_monotonic_across_transition(zone: str, transition: str, expr: 
     start = utc(transition) - timedelta(hours=6)
     fires = cron.upcoming(expr, zone, start, int(timedelta(hours=12) / step))
     assert fires[0] == start + step
-    assert all(b - a == step for a, b in zip(fires, fires[1:]))
+    assert all(b - a == step for a, b in itertools.pairwise(fires))
 
 
 @pytest.mark.parametrize(("zone", "transition"), TRANSITIONS)
@@ -400,7 +401,7 @@ def test_every_second_monotonic_across_transition(zone: str, transition: str) ->
 def test_fixed_time_monotonic_across_transition(zone: str, transition: str) -> None:
     start = utc(transition) - timedelta(days=3)
     fires = cron.upcoming("30 2 * * *", zone, start, 6)
-    assert all(a < b for a, b in zip(fires, fires[1:]))
+    assert all(a < b for a, b in itertools.pairwise(fires))
     # exactly one fire per local calendar day
     tz = ZoneInfo(zone)
     days = [f.astimezone(tz).date() for f in fires]
@@ -432,16 +433,15 @@ def _brute_force(expr: str, zone: str, start: datetime, end: datetime) -> list[d
             if any(_matches(schedule, gap + timedelta(minutes=m)) for m in range((wall - gap) // timedelta(minutes=1))):
                 fires.append(instant)
         repeated = local.fold == 1 and wall.replace(tzinfo=tz, fold=0).utcoffset() != offset
-        if _matches(schedule, wall) and not (schedule.fixed_time and repeated):
-            if not fires or fires[-1] != instant:
-                fires.append(instant)
+        if _matches(schedule, wall) and not (schedule.fixed_time and repeated) and (not fires or fires[-1] != instant):
+            fires.append(instant)
         previous_offset = offset
         instant += timedelta(minutes=1)
     return fires
 
 
-@pytest.mark.parametrize(("zone", "transition"), TRANSITIONS + [("Australia/Lord_Howe", "2026-04-04T15:00"),
-                                                                ("Australia/Lord_Howe", "2026-10-03T15:30")])
+@pytest.mark.parametrize(("zone", "transition"), [*TRANSITIONS, ("Australia/Lord_Howe", "2026-04-04T15:00"),
+                                                 ("Australia/Lord_Howe", "2026-10-03T15:30")])
 def test_against_brute_force(zone: str, transition: str) -> None:
     start, end = utc(transition) - timedelta(hours=5), utc(transition) + timedelta(hours=5)
     for expr in ["30 2 * * *", "0,30 2 * * *", "0 2,3 * * *", "*/15 2 * * *", "30 * * * *", "*/7 1-3 * * *",
