@@ -184,7 +184,7 @@ class ArgsField(fields.Dict):
         if not isinstance(value, dict):
             raise ValidationError("Not a valid JSON object.")
         _check_args(value)
-        if len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_ARGS_BYTES:
+        if len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")) > MAX_ARGS_BYTES:
             raise ValidationError(f"args is larger than {MAX_ARGS_BYTES} bytes.")
         return value
 
