@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from threading import Lock
+from typing import Protocol
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from cronhive.api.errors import register_error_handlers
 from cronhive.api.metrics import instrument, metrics_bp
@@ -29,6 +31,10 @@ MAX_BODY_BYTES = 64 * 1024
 log = logging.getLogger("cronhive.api")
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
 @dataclass
 class Services:
     """What the request handlers use; created in the app's start step."""
@@ -38,7 +44,7 @@ class Services:
     publisher: RunPublisher
     handlers: HandlerRegistry
     clock: Clock
-    owned: list[object] = field(default_factory=list)
+    owned: list[Closable] = field(default_factory=list)
     _indexes_ready: bool = False
     _lock: Lock = field(default_factory=Lock)
 
@@ -62,8 +68,9 @@ def create_app(
     configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    owned: list[object] = []
+    if isinstance(app.json, DefaultJSONProvider):
+        app.json.sort_keys = False
+    owned: list[Closable] = []
     if store is None:
         store = MongoStore.open(settings)
         owned.append(store)
@@ -91,5 +98,5 @@ def close_app(app: Flask) -> None:
     """Close the clients this app created (shutdown step)."""
     services: Services = app.extensions["cronhive"]
     for resource in services.owned:
-        resource.close()  # type: ignore[attr-defined]
+        resource.close()
     services.owned.clear()

@@ -27,7 +27,7 @@ def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges from the multiprocess metrics."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 
 def _json_logger_class() -> type:
@@ -36,7 +36,7 @@ def _json_logger_class() -> type:
 
     from cronhive.logs import JsonFormatter
 
-    class JsonLogger(Logger):
+    class JsonLogger(Logger):  # type: ignore[misc]  # gunicorn publishes no types
         def setup(self, cfg: Any) -> None:
             super().setup(cfg)
             for handler in (*self.error_log.handlers, *self.access_log.handlers):

@@ -9,17 +9,44 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from cronhive.api import schemas
+from cronhive.domain import JOB_ID_PATTERN, JOB_STATUSES
 
 BASE = "/api/v1/cron"
 
 _ERR = {"content": {"application/json": {"schema": "Error"}}}
 
+#: Every status the API answers besides its successes; each in the one error shape.
+_STATUS_TEXTS = {
+    400: "Malformed JSON body or query parameters",
+    401: "Missing or wrong bearer token",
+    404: "Unknown job or run",
+    405: "The path does not serve this method (the Allow header lists those it does)",
+    409: "Conflict",
+    413: "Body over 64 KiB",
+    414: "URL longer than the server accepts",
+    415: "Body not sent as application/json",
+    422: "A field fails validation (details name each field)",
+    503: "MongoDB or RabbitMQ unreachable; retry after Retry-After seconds",
+}
+_STATUS_HEADERS = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string", "example": "Bearer"}}},
+    405: {"Allow": {"schema": {"type": "string", "example": "GET, POST"}}},
+    503: {"Retry-After": {"schema": {"type": "integer", "minimum": 1, "example": 5}}},
+}
+#: Answered by every operation: another method on the path, a URL that is too long.
+_ALWAYS = (405, 414)
+#: Answered by every operation that reads a JSON body.
+_BODY = (400, 413, 415, 422)
+
 
 def _errors(*codes: int) -> dict[str, Any]:
-    texts = {400: "Malformed JSON or query", 401: "Missing or wrong bearer token", 404: "Unknown job or run",
-             409: "Conflict", 413: "Body over 64 KiB", 415: "Not JSON", 422: "A field fails validation",
-             503: "MongoDB or RabbitMQ unreachable"}
-    return {str(code): {"description": texts[code], **_ERR} for code in codes}
+    responses: dict[str, Any] = {}
+    for code in sorted({*codes, *_ALWAYS}):
+        response: dict[str, Any] = {"description": _STATUS_TEXTS[code], **_ERR}
+        if code in _STATUS_HEADERS:
+            response["headers"] = _STATUS_HEADERS[code]
+        responses[str(code)] = response
+    return responses
 
 
 def _ok(description: str, schema: str) -> dict[str, Any]:
@@ -43,20 +70,16 @@ def _page_params() -> list[dict[str, Any]]:
     ]
 
 
-_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True,
+           "schema": {"type": "string", "pattern": JOB_ID_PATTERN, "minLength": 1, "maxLength": 64}}
+_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
 
-def build_spec(secured: bool, handler_names: list[str] | None = None) -> dict[str, Any]:
-    """The document; ``handler_names`` (the process's registry) become the enum of ``handler``."""
-    document = _build_spec(secured)
-    if handler_names:
-        for name in ("JobCreate", "JobUpdate"):
-            document["components"]["schemas"][name]["properties"]["handler"]["enum"] = list(handler_names)
-    return document
-
-
-def _build_spec(secured: bool) -> dict[str, Any]:
+def build_spec(secured: bool) -> dict[str, Any]:
+    """The document. ``secured`` (an API_TOKEN is set): the bearer scheme, required
+    by the mutating operations, which then also answer 401. ``handler`` is a plain
+    string: the names a deployment knows come from ``GET /handlers``, never an enum
+    frozen into generated clients."""
     spec = APISpec(
         title="cronhive",
         version="1.0.0",
@@ -84,7 +107,7 @@ def _build_spec(secured: bool) -> dict[str, Any]:
     mutating_errors = (401,) if secured else ()
     if secured:
         spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
-    security = {"security": [{"bearer": []}]} if secured else {}
+    security: dict[str, list[dict[str, list[str]]]] = {"security": [{"bearer": []}]} if secured else {}
     spec.path(
         path=f"{BASE}/jobs",
         operations={
@@ -93,8 +116,10 @@ def _build_spec(secured: bool) -> dict[str, Any]:
                 "operationId": "listJobs",
                 "parameters": [
                     *_page_params(),
-                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["active", "disabled"]}},
-                    {"name": "handler", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 200}},
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(JOB_STATUSES)}},
+                    {"name": "handler", "in": "query", "schema": {
+                        "type": "string", "minLength": 1, "maxLength": schemas.MAX_HANDLER_LENGTH,
+                        "pattern": schemas.TEXT_PATTERN}},
                 ],
                 "responses": {"200": _ok("A page of jobs", "JobList"), **_errors(400, 503)},
             },
@@ -105,7 +130,7 @@ def _build_spec(secured: bool) -> dict[str, Any]:
                 **security,
                 "responses": {
                     "201": {**_ok("Created", "Job"), "headers": {"Location": {"schema": {"type": "string"}}}},
-                    **_errors(400, *mutating_errors, 409, 413, 415, 422, 503),
+                    **_errors(*_BODY, *mutating_errors, 409, 503),
                 },
             },
         },
@@ -119,7 +144,7 @@ def _build_spec(secured: bool) -> dict[str, Any]:
             "put": {"summary": "Update cron schedule or enable/disable a job", "operationId": "updateJob",
                     "requestBody": _body("JobUpdate", UPDATE_EXAMPLE), **security,
                     "responses": {"200": _ok("The updated job", "Job"),
-                                  **_errors(400, *mutating_errors, 404, 409, 413, 415, 422, 503)}},
+                                  **_errors(*_BODY, *mutating_errors, 404, 409, 503)}},
             "delete": {"summary": "Unregister a cron job", "operationId": "deleteJob", **security,
                        "responses": {"200": _ok("Deleted", "Deleted"), **_errors(*mutating_errors, 404, 503)}},
         },
@@ -153,7 +178,7 @@ def _build_spec(secured: bool) -> dict[str, Any]:
     spec.path(
         path=f"{BASE}/handlers",
         operations={"get": {"summary": "The handler names workers can run", "operationId": "listHandlers",
-                            "responses": {"200": _ok("Handlers", "HandlerList")}}},
+                            "responses": {"200": _ok("Handlers", "HandlerList"), **_errors()}}},
     )
     spec.path(
         path=f"{BASE}/scheduler",
@@ -165,6 +190,6 @@ def _build_spec(secured: bool) -> dict[str, Any]:
         operations={"post": {"summary": "The next fire instants of a schedule", "operationId": "previewSchedule",
                              "requestBody": _body("Preview", PREVIEW_EXAMPLE),
                              "responses": {"200": _ok("Fire instants", "PreviewResult"),
-                                           **_errors(400, 413, 415, 422)}}},
+                                           **_errors(*_BODY, 503)}}},
     )
     return spec.to_dict()

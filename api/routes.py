@@ -9,7 +9,7 @@ import math
 import re
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import marshmallow
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -20,12 +20,15 @@ from cronhive.api.errors import ApiError
 from cronhive.api.openapi import BASE, build_spec
 from cronhive.dispatch import trigger_job
 from cronhive.domain import format_instant, job_view, run_view
-from cronhive.errors import Unavailable
+from cronhive.errors import InvalidSchedule, Unavailable
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Deepest JSON nesting a request body may have (args allow 16 levels inside it).
 MAX_JSON_DEPTH = 32
+#: Longest integer literal a body may hold (Python refuses to parse longer ones).
+MAX_INT_DIGITS = 4300
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 bp = Blueprint("cron", __name__, url_prefix=BASE)
@@ -37,15 +40,50 @@ def services() -> Any:
     return current_app.extensions["cronhive"]
 
 
+class _Refused(ValueError):
+    """A JSON document the parser's hooks refuse, with a message for the client."""
+
+
 def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
+    raise _Refused(f"{name} is not a JSON value")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is out of range")
+        raise _Refused(f"the number {text[:40]} is out of range")
     return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _Refused(f"a number has more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON document in ``raw``, or `ApiError` 400 ``malformed_json`` whose message
+    says what is wrong in the client's terms: never a Python exception's text (a
+    5,000-deep document is "nests deeper than 32 levels", not a recursion error)."""
+    encoding = json.detect_encoding(raw)  # UTF-8, or UTF-16/32 by their byte pattern (as json.loads does)
+    try:
+        text = raw.decode(encoding, "surrogatepass")  # a lone surrogate gets its own message below
+    except UnicodeDecodeError as exc:
+        raise _malformed(f"The body is not valid {encoding.upper().removesuffix('-SIG')} text (byte {exc.start}).") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int)
+    except json.JSONDecodeError as exc:
+        raise _malformed(f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+    except _Refused as exc:
+        raise _malformed(f"The body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise _malformed(f"The body nests deeper than {MAX_JSON_DEPTH} levels.") from None
+    except ValueError:
+        raise _malformed("The body is not valid JSON.") from None
+
+
+def _malformed(message: str) -> ApiError:
+    return ApiError(400, "malformed_json", message)
 
 
 def _check_document(document: Any) -> None:
@@ -76,10 +114,7 @@ def json_body() -> Any:
     if request.content_length is None and limit is not None and len(raw) >= limit:
         # a chunked body is cut at the limit, not refused: refuse it here, don't parse half of it
         raise ApiError(413, "payload_too_large", "The request body is larger than 64 KiB.")
-    try:
-        document = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "malformed_json", f"The body is not valid JSON: {exc}"[:300]) from None
+    document = parse_json(raw)
     _check_document(document)
     return document
 
@@ -96,16 +131,18 @@ def load_query(schema: marshmallow.Schema) -> dict[str, Any]:
     if problems:
         raise ApiError(400, "invalid_query", "Some query parameters are not valid.", problems)
     try:
-        return schema.load(args.to_dict(flat=True))
+        loaded: dict[str, Any] = schema.load(args.to_dict(flat=True))
     except marshmallow.ValidationError as exc:
-        raise ApiError(400, "invalid_query", "Some query parameters are not valid.", exc.messages) from None  # type: ignore[arg-type]
+        details = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise ApiError(400, "invalid_query", "Some query parameters are not valid.", details) from None
+    return loaded
 
 
-def mutating(view: F) -> F:
+def mutating(view: Callable[P, R]) -> Callable[P, R]:
     """Require ``Authorization: Bearer <API_TOKEN>`` when a token is configured."""
 
     @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         token = services().settings.api_token
         if token:
             given = request.headers.get("Authorization", "")
@@ -113,7 +150,7 @@ def mutating(view: F) -> F:
                 raise ApiError(401, "unauthorized", "A valid bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
         return view(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def page_of(items: list[dict[str, Any]], page: int, limit: int, total: int) -> dict[str, Any]:
@@ -152,9 +189,25 @@ def update_job(job_id: str) -> Response:
     svc = services()
     changes = schemas.JobUpdateSchema.with_handlers(frozenset(svc.handlers.names())).load(json_body())
     store = svc.ready_store()
+    if ("schedule" in changes) != ("jitter_s" in changes):  # both sent: the schema checked them
+        _check_jitter_against_stored(store.get_job(job_id), changes)
     now = svc.clock.now()
     doc = store.update_job(job_id, changes, now)
     return jsonify(job_view(doc, now))
+
+
+def _check_jitter_against_stored(stored: dict[str, Any], changes: dict[str, Any]) -> None:
+    """A new schedule with the stored jitter, or a new jitter with the stored schedule,
+    must keep the jitter below the schedule's shortest interval (422 otherwise). A
+    stored schedule that no longer parses is left to the update to replace."""
+    schedule = changes.get("schedule", stored.get("schedule"))
+    jitter_s = changes.get("jitter_s", stored.get("jitter_s", 0))
+    if not isinstance(schedule, str) or not isinstance(jitter_s, int):
+        return
+    try:
+        schemas.check_jitter(schedule, jitter_s)
+    except InvalidSchedule:
+        return
 
 
 @mutating
@@ -214,7 +267,7 @@ def preview() -> Response:
 
 def openapi() -> Response:
     svc = services()
-    return jsonify(build_spec(secured=bool(svc.settings.api_token), handler_names=svc.handlers.names()))
+    return jsonify(build_spec(secured=bool(svc.settings.api_token)))
 
 
 ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [

@@ -1,9 +1,13 @@
 """Marshmallow schemas: what clients may send (unknown fields rejected) and what
-the API answers (used for the OpenAPI document)."""
+the API answers. The OpenAPI document (`cronhive.api.openapi`) is built from
+them, so every limit enforced here (lengths, patterns, ranges) is also declared
+there; what JSON Schema cannot say (args' byte size and depth) is in the field's
+description and ``x-`` extensions."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +20,30 @@ from cronhive.errors import InvalidSchedule
 MAX_ARGS_BYTES = 16 * 1024
 MAX_ARGS_DEPTH = 16
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_NAME_LENGTH = 200
+MAX_HANDLER_LENGTH = 200
+MAX_TIMEZONE_LENGTH = 64
+MAX_JITTER_S = 3600
+WEEK_S = 7 * 86400
+
+#: Characters no text field may hold: C0 and C1 control characters (NUL, tab,
+#: newline, escape, DEL ...), the Unicode line/paragraph separators, and the
+#: bidirectional embedding/override/isolate controls (they make a name display
+#: as something other than what it is).
+FORBIDDEN_CHARACTERS = "\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069"
+#: Plain text: at least one non-whitespace character and none of the forbidden ones.
+TEXT_PATTERN = rf"^(?!\s*$)[^{FORBIDDEN_CHARACTERS}]+$"
+TEXT_RE = re.compile(TEXT_PATTERN)
+_FORBIDDEN_RE = re.compile(f"[{FORBIDDEN_CHARACTERS}]")
+#: What `cronhive.cron` accepts as schedule characters: printable ASCII and tab.
+SCHEDULE_PATTERN = r"^[\t\x20-\x7e]+$"
+#: What `cronhive.cron.load_timezone` accepts as the shape of an IANA name.
+TIMEZONE_PATTERN = r"^[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*$"
+ARGS_DESCRIPTION = (
+    f"Handler arguments: a JSON object of at most {MAX_ARGS_BYTES} bytes (compact UTF-8 JSON), nesting at most "
+    f"{MAX_ARGS_DEPTH} levels; keys non-empty, not starting with '$', without '.' or control characters; "
+    "integers within 64 bits."
+)
 
 
 class JobId(fields.String):
@@ -29,29 +57,54 @@ class JobId(fields.String):
         return text
 
 
+class Text(fields.String):
+    """Plain text (`TEXT_PATTERN`): not empty or only whitespace, no control
+    characters (NUL included), line separators or bidirectional controls."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if (bad := _FORBIDDEN_RE.search(text)) is not None:
+            raise ValidationError(f"Must not contain control characters (found U+{ord(bad.group()):04X}).")
+        if TEXT_RE.fullmatch(text) is None:
+            raise ValidationError("Must not be empty or only whitespace.")
+        return text
+
+
+def name_field(**kwargs: Any) -> Text:
+    return Text(validate=validate.Length(min=1, max=MAX_NAME_LENGTH),
+                metadata={"pattern": TEXT_PATTERN, "example": "Daily Reminder Check"}, **kwargs)
+
+
+def handler_field(**kwargs: Any) -> Text:
+    description = ("The handler workers run: a plain string. The names this deployment knows are listed by "
+                   "GET /api/v1/cron/handlers (deployments add their own, so this is not an enum); an unknown "
+                   "name is a 422.")
+    return Text(validate=validate.Length(min=1, max=MAX_HANDLER_LENGTH),
+                metadata={"pattern": TEXT_PATTERN, "example": "reminder_scheduler", "description": description},
+                **kwargs)
+
+
 class StrictBoolean(fields.Boolean):
     """Only JSON ``true``/``false`` (``"yes"``, ``1`` and ``"true"`` are rejected)."""
 
-    default_error_messages = {"invalid": "Not a valid boolean: use true or false."}
-
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
         if not isinstance(value, bool):
-            raise self.make_error("invalid")
+            raise ValidationError("Not a valid boolean: use true or false.")
         return value
 
 
 class StrictInteger(fields.Integer):
     """A JSON integer (no strings, floats or booleans)."""
 
-    default_error_messages = {"invalid": "Not a valid integer."}
-
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.make_error("invalid")
+            raise ValidationError("Not a valid integer.")
         return value
 
 
 class ScheduleString(fields.String):
+    """A cron expression (`cronhive.cron`), stored in its normalized form."""
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
@@ -60,7 +113,17 @@ class ScheduleString(fields.String):
             raise ValidationError(exc.message) from None
 
 
+def schedule_field(example: str, **kwargs: Any) -> ScheduleString:
+    return ScheduleString(validate=validate.Length(min=1, max=cron.MAX_EXPRESSION_LENGTH),
+                          metadata={"pattern": SCHEDULE_PATTERN, "example": example,
+                                    "description": "Cron: 5 fields (min hour dom month dow), 6 with seconds "
+                                                   "first, or a macro (@daily, @hourly ...)."},
+                          **kwargs)
+
+
 class TimezoneString(fields.String):
+    """An IANA time zone name that this machine's tz database knows."""
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
@@ -70,13 +133,22 @@ class TimezoneString(fields.String):
         return text
 
 
-class Instant(fields.String):
-    """An ISO-8601 instant with an offset or ``Z`` (naive times are ambiguous: rejected)."""
+def timezone_field() -> TimezoneString:
+    return TimezoneString(validate=validate.Length(min=1, max=MAX_TIMEZONE_LENGTH),
+                          metadata={"pattern": TIMEZONE_PATTERN, "example": "Europe/Berlin",
+                                    "description": "IANA time zone the schedule's wall times are read in. "
+                                                   "Default: UTC."})
+
+
+class Instant(fields.DateTime):
+    """An ISO-8601 instant with an offset or ``Z`` (naive times are ambiguous:
+    rejected), between 1970 and 9000, returned in UTC."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
-        text = super()._deserialize(value, attr, data, **kwargs)
+        if not isinstance(value, str):
+            raise ValidationError("Not a valid string.")
         try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             raise ValidationError("Not a valid ISO-8601 instant (e.g. 2026-03-26T08:00:00Z).") from None
         if parsed.tzinfo is None:
@@ -95,8 +167,10 @@ def _check_args(value: Any, depth: int = 0) -> None:
         raise ValidationError(f"args nests deeper than {MAX_ARGS_DEPTH} levels.")
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str) or not key or key.startswith("$") or "." in key or "\x00" in key:
-                raise ValidationError("args keys must be non-empty and may not start with '$' or hold '.' or NUL.")
+            if (not isinstance(key, str) or not key or key.startswith("$") or "." in key
+                    or _FORBIDDEN_RE.search(key)):
+                raise ValidationError("args keys must be non-empty and may not start with '$' "
+                                      "or hold '.' or control characters.")
             _check_args(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
@@ -110,47 +184,55 @@ class ArgsField(fields.Dict):
         if not isinstance(value, dict):
             raise ValidationError("Not a valid JSON object.")
         _check_args(value)
-        if len(json.dumps(value, separators=(",", ":")).encode()) > MAX_ARGS_BYTES:
+        if len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")) > MAX_ARGS_BYTES:
             raise ValidationError(f"args is larger than {MAX_ARGS_BYTES} bytes.")
         return value
 
 
-def _policy_fields(required: bool = False) -> dict[str, fields.Field]:
+def args_field() -> ArgsField:
+    return ArgsField(metadata={"description": ARGS_DESCRIPTION, "x-max-bytes": MAX_ARGS_BYTES,
+                               "x-max-depth": MAX_ARGS_DEPTH, "example": {"list": "daily"}})
+
+
+def check_jitter(schedule: str, jitter_s: int) -> None:
+    """A job's jitter must stay below its schedule's shortest interval between fires
+    (`cron.shortest_interval`): a larger one could push a fire past the next slot.
+
+    Raises:
+        marshmallow.ValidationError: naming ``jitter_s`` (the API answers 422).
+    """
+    if jitter_s <= 0:
+        return
+    interval_s = int(cron.shortest_interval(schedule).total_seconds())
+    if jitter_s >= interval_s:
+        raise ValidationError({"jitter_s": [
+            f"jitter_s ({jitter_s} s) must be below the schedule's shortest interval between fires "
+            f"({interval_s} s)."]})
+
+
+def _policy_fields() -> dict[str, fields.Field[Any]]:
     return {
         "misfire_policy": fields.String(validate=validate.OneOf(MISFIRE_POLICIES)),
-        "misfire_grace_s": StrictInteger(validate=validate.Range(min=0, max=7 * 86400)),
+        "misfire_grace_s": StrictInteger(validate=validate.Range(min=0, max=WEEK_S)),
         "overlap_policy": fields.String(validate=validate.OneOf(OVERLAP_POLICIES)),
-        "jitter_s": StrictInteger(validate=validate.Range(min=0, max=3600)),
-        "timeout_s": StrictInteger(validate=validate.Range(min=1, max=7 * 86400)),
+        "jitter_s": StrictInteger(validate=validate.Range(min=0, max=MAX_JITTER_S), metadata={
+            "description": "Seconds: each fire is delayed by a fixed per-job offset in [0, jitter_s); "
+                           "must be below the schedule's shortest interval between fires."}),
+        "timeout_s": StrictInteger(validate=validate.Range(min=1, max=WEEK_S)),
         "max_retries": StrictInteger(validate=validate.Range(min=0, max=20)),
     }
 
 
-class JobFieldsMixin:
-    """Validation of the handler name against the process's registry (set by the app)."""
-
-    @validates("handler")
-    def check_handler(self, value: str, **kwargs: Any) -> None:
-        known = self.context_handlers()  # type: ignore[attr-defined]
-        if value not in known:
-            raise ValidationError(f"Unknown handler {value!r}; known handlers: {', '.join(sorted(known))}.")
-
-
-def job_create_schema(handler_names: frozenset[str]) -> Schema:
-    return JobCreateSchema.with_handlers(handler_names)
-
-
-class JobCreateSchema(JobFieldsMixin, Schema):
-    job_id = JobId(metadata={"pattern": JOB_ID_PATTERN, "example": "job_reminder_daily"})
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200),
-                         metadata={"example": "Daily Reminder Check"})
-    schedule = ScheduleString(required=True, validate=validate.Length(min=1, max=256),
-                              metadata={"example": "0 8 * * *"})
-    handler = fields.String(required=True, validate=validate.Length(min=1, max=200),
-                            metadata={"example": "reminder_scheduler"})
+class JobCreateSchema(Schema):
+    job_id = JobId(validate=validate.Length(min=1, max=64),
+                   metadata={"pattern": JOB_ID_PATTERN, "example": "job_reminder_daily",
+                             "description": "Default: job_ + a transliterated slug of the name."})
+    name = name_field(required=True)
+    schedule = schedule_field("0 8 * * *", required=True)
+    handler = handler_field(required=True)
     enabled = StrictBoolean(metadata={"example": True})
-    timezone = TimezoneString(validate=validate.Length(min=1, max=64), metadata={"example": "Europe/Berlin"})
-    args = ArgsField()
+    timezone = timezone_field()
+    args = args_field()
     misfire_policy = _policy_fields()["misfire_policy"]
     misfire_grace_s = _policy_fields()["misfire_grace_s"]
     overlap_policy = _policy_fields()["overlap_policy"]
@@ -166,19 +248,30 @@ class JobCreateSchema(JobFieldsMixin, Schema):
         schema._handlers = names
         return schema
 
-    def context_handlers(self) -> frozenset[str]:
-        return self._handlers
+    @validates("handler")
+    def check_handler(self, value: str, **kwargs: Any) -> None:
+        """The handler must be one of the process's registry (given by `with_handlers`)."""
+        if value not in self._handlers:
+            known = ", ".join(sorted(self._handlers))
+            raise ValidationError(f"Unknown handler {value!r}; known handlers: {known}.")
+
+    @validates_schema(skip_on_field_errors=True)
+    def check_jitter_fits(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "schedule" in data and "jitter_s" in data:
+            check_jitter(data["schedule"], data["jitter_s"])
 
 
 class JobUpdateSchema(JobCreateSchema):
-    """Every mutable field, all optional; ``job_id`` cannot change."""
+    """Every mutable field, all optional; ``job_id`` cannot change. A jitter and a
+    schedule of which only one is sent are checked against the stored other one
+    by the route."""
 
     class Meta:
         exclude = ("job_id",)
 
-    name = fields.String(validate=validate.Length(min=1, max=200), metadata={"example": "Daily Reminder Check"})
-    schedule = ScheduleString(validate=validate.Length(min=1, max=256), metadata={"example": "0 7 * * *"})
-    handler = fields.String(validate=validate.Length(min=1, max=200), metadata={"example": "reminder_scheduler"})
+    name = name_field()
+    schedule = schedule_field("0 7 * * *")
+    handler = handler_field()
 
     @validates_schema
     def not_empty(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -187,8 +280,8 @@ class JobUpdateSchema(JobCreateSchema):
 
 
 class PreviewSchema(Schema):
-    schedule = ScheduleString(required=True, validate=validate.Length(min=1, max=256), metadata={"example": "30 2 * * *"})
-    timezone = TimezoneString(validate=validate.Length(min=1, max=64), metadata={"example": "Europe/Berlin"})
+    schedule = schedule_field("30 2 * * *", required=True)
+    timezone = timezone_field()
     after = Instant(metadata={"example": "2026-03-28T00:00:00Z",
                               "description": "Exclusive; an ISO-8601 instant with Z or an offset. Default: now."})
     count = StrictInteger(validate=validate.Range(min=1, max=100), metadata={"example": 3})
@@ -201,44 +294,52 @@ class PageQuerySchema(Schema):
 
 class JobListQuerySchema(PageQuerySchema):
     status = fields.String(validate=validate.OneOf(JOB_STATUSES))
-    handler = fields.String(validate=validate.Length(min=1, max=200))
+    handler = Text(validate=validate.Length(min=1, max=MAX_HANDLER_LENGTH))
 
 
 # -- response schemas (documentation only) ------------------------------------
+# Instants are answered as ``2026-03-26T08:00:00Z`` (``format: date-time``).
 
-Nullable = {"allow_none": True}
+
+def _instant(nullable: bool = True) -> fields.DateTime:
+    return fields.DateTime(required=True, allow_none=nullable, metadata={"example": "2026-03-26T08:00:00Z"})
+
+
+def _count(minimum: int = 0, maximum: int | None = None, nullable: bool = False) -> fields.Integer:
+    return fields.Integer(required=True, allow_none=nullable, validate=validate.Range(min=minimum, max=maximum))
 
 
 class PaginationSchema(Schema):
-    page = fields.Integer(required=True)
-    limit = fields.Integer(required=True)
-    total = fields.Integer(required=True)
+    page = _count(1, 1_000_000)
+    limit = _count(1, 100)
+    total = _count()
 
 
 class JobSchema(Schema):
-    job_id = fields.String(required=True)
+    job_id = fields.String(required=True, validate=validate.Length(min=1, max=64),
+                           metadata={"pattern": JOB_ID_PATTERN})
     name = fields.String(required=True)
     schedule = fields.String(required=True)
     timezone = fields.String(required=True)
-    handler = fields.String(required=True)
-    args = fields.Dict(required=True)
+    handler = fields.String(required=True, metadata={"description": "A handler name (see GET /handlers)."})
+    args = fields.Dict(required=True, metadata={"description": ARGS_DESCRIPTION})
     enabled = fields.Boolean(required=True)
     status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
     lock_acquired = fields.Boolean(required=True)
-    last_triggered_at = fields.String(required=True, **Nullable)
-    last_run_id = fields.String(required=True, **Nullable)
-    last_run_status = fields.String(required=True, **Nullable)
-    last_run_duration_ms = fields.Integer(required=True, **Nullable)
-    next_trigger_at = fields.String(required=True, **Nullable)
-    created_at = fields.String(required=True)
-    updated_at = fields.String(required=True)
-    disabled_reason = fields.String(required=True, **Nullable)
+    last_triggered_at = _instant()
+    last_run_id = fields.String(required=True, allow_none=True)
+    last_run_status = fields.String(required=True, allow_none=True)
+    last_run_duration_ms = _count(nullable=True)
+    next_trigger_at = _instant()
+    created_at = _instant()
+    updated_at = _instant()
+    disabled_reason = fields.String(required=True, allow_none=True)
     misfire_policy = fields.String(required=True)
-    misfire_grace_s = fields.Integer(required=True)
+    misfire_grace_s = _count(0, WEEK_S)
     overlap_policy = fields.String(required=True)
-    jitter_s = fields.Integer(required=True)
-    timeout_s = fields.Integer(required=True)
-    max_retries = fields.Integer(required=True)
+    jitter_s = _count(0, MAX_JITTER_S)
+    timeout_s = _count(1, WEEK_S)
+    max_retries = _count(0, 20)
 
 
 class JobListSchema(Schema):
@@ -253,7 +354,7 @@ class DeletedSchema(Schema):
 
 class TriggerSchema(Schema):
     job_id = fields.String(required=True)
-    triggered_at = fields.String(required=True)
+    triggered_at = _instant(nullable=False)
     lock_acquired = fields.Boolean(required=True)
     run_id = fields.String(required=True)
 
@@ -262,17 +363,17 @@ class RunSchema(Schema):
     run_id = fields.String(required=True)
     job_id = fields.String(required=True)
     trigger = fields.String(required=True)
-    scheduled_for = fields.String(required=True, **Nullable)
+    scheduled_for = _instant()
     status = fields.String(required=True)
-    attempt = fields.Integer(required=True)
-    worker = fields.String(required=True, **Nullable)
-    created_at = fields.String(required=True, **Nullable)
-    queued_at = fields.String(required=True, **Nullable)
-    started_at = fields.String(required=True, **Nullable)
-    finished_at = fields.String(required=True, **Nullable)
-    duration_ms = fields.Integer(required=True, **Nullable)
-    lateness_ms = fields.Integer(required=True, **Nullable)
-    error = fields.Dict(required=True, **Nullable)
+    attempt = _count()
+    worker = fields.String(required=True, allow_none=True)
+    created_at = _instant()
+    queued_at = _instant()
+    started_at = _instant()
+    finished_at = _instant()
+    duration_ms = _count(nullable=True)
+    lateness_ms = fields.Integer(required=True, allow_none=True)
+    error = fields.Dict(required=True, allow_none=True)
 
 
 class RunListSchema(Schema):
@@ -282,7 +383,7 @@ class RunListSchema(Schema):
 
 class HandlerSchema(Schema):
     name = fields.String(required=True)
-    description = fields.String(required=True, **Nullable)
+    description = fields.String(required=True, allow_none=True)
 
 
 class HandlerListSchema(Schema):
@@ -292,23 +393,23 @@ class HandlerListSchema(Schema):
 class PreviewResultSchema(Schema):
     schedule = fields.String(required=True)
     timezone = fields.String(required=True)
-    fires = fields.List(fields.String(), required=True)
+    fires = fields.List(fields.DateTime(metadata={"example": "2026-03-29T00:30:00Z"}), required=True)
 
 
 class SchedulerSchema(Schema):
-    holder = fields.String(required=True, **Nullable)
-    pid = fields.Integer(required=True, **Nullable)
-    term = fields.Integer(required=True, **Nullable)
-    lease_expires_at = fields.String(required=True, **Nullable)
+    holder = fields.String(required=True, allow_none=True)
+    pid = fields.Integer(required=True, allow_none=True)
+    term = fields.Integer(required=True, allow_none=True)
+    lease_expires_at = _instant()
     standbys = fields.List(fields.String(), required=True)
 
 
 class ErrorBodySchema(Schema):
-    code = fields.String(required=True)
+    code = fields.String(required=True, metadata={"example": "validation_error"})
     message = fields.String(required=True)
     details = fields.Dict(required=True)
 
 
 class ErrorSchema(Schema):
     error = fields.Nested(ErrorBodySchema, required=True)
-    lock_acquired = fields.Boolean()
+    lock_acquired = fields.Boolean(metadata={"description": "Present (false) when a job's lease refused a trigger."})

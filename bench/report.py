@@ -36,7 +36,7 @@ def render(results: dict[str, Any]) -> str:
              "herd: handler start − slot (ms), and time until all N started (s)"]
     header = f"{'system':<14}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'all started s':>15}{'started':>10}  note"
     lines += [header, "-" * len(header)]
-    rows = [(OURS, results.get("herd") or {})] + list((results.get("peers") or {}).items())
+    rows = [(OURS, results.get("herd") or {}), *(results.get("peers") or {}).items()]
     for name, section in rows:
         lines.append(_row(name, section))
     lines += ["", "ratios cronhive ÷ peer (below 1: cronhive ahead)"]

@@ -48,7 +48,7 @@ def make_broker(settings: Settings, middleware: list[Any] | None = None) -> Rabb
     return RabbitmqBroker(url=amqp_url(settings.rabbitmq_url), confirm_delivery=True, middleware=middleware or [])
 
 
-def run_message(queue: str, run_id: str, job_id: str, attempt: int = 0) -> dramatiq.Message:
+def run_message(queue: str, run_id: str, job_id: str, attempt: int = 0) -> dramatiq.Message[Any]:
     """The message that asks a worker to execute ``run_id`` (readable JSON on the queue)."""
     return dramatiq.Message(
         queue_name=queue,

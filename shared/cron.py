@@ -39,8 +39,10 @@ How it is computed
 from __future__ import annotations
 
 import bisect
+import calendar
 import copy
 import functools
+import itertools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
@@ -58,6 +60,7 @@ __all__ = [
     "load_timezone",
     "next_fire",
     "parse_schedule",
+    "shortest_interval",
     "upcoming",
 ]
 
@@ -217,7 +220,7 @@ def _field_text(values: tuple[int, ...], spec: _Field) -> str:
     return ",".join(str(v) for v in values)
 
 
-def parse_schedule(expr: str) -> CronSchedule:
+def parse_schedule(expr: str | CronSchedule) -> CronSchedule:
     """Validate a cron expression and return its `CronSchedule` (cached by text).
 
     Raises:
@@ -368,6 +371,14 @@ _FIRST_INSTANT = datetime.min.replace(tzinfo=_UTC) + timedelta(days=1)
 _LAST_INSTANT = datetime.max.replace(tzinfo=_UTC, microsecond=0) - timedelta(days=1)
 
 
+def _utcoffset(local: datetime) -> timedelta:
+    """The UTC offset of an aware datetime (always defined for ZoneInfo and fixed zones)."""
+    offset = local.utcoffset()
+    if offset is None:  # pragma: no cover - only a broken custom tzinfo returns None
+        raise ValueError(f"time zone {local.tzinfo!r} gives no UTC offset")
+    return offset
+
+
 def _epoch_seconds(instant: datetime) -> int:
     return int((instant - _EPOCH).total_seconds())
 
@@ -384,7 +395,7 @@ def _year_transitions(tz: tzinfo, year: int) -> tuple[tuple[datetime, ...], tupl
         return (), ()
 
     def offset(seconds: int) -> timedelta:
-        return (_EPOCH + timedelta(seconds=seconds)).astimezone(tz).utcoffset()  # type: ignore[return-value]
+        return _utcoffset((_EPOCH + timedelta(seconds=seconds)).astimezone(tz))
 
     # [start, end) in epoch seconds, clipped to what datetime can represent (with
     # a day of margin for the local-time conversion).
@@ -454,9 +465,10 @@ def _wall_after(schedule: CronSchedule, wall: datetime) -> datetime:
         start = wall.replace(second=0, microsecond=0)
     iterator = copy.copy(schedule._template)  # croniter keeps state; the template is shared
     try:
-        return iterator.get_next(datetime, start_time=start)
+        match: datetime = iterator.get_next(datetime, start_time=start)
     except (CroniterError, OverflowError, ValueError) as exc:
         raise _Exhausted(str(exc)) from None
+    return match
 
 
 def _naive(instant: datetime, offset: timedelta) -> datetime:
@@ -490,7 +502,7 @@ def _next_instant_unchecked(schedule: CronSchedule, tz: tzinfo, after: datetime)
         return memo_match
 
     # The segment containing `after`: offset `offset` until the next transition.
-    offset: timedelta = after.astimezone(tz).utcoffset()  # type: ignore[assignment]
+    offset = _utcoffset(after.astimezone(tz))
     start = _naive(after, offset)
     if fixed:
         previous = _prev_transition(tz, after)
@@ -509,11 +521,10 @@ def _next_instant_unchecked(schedule: CronSchedule, tz: tzinfo, after: datetime)
     # candidate was computed with the wrong offset. Walk segment by segment.
     while transition is not None:
         at, before, now_offset = transition
-        if fixed and now_offset > before:
+        if fixed and now_offset > before and first_at_or_after(_naive(at, before)) < _naive(at, now_offset):
             # Spring-forward: matches inside the skipped wall times fire once, at
             # the first instant after the gap -- the transition instant itself.
-            if first_at_or_after(_naive(at, before)) < _naive(at, now_offset):
-                return at
+            return at
         if fixed:
             # Past the gap, or past the wall times a fall-back repeats.
             lowest = _naive(at, max(before, now_offset))
@@ -602,3 +613,113 @@ def upcoming(expr: str | CronSchedule, tz: str | ZoneInfo, after: datetime, coun
             break
         fires.append(cursor)
     return fires
+
+
+# ------------------------------------------------------------------ shortest interval
+
+_DAY_S = 86400
+#: The Gregorian calendar, weekdays included, repeats every 400 years (146,097
+#: days, a whole number of weeks): a look-ahead over one cycle sees every gap
+#: between matching days that any year can have.
+_CYCLE_START, _CYCLE_YEARS = 2000, 400
+
+
+def shortest_interval(expr: str | CronSchedule) -> timedelta:
+    """The shortest wall-clock time between two consecutive fires of `expr`.
+
+    Pure and exact: the time-of-day matches are a product of the second, minute
+    and hour sets, so the shortest gap inside a day comes from the sets' smallest
+    steps; the gap across days is the shortest distance between two matching
+    days (found over one 400-year Gregorian cycle, through 14 precomputed year
+    types, so ``0 0 29 2 *`` gives four years) less the span of a day's fires.
+    Cached by schedule; at most a few milliseconds the first time.
+
+    Wall clock, as the schedule is written: on a DST transition day one real
+    interval of a fixed-time schedule can be shorter by the zone's shift (e.g.
+    ``30 1,2 * * *`` fires 01:30 and, 02:30 being skipped, 03:00 -- 30 minutes).
+
+    Raises:
+        InvalidSchedule: `expr` is invalid.
+    """
+    return timedelta(seconds=_shortest_interval_s(parse_schedule(expr).expression))
+
+
+def _smallest_step(values: tuple[int, ...]) -> int | None:
+    """The smallest difference of two neighbours in the ascending `values` (None for one value)."""
+    steps = [b - a for a, b in itertools.pairwise(values)]
+    return min(steps) if steps else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _shortest_interval_s(expression: str) -> int:
+    schedule = parse_schedule(expression)
+    seconds, minutes, hours = schedule.seconds, schedule.minutes, schedule.hours
+    candidates: list[int] = []
+    # Neighbouring fires inside one minute, across two minutes of one hour, across two hours.
+    if (step := _smallest_step(seconds)) is not None:
+        candidates.append(step)
+    if (step := _smallest_step(minutes)) is not None:
+        candidates.append(step * 60 - (seconds[-1] - seconds[0]))
+    if (step := _smallest_step(hours)) is not None:
+        last_in_hour = minutes[-1] * 60 + seconds[-1]
+        first_in_hour = minutes[0] * 60 + seconds[0]
+        candidates.append(step * 3600 - (last_in_hour - first_in_hour))
+    # The last fire of one matching day to the first of the next.
+    day_span = (hours[-1] * 3600 + minutes[-1] * 60 + seconds[-1]) - (hours[0] * 3600 + minutes[0] * 60 + seconds[0])
+    candidates.append(_shortest_day_gap(schedule) * _DAY_S - day_span)
+    return min(candidates)
+
+
+def _day_matches(schedule: CronSchedule, month: int, day: int, weekday: int) -> bool:
+    """The Vixie day rule for one calendar day (`weekday`: Sunday 0)."""
+    if month not in schedule.months:
+        return False
+    dom = day in schedule.days_of_month
+    dow = weekday in schedule.days_of_week
+    return (dom or dow) if schedule.day_or else (dom and dow)
+
+
+def _year_matches(schedule: CronSchedule, leap: bool, first_weekday: int) -> tuple[int, ...]:
+    """The matching days of a year (0-based day of year), given its type: leap or
+    not and the weekday of January 1st (Sunday 0)."""
+    matches: list[int] = []
+    day_of_year = 0
+    for month in range(1, 13):
+        length = 28 + leap if month == 2 else _MONTH_MAX_DAYS[month]
+        for day in range(1, length + 1):
+            if _day_matches(schedule, month, day, (first_weekday + day_of_year) % 7):
+                matches.append(day_of_year)
+            day_of_year += 1
+    return tuple(matches)
+
+
+def _shortest_day_gap(schedule: CronSchedule) -> int:
+    """The fewest days between two consecutive matching days, over one Gregorian cycle
+    (and on to the first match of the next cycle, which repeats the first)."""
+    types: dict[tuple[bool, int], tuple[int, ...]] = {}
+    best: int | None = None
+    previous: int | None = None  # absolute day number of the last match seen
+    start = datetime(_CYCLE_START, 1, 1).toordinal()
+    day_number = 0
+    for year in range(_CYCLE_START, _CYCLE_START + _CYCLE_YEARS + 1):
+        leap = calendar.isleap(year)
+        key = (leap, (datetime(year, 1, 1).toordinal() - start + 6) % 7)  # 2000-01-01 was a Saturday
+        if key not in types:
+            types[key] = _year_matches(schedule, *key)
+        matches = types[key]
+        if matches:
+            if previous is not None:
+                best = _min(best, day_number + matches[0] - previous)
+            if (step := _smallest_step(matches)) is not None:
+                best = _min(best, step)
+            previous = day_number + matches[-1]
+            if best == 1:
+                break
+        day_number += 366 if leap else 365
+    if best is None:  # pragma: no cover - parse_schedule rejects schedules that never fire
+        raise _invalid(schedule.expression, "schedule never fires")
+    return best
+
+
+def _min(current: int | None, candidate: int) -> int:
+    return candidate if current is None else min(current, candidate)

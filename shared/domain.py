@@ -62,10 +62,19 @@ def format_instant(value: datetime | None) -> str | None:
 
 
 def slugify(name: str) -> str:
-    """A job-id-safe slug of a display name (``Daily Reminder Check`` → ``daily_reminder_check``)."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "_", ascii_name.lower()).strip("_")
-    return slug or "job"
+    """A job-id-safe slug of a display name, ``[a-z0-9_]+``: transliterated to ASCII
+    by python-slugify (``Daily Reminder Check`` → ``daily_reminder_check``,
+    ``Отчёт за день`` → ``otchet_za_den``, ``日本語`` → ``ri_ben_yu``), every run of
+    anything else one ``_``. A name with nothing to transliterate (``🎉``, ``!!!``)
+    gives 8 hex digits of the SHA-256 of its NFC form, so distinct names still get
+    distinct ids (never one shared fallback word)."""
+    from slugify import slugify as transliterate
+
+    slug = transliterate(name, separator="_", entities=False, decimal=False, hexadecimal=False)
+    slug = re.sub(r"[^a-z0-9]+", "_", slug).strip("_")
+    if slug:
+        return slug
+    return hashlib.sha256(unicodedata.normalize("NFC", name).encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def job_id_for_name(name: str, attempt: int = 0) -> str:

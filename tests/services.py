@@ -95,12 +95,13 @@ class SecantusServer:
         config = self.data_dir / "secantusd.toml"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config.touch()
-        self.process = subprocess.Popen(
-            [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port),
-             "--storage-path", str(self.data_dir / "db"), "--sync-on-commit", "--standalone",
-             "--log-level", "WARNING"],
-            stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "server.log", "ab"),
-        )
+        with open(self.data_dir / "server.log", "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port),
+                 "--storage-path", str(self.data_dir / "db"), "--sync-on-commit", "--standalone",
+                 "--log-level", "WARNING"],
+                stdout=subprocess.DEVNULL, stderr=log,
+            )
         wait_for_mongodb(self.uri, process=self.process)
         return self
 

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -91,7 +92,7 @@ def start_embedded_mongodb(settings: Settings, env: dict[str, str]) -> tuple[Chi
 
 def wait_for_mongodb(uri: str, child: Child, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
-    client: MongoClient = MongoClient(uri, serverSelectionTimeoutMS=1000)
+    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=1000)
     try:
         while True:
             if child.process.poll() is not None:
@@ -101,7 +102,8 @@ def wait_for_mongodb(uri: str, child: Child, timeout_s: float = 60.0) -> None:
                 return
             except PyMongoError:
                 if time.monotonic() > deadline:
-                    raise ConfigurationError(f"the embedded MongoDB did not answer on {uri} within {timeout_s:.0f} s")
+                    raise ConfigurationError(
+                        f"the embedded MongoDB did not answer on {uri} within {timeout_s:.0f} s") from None
                 time.sleep(0.3)
     finally:
         client.close()

@@ -86,7 +86,38 @@ CREATE_CASES: dict[str, tuple[str | bytes, int, str, str | None]] = {
     "980 nested arrays in args": (body_with(args={"a": 0}).replace("0", "[" * 980 + "]" * 980), 400, "malformed_json", None),
     "args too large": (body_with(args={"blob": "x" * (16 * 1024)}), 422, "validation_error", "args"),
     "args number beyond 64 bits": (body_with(args={"n": 2**64}), 422, "validation_error", "args"),
+    # input hygiene: control characters, blank names, jitter past the schedule's interval
+    "name with NUL": (body_with(name="job\u0000x"), 422, "validation_error", "name"),
+    "name with newline": (body_with(name="line\nbreak"), 422, "validation_error", "name"),
+    "name with tab": (body_with(name="tab\there"), 422, "validation_error", "name"),
+    "name with escape": (body_with(name="\u001b[31mred"), 422, "validation_error", "name"),
+    "name with DEL": (body_with(name="x\u007f"), 422, "validation_error", "name"),
+    "name with C1 control": (body_with(name="x\u0085"), 422, "validation_error", "name"),
+    "name with line separator": (body_with(name="x\u2028y"), 422, "validation_error", "name"),
+    "name with bidi override": (body_with(name="invoice\u202egpj.exe"), 422, "validation_error", "name"),
+    "name only spaces": (body_with(name="   "), 422, "validation_error", "name"),
+    "name only unicode spaces": (body_with(name="\u3000\u00a0"), 422, "validation_error", "name"),
+    "handler with NUL": (body_with(handler="noop\u0000"), 422, "validation_error", "handler"),
+    "schedule with NUL": (body_with(schedule="* * * * *\u0000"), 422, "validation_error", "schedule"),
+    "schedule with newline": (body_with(schedule="* * * * *\n"), 422, "validation_error", "schedule"),
+    "time zone with NUL": (body_with(timezone="UTC\u0000"), 422, "validation_error", "timezone"),
+    "args key with newline": (body_with(args={"a\nb": 1}), 422, "validation_error", "args"),
+    "args key with escape": (body_with(args={"\u001b": 1}), 422, "validation_error", "args"),
+    "jitter equal to the interval": (body_with(schedule="* * * * *", jitter_s=60), 422, "validation_error", "jitter_s"),
+    "jitter over the interval": (body_with(schedule="*/5 * * * * *", jitter_s=7), 422, "validation_error", "jitter_s"),
+    "jitter over 23:00 to 00:00": (body_with(schedule="0 0,23 * * *", jitter_s=3600), 422, "validation_error",
+                                   "jitter_s"),
+    "5,000 nested arrays": ("[" * 5000 + "]" * 5000, 400, "malformed_json", None),
+    "5,000 nested objects in args": (body_with(args={"a": 0}).replace("0", '{"a":' * 5000 + "1" + "}" * 5000),
+                                     400, "malformed_json", None),
+    "number with 5,000 digits": (body_with(args={"n": 0}).replace("0", "9" * 5000), 400, "malformed_json", None),
+    "UTF-8 encoded surrogate": (b'{"name": "\xed\xa0\x80", "schedule": "* * * * *", "handler": "noop"}', 400,
+                                "malformed_json", None),
 }
+
+#: Words from Python's internals that no error message may show.
+INTERNALS = ("recursion", "traceback", "exception", "python", "codec", "decode", "sys.", "int_max_str_digits",
+             "unicode string", "errno")
 
 
 @pytest.mark.parametrize("raw,status,code,field", list(CREATE_CASES.values()), ids=list(CREATE_CASES))
@@ -96,7 +127,74 @@ def test_bad_create_bodies(client: FlaskClient, store: MongoStore, raw: str | by
     body = assert_error(response, status, code)
     if field is not None:
         assert field in body["error"]["details"], body
+    assert not [word for word in INTERNALS if word in json.dumps(body).lower()], body
     assert store.jobs.count_documents({}) == 0
+
+
+def test_a_5000_deep_body_says_how_deep_it_may_be(client: FlaskClient) -> None:
+    for raw in ("[" * 5000 + "]" * 5000, '{"a":' * 5000 + "1" + "}" * 5000):
+        body = assert_error(client.post(f"{CANONICAL}/jobs", data=raw, content_type=JSON), 400, "malformed_json")
+        assert body["error"]["message"] == "The body nests deeper than 32 levels."
+
+
+def test_malformed_json_names_the_position_not_the_parser(client: FlaskClient) -> None:
+    body = assert_error(client.post(f"{CANONICAL}/jobs", data='{"name": "n",\n  }', content_type=JSON), 400)
+    assert body["error"]["message"] == "The body is not valid JSON: Expecting property name enclosed in double quotes at line 2, column 3."
+    body = assert_error(client.post(f"{CANONICAL}/jobs", data=b'{"name": "\xff"}', content_type=JSON), 400)
+    assert body["error"]["message"] == "The body is not valid UTF-8 text (byte 10)."
+
+
+def test_control_characters_are_named_by_code_point(client: FlaskClient) -> None:
+    body = assert_error(client.post(f"{CANONICAL}/jobs", data=body_with(name="a\u0000b"), content_type=JSON), 422)
+    assert body["error"]["details"]["name"] == ["Must not contain control characters (found U+0000)."]
+
+
+def test_names_keep_ordinary_unicode_and_inner_spaces(client: FlaskClient) -> None:
+    for name in ("Ünïcödé  Ñame", "日本語のジョブ", "emoji 🎉 ok", "  padded  ", "zero\u200dwidth joiner"):
+        created = client.post(f"{CANONICAL}/jobs", data=body_with(name=name), content_type=JSON)
+        assert created.status_code == 201, created.get_json()
+        assert created.get_json()["name"] == name
+
+
+@pytest.mark.parametrize(("schedule", "jitter_s"), [
+    ("* * * * *", 59), ("0 * * * *", 3599), ("0 0 * * *", 3600), ("0 0 29 2 *", 3600), ("*/2 * * * * *", 1),
+])
+def test_jitter_below_the_shortest_interval_is_accepted(client: FlaskClient, schedule: str, jitter_s: int) -> None:
+    created = client.post(f"{CANONICAL}/jobs", data=body_with(schedule=schedule, jitter_s=jitter_s), content_type=JSON)
+    assert created.status_code == 201, created.get_json()
+    assert created.get_json()["jitter_s"] == jitter_s
+
+
+def test_jitter_message_names_the_interval(client: FlaskClient) -> None:
+    body = assert_error(client.post(f"{CANONICAL}/jobs", data=body_with(schedule="*/10 * * * *", jitter_s=600),
+                                    content_type=JSON), 422)
+    assert body["error"]["details"]["jitter_s"] == [
+        "jitter_s (600 s) must be below the schedule's shortest interval between fires (600 s)."]
+
+
+def test_update_checks_jitter_against_the_stored_schedule_and_schedule_against_the_stored_jitter(
+        client: FlaskClient, store: MongoStore) -> None:
+    create(client, job_id="hourly", schedule="0 * * * *", jitter_s=1800)
+    before = store.get_job("hourly")
+    # a new jitter with the stored hourly schedule
+    assert "jitter_s" in assert_error(client.put(f"{CANONICAL}/jobs/hourly", json={"jitter_s": 3600}), 422)[
+        "error"]["details"]
+    # a new schedule with the stored 1,800 s jitter
+    assert "jitter_s" in assert_error(client.put(f"{CANONICAL}/jobs/hourly", json={"schedule": "*/15 * * * *"}),
+                                      422)["error"]["details"]
+    # both at once: judged together
+    assert "jitter_s" in assert_error(client.put(f"{CANONICAL}/jobs/hourly",
+                                                 json={"schedule": "*/15 * * * *", "jitter_s": 900}), 422)[
+        "error"]["details"]
+    assert store.get_job("hourly") == before
+    changed = client.put(f"{CANONICAL}/jobs/hourly", json={"schedule": "*/15 * * * *", "jitter_s": 899})
+    assert changed.status_code == 200, changed.get_json()
+    assert client.put(f"{CANONICAL}/jobs/hourly", json={"schedule": "0 0 * * *"}).status_code == 200
+    assert client.put(f"{CANONICAL}/jobs/hourly", json={"jitter_s": 3600}).status_code == 200
+
+
+def test_update_of_an_unknown_job_with_a_jitter_is_404(client: FlaskClient) -> None:
+    assert_error(client.put(f"{CANONICAL}/jobs/missing", json={"jitter_s": 5}), 404)
 
 
 def test_every_invalid_field_is_named_at_once(client: FlaskClient) -> None:
@@ -142,6 +240,10 @@ UPDATE_CASES: dict[str, tuple[str, str | None, int, str, str | None]] = {
     "unknown handler": ('{"handler": "nope"}', JSON, 422, "validation_error", "handler"),
     "args $-key": ('{"args": {"$inc": {"n": 1}}}', JSON, 422, "validation_error", "args"),
     "malformed": ('{"enabled": ', JSON, 400, "malformed_json", None),
+    "name with NUL": ('{"name": "a\\u0000"}', JSON, 422, "validation_error", "name"),
+    "blank name": ('{"name": " \\t "}', JSON, 422, "validation_error", "name"),
+    "name with bidi isolate": ('{"name": "a\\u2066b"}', JSON, 422, "validation_error", "name"),
+    "5,000 nested objects": ('{"a":' * 5000 + "1" + "}" * 5000, JSON, 400, "malformed_json", None),
     "deeply nested": ("[" * 10_000 + "]" * 10_000, JSON, 400, "malformed_json", None),
 }
 
@@ -172,6 +274,8 @@ PREVIEW_CASES: dict[str, tuple[str, int, str | None]] = {
     "after as number": ('{"schedule": "* * * * *", "after": 1774512000}', 422, "after"),
     "unknown field": ('{"schedule": "* * * * *", "tz": "UTC"}', 422, "tz"),
     "malformed": ('{"schedule": "* * * * *"', 400, None),
+    "schedule with NUL": ('{"schedule": "* * * * *\\u0000"}', 422, "schedule"),
+    "time zone with newline": ('{"schedule": "* * * * *", "timezone": "UTC\\n"}', 422, "timezone"),
 }
 
 
@@ -196,6 +300,8 @@ QUERY_CASES: dict[str, tuple[str, str]] = {
     "limit not a number": ("limit=ten", "limit"),
     "unknown status": ("status=paused", "status"),
     "empty handler": ("handler=", "handler"),
+    "handler with NUL": ("handler=noop%00", "handler"),
+    "blank handler": ("handler=%20%20", "handler"),
     "handler operator": ("handler[$ne]=x", "handler[$ne]"),
     "status operator": ("status[$gt]=", "status[$gt]"),
     "unknown parameter": ("sort=-created_at", "sort"),

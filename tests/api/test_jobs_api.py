@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from flask.testing import FlaskClient
 
 from cronhive.domain import jitter_offset
@@ -72,11 +74,29 @@ def test_same_name_twice_gives_distinct_generated_ids(client: FlaskClient, base:
 
 
 def test_generated_ids_are_valid_for_any_name(client: FlaskClient) -> None:
-    for name in ("Ünïcödé Ñame", "   ", "日本語のジョブ", "x" * 200, "--__--"):
+    for name in ("Ünïcödé Ñame", "  padded  ", "日本語のジョブ", "x" * 200, "--__--", "🎉"):
         job = create(client, name=name)
         assert job["name"] == name
         assert job["job_id"].startswith("job_") and len(job["job_id"]) <= 64
         assert client.get(f"{CANONICAL}/jobs/{job['job_id']}").status_code == 200
+
+
+@pytest.mark.parametrize(("name", "job_id"), [
+    ("Отчёт за день", "job_otchet_za_den"),
+    ("日本語のジョブ", "job_ri_ben_yu_nosiyohu"),
+    ("Crème brûlée à 8h", "job_creme_brulee_a_8h"),
+    ("Ελληνικά", "job_ellenika"),
+    ("Straße", "job_strasse"),
+])
+def test_non_ascii_names_are_transliterated_into_ids(client: FlaskClient, name: str, job_id: str) -> None:
+    assert create(client, name=name)["job_id"] == job_id
+
+
+def test_names_with_nothing_to_transliterate_get_distinct_hashed_ids(client: FlaskClient) -> None:
+    ids = [create(client, name=name)["job_id"] for name in ("🎉", "🚀", "!!!", "🎉")]
+    assert all(re.fullmatch(r"job_[0-9a-f]{8}(_2)?", job_id) for job_id in ids), ids
+    assert len(set(ids)) == 4
+    assert ids[3] == ids[0] + "_2"  # the same name again: numbered, as any name
 
 
 def test_duplicate_job_id_is_409(client: FlaskClient, base: str) -> None:

@@ -76,7 +76,7 @@ def test_readyz_turns_503_while_mongodb_is_stopped_and_200_when_it_returns(
 
         own_mongodb.stop()
         for name, probe in probes.items():
-            status, checks = wait_for(lambda probe=probe: (result := probe())[0] == 503 and result, 15,
+            _status, checks = wait_for(lambda probe=probe: (result := probe())[0] == 503 and result, 15,
                                       f"{name} /readyz to turn 503")
             assert "MongoDB is unreachable" in checks["mongodb"] and checks["rabbitmq"] == "ok", (name, checks)
         assert client.get("/healthz").status_code == 200  # alive, just not ready

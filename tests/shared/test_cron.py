@@ -13,6 +13,7 @@ Every expected instant is written out in UTC. Transitions used (2026):
 from __future__ import annotations
 
 import bisect
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -386,7 +387,7 @@ def test_wildcard_monotonic_across_transition(zone: str, transition: str, expr: 
     start = utc(transition) - timedelta(hours=6)
     fires = cron.upcoming(expr, zone, start, int(timedelta(hours=12) / step))
     assert fires[0] == start + step
-    assert all(b - a == step for a, b in zip(fires, fires[1:]))
+    assert all(b - a == step for a, b in itertools.pairwise(fires))
 
 
 @pytest.mark.parametrize(("zone", "transition"), TRANSITIONS)
@@ -400,7 +401,7 @@ def test_every_second_monotonic_across_transition(zone: str, transition: str) ->
 def test_fixed_time_monotonic_across_transition(zone: str, transition: str) -> None:
     start = utc(transition) - timedelta(days=3)
     fires = cron.upcoming("30 2 * * *", zone, start, 6)
-    assert all(a < b for a, b in zip(fires, fires[1:]))
+    assert all(a < b for a, b in itertools.pairwise(fires))
     # exactly one fire per local calendar day
     tz = ZoneInfo(zone)
     days = [f.astimezone(tz).date() for f in fires]
@@ -432,16 +433,15 @@ def _brute_force(expr: str, zone: str, start: datetime, end: datetime) -> list[d
             if any(_matches(schedule, gap + timedelta(minutes=m)) for m in range((wall - gap) // timedelta(minutes=1))):
                 fires.append(instant)
         repeated = local.fold == 1 and wall.replace(tzinfo=tz, fold=0).utcoffset() != offset
-        if _matches(schedule, wall) and not (schedule.fixed_time and repeated):
-            if not fires or fires[-1] != instant:
-                fires.append(instant)
+        if _matches(schedule, wall) and not (schedule.fixed_time and repeated) and (not fires or fires[-1] != instant):
+            fires.append(instant)
         previous_offset = offset
         instant += timedelta(minutes=1)
     return fires
 
 
-@pytest.mark.parametrize(("zone", "transition"), TRANSITIONS + [("Australia/Lord_Howe", "2026-04-04T15:00"),
-                                                                ("Australia/Lord_Howe", "2026-10-03T15:30")])
+@pytest.mark.parametrize(("zone", "transition"), [*TRANSITIONS, ("Australia/Lord_Howe", "2026-04-04T15:00"),
+                                                 ("Australia/Lord_Howe", "2026-10-03T15:30")])
 def test_against_brute_force(zone: str, transition: str) -> None:
     start, end = utc(transition) - timedelta(hours=5), utc(transition) + timedelta(hours=5)
     for expr in ["30 2 * * *", "0,30 2 * * *", "0 2,3 * * *", "*/15 2 * * *", "30 * * * *", "*/7 1-3 * * *",
@@ -522,3 +522,57 @@ def test_common_path_is_one_croniter_step(monkeypatch: pytest.MonkeyPatch) -> No
             calls.clear()
             cron.next_fire(expr, zone, utc("2026-06-10T12:03"))
             assert len(calls) == 1, (zone, expr)
+
+
+# Shortest interval between consecutive fires (the bound of a job's jitter).
+
+@pytest.mark.parametrize(("expr", "expected"), [
+    ("* * * * *", timedelta(minutes=1)),
+    ("* * * * * *", timedelta(seconds=1)),
+    ("*/15 * * * *", timedelta(minutes=15)),
+    ("0,30 * * * *", timedelta(minutes=30)),
+    ("5,10 0 * * *", timedelta(minutes=5)),
+    ("0 8 * * *", timedelta(days=1)),
+    ("0 23,1 * * *", timedelta(hours=2)),        # 23:00 to 01:00 across midnight
+    ("59 23 * * *", timedelta(days=1)),
+    ("0,59 0,23 * * *", timedelta(minutes=1)),   # 23:59 to 00:00
+    ("30 0 0 * * *", timedelta(days=1)),
+    ("0,30 0 0,12 * * *", timedelta(seconds=30)),
+    ("0 9-17 * * 1-5", timedelta(hours=1)),
+    ("0 0 * * 1,3,5", timedelta(days=2)),
+    ("0 0 * * 0", timedelta(weeks=1)),
+    ("@weekly", timedelta(weeks=1)),
+    ("0 0 1 * *", timedelta(days=28)),           # February 1st to March 1st
+    ("0 0 31 * *", timedelta(days=31)),          # July 31st to August 31st
+    ("0 0 1 1 *", timedelta(days=365)),
+    ("@yearly", timedelta(days=365)),
+    ("0 0 29 2 *", timedelta(days=4 * 365 + 1)),  # leap day to leap day (the look-ahead crosses 2100)
+    ("0 0 13 * 5", timedelta(days=1)),           # OR rule: Thursday 13th, then Friday 14th
+    ("0 0 29 2 1", timedelta(days=1)),           # OR rule: Monday 28th, then the leap day
+    ("0 0 */10 * *", timedelta(days=1)),         # the 31st, then the 1st
+    ("0 0 1-7 * 1", timedelta(days=1)),          # OR rule: the 1st to the 7th, and Mondays
+    ("0 0 */7 * 1", timedelta(days=7)),          # AND rule (dom starts with *): Mondays on the 1st, 8th ...
+    ("0 0 * 2 *", timedelta(days=1)),
+    ("0 12 * 1 *", timedelta(days=1)),
+])
+def test_shortest_interval(expr: str, expected: timedelta) -> None:
+    assert cron.shortest_interval(expr) == expected
+
+
+def test_shortest_interval_accepts_a_parsed_schedule_and_rejects_invalid_ones() -> None:
+    assert cron.shortest_interval(cron.parse_schedule("*/5 * * * *")) == timedelta(minutes=5)
+    with pytest.raises(InvalidSchedule):
+        cron.shortest_interval("0 0 31 2 *")
+
+
+@pytest.mark.parametrize("expr", [
+    "*/7 * * * *", "0 */5 * * *", "13 2,3,17 * * *", "0 0 * * 1-5", "0 0 1,15 * *", "*/20 9-10 * * 6",
+    "0 0 */3 * *", "0 12 1 */2 *", "0,1 0 30,31 * *", "5 4 * * 0,6", "0 0 13 * 5",
+])
+def test_shortest_interval_matches_enumerated_fires(expr: str) -> None:
+    # UTC has no DST, so the enumerated instants are the wall clock; eight years
+    # include two leap years and every weekday on every date (dense schedules stop
+    # at the first 5,000 fires, which already hold their shortest gap).
+    start = utc("2024-01-01T00:00") - timedelta(seconds=1)
+    fires = cron.fires_between(expr, "UTC", start, utc("2032-01-01T00:00"), 5_000)
+    assert cron.shortest_interval(expr) == min(b - a for a, b in itertools.pairwise(fires))

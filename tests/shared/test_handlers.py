@@ -54,7 +54,7 @@ def test_sleep_rejects_bad_seconds(seconds: object) -> None:
 def test_fail_raises_with_the_given_message() -> None:
     with pytest.raises(HandlerFailed, match="always fails"):
         handlers.registry.get("fail")({}, context())
-    with pytest.raises(HandlerFailed, match="^disk full$"):
+    with pytest.raises(HandlerFailed, match=r"^disk full$"):
         handlers.registry.get("fail")({"message": "disk full"}, context())
 
 

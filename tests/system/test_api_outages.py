@@ -225,7 +225,7 @@ def test_rabbitmq_unreachable_trigger_is_503_and_leaves_nothing_behind(
 
     # a closed local port: never connected
     for job_id in ("forbid-job", "allow-job", "buffer-job"):
-        response, elapsed = timed(lambda: client.post(f"{BASE}/jobs/{job_id}/trigger"))
+        response, elapsed = timed(lambda job_id=job_id: client.post(f"{BASE}/jobs/{job_id}/trigger"))
         assert_unavailable(response, "rabbitmq_unavailable")
         assert elapsed < ANSWER_WITHIN_S
         assert "guest:guest" not in response.get_json()["error"]["message"]

@@ -44,10 +44,11 @@ class ApiServer:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 60) -> ApiServer:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cronhive.api"], cwd=REPO, env=self.env,
-            stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cronhive.api"], cwd=REPO, env=self.env,
+                stdout=subprocess.DEVNULL, stderr=log,
+            )
         deadline = time.monotonic() + timeout_s
         while True:
             if self.process.poll() is not None:
