@@ -53,6 +53,7 @@ from typing import Any
 from cronhive.broker import RunPublisher
 from cronhive.clock import Clock
 from cronhive.dispatch import new_run
+from cronhive.enums import ErrorType, RunStatus, Trigger
 from cronhive.errors import BrokerUnavailable
 from cronhive.scheduler import overlap
 from cronhive.scheduler.metrics import SchedulerMetrics
@@ -203,7 +204,7 @@ class Dispatcher:
                     result.fired += 1
                 elif not run.fire:
                     result.skipped += 1
-                    self.metrics.skipped(run.skip_type or "misfire")
+                    self.metrics.skipped(run.skip_type or ErrorType.MISFIRE)
                     log.info("slot skipped (%s): %s", run.skip_type, run.message,
                              extra={"job_id": job_id, "run_id": run.run_id, "term": term})
         outgoing.sort(key=lambda item: item.slot)
@@ -223,7 +224,8 @@ class Dispatcher:
         return taken
 
     def _run_doc(self, job: dict[str, Any], run: SlotRun, now: datetime, term: int) -> dict[str, Any]:
-        doc = new_run(job, run.run_id, "schedule", run.slot, now, None, "pending" if run.fire else "skipped")
+        doc = new_run(job, run.run_id, Trigger.SCHEDULE, run.slot, now, None,
+                      RunStatus.PENDING if run.fire else RunStatus.SKIPPED)
         doc["lease_token"] = run.lease_token
         doc["sched_term"] = term
         if not run.fire:
@@ -292,7 +294,7 @@ class Dispatcher:
             if drafts:
                 self.store.delete_scheduled_drafts(drafts, term)
             if orphans:
-                error = {"type": "job_deleted", "message": "the job was deleted before this run was published"}
+                error = {"type": ErrorType.JOB_DELETED, "message": "the job was deleted before this run was published"}
                 self.store.skip_pending_runs(orphans, error, self.clock.now(), term)
             if not self._publish(committed, result):
                 self.metrics.unpublished(self.store.count_pending_runs())
@@ -313,7 +315,7 @@ class Dispatcher:
         orphans: list[str] = []
         for run in page:
             job_id = run["job_id"]
-            if run.get("trigger") != "schedule":
+            if run.get("trigger") != Trigger.SCHEDULE:
                 if run["created_at"] <= young:
                     committed.append(Outgoing(run["_id"], job_id, run["scheduled_for"], scheduled=False))
             elif job_id not in positions:

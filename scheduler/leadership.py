@@ -39,6 +39,7 @@ import socket
 from datetime import datetime, timedelta
 from enum import Enum
 
+from cronhive.enums import SchedulerRole
 from cronhive.errors import Unavailable
 from cronhive.leases import Lease, renew_interval
 from cronhive.store import MongoStore
@@ -186,7 +187,7 @@ class Leadership:
         return Change.STEPPED_DOWN
 
     def _beat(self, now: datetime) -> None:
-        role = "leader" if self.is_leader(now) else "standby"
+        role = SchedulerRole.LEADER if self.is_leader(now) else SchedulerRole.STANDBY
         host, _, pid = self.holder.rpartition(":")
         fields = {"role": role, "term": self.term, "host": host, "pid": int(pid) if pid.isdigit() else None}
         self.store.scheduler_heartbeat(self.holder, now, now + timedelta(seconds=self.lease_s), fields)

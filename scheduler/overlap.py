@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cronhive.dispatch import reservation_holder
+from cronhive.enums import ErrorType, OverlapPolicy
 from cronhive.slots import JobAdvance, SlotPlan, SlotRun, policy, slot_run_id
 
 
@@ -51,17 +52,17 @@ def lease_available(job: dict[str, Any], holders: set[str], now: datetime) -> bo
 def resolve(job: dict[str, Any], plan: SlotPlan, now: datetime, job_lease_s: float) -> tuple[list[SlotRun], JobAdvance]:
     """The run of every slot of ``plan`` and the job write that commits them."""
     job_id = job["_id"]
-    runs = [SlotRun(slot_run_id(job_id, s.at), s.at, False, "misfire", s.message) for s in plan.skipped]
+    runs = [SlotRun(slot_run_id(job_id, s.at), s.at, False, ErrorType.MISFIRE, s.message) for s in plan.skipped]
     expect: dict[str, Any] = {"revision": job.get("revision"), "next_fire_at": job.get("next_fire_at")}
     changes: dict[str, Any] = {"next_fire_at": plan.next_fire_at, "due_at": plan.due_at}
     fire_ids = [(slot_run_id(job_id, at), at) for at in plan.fire]
     mode = str(policy(job, "overlap_policy"))
-    if mode == "allow" or not fire_ids:
+    if mode == OverlapPolicy.ALLOW or not fire_ids:
         runs += [SlotRun(run_id, at, True) for run_id, at in fire_ids]
     else:
         expect.update(lease_expectation(job))
         runs += _contend(job, fire_ids, mode, now, job_lease_s, changes)
-        if mode == "buffer_one":
+        if mode == OverlapPolicy.BUFFER_ONE:
             expect["buffered_run_id"] = job.get("buffered_run_id")
     runs.sort(key=lambda run: run.slot)
     return runs, JobAdvance(job_id, expect, changes, any(run.fire for run in runs))
@@ -78,14 +79,14 @@ def _contend(job: dict[str, Any], fire_ids: list[tuple[str, datetime]], mode: st
         run_id, at = waiting.pop(0)
         token = _reserve(job, run_id, now, job_lease_s, changes)
         runs.append(SlotRun(run_id, at, True, lease_token=token))
-    if mode == "buffer_one" and waiting and job.get("buffered_run_id") is None:
+    if mode == OverlapPolicy.BUFFER_ONE and waiting and job.get("buffered_run_id") is None:
         run_id, at = waiting.pop(0)
         changes["buffered_run_id"] = run_id
         runs.append(SlotRun(run_id, at, True))
     held_by = (job.get("lease") or {}).get("holder")
     for run_id, at in waiting:
         holder = changes["lease"]["holder"] if "lease" in changes else held_by
-        runs.append(SlotRun(run_id, at, False, "overlap", f"the job's lease is held by {holder} "
+        runs.append(SlotRun(run_id, at, False, ErrorType.OVERLAP, f"the job's lease is held by {holder} "
                                                           f"(overlap_policy {mode})"))
     return runs
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from cronhive.broker import RunPublisher
 from cronhive.domain import new_run_id
+from cronhive.enums import OverlapPolicy, RunStatus, Trigger
 from cronhive.errors import LeaseHeld, Unavailable
 from cronhive.leases import Lease
 from cronhive.store import MongoStore
@@ -43,7 +44,7 @@ class TriggerResult:
 
 
 def new_run(job: dict[str, Any], run_id: str, trigger: str, scheduled_for: datetime, now: datetime,
-            lease: Lease | None, status: str = "pending") -> dict[str, Any]:
+            lease: Lease | None, status: str = RunStatus.PENDING) -> dict[str, Any]:
     """A run document as first written."""
     return {
         "_id": run_id,
@@ -70,18 +71,18 @@ def trigger_job(store: MongoStore, publisher: RunPublisher, job_id: str, now: da
     ``buffer_one`` when a run already waits."""
     job = store.get_job(job_id)
     run_id = new_run_id(now)
-    policy = job.get("overlap_policy", "forbid")
+    policy = job.get("overlap_policy", OverlapPolicy.FORBID)
     lease: Lease | None = None
-    if policy != "allow":
+    if policy != OverlapPolicy.ALLOW:
         lease = store.claim_job_lease(job_id, reservation_holder(run_id), lease_s, now, run_id=run_id)
         if lease is None:
             store.get_job(job_id)  # deleted meanwhile: 404, not a lease conflict
-        if lease is None and policy == "forbid":
+        if lease is None and policy == OverlapPolicy.FORBID:
             raise LeaseHeld(f"job {job_id!r} is running; its lease is held", details={"job_id": job_id})
         if lease is None and not store.reserve_buffer_slot(job_id, run_id):
             raise LeaseHeld(f"job {job_id!r} is running and a run already waits for it", details={"job_id": job_id})
     try:
-        store.insert_run(new_run(job, run_id, "manual", now, now, lease))
+        store.insert_run(new_run(job, run_id, Trigger.MANUAL, now, now, lease))
         publisher.publish_run(run_id, job_id)
     except Exception:
         _undo_trigger(store, job_id, run_id, lease)

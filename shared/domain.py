@@ -20,25 +20,24 @@ import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cronhive.enums import JobStatus, MisfirePolicy, OverlapPolicy, RunStatus, Trigger
+
 UTC = UTC
 
 JOB_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 
-MISFIRE_POLICIES = ("fire_once", "skip", "fire_all")
-OVERLAP_POLICIES = ("forbid", "allow", "buffer_one")
-JOB_STATUSES = ("active", "disabled")
-TRIGGERS = ("schedule", "manual")
-
-#: ``pending``: created, publish not yet confirmed by RabbitMQ (re-published if
-#: never confirmed); ``queued`` only after the broker's confirm.
-RUN_STATUSES = ("pending", "queued", "running", "succeeded", "failed", "timed_out", "skipped", "abandoned")
-FINAL_RUN_STATUSES = ("succeeded", "failed", "timed_out", "skipped", "abandoned")
+#: The accepted values, as plain strings (for validation and the OpenAPI document).
+MISFIRE_POLICIES = tuple(member.value for member in MisfirePolicy)
+OVERLAP_POLICIES = tuple(member.value for member in OverlapPolicy)
+JOB_STATUSES = tuple(member.value for member in JobStatus)
+TRIGGERS = tuple(member.value for member in Trigger)
+RUN_STATUSES = tuple(member.value for member in RunStatus)
 
 DEFAULT_POLICIES: dict[str, Any] = {
-    "misfire_policy": "fire_once",
+    "misfire_policy": MisfirePolicy.FIRE_ONCE,
     "misfire_grace_s": 60,
-    "overlap_policy": "forbid",
+    "overlap_policy": OverlapPolicy.FORBID,
     "jitter_s": 0,
     "timeout_s": 3600,
     "max_retries": 0,
@@ -90,7 +89,7 @@ def jitter_offset(job_id: str, jitter_s: int) -> timedelta:
 
 
 def job_status(doc: dict[str, Any]) -> str:
-    return "active" if doc.get("enabled") else "disabled"
+    return JobStatus.ACTIVE if doc.get("enabled") else JobStatus.DISABLED
 
 
 def lease_is_held(doc: dict[str, Any], now: datetime) -> bool:

@@ -57,6 +57,7 @@ from typing import Any
 
 from cronhive import cron
 from cronhive.domain import DEFAULT_POLICIES, MAX_FIRE_ALL, UTC, jitter_offset
+from cronhive.enums import MisfirePolicy
 from cronhive.errors import InvalidSchedule
 
 #: Largest window `latest_fires` enumerates in one go; denser windows are halved.
@@ -239,9 +240,9 @@ def _plan(job: dict[str, Any], now: datetime) -> SlotPlan:
     misfire = str(policy(job, "misfire_policy"))
     grace = timedelta(seconds=float(policy(job, "misfire_grace_s")))
     slots, more = due_slots(job, reference, MAX_FIRE_ALL)
-    if misfire == "fire_all":
+    if misfire == MisfirePolicy.FIRE_ALL:
         fire, skipped = _fire_all(job, slots, more)
-    elif misfire == "skip":
+    elif misfire == MisfirePolicy.SKIP:
         fire, skipped = _skip(job, slots, reference, grace)
     else:
         fire, skipped = _fire_once(slots, reference, grace)

@@ -25,6 +25,7 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError, S
 
 from cronhive import cron, leases
 from cronhive.domain import DEFAULT_POLICIES, format_instant, jitter_offset, job_id_for_name
+from cronhive.enums import FINAL_RUN_STATUSES, NOT_STARTED, JobStatus, LeaseScope, RunStatus, Trigger
 from cronhive.errors import Conflict, DuplicateJob, JobNotFound, RunNotFound, StoreUnavailable
 from cronhive.leases import Lease
 from cronhive.settings import Settings, redact_url
@@ -40,6 +41,8 @@ MAX_UPDATE_ATTEMPTS = 10
 #: The leader lease document (in ``leases``) and the scheduler heartbeat collection.
 LEADER_LEASE_ID = "scheduler"
 SCHEDULERS = "schedulers"
+#: A slot run an earlier leader wrote but never committed is still one of these.
+DRAFT_STATUSES = [RunStatus.PENDING, RunStatus.SKIPPED]
 
 
 def _pid_of(holder: str | None) -> int | None:
@@ -147,7 +150,7 @@ class MongoStore:
             [("job_id", ASCENDING), ("scheduled_for", ASCENDING)],
             name="slot_key",
             unique=True,
-            partialFilterExpression={"trigger": "schedule"},
+            partialFilterExpression={"trigger": Trigger.SCHEDULE.value},
         )
         self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="by_status")
 
@@ -213,7 +216,7 @@ class MongoStore:
         """One page in creation order (then id), and the total matching."""
         query: dict[str, Any] = {}
         if status is not None:
-            query["enabled"] = status == "active"
+            query["enabled"] = status == JobStatus.ACTIVE
         if handler is not None:
             query["handler"] = handler
         total = self.jobs.count_documents(query)
@@ -287,7 +290,7 @@ class MongoStore:
         result = self.runs.update_one(
             {"_id": run_id, "queued_at": None},
             [{"$set": {
-                "status": {"$cond": [{"$eq": ["$status", "pending"]}, "queued", "$status"]},
+                "status": {"$cond": [{"$eq": ["$status", RunStatus.PENDING]}, RunStatus.QUEUED, "$status"]},
                 "queued_at": now,
             }}],
         )
@@ -386,7 +389,7 @@ class MongoStore:
     def hand_over_lease(self, scope: str, lease: Lease, holder: str, until: datetime) -> bool:
         """Pass a held lease (same token) to ``holder`` until ``until``, e.g. back to the
         run's reservation while its retry waits out the backoff. ``scope``: job | run."""
-        coll = self.runs if scope == "run" else self.jobs
+        coll = self.runs if scope == LeaseScope.RUN else self.jobs
         update = {"$set": {"lease.holder": holder, "lease.expires_at": until}}
         return coll.update_one(leases.lease_filter(lease), update).modified_count == 1
 
@@ -402,7 +405,7 @@ class MongoStore:
         status = seen["status"]
         query = {
             "_id": run_id,
-            "status": {"$in": ["pending", "queued"]} if status in ("pending", "queued") else status,
+            "status": {"$in": list(NOT_STARTED)} if status in NOT_STARTED else status,
             "attempt": seen.get("attempt", 0),
             "lease_token": seen.get("lease_token"),
         }
@@ -417,7 +420,7 @@ class MongoStore:
     ) -> bool:
         """Write the end of ``attempt`` (final status, or ``queued`` for a retry), fenced:
         False when the run no longer belongs to that attempt (late write rejected)."""
-        query = {"_id": run_id, "status": "running", "attempt": attempt, "lease_token": token}
+        query = {"_id": run_id, "status": RunStatus.RUNNING, "attempt": attempt, "lease_token": token}
         update = {"$set": fields, "$push": {"attempts": {"$each": [record], "$slice": -self.MAX_ATTEMPT_RECORDS}}}
         return self.runs.update_one(query, update).modified_count == 1
 
@@ -425,8 +428,8 @@ class MongoStore:
     def skip_run(self, run_id: str, error: dict[str, Any], now: datetime) -> bool:
         """A run that never started becomes ``skipped`` (e.g. ``forbid``: another run holds the lease)."""
         result = self.runs.update_one(
-            {"_id": run_id, "status": {"$in": ["pending", "queued"]}},
-            {"$set": {"status": "skipped", "finished_at": now, "error": error}},
+            {"_id": run_id, "status": {"$in": list(NOT_STARTED)}},
+            {"$set": {"status": RunStatus.SKIPPED, "finished_at": now, "error": error}},
         )
         return result.modified_count == 1
 
@@ -444,7 +447,7 @@ class MongoStore:
     @_translated
     def running_runs(self, limit: int) -> list[dict[str, Any]]:
         """The oldest ``running`` runs (index "by_status")."""
-        cursor = self.runs.find({"status": "running"}).sort([("status", ASCENDING), ("created_at", ASCENDING)])
+        cursor = self.runs.find({"status": RunStatus.RUNNING}).sort([("status", ASCENDING), ("created_at", ASCENDING)])
         return list(cursor.limit(limit))
 
     @_translated
@@ -453,7 +456,7 @@ class MongoStore:
         """Record that a dead attempt's run is being re-published: once per attempt, or
         again when the last re-publish is older than ``again_after`` (it was lost)."""
         result = self.runs.update_one(
-            {"_id": run_id, "status": "running", "attempt": attempt, "lease_token": token,
+            {"_id": run_id, "status": RunStatus.RUNNING, "attempt": attempt, "lease_token": token,
              "$or": [{"recovery_for": {"$ne": attempt}}, {"recovery_at": {"$lt": now - again_after}}]},
             {"$set": {"recovery_for": attempt, "recovery_at": now}},
         )
@@ -481,8 +484,6 @@ class MongoStore:
     def trim_run_history(self, job_id: str, keep: int) -> int:
         """Delete the job's finished runs older than its ``keep`` newest (index "job_history":
         reads at most ``keep`` + 1 index entries, never all runs)."""
-        from cronhive.domain import FINAL_RUN_STATUSES
-
         order = [("created_at", DESCENDING), ("_id", DESCENDING)]
         boundary = next(iter(self.runs.find({"job_id": job_id}, {"created_at": 1}).sort(order).skip(keep).limit(1)), None)
         if boundary is None:
@@ -508,7 +509,6 @@ class MongoStore:
     # record the term (``sched_term``) and re-publishing adopts a run into the term.
     # Job advances are also compare-and-set on what was read (`JobAdvance.expect`).
 
-    SCHEDULED = "schedule"
     _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
     @staticmethod
@@ -549,7 +549,7 @@ class MongoStore:
     def adopt_scheduled_run(self, run: dict[str, Any], term: int) -> bool:
         """Overwrite a slot's run that an earlier leader wrote but never committed
         (still ``pending`` or ``skipped``). False when the slot's run went further."""
-        query = {"_id": run["_id"], "status": {"$in": ["pending", "skipped"]}, **self._fenced(term)}
+        query = {"_id": run["_id"], "status": {"$in": DRAFT_STATUSES}, **self._fenced(term)}
         return self.runs.replace_one(query, run).matched_count == 1
 
     @_translated
@@ -591,7 +591,7 @@ class MongoStore:
         """Delete slot runs whose job advance never applied (drafts: never published)."""
         if not run_ids:
             return 0
-        query = {"_id": {"$in": run_ids}, "status": {"$in": ["pending", "skipped"]}, **self._fenced(term)}
+        query = {"_id": {"$in": run_ids}, "status": {"$in": DRAFT_STATUSES}, **self._fenced(term)}
         return self.runs.delete_many(query).deleted_count
 
     @_translated
@@ -599,19 +599,20 @@ class MongoStore:
         """``pending`` → ``queued`` (``queued_at`` = ``at``) for runs RabbitMQ confirmed, in one statement."""
         if not run_ids:
             return 0
-        query = {"_id": {"$in": run_ids}, "status": "pending", **self._fenced(term)}
-        return self.runs.update_many(query, {"$set": {"status": "queued", "queued_at": at, "sched_term": term}}).modified_count
+        query = {"_id": {"$in": run_ids}, "status": RunStatus.PENDING, **self._fenced(term)}
+        update = {"$set": {"status": RunStatus.QUEUED, "queued_at": at, "sched_term": term}}
+        return self.runs.update_many(query, update).modified_count
 
     @_translated
     def pending_runs(self, limit: int) -> list[dict[str, Any]]:
         """The oldest unpublished runs (index "by_status"), oldest first, slots in order."""
-        query: dict[str, Any] = {"status": "pending"}
+        query: dict[str, Any] = {"status": RunStatus.PENDING}
         cursor = self.runs.find(query).sort([("status", ASCENDING), ("created_at", ASCENDING)]).limit(limit)
         return sorted(cursor, key=lambda run: (run["created_at"], run["scheduled_for"], run["_id"]))
 
     @_translated
     def count_pending_runs(self) -> int:
-        return self.runs.count_documents({"status": "pending"})
+        return self.runs.count_documents({"status": RunStatus.PENDING})
 
     @_translated
     def job_positions(self, job_ids: list[str]) -> dict[str, datetime | None]:
@@ -624,8 +625,8 @@ class MongoStore:
         """Record unpublished runs as ``skipped`` with ``error`` (e.g. their job was deleted)."""
         if not run_ids:
             return 0
-        query = {"_id": {"$in": run_ids}, "status": "pending", **self._fenced(term)}
-        update = {"$set": {"status": "skipped", "error": error, "finished_at": now, "sched_term": term}}
+        query = {"_id": {"$in": run_ids}, "status": RunStatus.PENDING, **self._fenced(term)}
+        update = {"$set": {"status": RunStatus.SKIPPED, "error": error, "finished_at": now, "sched_term": term}}
         return self.runs.update_many(query, update).modified_count
 
     @_translated

@@ -20,6 +20,7 @@ from typing import Any
 
 from dramatiq.middleware import Interrupt, TimeLimitExceeded
 
+from cronhive.enums import ErrorType, LeaseScope, RunStatus
 from cronhive.handlers import HandlerContext
 from cronhive.leases import Lease
 
@@ -28,8 +29,8 @@ MAX_ERROR_CHARS = 2000
 
 #: Where an attempt's lease lives: the job document (``forbid``/``buffer_one``)
 #: or the run document itself (``allow``).
-JOB_SCOPE = "job"
-RUN_SCOPE = "run"
+JOB_SCOPE = LeaseScope.JOB
+RUN_SCOPE = LeaseScope.RUN
 
 
 def worker_name() -> str:
@@ -58,7 +59,7 @@ class LeaseLostInterrupt(Interrupt):
 
 
 #: Outcome of an attempt as recorded on the run.
-SUCCEEDED, FAILED, TIMED_OUT, ABANDONED = "succeeded", "failed", "timed_out", "abandoned"
+SUCCEEDED, FAILED, TIMED_OUT, ABANDONED = RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED
 
 
 def classify(exception: BaseException | None, timeout_s: int | None) -> tuple[str, dict[str, str] | None]:
@@ -66,9 +67,9 @@ def classify(exception: BaseException | None, timeout_s: int | None) -> tuple[st
     if exception is None:
         return SUCCEEDED, None
     if isinstance(exception, TimeLimitExceeded):
-        return TIMED_OUT, bounded_error("timeout", f"the handler ran longer than timeout_s={timeout_s}")
+        return TIMED_OUT, bounded_error(ErrorType.TIMEOUT, f"the handler ran longer than timeout_s={timeout_s}")
     if isinstance(exception, LeaseLostInterrupt):
-        return ABANDONED, bounded_error("lease_lost", "the attempt lost its lease while the handler ran")
+        return ABANDONED, bounded_error(ErrorType.LEASE_LOST, "the attempt lost its lease while the handler ran")
     return FAILED, bounded_error(type(exception).__name__, str(exception) or repr(exception))
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Union
 
-from cronhive.domain import FINAL_RUN_STATUSES
+from cronhive.enums import FINAL_RUN_STATUSES, ErrorType, OverlapPolicy, RunStatus
 from cronhive.worker.attempts import RUN_SCOPE, bounded_error
 
 #: Shortest wait of a waiting message, and how long after a lease's expiry it looks again.
@@ -139,10 +139,10 @@ def decide(
     status = run["status"]
     if status in FINAL_RUN_STATUSES:
         return Acknowledge(f"the run is already {status}")
-    if status == "running":
+    if status == RunStatus.RUNNING:
         return _decide_running(run, job, now, lease_s=lease_s, redelivered=redelivered, after_attempt=after_attempt)
     if job is None:
-        return Skip(bounded_error("job_not_found", "the job was deleted before the run started"))
+        return Skip(bounded_error(ErrorType.JOB_NOT_FOUND, "the job was deleted before the run started"))
     retry_at = run.get("retry_at")
     if retry_at is not None and retry_at > now:
         return Wait(wait_ms(retry_at, now, lease_s), after_attempt, "the retry's backoff has not elapsed")
@@ -177,7 +177,7 @@ def decide_refused(
     after_attempt: int | None = None,
 ) -> Decision:
     """What to do when the lease claim for ``run`` was refused (``job`` re-read after it)."""
-    owner = run if run.get("lease_scope") == RUN_SCOPE or (job or {}).get("overlap_policy") == "allow" else (job or {})
+    owner = run if run.get("lease_scope") == RUN_SCOPE or (job or {}).get("overlap_policy") == OverlapPolicy.ALLOW else (job or {})
     lease = owner.get("lease") or {}
     if lease.get("run_id") == run["_id"]:
         # another delivery of this very run holds it: it started (or is starting) an attempt
@@ -186,12 +186,12 @@ def decide_refused(
                         "another delivery of this run holds its lease")
         return Acknowledge("another delivery of this run holds its lease (duplicate delivery)")
     holder_run = lease.get("run_id")
-    if run["status"] == "running":
+    if run["status"] == RunStatus.RUNNING:
         return Abandon(f"its attempt died and run {holder_run} now holds the job's lease")
     if int(run.get("attempt") or 0) > 0:
         return Wait(wait_ms(lease.get("expires_at"), now, lease_s), after_attempt,
                     f"retry waiting for run {holder_run} to release the job's lease")
-    if (job or {}).get("overlap_policy") == "buffer_one" and (job or {}).get("buffered_run_id") == run["_id"]:
+    if (job or {}).get("overlap_policy") == OverlapPolicy.BUFFER_ONE and (job or {}).get("buffered_run_id") == run["_id"]:
         return Wait(wait_ms(lease.get("expires_at"), now, lease_s), after_attempt,
                     f"buffer_one: waiting for run {holder_run} to release the job's lease")
-    return Skip(bounded_error("overlap", f"the job's lease is held by run {holder_run}"))
+    return Skip(bounded_error(ErrorType.OVERLAP, f"the job's lease is held by run {holder_run}"))

@@ -43,6 +43,7 @@ from cronhive import metrics
 from cronhive.broker import RUN_ACTOR
 from cronhive.clock import Clock
 from cronhive.dispatch import reservation_holder
+from cronhive.enums import OverlapPolicy, RunStatus, Trigger
 from cronhive.leases import Lease
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
@@ -208,7 +209,7 @@ class RunLifecycle(Middleware):
             handler=job["handler"],
             args=dict(job.get("args") or {}),
             scheduled_for=run.get("scheduled_for"),
-            trigger=run.get("trigger", "manual"),
+            trigger=run.get("trigger", Trigger.MANUAL),
             timeout_s=job.get("timeout_s"),
             max_retries=int(job.get("max_retries") or 0),
             started_at=now,
@@ -222,10 +223,10 @@ class RunLifecycle(Middleware):
         run_id = run["_id"]
         holder = attempt_holder(self.worker, run_id, number)
         mine = (reservation_holder(run_id),)
-        if job.get("overlap_policy") == "allow":
+        if job.get("overlap_policy") == OverlapPolicy.ALLOW:
             return self.store.claim_run_lease(run_id, holder, self.lease_s, now, mine=mine, seen=run), RUN_SCOPE
         extra = None
-        if job.get("overlap_policy") == "buffer_one":
+        if job.get("overlap_policy") == OverlapPolicy.BUFFER_ONE:
             # the buffered run stops waiting once it has the lease
             extra = {"buffered_run_id": {"$cond": [{"$eq": ["$buffered_run_id", run_id]}, None, "$buffered_run_id"]}}
         lease = self.store.claim_job_lease(job["_id"], holder, self.lease_s, now, run_id=run_id, mine=mine,
@@ -237,7 +238,7 @@ class RunLifecycle(Middleware):
         """queued/pending (or running under a dead lease) → running, by compare-and-set on ``run``."""
         scheduled_for = run.get("scheduled_for")
         fields = {
-            "status": "running",
+            "status": RunStatus.RUNNING,
             "attempt": number,
             "lease_token": lease.token,
             "lease_holder": lease.holder,
@@ -275,7 +276,7 @@ class RunLifecycle(Middleware):
         elif isinstance(decision, Skip):
             assert run is not None
             if self.store.skip_run(run_id, decision.error, now):
-                metrics.WORKER_RUNS.labels(outcome="skipped").inc()
+                metrics.WORKER_RUNS.labels(outcome=RunStatus.SKIPPED).inc()
                 log.info("run skipped: %s", decision.error["message"], extra=extra)
         elif isinstance(decision, Abandon):
             assert run is not None
@@ -340,7 +341,7 @@ class RunLifecycle(Middleware):
         retry_at = now + timedelta(milliseconds=delay)
         # publish first: if the record below is rejected the retry finds a newer attempt and is dropped
         self._publish_later(broker, message, attempt.number, delay)
-        fields = {"status": "queued", "duration_ms": duration_ms, "error": error, "retry_at": retry_at}
+        fields = {"status": RunStatus.QUEUED, "duration_ms": duration_ms, "error": error, "retry_at": retry_at}
         record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
         if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, fields, record):
             return self._rejected(attempt, status)
@@ -349,7 +350,7 @@ class RunLifecycle(Middleware):
         metrics.WORKER_RUNS.labels(outcome=f"{status}_retried").inc()
         log.warning("attempt %s; retry %d of %d in %d ms: %s", status, attempt.number, attempt.max_retries, delay,
                     (error or {}).get("message"), extra=attempt.log_extra())
-        return "queued"
+        return RunStatus.QUEUED
 
     def _record_final(self, message: MessageProxy, attempt: Attempt, status: str, error: dict[str, str] | None,
                       duration_ms: int, now: datetime) -> str:

@@ -15,6 +15,7 @@ from dramatiq import Message
 
 from cronhive import metrics
 from cronhive.broker import run_message
+from cronhive.enums import ErrorType
 from cronhive.leases import Lease
 from cronhive.store import MongoStore
 from cronhive.worker.attempts import ABANDONED, JOB_SCOPE, RUN_SCOPE, bounded_error
@@ -53,7 +54,7 @@ def attempt_record(
 def dead_attempt_record(run: dict[str, Any], reason: str) -> dict[str, Any]:
     """The record of the attempt a run's dead worker left behind."""
     return attempt_record(int(run.get("attempt") or 0), run.get("worker"), ABANDONED, run.get("started_at"), None,
-                          None, bounded_error("lease_expired", reason))
+                          None, bounded_error(ErrorType.LEASE_EXPIRED, reason))
 
 
 def stored_lease(run: dict[str, Any]) -> Lease | None:
@@ -70,7 +71,7 @@ def abandon_dead_attempt(store: MongoStore, run: dict[str, Any], now: datetime, 
     renewing its lease; then the job's outcome, releasing the dead attempt's job lease
     if it is still in place. False when the run changed meanwhile (another attempt
     started, or someone else recorded it)."""
-    error = bounded_error("abandoned", reason)
+    error = bounded_error(ErrorType.ABANDONED, reason)
     fields: dict[str, Any] = {"status": ABANDONED, "finished_at": now, "error": error, "retry_at": None}
     scope = run.get("lease_scope") or JOB_SCOPE
     if scope == RUN_SCOPE:
