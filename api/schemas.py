@@ -136,10 +136,6 @@ class JobFieldsMixin:
             raise ValidationError(f"Unknown handler {value!r}; known handlers: {', '.join(sorted(known))}.")
 
 
-def job_create_schema(handler_names: frozenset[str]) -> Schema:
-    return JobCreateSchema.with_handlers(handler_names)
-
-
 class JobCreateSchema(JobFieldsMixin, Schema):
     job_id = JobId(metadata={"pattern": JOB_ID_PATTERN, "example": "job_reminder_daily"})
     name = fields.String(required=True, validate=validate.Length(min=1, max=200),

@@ -73,7 +73,7 @@ class OverlapPolicy(StrEnum):
     @property
     def uses_job_lease(self) -> bool:
         """``forbid`` and ``buffer_one`` runs hold the job's lease; ``allow`` runs their own."""
-        return self is not OverlapPolicy.ALLOW
+        return self != OverlapPolicy.ALLOW
 
 
 class JobStatus(StrEnum):
