@@ -96,6 +96,16 @@ class PassResult:
     lateness_ms: list[float] = field(default_factory=list)
 
 
+@dataclass
+class _Batch:
+    """One pass's plan: each advancing job's slot runs (due order), the job writes and
+    each job's missed-slot count."""
+
+    runs_by_job: dict[str, list[SlotRun]] = field(default_factory=dict)
+    advances: list[JobAdvance] = field(default_factory=list)
+    missed: dict[str, int] = field(default_factory=dict)
+
+
 class Dispatcher:
     """Creates, commits and publishes slot runs for the leader (see the module docstring)."""
 
@@ -151,10 +161,21 @@ class Dispatcher:
         return result
 
     def _dispatch(self, jobs: list[Job], now: datetime, result: PassResult) -> None:
-        runs_by_job: dict[str, list[SlotRun]] = {}
-        advances: list[JobAdvance] = []
-        jobs_by_id = {job.job_id: job for job in jobs}
-        missed: dict[str, int] = {}
+        """Plan, insert and commit one batch of due jobs, then publish what was committed."""
+        batch = self._plan(jobs, now, result)
+        if not batch.advances:
+            return
+        applied, taken, term = self._commit(batch, {job.job_id: job for job in jobs}, now, result)
+        outgoing = self._outgoing(batch, applied, taken, term, result)
+        if self.backlog or not self._broker_ready():
+            self.backlog = True  # behind older unpublished runs: published in order by the backlog pass
+            return
+        self._publish(outgoing, result)
+
+    def _plan(self, jobs: list[Job], now: datetime, result: PassResult) -> _Batch:
+        """Each job's slot runs and advance (step a); uncomputable jobs are disabled. At most
+        about ``batch`` runs: the rest stay due (``result.more``)."""
+        batch = _Batch()
         planned_runs = 0
         for job in jobs:
             if planned_runs >= self.batch:  # bound every write of the pass; the rest stay due
@@ -168,34 +189,44 @@ class Dispatcher:
                 continue
             if not plan.advance:
                 continue
-            missed[job.job_id] = plan.missed
+            batch.missed[job.job_id] = plan.missed
             runs, advance = overlap.resolve(job, plan, now, self.job_lease_s)
-            runs_by_job[job.job_id] = runs
-            advances.append(advance)
+            batch.runs_by_job[job.job_id] = runs
+            batch.advances.append(advance)
             planned_runs += len(runs)
-        if not advances:
-            return
+        return batch
+
+    def _commit(self, batch: _Batch, jobs_by_id: dict[str, Job], now: datetime,
+                result: PassResult) -> tuple[set[str], set[str], int]:
+        """Insert the runs and apply the job advances (steps b, c); withdraw the drafts of
+        jobs whose advance did not apply. Returns (jobs applied, runs taken by an earlier
+        leader, the term)."""
         term = self.guard(self.clock.now())
         slot_runs = [self._slot_run(jobs_by_id[job_id], run, now, term)
-                     for job_id, runs in runs_by_job.items() for run in runs]
+                     for job_id, runs in batch.runs_by_job.items() for run in runs]
         taken = self._insert(slot_runs, term)
         term = self.guard(self.clock.now())
         self._seq += 1
-        applied = self.store.advance_jobs(advances, term, f"{term}.{self._seq}.{id(self)}", now)
-        withdrawn = [run.run_id for job_id, runs in runs_by_job.items() if job_id not in applied
+        applied = self.store.advance_jobs(batch.advances, term, f"{term}.{self._seq}.{id(self)}", now)
+        withdrawn = [run.run_id for job_id, runs in batch.runs_by_job.items() if job_id not in applied
                      for run in runs if run.run_id not in taken]
         if withdrawn:
             self.guard(self.clock.now())
             self.store.delete_scheduled_drafts(withdrawn, term)
-            changed = len(runs_by_job) - len(applied)
+            changed = len(batch.runs_by_job) - len(applied)
             result.changed += changed
             log.info("%d job(s) changed while being dispatched; planned again next pass", changed,
                      extra={"term": term})
+        return applied, taken, term
+
+    def _outgoing(self, batch: _Batch, applied: set[str], taken: set[str], term: int,
+                  result: PassResult) -> list[Outgoing]:
+        """The committed runs to publish, in slot order; counts and logs the rest."""
         outgoing: list[Outgoing] = []
-        for job_id, runs in runs_by_job.items():  # due order, then slot order (stable sort below)
+        for job_id, runs in batch.runs_by_job.items():  # due order, then slot order (stable sort below)
             if job_id not in applied:
                 continue
-            self.metrics.missed(missed[job_id])
+            self.metrics.missed(batch.missed[job_id])
             for run in runs:
                 result.planned += 1
                 if run.fire and run.run_id not in taken:
@@ -207,10 +238,7 @@ class Dispatcher:
                     log.info("slot skipped (%s): %s", run.skip_type, run.message,
                              extra={"job_id": job_id, "run_id": run.run_id, "term": term})
         outgoing.sort(key=lambda item: item.slot)
-        if self.backlog or not self._broker_ready():
-            self.backlog = True  # behind older unpublished runs: published in order by the backlog pass
-            return
-        self._publish(outgoing, result)
+        return outgoing
 
     def _insert(self, runs: list[Run], term: int) -> set[str]:
         """Insert the runs; adopt existing drafts. Returns the ids of slots whose run went

@@ -68,7 +68,8 @@ RUN_ABSENT: dict[str, Any] = {"attempt": 0, "attempts": []}
 
 
 def _stored(doc: Mapping[str, Any], known: frozenset[str]) -> Stored:
-    return Stored(tuple(doc), {key: value for key, value in doc.items() if key not in known})
+    unknown = doc.keys() - known
+    return Stored(tuple(doc), {key: doc[key] for key in unknown} if unknown else {})
 
 
 def _laid_out(full: Document, stored: Stored | None, first_keys: tuple[str, ...],

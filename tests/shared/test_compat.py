@@ -120,7 +120,7 @@ def test_every_document_converts_to_typed_values_and_back_byte_for_byte(legacy: 
 
 @pytest.fixture
 def legacy_app(legacy: MongoStore, settings: Settings) -> Iterator[Any]:
-    app = create_app(settings, store=legacy, publisher=NoBroker())  # type: ignore[arg-type]
+    app = create_app(settings, store=legacy, publisher=NoBroker())
     app.testing = True
     app.extensions["cronhive"].clock = FakeClock(VIEW_AT)
     yield app.test_client()
@@ -153,7 +153,7 @@ def test_the_scheduler_plans_and_dispatches_the_legacy_jobs(legacy: MongoStore) 
     for job in legacy.list_jobs(1, 1000)[0]:
         plan_slots(job, later)  # every legacy job can be planned (the disabled ones plan nothing)
     publisher, clock = NoBroker(), FakeClock(later)
-    dispatcher = Dispatcher(legacy, publisher, clock, Term(), job_lease_s=LEASE_S, batch=500)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(legacy, publisher, clock, Term(), job_lease_s=LEASE_S, batch=500)
     result = dispatcher.run_pass()
     assert result.fired > 0 and not result.more
     published = {run_id for run_id, _ in publisher.published}
