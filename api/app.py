@@ -25,6 +25,7 @@ from cronhive.handlers import HandlerRegistry, load_handler_modules
 from cronhive.logs import configure_logging
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
+from cronhive.store.protocols import ApiStore
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -40,7 +41,7 @@ class Services:
     """What the request handlers use; created in the app's start step."""
 
     settings: Settings
-    store: MongoStore
+    store: ApiStore
     publisher: RunPublisher
     handlers: HandlerRegistry
     clock: Clock
@@ -48,7 +49,7 @@ class Services:
     _indexes_ready: bool = False
     _lock: Lock = field(default_factory=Lock)
 
-    def ready_store(self) -> MongoStore:
+    def ready_store(self) -> ApiStore:
         """The store, with its indexes ensured once (retried while MongoDB is down)."""
         if not self._indexes_ready:
             with self._lock:
@@ -61,7 +62,7 @@ class Services:
 def create_app(
     settings: Settings | None = None,
     *,
-    store: MongoStore | None = None,
+    store: ApiStore | None = None,
     publisher: RunPublisher | None = None,
 ) -> Flask:
     settings = settings or Settings.from_env()

@@ -175,7 +175,7 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     store = svc.ready_store()
     now = svc.clock.now()
     doc = store.create_job(fields, now)
-    location = url_for(f"{request.blueprint}.get_job", job_id=doc["_id"])
+    location = url_for(f"{request.blueprint}.get_job", job_id=doc.job_id)
     return jsonify(job_view(doc, now)), 201, {"Location": location}
 
 
@@ -254,7 +254,7 @@ def _first_line(doc: str | None) -> str | None:
 
 def scheduler_status() -> Response:
     status = services().ready_store().scheduler_status(services().clock.now())
-    return jsonify(status)
+    return jsonify(status.view())
 
 
 def preview() -> Response:

@@ -30,9 +30,9 @@ from types import FrameType
 from cronhive.broker import RunPublisher
 from cronhive.clock import DatabaseClock
 from cronhive.errors import BrokerUnavailable, ConfigurationError, StoreUnavailable
+from cronhive.leases import process_holder
 from cronhive.logs import configure_logging
 from cronhive.ops_server import OpsServer, readiness_checks
-from cronhive.scheduler.leadership import process_holder
 from cronhive.scheduler.loop import SchedulerLoop
 from cronhive.settings import Settings, redact_url
 from cronhive.store import MongoStore

@@ -46,19 +46,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from cronhive.broker import RunPublisher
 from cronhive.clock import Clock
-from cronhive.dispatch import new_run
+from cronhive.domain import Job, Run, RunError, new_run
+from cronhive.enums import ErrorType, RunStatus, Trigger
 from cronhive.errors import BrokerUnavailable
 from cronhive.scheduler import overlap
 from cronhive.scheduler.metrics import SchedulerMetrics
 from cronhive.settings import redact_url
 from cronhive.slots import JobAdvance, SlotRun, UncomputableSchedule, plan_slots
-from cronhive.store import MongoStore
+from cronhive.store.protocols import SchedulerStore
 
 log = logging.getLogger("cronhive.scheduler.dispatch")
 
@@ -96,10 +96,20 @@ class PassResult:
     lateness_ms: list[float] = field(default_factory=list)
 
 
+@dataclass
+class _Batch:
+    """One pass's plan: each advancing job's slot runs (due order), the job writes and
+    each job's missed-slot count."""
+
+    runs_by_job: dict[str, list[SlotRun]] = field(default_factory=dict)
+    advances: list[JobAdvance] = field(default_factory=list)
+    missed: dict[str, int] = field(default_factory=dict)
+
+
 class Dispatcher:
     """Creates, commits and publishes slot runs for the leader (see the module docstring)."""
 
-    def __init__(self, store: MongoStore, publisher: RunPublisher, clock: Clock, guard: Guard, *,
+    def __init__(self, store: SchedulerStore, publisher: RunPublisher, clock: Clock, guard: Guard, *,
                  job_lease_s: float, batch: int, metrics: SchedulerMetrics | None = None) -> None:
         self.store = store
         self.publisher = publisher
@@ -150,11 +160,22 @@ class Dispatcher:
         result.more = result.more or len(jobs) >= self.batch
         return result
 
-    def _dispatch(self, jobs: list[dict[str, Any]], now: datetime, result: PassResult) -> None:
-        runs_by_job: dict[str, list[SlotRun]] = {}
-        advances: list[JobAdvance] = []
-        jobs_by_id = {job["_id"]: job for job in jobs}
-        missed: dict[str, int] = {}
+    def _dispatch(self, jobs: list[Job], now: datetime, result: PassResult) -> None:
+        """Plan, insert and commit one batch of due jobs, then publish what was committed."""
+        batch = self._plan(jobs, now, result)
+        if not batch.advances:
+            return
+        applied, taken, term = self._commit(batch, {job.job_id: job for job in jobs}, now, result)
+        outgoing = self._outgoing(batch, applied, taken, term, result)
+        if self.backlog or not self._broker_ready():
+            self.backlog = True  # behind older unpublished runs: published in order by the backlog pass
+            return
+        self._publish(outgoing, result)
+
+    def _plan(self, jobs: list[Job], now: datetime, result: PassResult) -> _Batch:
+        """Each job's slot runs and advance (step a); uncomputable jobs are disabled. At most
+        about ``batch`` runs: the rest stay due (``result.more``)."""
+        batch = _Batch()
         planned_runs = 0
         for job in jobs:
             if planned_runs >= self.batch:  # bound every write of the pass; the rest stay due
@@ -168,34 +189,44 @@ class Dispatcher:
                 continue
             if not plan.advance:
                 continue
-            missed[job["_id"]] = plan.missed
+            batch.missed[job.job_id] = plan.missed
             runs, advance = overlap.resolve(job, plan, now, self.job_lease_s)
-            runs_by_job[job["_id"]] = runs
-            advances.append(advance)
+            batch.runs_by_job[job.job_id] = runs
+            batch.advances.append(advance)
             planned_runs += len(runs)
-        if not advances:
-            return
+        return batch
+
+    def _commit(self, batch: _Batch, jobs_by_id: dict[str, Job], now: datetime,
+                result: PassResult) -> tuple[set[str], set[str], int]:
+        """Insert the runs and apply the job advances (steps b, c); withdraw the drafts of
+        jobs whose advance did not apply. Returns (jobs applied, runs taken by an earlier
+        leader, the term)."""
         term = self.guard(self.clock.now())
-        docs = [self._run_doc(jobs_by_id[job_id], run, now, term)
-                for job_id, runs in runs_by_job.items() for run in runs]
-        taken = self._insert(docs, term)
+        slot_runs = [self._slot_run(jobs_by_id[job_id], run, now, term)
+                     for job_id, runs in batch.runs_by_job.items() for run in runs]
+        taken = self._insert(slot_runs, term)
         term = self.guard(self.clock.now())
         self._seq += 1
-        applied = self.store.advance_jobs(advances, term, f"{term}.{self._seq}.{id(self)}", now)
-        withdrawn = [run.run_id for job_id, runs in runs_by_job.items() if job_id not in applied
+        applied = self.store.advance_jobs(batch.advances, term, f"{term}.{self._seq}.{id(self)}", now)
+        withdrawn = [run.run_id for job_id, runs in batch.runs_by_job.items() if job_id not in applied
                      for run in runs if run.run_id not in taken]
         if withdrawn:
             self.guard(self.clock.now())
             self.store.delete_scheduled_drafts(withdrawn, term)
-            changed = len(runs_by_job) - len(applied)
+            changed = len(batch.runs_by_job) - len(applied)
             result.changed += changed
             log.info("%d job(s) changed while being dispatched; planned again next pass", changed,
                      extra={"term": term})
+        return applied, taken, term
+
+    def _outgoing(self, batch: _Batch, applied: set[str], taken: set[str], term: int,
+                  result: PassResult) -> list[Outgoing]:
+        """The committed runs to publish, in slot order; counts and logs the rest."""
         outgoing: list[Outgoing] = []
-        for job_id, runs in runs_by_job.items():  # due order, then slot order (stable sort below)
+        for job_id, runs in batch.runs_by_job.items():  # due order, then slot order (stable sort below)
             if job_id not in applied:
                 continue
-            self.metrics.missed(missed[job_id])
+            self.metrics.missed(batch.missed[job_id])
             for run in runs:
                 result.planned += 1
                 if run.fire and run.run_id not in taken:
@@ -203,40 +234,38 @@ class Dispatcher:
                     result.fired += 1
                 elif not run.fire:
                     result.skipped += 1
-                    self.metrics.skipped(run.skip_type or "misfire")
+                    self.metrics.skipped(run.skip_type or ErrorType.MISFIRE)
                     log.info("slot skipped (%s): %s", run.skip_type, run.message,
                              extra={"job_id": job_id, "run_id": run.run_id, "term": term})
         outgoing.sort(key=lambda item: item.slot)
-        if self.backlog or not self._broker_ready():
-            self.backlog = True  # behind older unpublished runs: published in order by the backlog pass
-            return
-        self._publish(outgoing, result)
+        return outgoing
 
-    def _insert(self, docs: list[dict[str, Any]], term: int) -> set[str]:
+    def _insert(self, runs: list[Run], term: int) -> set[str]:
         """Insert the runs; adopt existing drafts. Returns the ids of slots whose run went
         further under an earlier leader (not ours to publish)."""
         taken: set[str] = set()
-        for existing in self.store.insert_scheduled_runs(docs):
+        for existing in self.store.insert_scheduled_runs(runs):
             self.guard(self.clock.now())
             if not self.store.adopt_scheduled_run(existing, term):
-                taken.add(existing["_id"])
+                taken.add(existing.run_id)
         return taken
 
-    def _run_doc(self, job: dict[str, Any], run: SlotRun, now: datetime, term: int) -> dict[str, Any]:
-        doc = new_run(job, run.run_id, "schedule", run.slot, now, None, "pending" if run.fire else "skipped")
-        doc["lease_token"] = run.lease_token
-        doc["sched_term"] = term
-        if not run.fire:
-            doc["error"] = {"type": run.skip_type, "message": run.message}
-            doc["finished_at"] = now
-        return doc
+    @staticmethod
+    def _slot_run(job: Job, run: SlotRun, now: datetime, term: int) -> Run:
+        """The run a slot gets: ``pending`` (to publish) or ``skipped`` with why, in ``term``."""
+        status = RunStatus.PENDING if run.fire else RunStatus.SKIPPED
+        created = replace(new_run(job, run.run_id, Trigger.SCHEDULE, run.slot, now, None, status),
+                          lease_token=run.lease_token, sched_term=term)
+        if run.fire:
+            return created
+        return replace(created, error=RunError(run.skip_type or ErrorType.MISFIRE, run.message or ""), finished_at=now)
 
-    def _disable(self, job: dict[str, Any], reason: str, now: datetime) -> bool:
+    def _disable(self, job: Job, reason: str, now: datetime) -> bool:
         """Disable a job that cannot be planned; False when it changed meanwhile."""
         term = self.guard(self.clock.now())
-        if not self.store.disable_job(job["_id"], job.get("revision"), reason, now, term):
+        if not self.store.disable_job(job.job_id, job.revision, reason, now, term):
             return False
-        log.warning("job disabled: %s", reason, extra={"job_id": job["_id"], "term": term})
+        log.warning("job disabled: %s", reason, extra={"job_id": job.job_id, "term": term})
         return True
 
     # -- publishing --------------------------------------------------------------
@@ -283,7 +312,7 @@ class Dispatcher:
         total = 0
         while True:
             page = self.store.pending_runs(self.batch)
-            ids = {run["_id"] for run in page}
+            ids = {run.run_id for run in page}
             if not page or ids == previous:  # nothing left, or nothing movable now
                 break
             previous = ids
@@ -292,7 +321,7 @@ class Dispatcher:
             if drafts:
                 self.store.delete_scheduled_drafts(drafts, term)
             if orphans:
-                error = {"type": "job_deleted", "message": "the job was deleted before this run was published"}
+                error = RunError(ErrorType.JOB_DELETED, "the job was deleted before this run was published")
                 self.store.skip_pending_runs(orphans, error, self.clock.now(), term)
             if not self._publish(committed, result):
                 self.metrics.unpublished(self.store.count_pending_runs())
@@ -304,24 +333,25 @@ class Dispatcher:
         self.backlog = False
         self._next_scan = time.monotonic() + BACKLOG_SCAN_S
 
-    def _classify(self, page: list[dict[str, Any]]) -> tuple[list[Outgoing], list[str], list[str]]:
+    def _classify(self, page: list[Run]) -> tuple[list[Outgoing], list[str], list[str]]:
         """Pending runs → (to publish, drafts to delete, runs of deleted jobs)."""
-        positions = self.store.job_positions(sorted({run["job_id"] for run in page}))
+        positions = self.store.job_positions(sorted({run.job_id for run in page}))
         young = self.clock.now() - timedelta(seconds=MANUAL_PENDING_S)
         committed: list[Outgoing] = []
         drafts: list[str] = []
         orphans: list[str] = []
         for run in page:
-            job_id = run["job_id"]
-            if run.get("trigger") != "schedule":
-                if run["created_at"] <= young:
-                    committed.append(Outgoing(run["_id"], job_id, run["scheduled_for"], scheduled=False))
+            job_id, slot = run.job_id, run.scheduled_for
+            assert slot is not None and run.created_at is not None  # every run is written with both
+            if not run.scheduled:
+                if run.created_at <= young:
+                    committed.append(Outgoing(run.run_id, job_id, slot, scheduled=False))
             elif job_id not in positions:
-                orphans.append(run["_id"])
-            elif positions[job_id] is not None and run["scheduled_for"] >= positions[job_id]:
-                drafts.append(run["_id"])
+                orphans.append(run.run_id)
+            elif (position := positions[job_id]) is not None and slot >= position:
+                drafts.append(run.run_id)
             else:
-                committed.append(Outgoing(run["_id"], job_id, run["scheduled_for"], scheduled=True))
+                committed.append(Outgoing(run.run_id, job_id, slot, scheduled=True))
         return committed, drafts, orphans
 
     # -- RabbitMQ health ---------------------------------------------------------

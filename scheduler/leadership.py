@@ -5,8 +5,8 @@ who publishes. Every scheduler process runs a `Leadership`; the loop calls
 `Leadership.maintain` with the database clock's ``now`` whenever
 `Leadership.next_action_at` has come:
 
-* **Standby**: tries to claim the lease (`cronhive.leases.claim`, upsert: free,
-  expired or already ours) every renew interval (a third of ``LEADER_LEASE_S``),
+* **Standby**: tries to claim the lease (a named lease, created on its first claim:
+  free, expired or already ours) every renew interval (a third of ``LEADER_LEASE_S``),
   and sooner — right at the current lease's expiry — when that comes first. So a
   dead leader is replaced within the lease duration plus at most one renew
   interval.
@@ -15,7 +15,7 @@ who publishes. Every scheduler process runs a `Leadership`; the loop calls
   pass keeps the lease while each of its steps is short, and a leader stuck in
   one step loses it. The lease token is the leader's *term*, a fencing token
   that only grows: every write the leader makes carries it (see the
-  ``scheduler`` section of `cronhive.store.MongoStore`).
+  `cronhive.store.scheduling`).
 * **Local deadline**: a leader counts as leader only until ``expires_at`` minus a
   safety margin (`margin_for`), on its own reading of the database clock. Past
   it — renewals failing, or the process was paused (SIGSTOP, a long GC) — it
@@ -34,14 +34,15 @@ Nothing here sleeps or reads a clock: tests drive it with hand-moved instants.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from datetime import datetime, timedelta
 from enum import Enum
 
+from cronhive.domain import Heartbeat
+from cronhive.enums import LeaseScope, SchedulerRole
 from cronhive.errors import Unavailable
 from cronhive.leases import Lease, renew_interval
-from cronhive.store import MongoStore
+from cronhive.store import LEADER_LEASE_ID
+from cronhive.store.protocols import SchedulerStore
 
 log = logging.getLogger("cronhive.scheduler.leadership")
 
@@ -58,11 +59,6 @@ class Change(Enum):
     STEPPED_DOWN = "stepped_down"
 
 
-def process_holder() -> str:
-    """This process's holder name: ``hostname:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def margin_for(lease_s: float) -> timedelta:
     """The safety margin before the lease's expiry at which a leader stops: a tenth of
     the lease, at least 200 ms."""
@@ -72,7 +68,7 @@ def margin_for(lease_s: float) -> timedelta:
 class Leadership:
     """The leader lease as seen by one scheduler process."""
 
-    def __init__(self, store: MongoStore, holder: str, lease_s: float, *, margin: timedelta | None = None) -> None:
+    def __init__(self, store: SchedulerStore, holder: str, lease_s: float, *, margin: timedelta | None = None) -> None:
         self.store = store
         self.holder = holder
         self.lease_s = float(lease_s)
@@ -147,7 +143,7 @@ class Leadership:
         """Release the lease (if held) and remove the heartbeat; best effort."""
         lease, self.lease = self.lease, None
         try:
-            if lease is not None and self.store.release_leader_lease(lease):
+            if lease is not None and self.store.release_lease(lease):
                 log.info("released the leader lease", extra={"holder": self.holder, "term": lease.token})
             self.store.remove_scheduler_heartbeat(self.holder)
         except Unavailable as exc:
@@ -155,9 +151,9 @@ class Leadership:
                         extra={"holder": self.holder})
 
     def _claim(self, now: datetime) -> Change | None:
-        lease = self.store.claim_leader_lease(self.holder, self.lease_s, now)
+        lease = self.store.claim_lease(LeaseScope.NAMED, LEADER_LEASE_ID, self.holder, self.lease_s, now)
         if lease is None:
-            current = self.store.leader_lease()
+            current = self.store.read_lease(LeaseScope.NAMED, LEADER_LEASE_ID)
             retry = now + self.interval
             if current is not None and current.expires_at + EXPIRY_SLACK < retry:
                 retry = max(now, current.expires_at + EXPIRY_SLACK)
@@ -170,7 +166,7 @@ class Leadership:
 
     def _renew(self, now: datetime) -> Change | None:
         assert self.lease is not None
-        renewed = self.store.renew_leader_lease(self.lease, self.lease_s, now)
+        renewed = self.store.renew_lease(self.lease, self.lease_s, now)
         if renewed is None:
             return self._step_down(now, "the lease was taken over or expired")
         self.lease = renewed
@@ -186,8 +182,7 @@ class Leadership:
         return Change.STEPPED_DOWN
 
     def _beat(self, now: datetime) -> None:
-        role = "leader" if self.is_leader(now) else "standby"
-        host, _, pid = self.holder.rpartition(":")
-        fields = {"role": role, "term": self.term, "host": host, "pid": int(pid) if pid.isdigit() else None}
-        self.store.scheduler_heartbeat(self.holder, now, now + timedelta(seconds=self.lease_s), fields)
+        role = SchedulerRole.LEADER if self.is_leader(now) else SchedulerRole.STANDBY
+        beat = Heartbeat(self.holder, role, self.term)
+        self.store.scheduler_heartbeat(beat, now, now + timedelta(seconds=self.lease_s))
         self._beat_at = now + self.interval

@@ -33,7 +33,7 @@ from cronhive.scheduler.dispatcher import Dispatcher
 from cronhive.scheduler.leadership import Leadership, LeadershipLost
 from cronhive.scheduler.metrics import SchedulerMetrics
 from cronhive.settings import Settings, redact_url
-from cronhive.store import MongoStore
+from cronhive.store.protocols import SchedulerStore
 
 log = logging.getLogger("cronhive.scheduler")
 
@@ -48,7 +48,7 @@ CHANGED_RETRY_S = 0.02
 class SchedulerLoop:
     """One scheduler process: standby or leader. Owns none of the clients it is given."""
 
-    def __init__(self, settings: Settings, store: MongoStore, publisher: RunPublisher, clock: Clock,
+    def __init__(self, settings: Settings, store: SchedulerStore, publisher: RunPublisher, clock: Clock,
                  holder: str, *, metrics: SchedulerMetrics | None = None) -> None:
         self.settings = settings
         self.store = store

@@ -3,15 +3,15 @@ reservation that goes with them (SPEC §4, the run lifecycle contract). Pure.
 
 The decision is taken on the job document as read, and the write that carries it
 (`cronhive.slots.JobAdvance`) expects the lease fields to be exactly as read, so it
-is as atomic as `cronhive.leases.claim`: if a worker released, renewed or claimed the
+is as atomic as a lease claim: if a worker released, renewed or claimed the
 lease in between, the write matches nothing and the job is planned again.
 
 ``forbid`` (default)
     The job lease is *available* when free, expired at ``now``, or held by the
     reservation of one of these very runs (a re-plan after a crash). Then the
     first fired slot reserves it (holder ``run:<run_id>``; a new token unless the
-    reservation is already that run's and still valid, exactly as
-    `cronhive.leases.claim`) and every later slot is ``skipped``; when it is held by
+    reservation is already that run's and still valid: `cronhive.leases.successor`,
+    the rule every claim follows) and every later slot is ``skipped``; when it is held by
     another run every slot is ``skipped`` (error type ``overlap``).
 ``buffer_one``
     As ``forbid``, except that one more run may wait for the lease: when
@@ -23,81 +23,55 @@ lease in between, the write matches nothing and the job is planned again.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
 
-from cronhive.dispatch import reservation_holder
-from cronhive.slots import JobAdvance, SlotPlan, SlotRun, policy, slot_run_id
-
-
-def lease_expectation(job: dict[str, Any]) -> dict[str, Any]:
-    """The lease fields as read, for a write that must find them unchanged."""
-    lease = job.get("lease")
-    expect: dict[str, Any] = {"lease_term": job.get("lease_term")}
-    if not lease:
-        expect["lease"] = lease  # None (or missing), exactly as read
-    else:
-        expect.update({"lease.holder": lease.get("holder"), "lease.token": lease.get("token"),
-                       "lease.expires_at": lease.get("expires_at")})
-    return expect
+from cronhive.domain import Job
+from cronhive.enums import ErrorType, LeaseScope, OverlapPolicy
+from cronhive.leases import Lease, claimable, duration_ms, reservation_holder, successor
+from cronhive.slots import JobAdvance, SlotPlan, SlotRun, slot_run_id
 
 
-def lease_available(job: dict[str, Any], holders: set[str], now: datetime) -> bool:
-    """Free, expired at ``now``, or held by one of ``holders``."""
-    lease = job.get("lease")
-    return not lease or lease.get("expires_at") is None or lease["expires_at"] <= now or lease.get("holder") in holders
-
-
-def resolve(job: dict[str, Any], plan: SlotPlan, now: datetime, job_lease_s: float) -> tuple[list[SlotRun], JobAdvance]:
+def resolve(job: Job, plan: SlotPlan, now: datetime, job_lease_s: float) -> tuple[list[SlotRun], JobAdvance]:
     """The run of every slot of ``plan`` and the job write that commits them."""
-    job_id = job["_id"]
-    runs = [SlotRun(slot_run_id(job_id, s.at), s.at, False, "misfire", s.message) for s in plan.skipped]
-    expect: dict[str, Any] = {"revision": job.get("revision"), "next_fire_at": job.get("next_fire_at")}
-    changes: dict[str, Any] = {"next_fire_at": plan.next_fire_at, "due_at": plan.due_at}
+    job_id = job.job_id
+    runs = [SlotRun(slot_run_id(job_id, s.at), s.at, False, ErrorType.MISFIRE, s.message) for s in plan.skipped]
     fire_ids = [(slot_run_id(job_id, at), at) for at in plan.fire]
-    mode = str(policy(job, "overlap_policy"))
-    if mode == "allow" or not fire_ids:
-        runs += [SlotRun(run_id, at, True) for run_id, at in fire_ids]
+    mode = job.overlap_policy
+    reservation: Lease | None = None
+    buffered: str | None = None
+    decided = mode.uses_job_lease and bool(fire_ids)
+    if decided:
+        contended, reservation, buffered = _contend(job, fire_ids, now, job_lease_s)
+        runs += contended
     else:
-        expect.update(lease_expectation(job))
-        runs += _contend(job, fire_ids, mode, now, job_lease_s, changes)
-        if mode == "buffer_one":
-            expect["buffered_run_id"] = job.get("buffered_run_id")
+        runs += [SlotRun(run_id, at, True) for run_id, at in fire_ids]
     runs.sort(key=lambda run: run.slot)
-    return runs, JobAdvance(job_id, expect, changes, any(run.fire for run in runs))
+    advance = JobAdvance(job, plan.next_fire_at, plan.due_at, any(run.fire for run in runs), lease_decided=decided,
+                         buffer_decided=decided and mode == OverlapPolicy.BUFFER_ONE, reservation=reservation,
+                         buffered_run_id=buffered)
+    return runs, advance
 
 
-def _contend(job: dict[str, Any], fire_ids: list[tuple[str, datetime]], mode: str, now: datetime,
-             job_lease_s: float, changes: dict[str, Any]) -> list[SlotRun]:
+def _contend(job: Job, fire_ids: list[tuple[str, datetime]], now: datetime,
+             job_lease_s: float) -> tuple[list[SlotRun], Lease | None, str | None]:
     """``forbid``/``buffer_one``: reserve the lease for the first slot when available,
-    buffer one more under ``buffer_one``, skip the rest. Fills ``changes``."""
+    buffer one more under ``buffer_one``, skip the rest. Returns the runs, the
+    reservation made and the run now buffered (None when none)."""
     runs: list[SlotRun] = []
     waiting = list(fire_ids)
-    holders = {reservation_holder(run_id) for run_id, _ in fire_ids}
-    if lease_available(job, holders, now):
+    reservation: Lease | None = None
+    buffered: str | None = None
+    if claimable(job.lease, {reservation_holder(run_id) for run_id, _ in fire_ids}, now):
         run_id, at = waiting.pop(0)
-        token = _reserve(job, run_id, now, job_lease_s, changes)
-        runs.append(SlotRun(run_id, at, True, lease_token=token))
-    if mode == "buffer_one" and waiting and job.get("buffered_run_id") is None:
+        reservation = successor(job.lease, job.lease_term, LeaseScope.JOB, job.job_id, reservation_holder(run_id),
+                                run_id, now, duration_ms(job_lease_s))
+        runs.append(SlotRun(run_id, at, True, lease_token=reservation.token))
+    if job.overlap_policy == OverlapPolicy.BUFFER_ONE and waiting and job.buffered_run_id is None:
         run_id, at = waiting.pop(0)
-        changes["buffered_run_id"] = run_id
+        buffered = run_id
         runs.append(SlotRun(run_id, at, True))
-    held_by = (job.get("lease") or {}).get("holder")
+    holder = reservation.holder if reservation is not None else job.lease.holder if job.lease is not None else None
     for run_id, at in waiting:
-        holder = changes["lease"]["holder"] if "lease" in changes else held_by
-        runs.append(SlotRun(run_id, at, False, "overlap", f"the job's lease is held by {holder} "
-                                                          f"(overlap_policy {mode})"))
-    return runs
-
-
-def _reserve(job: dict[str, Any], run_id: str, now: datetime, job_lease_s: float, changes: dict[str, Any]) -> int:
-    """Reserve the job lease for ``run_id`` (as `cronhive.leases.claim` would); its token."""
-    holder = reservation_holder(run_id)
-    lease = job.get("lease") or {}
-    term = int(job.get("lease_term") or 0)
-    still_mine = lease.get("holder") == holder and lease.get("expires_at") is not None and lease["expires_at"] > now
-    token = term if still_mine else term + 1
-    changes["lease_term"] = token
-    changes["lease"] = {"holder": holder, "run_id": run_id, "token": token,
-                        "expires_at": now + timedelta(seconds=job_lease_s)}
-    return token
+        runs.append(SlotRun(run_id, at, False, ErrorType.OVERLAP, f"the job's lease is held by {holder} "
+                                                                  f"(overlap_policy {job.overlap_policy})"))
+    return runs, reservation, buffered

@@ -18,20 +18,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from cronhive.broker import RunPublisher
+from cronhive.domain import new_run as new_run
 from cronhive.domain import new_run_id
+from cronhive.enums import LeaseScope, OverlapPolicy, Trigger
 from cronhive.errors import LeaseHeld, Unavailable
-from cronhive.leases import Lease
-from cronhive.store import MongoStore
+from cronhive.leases import Lease, reservation_holder
+from cronhive.store.protocols import TriggerStore
 
 log = logging.getLogger("cronhive.dispatch")
-
-
-def reservation_holder(run_id: str) -> str:
-    """The lease holder name a trigger or the scheduler reserves for a run."""
-    return f"run:{run_id}"
 
 
 @dataclass(frozen=True)
@@ -42,46 +38,24 @@ class TriggerResult:
     lock_acquired: bool
 
 
-def new_run(job: dict[str, Any], run_id: str, trigger: str, scheduled_for: datetime, now: datetime,
-            lease: Lease | None, status: str = "pending") -> dict[str, Any]:
-    """A run document as first written."""
-    return {
-        "_id": run_id,
-        "job_id": job["_id"],
-        "trigger": trigger,
-        "scheduled_for": scheduled_for,
-        "status": status,
-        "attempt": 0,
-        "lease_token": lease.token if lease else None,
-        "worker": None,
-        "created_at": now,
-        "queued_at": None,
-        "started_at": None,
-        "finished_at": None,
-        "duration_ms": None,
-        "lateness_ms": None,
-        "error": None,
-    }
-
-
-def trigger_job(store: MongoStore, publisher: RunPublisher, job_id: str, now: datetime, lease_s: float) -> TriggerResult:
+def trigger_job(store: TriggerStore, publisher: RunPublisher, job_id: str, now: datetime,
+                lease_s: float) -> TriggerResult:
     """Manually run a job at ``now`` (the database clock; disabled jobs too). Raises
     `LeaseHeld` under ``forbid`` while a run holds the lease, and under
     ``buffer_one`` when a run already waits."""
     job = store.get_job(job_id)
     run_id = new_run_id(now)
-    policy = job.get("overlap_policy", "forbid")
     lease: Lease | None = None
-    if policy != "allow":
-        lease = store.claim_job_lease(job_id, reservation_holder(run_id), lease_s, now, run_id=run_id)
+    if job.overlap_policy.uses_job_lease:
+        lease = store.claim_lease(LeaseScope.JOB, job_id, reservation_holder(run_id), lease_s, now, run_id=run_id)
         if lease is None:
             store.get_job(job_id)  # deleted meanwhile: 404, not a lease conflict
-        if lease is None and policy == "forbid":
+        if lease is None and job.overlap_policy == OverlapPolicy.FORBID:
             raise LeaseHeld(f"job {job_id!r} is running; its lease is held", details={"job_id": job_id})
         if lease is None and not store.reserve_buffer_slot(job_id, run_id):
             raise LeaseHeld(f"job {job_id!r} is running and a run already waits for it", details={"job_id": job_id})
     try:
-        store.insert_run(new_run(job, run_id, "manual", now, now, lease))
+        store.insert_run(new_run(job, run_id, Trigger.MANUAL, now, now, lease))
         publisher.publish_run(run_id, job_id)
     except Exception:
         _undo_trigger(store, job_id, run_id, lease)
@@ -91,7 +65,7 @@ def trigger_job(store: MongoStore, publisher: RunPublisher, job_id: str, now: da
     return TriggerResult(job_id=job_id, run_id=run_id, triggered_at=now, lock_acquired=lease is not None)
 
 
-def _after_publish(store: MongoStore, job_id: str, run_id: str, now: datetime) -> None:
+def _after_publish(store: TriggerStore, job_id: str, run_id: str, now: datetime) -> None:
     """Mark the run ``queued`` and note the trigger on the job. RabbitMQ has the
     run by now, so a MongoDB failure here does not fail the trigger: the run
     stays ``pending`` (which the scheduler re-publishes; workers run it once)."""
@@ -102,12 +76,12 @@ def _after_publish(store: MongoStore, job_id: str, run_id: str, now: datetime) -
         log.warning("run published but not marked queued", extra={"job_id": job_id, "run_id": run_id})
 
 
-def _undo_trigger(store: MongoStore, job_id: str, run_id: str, lease: Lease | None) -> None:
+def _undo_trigger(store: TriggerStore, job_id: str, run_id: str, lease: Lease | None) -> None:
     """Best effort: remove what a failed trigger wrote (an expiring lease is the fallback)."""
     try:
         store.delete_run(run_id)
         store.clear_buffer_slot(job_id, run_id)
         if lease is not None:
-            store.release_job_lease(lease)
+            store.release_lease(lease)
     except Unavailable:
         log.warning("could not undo a failed trigger; its lease will expire", extra={"job_id": job_id, "run_id": run_id})

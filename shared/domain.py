@@ -1,14 +1,28 @@
-"""The job and run model: field names, policies, ids and time formatting.
+"""The job and run model: typed values, their defaults and schedule math, ids, time
+formatting and the API's views of them.
 
-Job documents (collection ``jobs``, ``_id`` = job_id) hold the definition, the
-scheduling state (``next_fire_at``: the next slot instant by the cron rules;
-``due_at``: that slot plus the job's jitter, null while disabled — the
-scheduler's index), the outcome of the last run, and the job's run lease
-(``lease`` / ``lease_term``, see `cronhive.leases`).
+A `Job` is one document of the collection ``jobs`` (``_id`` = ``job_id``): the
+definition, the scheduling state (``next_fire_at``: the next slot instant by the
+cron rules; ``due_at``: that slot plus the job's jitter, None while disabled — the
+scheduler's index), the outcome of the last run and the job's run lease. A `Run`
+is one document of ``runs`` (``_id`` = ``run_id``): one per slot (unique on
+``job_id`` + ``scheduled_for`` for scheduled runs) or per manual trigger.
 
-Run documents (collection ``runs``, ``_id`` = run_id) are one per slot
-(unique on ``job_id`` + ``scheduled_for`` for scheduled runs) or per manual
-trigger.
+Invariants:
+
+* Values are immutable; a change is a new value (`dataclasses.replace`) or a
+  store write.
+* Conversion to and from MongoDB documents happens only in the store edge
+  (`cronhive.store.documents`). A value read from the store remembers the
+  document's layout (`Stored`: key order, which fields were absent, fields this
+  version does not know), so writing it back reproduces the document byte for
+  byte; the domain never reads that layout.
+* A field absent from an old document reads as its default here: the time zone
+  UTC, the policies `DEFAULT_POLICIES`, ``args`` ``{}``. A stored null time zone
+  stays None (the API shows it as stored) and is computed as UTC (`Job.zone`), by
+  every piece of schedule math alike.
+* Schedule math (next slot + jitter, what an update does to the slot) lives
+  here and in `cronhive.slots`, never in the store.
 """
 
 from __future__ import annotations
@@ -17,28 +31,31 @@ import hashlib
 import re
 import secrets
 import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from cronhive import cron
+from cronhive.enums import FINAL_RUN_STATUSES as FINAL_RUN_STATUSES
+from cronhive.enums import JobStatus, LeaseScope, MisfirePolicy, OverlapPolicy, RunStatus, SchedulerRole, Trigger
+from cronhive.leases import Lease, host_and_pid, pid_of
 
 UTC = UTC
 
 JOB_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 
-MISFIRE_POLICIES = ("fire_once", "skip", "fire_all")
-OVERLAP_POLICIES = ("forbid", "allow", "buffer_one")
-JOB_STATUSES = ("active", "disabled")
-TRIGGERS = ("schedule", "manual")
+#: The accepted values, as plain strings (for validation and the OpenAPI document).
+MISFIRE_POLICIES = tuple(member.value for member in MisfirePolicy)
+OVERLAP_POLICIES = tuple(member.value for member in OverlapPolicy)
+JOB_STATUSES = tuple(member.value for member in JobStatus)
 
-#: ``pending``: created, publish not yet confirmed by RabbitMQ (re-published if
-#: never confirmed); ``queued`` only after the broker's confirm.
-RUN_STATUSES = ("pending", "queued", "running", "succeeded", "failed", "timed_out", "skipped", "abandoned")
-FINAL_RUN_STATUSES = ("succeeded", "failed", "timed_out", "skipped", "abandoned")
-
+DEFAULT_TIMEZONE = "UTC"
 DEFAULT_POLICIES: dict[str, Any] = {
-    "misfire_policy": "fire_once",
+    "misfire_policy": MisfirePolicy.FIRE_ONCE,
     "misfire_grace_s": 60,
-    "overlap_policy": "forbid",
+    "overlap_policy": OverlapPolicy.FORBID,
     "jitter_s": 0,
     "timeout_s": 3600,
     "max_retries": 0,
@@ -98,59 +115,365 @@ def jitter_offset(job_id: str, jitter_s: int) -> timedelta:
     return timedelta(milliseconds=millis)
 
 
-def job_status(doc: dict[str, Any]) -> str:
-    return "active" if doc.get("enabled") else "disabled"
+# -- values -----------------------------------------------------------------------
 
 
-def lease_is_held(doc: dict[str, Any], now: datetime) -> bool:
-    lease = doc.get("lease")
-    return bool(lease) and lease.get("expires_at") is not None and lease["expires_at"] > now
+@dataclass(frozen=True)
+class Stored:
+    """How a document was laid out when it was read: its keys in order, and the
+    values of fields this version does not model. Only the store edge reads it."""
+
+    keys: tuple[str, ...]
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def job_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunError:
+    """Why a run did not succeed: ``type`` is an `ErrorType` or, for a failed
+    handler, its exception's class name; ``message`` is bounded by the worker."""
+
+    type: str
+    message: str
+
+    def view(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message}
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One entry of a run's ``attempts`` history (at most the latest 50 are kept)."""
+
+    attempt: int
+    worker: str | None
+    status: RunStatus
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    error: RunError | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job: its definition, scheduling state, last outcome and run lease.
+
+    ``revision`` grows with every API change and scheduler disable (the
+    compare-and-set of updates); ``lease_term`` is the lease's fencing counter
+    (None: the document never had one). ``lease`` is the run lease as stored — it
+    may have expired (`lock_acquired`).
+    """
+
+    job_id: str
+    name: str
+    schedule: str
+    handler: str
+    timezone: str | None = DEFAULT_TIMEZONE
+    args: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+    misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
+    misfire_grace_s: int = 60
+    overlap_policy: OverlapPolicy = OverlapPolicy.FORBID
+    jitter_s: int = 0
+    timeout_s: int | None = 3600
+    max_retries: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    revision: int | None = 1
+    next_fire_at: datetime | None = None
+    due_at: datetime | None = None
+    last_triggered_at: datetime | None = None
+    last_run_id: str | None = None
+    last_run_status: RunStatus | None = None
+    last_run_duration_ms: int | None = None
+    lease: Lease | None = None
+    lease_term: int | None = 0
+    disabled_reason: str | None = None
+    buffered_run_id: str | None = None
+    stored: Stored | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def status(self) -> JobStatus:
+        return JobStatus.ACTIVE if self.enabled else JobStatus.DISABLED
+
+    @property
+    def zone(self) -> str:
+        """The time zone its slots are computed in: a stored null is UTC."""
+        return self.timezone or DEFAULT_TIMEZONE
+
+    @property
+    def jitter(self) -> timedelta:
+        """Its deterministic offset in ``[0, jitter_s)`` (see `jitter_offset`)."""
+        return jitter_offset(self.job_id, int(self.jitter_s))
+
+    def lock_acquired(self, now: datetime) -> bool:
+        """A run holds the job's lease at ``now`` (a live lease, not an expired one)."""
+        return self.lease is not None and self.lease.live(now)
+
+    def next_slot(self, after: datetime) -> tuple[datetime, datetime]:
+        """``(next_fire_at, due_at)``: its first slot strictly after ``after``, and that
+        slot plus its jitter. Raises `InvalidSchedule` for an uncomputable schedule."""
+        next_fire = cron.next_fire(self.schedule, self.zone, after)
+        return next_fire, next_fire + self.jitter
+
+    def schedule_state(self, after: datetime) -> dict[str, datetime | None]:
+        """The scheduling fields of this job computed from ``after``: the next slot and
+        ``due_at`` when enabled; a disabled job is never due."""
+        if not self.enabled:
+            return {"due_at": None}
+        next_fire, due_at = self.next_slot(after)
+        return {"next_fire_at": next_fire, "due_at": due_at}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a job: a slot's (``trigger`` schedule) or a manual trigger's.
+
+    ``attempt`` counts the attempts started (0 until the first). The fields of
+    the current attempt — ``lease_token`` (the fencing token of the lease it
+    holds, or the one reserved for it), ``lease_holder``, ``lease_scope`` and
+    ``worker`` — fence every write about it. ``lease`` / ``lease_term`` are the
+    run's own lease (``allow`` jobs only). ``sched_term`` is the term of the
+    leader that wrote a slot run.
+    """
+
+    run_id: str
+    job_id: str
+    trigger: Trigger
+    status: RunStatus
+    scheduled_for: datetime | None = None
+    attempt: int = 0
+    lease_token: int | None = None
+    worker: str | None = None
+    created_at: datetime | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    lateness_ms: int | None = None
+    error: RunError | None = None
+    sched_term: int | None = None
+    lease_term: int | None = None
+    lease: Lease | None = None
+    lease_holder: str | None = None
+    lease_scope: LeaseScope | None = None
+    retry_at: datetime | None = None
+    attempts: tuple[AttemptRecord, ...] = ()
+    stored: Stored | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def scheduled(self) -> bool:
+        return self.trigger == Trigger.SCHEDULE
+
+    def attempt_lease_doc_id(self) -> str:
+        """The id of the document the current attempt's lease lives on."""
+        return self.run_id if self.lease_scope == LeaseScope.RUN else self.job_id
+
+    def attempt_lease(self) -> Lease | None:
+        """The lease the current attempt was given (its holder and token; the expiry
+        is unknown here), to release it if it is still in place."""
+        if self.lease_holder is None or self.lease_token is None:
+            return None
+        scope = LeaseScope.RUN if self.lease_scope == LeaseScope.RUN else LeaseScope.JOB
+        return Lease(scope, self.attempt_lease_doc_id(), self.lease_holder, int(self.lease_token), datetime.min,
+                     self.run_id)
+
+
+@dataclass(frozen=True)
+class AttemptStart:
+    """What marks a run ``running`` for attempt ``number``: the lease it holds (its
+    token fences every later write of the attempt), the worker process, when it
+    started and how late that was after the run's slot."""
+
+    number: int
+    lease: Lease
+    worker: str
+    started_at: datetime
+    lateness_ms: int | None
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How an attempt ended, as written on the run.
+
+    A final ``status`` writes ``finished_at``; ``queued`` (a retry waiting out its
+    backoff until ``retry_at``) does not. ``duration_ms`` None: unknown (a dead
+    attempt's), left as it was. ``releases_run_lease``: the run's own lease
+    (``allow``) is freed in the same write.
+    """
+
+    status: RunStatus
+    error: RunError | None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    retry_at: datetime | None = None
+    releases_run_lease: bool = False
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A scheduler process's heartbeat: its holder name (``hostname:pid``), role and
+    the term it holds as leader (None as standby)."""
+
+    holder: str
+    role: SchedulerRole
+    term: int | None
+
+    @property
+    def host(self) -> str:
+        return host_and_pid(self.holder)[0]
+
+    @property
+    def pid(self) -> int | None:
+        return host_and_pid(self.holder)[1]
+
+
+def new_job(job_id: str, fields: Mapping[str, Any], now: datetime) -> Job:
+    """The job an API create makes of its validated ``fields`` at ``now``: the given
+    values, the defaults for the rest, and its first slot when enabled (a job created
+    disabled gets its slot when enabled)."""
+    policy = {key: fields.get(key, default) for key, default in DEFAULT_POLICIES.items()}
+    job = Job(
+        job_id=job_id,
+        name=fields["name"],
+        schedule=fields["schedule"],
+        handler=fields["handler"],
+        timezone=fields.get("timezone") or DEFAULT_TIMEZONE,
+        args=fields.get("args") or {},
+        enabled=fields.get("enabled", True),
+        misfire_policy=MisfirePolicy(policy["misfire_policy"]),
+        misfire_grace_s=policy["misfire_grace_s"],
+        overlap_policy=OverlapPolicy(policy["overlap_policy"]),
+        jitter_s=policy["jitter_s"],
+        timeout_s=policy["timeout_s"],
+        max_retries=policy["max_retries"],
+        created_at=now,
+        updated_at=now,
+    )
+    if not job.enabled:
+        return job  # it gets its first slot when enabled
+    next_fire, due_at = job.next_slot(now)
+    return replace(job, next_fire_at=next_fire, due_at=due_at)
+
+
+#: A changed one of these moves the job's next slot.
+TIMING_FIELDS = ("schedule", "timezone", "jitter_s")
+
+
+def job_update(current: Job, changes: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The fields an API update of ``current`` with the validated ``changes`` sets at ``now``.
+
+    A changed schedule, time zone or jitter takes effect from the next slot after
+    ``now``. Disabling clears ``due_at`` but keeps ``next_fire_at``, so re-enabling
+    lets the scheduler apply the misfire policy to what was missed; re-enabling
+    makes the slot it was waiting for due again (``disabled_reason`` cleared).
+    """
+    merged = replace(current, **changes)
+    update: dict[str, Any] = {**changes, "updated_at": now}
+    timing_changed = any(key in changes and changes[key] != getattr(current, key) for key in TIMING_FIELDS)
+    if not merged.enabled:
+        update["due_at"] = None
+        if timing_changed:
+            # the old schedule's slot means nothing now; re-enabling waits for the new one
+            update["next_fire_at"] = merged.next_slot(now)[0]
+    elif timing_changed or current.next_fire_at is None:
+        update.update(merged.schedule_state(now))
+        update["disabled_reason"] = None
+    elif not current.enabled:
+        assert current.next_fire_at is not None  # handled above
+        update["due_at"] = current.next_fire_at + merged.jitter
+        update["disabled_reason"] = None
+    return update
+
+
+def new_run(job: Job, run_id: str, trigger: Trigger, scheduled_for: datetime, now: datetime,
+            lease: Lease | None, status: RunStatus = RunStatus.PENDING) -> Run:
+    """A run as first written: not started, reserving ``lease``'s token when given."""
+    return Run(run_id=run_id, job_id=job.job_id, trigger=trigger, scheduled_for=scheduled_for, status=status,
+               lease_token=lease.token if lease else None, created_at=now)
+
+
+@dataclass(frozen=True)
+class SchedulerStatus:
+    """Who leads the schedulers at one instant: the live leader lease's holder
+    (``hostname:pid``; None while none is live), its term (the stored ``lease_term``
+    while none is live) and expiry, and the live standbys (heartbeats not expired)."""
+
+    holder: str | None
+    pid: int | None
+    term: int | None
+    lease_expires_at: datetime | None
+    standbys: tuple[str, ...]
+
+    @classmethod
+    def at(cls, lease: Lease | None, lease_term: int | None, live_heartbeats: list[str],
+           now: datetime) -> SchedulerStatus:
+        live = lease is not None and lease.live(now)
+        holder = lease.holder if live and lease is not None else None
+        return cls(
+            holder=holder,
+            pid=pid_of(holder),
+            term=lease.token if live and lease is not None else lease_term,
+            lease_expires_at=lease.expires_at if live and lease is not None else None,
+            standbys=tuple(sorted(name for name in live_heartbeats if name != holder)),
+        )
+
+    def view(self) -> dict[str, Any]:
+        """As ``GET /scheduler`` shows it."""
+        return {
+            "holder": self.holder,
+            "pid": self.pid,
+            "term": self.term,
+            "lease_expires_at": format_instant(self.lease_expires_at),
+            "standbys": list(self.standbys),
+        }
+
+
+# -- views --------------------------------------------------------------------------
+
+
+def job_view(job: Job, now: datetime) -> dict[str, Any]:
     """The job detail the API shows (SPEC §3): every field present, null when unset."""
     return {
-        "job_id": doc["_id"],
-        "name": doc["name"],
-        "schedule": doc["schedule"],
-        "timezone": doc.get("timezone", "UTC"),
-        "handler": doc["handler"],
-        "args": doc.get("args") or {},
-        "enabled": bool(doc.get("enabled")),
-        "status": job_status(doc),
-        "lock_acquired": lease_is_held(doc, now),
-        "last_triggered_at": format_instant(doc.get("last_triggered_at")),
-        "last_run_id": doc.get("last_run_id"),
-        "last_run_status": doc.get("last_run_status"),
-        "last_run_duration_ms": doc.get("last_run_duration_ms"),
-        "next_trigger_at": format_instant(doc.get("due_at")) if doc.get("enabled") else None,
-        "created_at": format_instant(doc.get("created_at")),
-        "updated_at": format_instant(doc.get("updated_at")),
-        "disabled_reason": doc.get("disabled_reason"),
-        **{key: doc.get(key, default) for key, default in DEFAULT_POLICIES.items()},
+        "job_id": job.job_id,
+        "name": job.name,
+        "schedule": job.schedule,
+        "timezone": job.timezone,
+        "handler": job.handler,
+        "args": job.args,
+        "enabled": job.enabled,
+        "status": job.status,
+        "lock_acquired": job.lock_acquired(now),
+        "last_triggered_at": format_instant(job.last_triggered_at),
+        "last_run_id": job.last_run_id,
+        "last_run_status": job.last_run_status,
+        "last_run_duration_ms": job.last_run_duration_ms,
+        "next_trigger_at": format_instant(job.due_at) if job.enabled else None,
+        "created_at": format_instant(job.created_at),
+        "updated_at": format_instant(job.updated_at),
+        "disabled_reason": job.disabled_reason,
+        "misfire_policy": job.misfire_policy,
+        "misfire_grace_s": job.misfire_grace_s,
+        "overlap_policy": job.overlap_policy,
+        "jitter_s": job.jitter_s,
+        "timeout_s": job.timeout_s,
+        "max_retries": job.max_retries,
     }
 
 
-def job_summary(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """A job in the list: the seed's fields first, then the rest of the detail."""
-    return job_view(doc, now)
-
-
-def run_view(doc: dict[str, Any]) -> dict[str, Any]:
+def run_view(run: Run) -> dict[str, Any]:
     """One run as the API shows it (SPEC §3)."""
     return {
-        "run_id": doc["_id"],
-        "job_id": doc["job_id"],
-        "trigger": doc["trigger"],
-        "scheduled_for": format_instant(doc.get("scheduled_for")),
-        "status": doc["status"],
-        "attempt": doc.get("attempt", 0),
-        "worker": doc.get("worker"),
-        "created_at": format_instant(doc.get("created_at")),
-        "queued_at": format_instant(doc.get("queued_at")),
-        "started_at": format_instant(doc.get("started_at")),
-        "finished_at": format_instant(doc.get("finished_at")),
-        "duration_ms": doc.get("duration_ms"),
-        "lateness_ms": doc.get("lateness_ms"),
-        "error": doc.get("error"),
+        "run_id": run.run_id,
+        "job_id": run.job_id,
+        "trigger": run.trigger,
+        "scheduled_for": format_instant(run.scheduled_for),
+        "status": run.status,
+        "attempt": run.attempt,
+        "worker": run.worker,
+        "created_at": format_instant(run.created_at),
+        "queued_at": format_instant(run.queued_at),
+        "started_at": format_instant(run.started_at),
+        "finished_at": format_instant(run.finished_at),
+        "duration_ms": run.duration_ms,
+        "lateness_ms": run.lateness_ms,
+        "error": run.error.view() if run.error else None,
     }

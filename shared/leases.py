@@ -1,51 +1,83 @@
-"""MongoDB leases: scheduler leadership and job run locks.
+"""Leases: the rules every lease follows, and the names of their holders. Pure.
 
-A lease is a sub-document ``{holder, token, run_id, expires_at}`` stored under a
-field (``lease``) of some document, next to a monotonic counter ``lease_term``.
-
-Rules (SPEC §5):
+A lease is a sub-document ``{holder, run_id, token, expires_at}`` stored under
+``lease`` of some document, next to a monotonic counter ``lease_term``. It lives
+on a job (the run lease of ``forbid``/``buffer_one`` jobs), on a run (``allow``
+runs), or on a named document of ``leases`` (the scheduler's leader lease, the
+workers' reaper): its `LeaseScope`. One implementation claims, renews, releases
+and hands over all of them (`cronhive.store.leases.LeaseStore`); the rules
+(SPEC §5):
 
 * **Claim** is one atomic conditional update: it succeeds only when the lease is
   free, expired, or already held by one of the holders the caller names as its
   own (``mine``). A claim by a new holder increments ``lease_term`` and the new
-  lease carries it as its fencing ``token``; a re-claim by the same holder keeps
-  the token.
-* **Expiry is decided on one clock: the database's.** Every function takes
-  the instant ``now`` explicitly; processes pass `cronhive.clock.DatabaseClock`
-  readings (the local clock corrected by the offset to MongoDB's clock, measured
-  at start and every few minutes), so hosts with skewed clocks agree on expiry.
-  (Server-side ``$$NOW`` would be simpler but is not compared correctly by the
-  MongoDB-wire server used in tests.) Tests move a fake clock instead of sleeping.
+  lease carries it as its fencing ``token``; a re-claim of a live lease by the same
+  holder keeps the token (`successor`).
+* **Expiry is decided on one clock: the database's.** Every function takes the
+  instant ``now`` explicitly; processes pass `cronhive.clock.DatabaseClock`
+  readings, so hosts with skewed clocks agree on expiry. (Server-side ``$$NOW``
+  would be simpler but is not compared correctly by the MongoDB-wire server used
+  in tests.) Tests move a fake clock instead of sleeping.
 * **Renew and release** are conditioned on holder *and* token: an ex-holder that
   was paused past expiry (and whose lease was taken over) changes nothing.
-* Every other write made under a lease must filter on the same holder and token
-  (see `lease_filter`), so a stale holder's writes match no document.
+* Every other write made under a lease filters on the same holder and token (one
+  filter, `cronhive.store.documents.lease_filter`), so a stale holder's writes
+  match no document.
 * Renew at a third of the duration (`renew_interval`).
+
+Holder names, all made here: a process is ``hostname:pid`` (`process_holder`:
+a scheduler, a worker process); a run reserved by a trigger or the scheduler is
+``run:<run_id>`` (`reservation_holder`); one delivery's attempt is
+``hostname:pid:<run_id>:<attempt>:<nonce>`` (`attempt_holder`).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from pymongo import ReturnDocument
-from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
-
-LEASE_FIELD = "lease"
-TERM_FIELD = "lease_term"
+from cronhive.enums import LeaseScope
 
 
 @dataclass(frozen=True)
 class Lease:
-    """A held lease: who holds it, its fencing token, and when it expires (DB clock)."""
+    """A lease as held or as read: where it lives (``scope``, ``doc_id``), who holds
+    it, its fencing token, and when it expires (database clock)."""
 
+    scope: LeaseScope
     doc_id: str
     holder: str
     token: int
     expires_at: datetime
     run_id: str | None = None
+
+    def live(self, now: datetime) -> bool:
+        """Not yet expired at ``now``."""
+        return self.expires_at > now
+
+    def claimable_by(self, own: Collection[str], now: datetime) -> bool:
+        """Free for a claimant whose own holder names are ``own``: expired, or held by one of them."""
+        return not self.live(now) or self.holder in own
+
+
+def claimable(lease: Lease | None, own: Collection[str], now: datetime) -> bool:
+    """Free, expired at ``now``, or held by one of ``own``."""
+    return lease is None or lease.claimable_by(own, now)
+
+
+def successor(current: Lease | None, term: int | None, scope: LeaseScope, doc_id: str, holder: str,
+              run_id: str | None, now: datetime, duration_ms: int) -> Lease:
+    """The lease a claim by ``holder`` at ``now`` writes over ``current`` (as read, with
+    the document's ``lease_term`` ``term``; the caller has checked it is `claimable`):
+    the same token when ``holder`` re-claims its own live lease, else the next term."""
+    base = int(term or 0)
+    keeps = current is not None and current.holder == holder and current.live(now)
+    token = base if keeps else base + 1
+    return Lease(scope, doc_id, holder, token, now + timedelta(milliseconds=duration_ms), run_id)
 
 
 def renew_interval(duration_s: float) -> float:
@@ -53,153 +85,56 @@ def renew_interval(duration_s: float) -> float:
     return duration_s / 3.0
 
 
-def claimable(own: tuple[str, ...], now: datetime) -> dict[str, Any]:
-    """The query that matches a lease that is free, expired at ``now``, or held by ``own``."""
-    return {
-        "$or": [
-            {LEASE_FIELD: None},
-            {f"{LEASE_FIELD}.expires_at": {"$lte": now}},
-            {f"{LEASE_FIELD}.holder": {"$in": list(own)}},
-        ]
-    }
+def duration_ms(duration_s: float) -> int:
+    return int(duration_s * 1000)
 
 
-def claim(
-    coll: Collection,
-    doc_id: str,
-    holder: str,
-    duration_ms: int,
-    now: datetime,
-    *,
-    mine: tuple[str, ...] = (),
-    run_id: str | None = None,
-    extra_filter: dict[str, Any] | None = None,
-    extra_set: dict[str, Any] | None = None,
-    upsert: bool = False,
-) -> Lease | None:
-    """Claim the lease of ``coll[doc_id]`` for ``holder``; None when someone else holds it.
+# -- holder names --------------------------------------------------------------------
 
-    ``now`` is the database clock's instant (see the module docstring).
-    ``mine`` lists other holder names the caller may take over (e.g. the
-    reservation a trigger made for this very run). ``extra_filter`` adds
-    conditions on the document (e.g. the job is enabled) and ``extra_set`` adds
-    fields written in the same atomic update. With ``upsert`` a missing document
-    is created (a concurrent creator makes this claim return None).
-    """
-    own = (holder, *mine)
-    same_holder = {"$eq": [f"${LEASE_FIELD}.holder", holder]}
-    new_term = {"$add": [{"$ifNull": [f"${TERM_FIELD}", 0]}, 1]}
-    # a still-valid lease re-claimed by the same holder keeps its token
-    keep = {"$and": [same_holder, {"$gt": [f"${LEASE_FIELD}.expires_at", now]}]}
-    term = {"$cond": [keep, {"$ifNull": [f"${TERM_FIELD}", 0]}, new_term]}
-    query: dict[str, Any] = {"_id": doc_id, **claimable(own, now)}
-    if extra_filter:
-        query = {"$and": [query, extra_filter]}
-    update = [
-        {"$set": {TERM_FIELD: term}},
-        {
-            "$set": {
-                LEASE_FIELD: {
-                    "holder": holder,
-                    "run_id": run_id,
-                    "token": f"${TERM_FIELD}",
-                    "expires_at": now + timedelta(milliseconds=duration_ms),
-                },
-                **(extra_set or {}),
-            }
-        },
-    ]
+
+def process_holder() -> str:
+    """This process's holder name: ``hostname:pid`` (a scheduler, a worker process)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def reservation_holder(run_id: str) -> str:
+    """The lease holder name a trigger or the scheduler reserves for a run: ``run:<run_id>``."""
+    return f"run:{run_id}"
+
+
+def attempt_holder(worker: str, run_id: str, attempt: int) -> str:
+    """The lease holder of one delivery's attempt: ``<worker>:<run_id>:<attempt>:<nonce>``.
+
+    The nonce makes two deliveries of the same run in one process distinct
+    holders, so each claim by a new delivery gets a new fencing token."""
+    return f"{worker}:{run_id}:{attempt}:{secrets.token_hex(3)}"
+
+
+def host_and_pid(holder: str) -> tuple[str, int | None]:
+    """``hostname:pid`` → ``(hostname, pid)``; the pid is None when the name has none."""
+    host, _, pid = holder.rpartition(":")
+    return host, int(pid) if pid.isdigit() else None
+
+
+def pid_of(holder: str | None) -> int | None:
+    """The pid in a ``hostname:pid`` holder name, or None."""
+    if not holder:
+        return None
     try:
-        doc = coll.find_one_and_update(
-            query,
-            update,
-            upsert=upsert,
-            return_document=ReturnDocument.AFTER,
-            projection={LEASE_FIELD: 1},
-        )
-    except DuplicateKeyError:
+        return int(holder.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
         return None
-    if doc is None:
-        return None
-    return lease_from_doc(doc_id, doc[LEASE_FIELD])
 
 
-def claim_as_read(
-    coll: Collection,
-    doc: dict[str, Any],
-    holder: str,
-    duration_ms: int,
-    now: datetime,
-    *,
-    mine: tuple[str, ...] = (),
-    run_id: str | None = None,
-) -> Lease | None:
-    """`claim`, for a caller that has just read the document ``doc``: when the lease as
-    read is claimable at ``now`` (free, expired, or ``own``), one ``update_one`` by
-    ``_id`` that compares-and-sets the lease fields exactly as read — an indexed point
-    write, the fencing token computed from what was read (no find-and-modify: the
-    MongoDB-wire server used in tests and under ``make up`` scans the whole collection
-    for each one). If the lease is not claimable as read, or changed since the read
-    (the write matched nothing), the atomic `claim` decides, so the outcome is always
-    the one `claim` would give.
-    """
-    own = (holder, *mine)
-    current = doc.get(LEASE_FIELD) or None
-    live = bool(current) and current.get("expires_at") is not None and current["expires_at"] > now
-    if live and current.get("holder") not in own:
-        return claim(coll, doc["_id"], holder, duration_ms, now, mine=mine, run_id=run_id)
-    term = int(doc.get(TERM_FIELD) or 0)
-    token = term if live and current.get("holder") == holder else term + 1
-    lease = {"holder": holder, "run_id": run_id, "token": token,
-             "expires_at": now + timedelta(milliseconds=duration_ms)}
-    expect: dict[str, Any] = {"_id": doc["_id"], TERM_FIELD: doc.get(TERM_FIELD)}
-    if current is None:
-        expect[LEASE_FIELD] = None
-    else:
-        expect.update({f"{LEASE_FIELD}.holder": current.get("holder"), f"{LEASE_FIELD}.token": current.get("token"),
-                       f"{LEASE_FIELD}.expires_at": current.get("expires_at")})
-    if coll.update_one(expect, {"$set": {TERM_FIELD: token, LEASE_FIELD: lease}}).modified_count == 1:
-        return lease_from_doc(doc["_id"], lease)
-    return claim(coll, doc["_id"], holder, duration_ms, now, mine=mine, run_id=run_id)
-
-
-def lease_from_doc(doc_id: str, sub: dict[str, Any]) -> Lease:
-    return Lease(
-        doc_id=doc_id,
-        holder=sub["holder"],
-        token=int(sub["token"]),
-        expires_at=sub["expires_at"],
-        run_id=sub.get("run_id"),
-    )
-
-
-def lease_filter(lease: Lease) -> dict[str, Any]:
-    """The filter every write made under ``lease`` must carry (fencing)."""
-    return {"_id": lease.doc_id, f"{LEASE_FIELD}.holder": lease.holder, f"{LEASE_FIELD}.token": lease.token}
-
-
-def renew(coll: Collection, lease: Lease, duration_ms: int, now: datetime) -> Lease | None:
-    """Extend a lease we still hold at ``now``; None when it was lost (expired, taken or released)."""
-    doc = coll.find_one_and_update(
-        {**lease_filter(lease), f"{LEASE_FIELD}.expires_at": {"$gt": now}},
-        {"$set": {f"{LEASE_FIELD}.expires_at": now + timedelta(milliseconds=duration_ms)}},
-        return_document=ReturnDocument.AFTER,
-        projection={LEASE_FIELD: 1},
-    )
-    if doc is None:
-        return None
-    return lease_from_doc(lease.doc_id, doc[LEASE_FIELD])
-
-
-def release(coll: Collection, lease: Lease, extra_set: dict[str, Any] | None = None) -> bool:
-    """Free a lease; only its holder (same token) can. Returns whether it was ours."""
-    result = coll.update_one(lease_filter(lease), {"$set": {LEASE_FIELD: None, **(extra_set or {})}})
-    return result.modified_count == 1
-
-
-def read(coll: Collection, doc_id: str) -> Lease | None:
-    """The lease as stored (possibly expired), or None when free."""
-    doc = coll.find_one({"_id": doc_id}, projection={LEASE_FIELD: 1})
-    if not doc or not doc.get(LEASE_FIELD):
-        return None
-    return lease_from_doc(doc_id, doc[LEASE_FIELD])
+__all__ = [
+    "Lease",
+    "attempt_holder",
+    "claimable",
+    "duration_ms",
+    "host_and_pid",
+    "pid_of",
+    "process_holder",
+    "renew_interval",
+    "reservation_holder",
+    "successor",
+]

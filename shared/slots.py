@@ -1,8 +1,8 @@
 """Which slots of a job fire now: the scheduler's pure slot logic (SPEC §4).
 
 Nothing here reads a clock or touches a database: `plan_slots(job, now)` takes a
-job document (as stored in ``jobs``) and the instant ``now`` (the database clock)
-and returns a `SlotPlan`: the slots to run, the slots to record as ``skipped``,
+`Job` (as read from ``jobs``) and the instant ``now`` (the database clock) and
+returns a `SlotPlan`: the slots to run, the slots to record as ``skipped``,
 and the next slot the job waits for.
 
 Terms
@@ -10,8 +10,7 @@ Terms
         A fire instant of the job's cron schedule in its time zone (DST rules are
         `cronhive.cron`'s). A run's ``scheduled_for`` is its slot, before jitter.
     jitter
-        ``jitter_offset(job_id, jitter_s)``: a deterministic per-job offset in
-        ``[0, jitter_s)``. A slot ``S`` is *due* once ``S + jitter <= now``; the
+        `Job.jitter`: a deterministic per-job offset in ``[0, jitter_s)``. A slot ``S`` is *due* once ``S + jitter <= now``; the
         job's ``due_at`` is its next slot plus the jitter.
     late
         How late a due slot is dispatched, jitter excluded: ``now - jitter - S``.
@@ -52,12 +51,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 from cronhive import cron
-from cronhive.domain import DEFAULT_POLICIES, MAX_FIRE_ALL, UTC, jitter_offset
+from cronhive.domain import MAX_FIRE_ALL, Job
+from cronhive.enums import ErrorType, MisfirePolicy
 from cronhive.errors import InvalidSchedule
+from cronhive.leases import Lease
 
 #: Largest window `latest_fires` enumerates in one go; denser windows are halved.
 ENUMERATION_LIMIT = 512
@@ -108,7 +108,7 @@ class SlotPlan:
 class SlotRun:
     """The run record one slot gets: fired (``pending`` until published) or ``skipped``.
 
-    ``skip_type``: ``misfire`` or ``overlap`` for skipped runs. ``lease_token``:
+    ``skip_type``: `ErrorType.MISFIRE` or `ErrorType.OVERLAP` for skipped runs. ``lease_token``:
     the job-lease token reserved for a fired run (None under ``allow`` and for a
     ``buffer_one`` run that waits for the lease).
     """
@@ -116,7 +116,7 @@ class SlotRun:
     run_id: str
     slot: datetime
     fire: bool
-    skip_type: str | None = None
+    skip_type: ErrorType | None = None
     message: str | None = None
     lease_token: int | None = None
 
@@ -125,34 +125,28 @@ class SlotRun:
 class JobAdvance:
     """The compare-and-set write that moves a job past its dispatched slots.
 
-    ``expect``: the fields (dotted paths allowed) that must still hold exactly the
-    values read (``revision``, ``next_fire_at``, and the job lease when the
-    overlap decision depended on it). ``changes``: the fields to set (next slot,
-    ``due_at``, a new lease reservation, ``buffered_run_id``). ``triggered``: a
-    run fired, so ``last_triggered_at`` moves. The store adds the leader's fencing
-    term to both.
+    ``job``: the job as read; the write applies only while its ``revision`` and
+    ``next_fire_at`` are still as read, and its lease (``lease_decided``: the
+    overlap decision read it) and ``buffered_run_id`` (``buffer_decided``) too.
+    It sets the next slot and ``due_at``, the lease ``reservation`` made for the
+    first fired run (with its token as ``lease_term``) and the run that now waits
+    for the lease (``buffered_run_id``), when any. ``triggered``: a run fired, so
+    ``last_triggered_at`` moves. The store adds the leader's fencing term
+    (`cronhive.store.documents.advance_write` builds the write).
     """
 
-    job_id: str
-    expect: dict[str, Any]
-    changes: dict[str, Any]
+    job: Job
+    next_fire_at: datetime | None
+    due_at: datetime | None
     triggered: bool
+    lease_decided: bool = False
+    buffer_decided: bool = False
+    reservation: Lease | None = None
+    buffered_run_id: str | None = None
 
-
-def policy(job: dict[str, Any], name: str) -> Any:
-    """A policy field of a job document, its default when missing or null."""
-    value = job.get(name)
-    return DEFAULT_POLICIES[name] if value is None else value
-
-
-def job_jitter(job: dict[str, Any]) -> timedelta:
-    return jitter_offset(job["_id"], int(policy(job, "jitter_s")))
-
-
-def next_slot_state(job: dict[str, Any], after: datetime) -> tuple[datetime, datetime]:
-    """``(next_fire_at, due_at)``: the first slot strictly after ``after``, and it plus jitter."""
-    next_fire = cron.next_fire(job["schedule"], job.get("timezone") or "UTC", after)
-    return next_fire, next_fire + job_jitter(job)
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
 
 
 def slot_run_id(job_id: str, slot: datetime) -> str:
@@ -190,22 +184,22 @@ def latest_fires(expr: str, tz: str, after: datetime, until: datetime, count: in
     return found[-count:] if count else []
 
 
-def due_slots(job: dict[str, Any], reference: datetime, count: int) -> tuple[list[datetime], bool]:
+def due_slots(job: Job, reference: datetime, count: int) -> tuple[list[datetime], bool]:
     """The latest ``count`` due slots (ascending) and whether older ones were due too.
 
     ``reference`` is ``now - jitter``: slots up to it are due. ``next_fire_at``
     (the slot the job waits for) is the first due slot by definition.
     """
-    first = job["next_fire_at"]
-    tz = job.get("timezone") or "UTC"
-    following = cron.next_fire(job["schedule"], tz, first)
+    first = job.next_fire_at
+    assert first is not None  # a due job waits for a slot
+    following = cron.next_fire(job.schedule, job.zone, first)
     if following > reference:  # the normal case: exactly one due slot
         return [first], False
-    slots = [first, *latest_fires(job["schedule"], tz, first, reference, count + 1)]
+    slots = [first, *latest_fires(job.schedule, job.zone, first, reference, count + 1)]
     return slots[-count:], len(slots) > count
 
 
-def plan_slots(job: dict[str, Any], now: datetime) -> SlotPlan:
+def plan_slots(job: Job, now: datetime) -> SlotPlan:
     """The `SlotPlan` of ``job`` at ``now`` (see the module docstring).
 
     Raises:
@@ -218,42 +212,40 @@ def plan_slots(job: dict[str, Any], now: datetime) -> SlotPlan:
         raise
     except Exception as exc:  # any failure of the pure computation: the job cannot be planned
         raise UncomputableSchedule(
-            f"schedule {job.get('schedule')!r} in time zone {job.get('timezone')!r} can no longer be "
+            f"schedule {job.schedule!r} in time zone {job.timezone!r} can no longer be "
             f"computed: {getattr(exc, 'message', None) or exc}",
-            details={"job_id": job.get("_id")},
+            details={"job_id": job.job_id},
         ) from exc
 
 
-def _plan(job: dict[str, Any], now: datetime) -> SlotPlan:
-    job_id = job["_id"]
-    if not job.get("enabled") or job.get("due_at") is None:  # a disabled job keeps no due_at
-        return SlotPlan(job_id, job.get("due_at") is not None, (), (), job.get("next_fire_at"), None)
-    jitter = job_jitter(job)
+def _plan(job: Job, now: datetime) -> SlotPlan:
+    job_id = job.job_id
+    if not job.enabled or job.due_at is None:  # a disabled job keeps no due_at
+        return SlotPlan(job_id, job.due_at is not None, (), (), job.next_fire_at, None)
+    jitter = job.jitter
     reference = now - jitter
-    if job.get("next_fire_at") is None:  # no slot recorded yet: start from now, fire nothing
-        next_fire, due_at = next_slot_state(job, reference)
+    if job.next_fire_at is None:  # no slot recorded yet: start from now, fire nothing
+        next_fire, due_at = job.next_slot(reference)
         return SlotPlan(job_id, True, (), (), next_fire, due_at)
-    if job["next_fire_at"] > reference:  # not due (a stale due_at is corrected)
-        due_at = job["next_fire_at"] + jitter
-        return SlotPlan(job_id, due_at != job.get("due_at"), (), (), job["next_fire_at"], due_at)
-    misfire = str(policy(job, "misfire_policy"))
-    grace = timedelta(seconds=float(policy(job, "misfire_grace_s")))
+    if job.next_fire_at > reference:  # not due (a stale due_at is corrected)
+        due_at = job.next_fire_at + jitter
+        return SlotPlan(job_id, due_at != job.due_at, (), (), job.next_fire_at, due_at)
+    grace = timedelta(seconds=float(job.misfire_grace_s))
     slots, more = due_slots(job, reference, MAX_FIRE_ALL)
-    if misfire == "fire_all":
-        fire, skipped = _fire_all(job, slots, more)
-    elif misfire == "skip":
-        fire, skipped = _skip(job, slots, reference, grace)
+    if job.misfire_policy == MisfirePolicy.FIRE_ALL:
+        fire, skipped = _fire_all(job.next_fire_at, slots, more)
+    elif job.misfire_policy == MisfirePolicy.SKIP:
+        fire, skipped = _skip(job.next_fire_at, slots, reference, grace)
     else:
         fire, skipped = _fire_once(slots, reference, grace)
     missed = len(slots) + (1 if more else 0) - len(fire)
-    next_fire, due_at = next_slot_state(job, reference)
+    next_fire, due_at = job.next_slot(reference)
     return SlotPlan(job_id, True, tuple(fire), tuple(skipped), next_fire, due_at, missed)
 
 
-def _fire_all(job: dict[str, Any], slots: list[datetime], more: bool) -> tuple[list[datetime], list[SkippedSlot]]:
+def _fire_all(first: datetime, slots: list[datetime], more: bool) -> tuple[list[datetime], list[SkippedSlot]]:
     if not more:
         return slots, []
-    first = job["next_fire_at"]
     note = SkippedSlot(first, f"missed slots from {_iso(first)} to before {_iso(slots[0])} were not run: "
                               f"fire_all runs at most the latest {MAX_FIRE_ALL} missed slots")
     return slots, [note]
@@ -267,10 +259,9 @@ def _fire_once(slots: list[datetime], reference: datetime, grace: timedelta) -> 
                                     f"misfire grace of {_seconds(grace)} s (fire_once)")]
 
 
-def _skip(job: dict[str, Any], slots: list[datetime], reference: datetime,
+def _skip(first: datetime, slots: list[datetime], reference: datetime,
           grace: timedelta) -> tuple[list[datetime], list[SkippedSlot]]:
     latest = slots[-1]
-    first = job["next_fire_at"]
     if reference - latest <= grace:
         if len(slots) == 1:
             return [latest], []
@@ -299,10 +290,7 @@ __all__ = [
     "SlotRun",
     "UncomputableSchedule",
     "due_slots",
-    "job_jitter",
     "latest_fires",
-    "next_slot_state",
     "plan_slots",
-    "policy",
     "slot_run_id",
 ]

@@ -66,7 +66,7 @@ def prepare_metrics_dir() -> str | None:
         return None
     path = tempfile.mkdtemp(prefix="cronhive-worker-metrics-")
     os.environ[MULTIPROC_ENV] = path
-    os.environ["dramatiq_prom_db"] = path
+    os.environ["dramatiq_prom_db"] = path  # noqa: SIM112 - the name dramatiq's Prometheus middleware reads
     return path
 
 
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         from dramatiq.cli import main as dramatiq_main
         from dramatiq.cli import make_argument_parser
 
-        return int(dramatiq_main(make_argument_parser().parse_args(dramatiq_argv(args, settings))) or 0)
+        parsed = make_argument_parser().parse_args(dramatiq_argv(args, settings))  # type: ignore[no-untyped-call]
+        return int(dramatiq_main(parsed) or 0)  # type: ignore[no-untyped-call]
     finally:
         if created:
             shutil.rmtree(created, ignore_errors=True)

@@ -9,9 +9,6 @@ renews its lease while the handler runs.
 from __future__ import annotations
 
 import contextvars
-import os
-import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,36 +17,26 @@ from typing import Any
 
 from dramatiq.middleware import Interrupt, TimeLimitExceeded
 
+from cronhive.domain import RunError
+from cronhive.enums import ErrorType, LeaseScope, RunStatus, Trigger
 from cronhive.handlers import HandlerContext
-from cronhive.leases import Lease
+from cronhive.leases import Lease, process_holder
 
 #: ``error.message`` is cut to this many characters.
 MAX_ERROR_CHARS = 2000
 
-#: Where an attempt's lease lives: the job document (``forbid``/``buffer_one``)
-#: or the run document itself (``allow``).
-JOB_SCOPE = "job"
-RUN_SCOPE = "run"
 
 
 def worker_name() -> str:
     """``hostname:pid`` of this worker process (the run's ``worker`` field)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return process_holder()
 
 
-def attempt_holder(worker: str, run_id: str, attempt: int) -> str:
-    """The lease holder of one delivery's attempt: ``hostname:pid:<run_id>:<attempt>:<nonce>``.
-
-    The nonce makes two deliveries of the same run in one process distinct
-    holders, so each claim by a new delivery gets a new fencing token."""
-    return f"{worker}:{run_id}:{attempt}:{secrets.token_hex(3)}"
-
-
-def bounded_error(error_type: str, message: str) -> dict[str, str]:
-    """The run's ``error`` field: ``{type, message}``, the message cut to `MAX_ERROR_CHARS`."""
+def bounded_error(error_type: str, message: str) -> RunError:
+    """The run's ``error``: its type, and the message cut to `MAX_ERROR_CHARS`."""
     if len(message) > MAX_ERROR_CHARS:
         message = message[: MAX_ERROR_CHARS - 1] + "…"
-    return {"type": error_type[:200], "message": message}
+    return RunError(error_type if isinstance(error_type, ErrorType) else error_type[:200], message)
 
 
 class LeaseLostInterrupt(Interrupt):
@@ -57,19 +44,15 @@ class LeaseLostInterrupt(Interrupt):
     (expired or taken over): a newer attempt may be running, so this one stops."""
 
 
-#: Outcome of an attempt as recorded on the run.
-SUCCEEDED, FAILED, TIMED_OUT, ABANDONED = "succeeded", "failed", "timed_out", "abandoned"
-
-
-def classify(exception: BaseException | None, timeout_s: int | None) -> tuple[str, dict[str, str] | None]:
+def classify(exception: BaseException | None, timeout_s: int | None) -> tuple[RunStatus, RunError | None]:
     """Status and error of an attempt that ended with ``exception`` (None: it returned)."""
     if exception is None:
-        return SUCCEEDED, None
+        return RunStatus.SUCCEEDED, None
     if isinstance(exception, TimeLimitExceeded):
-        return TIMED_OUT, bounded_error("timeout", f"the handler ran longer than timeout_s={timeout_s}")
+        return RunStatus.TIMED_OUT, bounded_error(ErrorType.TIMEOUT, f"the handler ran longer than timeout_s={timeout_s}")
     if isinstance(exception, LeaseLostInterrupt):
-        return ABANDONED, bounded_error("lease_lost", "the attempt lost its lease while the handler ran")
-    return FAILED, bounded_error(type(exception).__name__, str(exception) or repr(exception))
+        return RunStatus.ABANDONED, bounded_error(ErrorType.LEASE_LOST, "the attempt lost its lease while the handler ran")
+    return RunStatus.FAILED, bounded_error(type(exception).__name__, str(exception) or repr(exception))
 
 
 @dataclass
@@ -81,11 +64,10 @@ class Attempt:
     number: int
     worker: str
     lease: Lease
-    scope: str
     handler: str
     args: dict[str, Any]
     scheduled_for: datetime | None
-    trigger: str
+    trigger: Trigger
     timeout_s: int | None
     max_retries: int
     started_at: datetime
@@ -100,6 +82,11 @@ class Attempt:
     @property
     def token(self) -> int:
         return self.lease.token
+
+    @property
+    def scope(self) -> LeaseScope:
+        """Where its lease lives: the job (``forbid``/``buffer_one``) or the run itself (``allow``)."""
+        return self.lease.scope
 
     def duration_ms(self) -> int:
         """Milliseconds since the attempt started, on the monotonic clock."""

@@ -17,10 +17,12 @@ from dramatiq.middleware import Middleware, TimeLimit
 
 from cronhive.broker import RUN_ACTOR, make_broker
 from cronhive.clock import Clock, DatabaseClock
+from cronhive.domain import Run
 from cronhive.handlers import HandlerRegistry, load_handler_modules
 from cronhive.logs import add_context_provider, configure_logging
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
+from cronhive.store.protocols import Connection, WorkerStore
 from cronhive.worker.actor import make_execute_run
 from cronhive.worker.attempts import current_log_context, worker_name
 from cronhive.worker.keeper import LeaseKeeper
@@ -37,7 +39,7 @@ NO_TIMEOUT_MS = 10 * 365 * 86400 * 1000
 class ClosesOnShutdown(Middleware):
     """Closes what `setup` opened once the worker process has shut down."""
 
-    def __init__(self, store: MongoStore) -> None:
+    def __init__(self, store: Connection) -> None:
         self.store = store
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
@@ -59,7 +61,7 @@ def dramatiq_metrics() -> list[Middleware]:
 
 def build_broker(
     settings: Settings,
-    store: MongoStore,
+    store: WorkerStore,
     clock: Clock,
     registry: HandlerRegistry,
     *,
@@ -78,8 +80,8 @@ def build_broker(
     ]
     broker = make_broker(settings, middleware=middleware)
 
-    def republish(run: dict[str, Any], after_attempt: int) -> None:
-        broker.enqueue(follow_up_message(settings.runs_queue, run["_id"], run["job_id"], after_attempt))
+    def republish(run: Run, after_attempt: int) -> None:
+        broker.enqueue(follow_up_message(settings.runs_queue, run.run_id, run.job_id, after_attempt))
 
     broker.add_middleware(Maintenance(Reaper(store, clock, settings, republish, worker)))
     dramatiq.Actor(

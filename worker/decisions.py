@@ -29,11 +29,12 @@ document, the database clock's ``now`` and two facts about the message:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Union
+from datetime import datetime, timedelta
 
-from cronhive.domain import FINAL_RUN_STATUSES
-from cronhive.worker.attempts import RUN_SCOPE, bounded_error
+from cronhive.domain import Job, Run, RunError
+from cronhive.enums import ErrorType, LeaseScope, OverlapPolicy, RunStatus
+from cronhive.leases import Lease
+from cronhive.worker.attempts import bounded_error
 
 #: Shortest wait of a waiting message, and how long after a lease's expiry it looks again.
 MIN_WAIT_MS = 100
@@ -67,7 +68,7 @@ class Wait:
 class Skip:
     """Record the run ``skipped``: it will never start."""
 
-    error: dict[str, str]
+    error: RunError
 
 
 @dataclass(frozen=True)
@@ -77,34 +78,33 @@ class Abandon:
     reason: str
 
 
-Decision = Union[Start, Acknowledge, Wait, Skip, Abandon]
+Decision = Start | Acknowledge | Wait | Skip | Abandon
 
 
-def millis(delta: Any) -> int:
+def millis(delta: timedelta) -> int:
     return int(delta.total_seconds() * 1000)
 
 
-def attempt_lease(run: dict[str, Any], job: dict[str, Any] | None) -> dict[str, Any] | None:
+def attempt_lease(run: Run, job: Job | None) -> Lease | None:
     """The lease of the run's current attempt, if that attempt still holds it
     (it may have expired): on the run itself under ``allow``, else on the job."""
-    owner = run if run.get("lease_scope") == RUN_SCOPE else (job or {})
-    lease = owner.get("lease")
-    if not lease or run.get("lease_holder") is None:
+    lease = run.lease if run.lease_scope == LeaseScope.RUN else job.lease if job is not None else None
+    if lease is None or run.lease_holder is None:
         return None
-    if lease.get("holder") != run.get("lease_holder") or lease.get("token") != run.get("lease_token"):
+    if lease.holder != run.lease_holder or lease.token != run.lease_token:
         return None
     return lease
 
 
-def attempt_alive(run: dict[str, Any], job: dict[str, Any] | None, now: datetime) -> bool:
+def attempt_alive(run: Run, job: Job | None, now: datetime) -> bool:
     """The run's current attempt holds an unexpired lease at ``now``."""
     lease = attempt_lease(run, job)
-    return lease is not None and lease["expires_at"] > now
+    return lease is not None and lease.live(now)
 
 
-def retries_left(run: dict[str, Any], job: dict[str, Any]) -> bool:
+def retries_left(run: Run, job: Job) -> bool:
     """Attempts so far (``run.attempt``) are at most ``max_retries``: one more may start."""
-    return int(run.get("attempt") or 0) <= int(job.get("max_retries") or 0)
+    return run.attempt <= job.max_retries
 
 
 def wait_ms(until: datetime | None, now: datetime, lease_s: float) -> int:
@@ -116,17 +116,17 @@ def wait_ms(until: datetime | None, now: datetime, lease_s: float) -> int:
     return max(MIN_WAIT_MS, min(millis(until - now) + WAIT_MARGIN_MS, ceiling))
 
 
-def follows(run: dict[str, Any], *, redelivered: bool, after_attempt: int | None) -> bool:
+def follows(run: Run, *, redelivered: bool, after_attempt: int | None) -> bool:
     """Whether the message must wait for the run's current (live) attempt rather than
     be dropped as a duplicate: it was redelivered, or it follows that very attempt."""
     if after_attempt is not None:
-        return int(run.get("attempt") or 0) <= after_attempt
+        return run.attempt <= after_attempt
     return redelivered
 
 
 def decide(
-    run: dict[str, Any] | None,
-    job: dict[str, Any] | None,
+    run: Run | None,
+    job: Job | None,
     now: datetime,
     *,
     lease_s: float,
@@ -136,40 +136,40 @@ def decide(
     """What to do with a message for ``run`` (see the module docstring)."""
     if run is None:
         return Acknowledge("the run does not exist (deleted, or removed by retention)")
-    status = run["status"]
-    if status in FINAL_RUN_STATUSES:
+    status = run.status
+    if status.is_final:
         return Acknowledge(f"the run is already {status}")
-    if status == "running":
+    if status == RunStatus.RUNNING:
         return _decide_running(run, job, now, lease_s=lease_s, redelivered=redelivered, after_attempt=after_attempt)
     if job is None:
-        return Skip(bounded_error("job_not_found", "the job was deleted before the run started"))
-    retry_at = run.get("retry_at")
+        return Skip(bounded_error(ErrorType.JOB_NOT_FOUND, "the job was deleted before the run started"))
+    retry_at = run.retry_at
     if retry_at is not None and retry_at > now:
         return Wait(wait_ms(retry_at, now, lease_s), after_attempt, "the retry's backoff has not elapsed")
     return Start()
 
 
 def _decide_running(
-    run: dict[str, Any], job: dict[str, Any] | None, now: datetime, *, lease_s: float, redelivered: bool,
+    run: Run, job: Job | None, now: datetime, *, lease_s: float, redelivered: bool,
     after_attempt: int | None,
 ) -> Decision:
-    attempt = int(run.get("attempt") or 0)
+    attempt = run.attempt
     lease = attempt_lease(run, job)
-    if lease is not None and lease["expires_at"] > now:
+    if lease is not None and lease.live(now):
         if follows(run, redelivered=redelivered, after_attempt=after_attempt):
-            return Wait(wait_ms(lease["expires_at"], now, lease_s), attempt,
+            return Wait(wait_ms(lease.expires_at, now, lease_s), attempt,
                         f"attempt {attempt} holds a live lease; waiting for it to end or expire")
         return Acknowledge(f"attempt {attempt} is running under a live lease (duplicate delivery)")
     if job is None:
         return Abandon(f"attempt {attempt} stopped renewing its lease and the job was deleted")
     if retries_left(run, job):
         return Start(replaces_dead_attempt=True)
-    return Abandon(f"attempt {attempt} (worker {run.get('worker')}) stopped renewing its lease; no retries left")
+    return Abandon(f"attempt {attempt} (worker {run.worker}) stopped renewing its lease; no retries left")
 
 
 def decide_refused(
-    run: dict[str, Any],
-    job: dict[str, Any] | None,
+    run: Run,
+    job: Job | None,
     now: datetime,
     *,
     lease_s: float,
@@ -177,21 +177,21 @@ def decide_refused(
     after_attempt: int | None = None,
 ) -> Decision:
     """What to do when the lease claim for ``run`` was refused (``job`` re-read after it)."""
-    owner = run if run.get("lease_scope") == RUN_SCOPE or (job or {}).get("overlap_policy") == "allow" else (job or {})
-    lease = owner.get("lease") or {}
-    if lease.get("run_id") == run["_id"]:
+    own = run.lease_scope == LeaseScope.RUN or (job is not None and job.overlap_policy == OverlapPolicy.ALLOW)
+    lease = run.lease if own else job.lease if job is not None else None
+    holder_run = lease.run_id if lease is not None else None
+    expires_at = lease.expires_at if lease is not None else None
+    if lease is not None and holder_run == run.run_id:
         # another delivery of this very run holds it: it started (or is starting) an attempt
         if follows(run, redelivered=redelivered, after_attempt=after_attempt):
-            return Wait(wait_ms(lease.get("expires_at"), now, lease_s), int(run.get("attempt") or 0),
-                        "another delivery of this run holds its lease")
+            return Wait(wait_ms(expires_at, now, lease_s), run.attempt, "another delivery of this run holds its lease")
         return Acknowledge("another delivery of this run holds its lease (duplicate delivery)")
-    holder_run = lease.get("run_id")
-    if run["status"] == "running":
+    if run.status == RunStatus.RUNNING:
         return Abandon(f"its attempt died and run {holder_run} now holds the job's lease")
-    if int(run.get("attempt") or 0) > 0:
-        return Wait(wait_ms(lease.get("expires_at"), now, lease_s), after_attempt,
+    if run.attempt > 0:
+        return Wait(wait_ms(expires_at, now, lease_s), after_attempt,
                     f"retry waiting for run {holder_run} to release the job's lease")
-    if (job or {}).get("overlap_policy") == "buffer_one" and (job or {}).get("buffered_run_id") == run["_id"]:
-        return Wait(wait_ms(lease.get("expires_at"), now, lease_s), after_attempt,
+    if job is not None and job.overlap_policy == OverlapPolicy.BUFFER_ONE and job.buffered_run_id == run.run_id:
+        return Wait(wait_ms(expires_at, now, lease_s), after_attempt,
                     f"buffer_one: waiting for run {holder_run} to release the job's lease")
-    return Skip(bounded_error("overlap", f"the job's lease is held by run {holder_run}"))
+    return Skip(bounded_error(ErrorType.OVERLAP, f"the job's lease is held by run {holder_run}"))

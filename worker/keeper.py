@@ -24,9 +24,9 @@ from dramatiq.middleware import raise_thread_exception
 from cronhive import metrics
 from cronhive.clock import Clock
 from cronhive.errors import Unavailable
-from cronhive.leases import Lease, renew_interval
-from cronhive.store import MongoStore
-from cronhive.worker.attempts import RUN_SCOPE, Attempt, LeaseLostInterrupt
+from cronhive.leases import renew_interval
+from cronhive.store.protocols import Leases
+from cronhive.worker.attempts import Attempt, LeaseLostInterrupt
 
 log = logging.getLogger("cronhive.worker.keeper")
 
@@ -34,7 +34,7 @@ log = logging.getLogger("cronhive.worker.keeper")
 class LeaseKeeper:
     """Keeps the leases of this process's running attempts alive."""
 
-    def __init__(self, store: MongoStore, clock: Clock, lease_s: float) -> None:
+    def __init__(self, store: Leases, clock: Clock, lease_s: float) -> None:
         self.store = store
         self.clock = clock
         self.lease_s = lease_s
@@ -102,10 +102,7 @@ class LeaseKeeper:
     def renew(self, attempt: Attempt, now: datetime) -> bool:
         """Extend one lease; False when it is gone (expired, taken over or released)."""
         try:
-            if attempt.scope == RUN_SCOPE:
-                renewed: Lease | None = self.store.renew_run_lease(attempt.lease, self.lease_s, now)
-            else:
-                renewed = self.store.renew_job_lease(attempt.lease, self.lease_s, now)
+            renewed = self.store.renew_lease(attempt.lease, self.lease_s, now)
         except Unavailable:
             metrics.LEASE_RENEW_FAILURES.inc()
             still_valid = attempt.lease.expires_at > now
@@ -126,6 +123,6 @@ class LeaseKeeper:
             self._attempts.pop(attempt.lease.holder, None)
             interrupt = attempt.in_handler
             if interrupt:
-                raise_thread_exception(attempt.thread_id, LeaseLostInterrupt)
+                raise_thread_exception(attempt.thread_id, LeaseLostInterrupt)  # type: ignore[no-untyped-call]
         log.warning("lease lost while the handler ran%s", "; interrupting it" if interrupt else "",
                     extra=attempt.log_extra())

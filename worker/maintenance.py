@@ -33,9 +33,11 @@ from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
 from cronhive.clock import Clock
+from cronhive.domain import Run
+from cronhive.enums import LeaseScope
 from cronhive.errors import Unavailable
 from cronhive.settings import Settings
-from cronhive.store import MongoStore
+from cronhive.store.protocols import WorkerStore
 from cronhive.worker.decisions import attempt_alive, retries_left
 from cronhive.worker.records import abandon_dead_attempt
 
@@ -50,7 +52,7 @@ RETENTION_MAX_BATCHES = 20
 REPUBLISH_AFTER_LEASES = 10
 
 #: publish(run, after_attempt): re-publish a run whose attempt ``after_attempt`` died.
-Republish = Callable[[dict[str, Any], int], None]
+Republish = Callable[[Run, int], None]
 
 
 @dataclass
@@ -62,7 +64,7 @@ class ReapReport:
 class Reaper:
     """The reaper and retention sweeper of one worker process."""
 
-    def __init__(self, store: MongoStore, clock: Clock, settings: Settings, republish: Republish, worker: str) -> None:
+    def __init__(self, store: WorkerStore, clock: Clock, settings: Settings, republish: Republish, worker: str) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
@@ -93,7 +95,7 @@ class Reaper:
 
     def run_once(self, now: datetime) -> ReapReport | None:
         """One pass, if this process holds (or takes) the reaper lease; else None."""
-        if self.store.claim_named_lease(REAPER_LEASE_ID, self.worker, self.lease_s, now) is None:
+        if self.store.claim_lease(LeaseScope.NAMED, REAPER_LEASE_ID, self.worker, self.lease_s, now) is None:
             return None
         report = self.reap(now)
         if self._last_sweep is None or time.monotonic() - self._last_sweep >= RETENTION_SWEEP_S:
@@ -105,21 +107,21 @@ class Reaper:
         """Resolve ``running`` runs whose attempt's lease has expired at ``now``."""
         report = ReapReport(recovered=[], abandoned=[])
         for run in self.store.running_runs(REAP_BATCH):
-            job = self.store.find_job(run["job_id"])
+            job = self.store.find_job(run.job_id)
             if attempt_alive(run, job, now):
                 continue
-            attempt = int(run.get("attempt") or 0)
+            attempt = run.attempt
             if job is not None and retries_left(run, job):
                 again_after = timedelta(seconds=REPUBLISH_AFTER_LEASES * self.settings.job_lease_s)
-                if self.store.note_recovery(run["_id"], attempt, run.get("lease_token"), now, again_after):
+                if self.store.note_recovery(run.run_id, attempt, run.lease_token, now, again_after):
                     self.republish(run, attempt)
-                    report.recovered.append(run["_id"])
+                    report.recovered.append(run.run_id)
                     log.warning("attempt %d stopped renewing its lease; run re-published for a new attempt", attempt,
-                                extra={"job_id": run["job_id"], "run_id": run["_id"], "worker": run.get("worker")})
+                                extra={"job_id": run.job_id, "run_id": run.run_id, "worker": run.worker})
             elif abandon_dead_attempt(self.store, run, now,
-                                      f"attempt {attempt} (worker {run.get('worker')}) stopped renewing its lease; "
+                                      f"attempt {attempt} (worker {run.worker}) stopped renewing its lease; "
                                       "no retries left (found by the reaper)"):
-                report.abandoned.append(run["_id"])
+                report.abandoned.append(run.run_id)
         return report
 
     def sweep_retention(self, now: datetime) -> int:

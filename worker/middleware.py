@@ -42,19 +42,14 @@ from dramatiq.middleware import Middleware, SkipMessage
 from cronhive import metrics
 from cronhive.broker import RUN_ACTOR
 from cronhive.clock import Clock
-from cronhive.dispatch import reservation_holder
-from cronhive.leases import Lease
+from cronhive.domain import AttemptEnd, AttemptStart, Job, Run, RunError
+from cronhive.enums import LeaseScope, OverlapPolicy, RunStatus
+from cronhive.leases import Lease, attempt_holder, reservation_holder
 from cronhive.settings import Settings
-from cronhive.store import MongoStore
+from cronhive.store.protocols import WorkerStore
 from cronhive.worker import decisions
 from cronhive.worker.attempts import (
-    FAILED,
-    JOB_SCOPE,
-    RUN_SCOPE,
-    SUCCEEDED,
-    TIMED_OUT,
     Attempt,
-    attempt_holder,
     classify,
     current_attempt,
     set_current_attempt,
@@ -92,7 +87,7 @@ class HistoryTrimmer:
     """Keeps each job's run history to ``limit`` runs, trimming every few finished runs
     of the job (per process) rather than after each one."""
 
-    def __init__(self, store: MongoStore, limit: int) -> None:
+    def __init__(self, store: WorkerStore, limit: int) -> None:
         self.store = store
         self.limit = limit
         self.every = max(1, min(50, limit // 20))
@@ -116,7 +111,7 @@ class RunLifecycle(Middleware):
 
     def __init__(
         self,
-        store: MongoStore,
+        store: WorkerStore,
         clock: Clock,
         settings: Settings,
         keeper: LeaseKeeper,
@@ -176,97 +171,76 @@ class RunLifecycle(Middleware):
 
     def _try_start(
         self, run_id: str, redelivered: bool, after_attempt: int | None
-    ) -> tuple[Attempt | Decision | None, dict[str, Any] | None, dict[str, Any] | None, datetime]:
+    ) -> tuple[Attempt | Decision | None, Run | None, Job | None, datetime]:
         """One round: read, decide, claim, compare-and-set. None = lost a race, read again."""
         now = self.clock.now()
         run = self.store.find_run(run_id)
-        job = self.store.find_job(run["job_id"]) if run else None
+        job = self.store.find_job(run.job_id) if run else None
         decision = decisions.decide(run, job, now, lease_s=self.lease_s, redelivered=redelivered,
                                     after_attempt=after_attempt)
         if not isinstance(decision, Start):
             return decision, run, job, now
         assert run is not None and job is not None
-        number = int(run.get("attempt") or 0) + 1
-        lease, scope = self._claim(run, job, number, now)
+        number = run.attempt + 1
+        lease = self._claim(run, job, number, now)
         if lease is None:
-            job = self.store.find_job(run["job_id"])
-            if scope == RUN_SCOPE:
+            own_lease = not job.overlap_policy.uses_job_lease
+            job = self.store.find_job(run.job_id)
+            if own_lease:
                 run = self.store.find_run(run_id) or run
             refused = decisions.decide_refused(run, job, now, lease_s=self.lease_s, redelivered=redelivered,
                                                after_attempt=after_attempt)
             return refused, run, job, now
-        if not self._mark_running(run, lease, scope, number, now, decision):
-            self._release(lease, scope)
+        if not self._mark_running(run, lease, number, now, decision):
+            self.store.release_lease(lease)
             return None, run, job, now
-        attempt = Attempt(
-            run_id=run_id,
-            job_id=job["_id"],
-            number=number,
-            worker=self.worker,
-            lease=lease,
-            scope=scope,
-            handler=job["handler"],
-            args=dict(job.get("args") or {}),
-            scheduled_for=run.get("scheduled_for"),
-            trigger=run.get("trigger", "manual"),
-            timeout_s=job.get("timeout_s"),
-            max_retries=int(job.get("max_retries") or 0),
-            started_at=now,
-        )
+        attempt = self._attempt(run, job, lease, number, now)
         self.keeper.track(attempt)
         log.info("run started (token %d)", lease.token, extra=attempt.log_extra())
         return attempt, run, job, now
 
-    def _claim(self, run: dict[str, Any], job: dict[str, Any], number: int, now: datetime) -> tuple[Lease | None, str]:
-        """A new lease for this attempt: a new holder, hence a new fencing token."""
-        run_id = run["_id"]
-        holder = attempt_holder(self.worker, run_id, number)
-        mine = (reservation_holder(run_id),)
-        if job.get("overlap_policy") == "allow":
-            return self.store.claim_run_lease(run_id, holder, self.lease_s, now, mine=mine, seen=run), RUN_SCOPE
-        extra = None
-        if job.get("overlap_policy") == "buffer_one":
-            # the buffered run stops waiting once it has the lease
-            extra = {"buffered_run_id": {"$cond": [{"$eq": ["$buffered_run_id", run_id]}, None, "$buffered_run_id"]}}
-        lease = self.store.claim_job_lease(job["_id"], holder, self.lease_s, now, run_id=run_id, mine=mine,
-                                           extra_set=extra, seen=job)
-        return lease, JOB_SCOPE
+    def _attempt(self, run: Run, job: Job, lease: Lease, number: int, now: datetime) -> Attempt:
+        return Attempt(
+            run_id=run.run_id,
+            job_id=job.job_id,
+            number=number,
+            worker=self.worker,
+            lease=lease,
+            handler=job.handler,
+            args=dict(job.args),
+            scheduled_for=run.scheduled_for,
+            trigger=run.trigger,
+            timeout_s=job.timeout_s,
+            max_retries=job.max_retries,
+            started_at=now,
+        )
 
-    def _mark_running(self, run: dict[str, Any], lease: Lease, scope: str, number: int, now: datetime,
-                      decision: Start) -> bool:
+    def _claim(self, run: Run, job: Job, number: int, now: datetime) -> Lease | None:
+        """A new lease for this attempt (a new holder, hence a new fencing token): the
+        job's, taking over the run's reservation, or under ``allow`` the run's own."""
+        holder = attempt_holder(self.worker, run.run_id, number)
+        mine = (reservation_holder(run.run_id),)
+        if not job.overlap_policy.uses_job_lease:
+            return self.store.claim_lease(LeaseScope.RUN, run.run_id, holder, self.lease_s, now, run_id=run.run_id,
+                                          mine=mine, seen=run)
+        return self.store.claim_lease(LeaseScope.JOB, job.job_id, holder, self.lease_s, now, run_id=run.run_id,
+                                      mine=mine, seen=job, takes_buffer=job.overlap_policy == OverlapPolicy.BUFFER_ONE)
+
+    def _mark_running(self, run: Run, lease: Lease, number: int, now: datetime, decision: Start) -> bool:
         """queued/pending (or running under a dead lease) → running, by compare-and-set on ``run``."""
-        scheduled_for = run.get("scheduled_for")
-        fields = {
-            "status": "running",
-            "attempt": number,
-            "lease_token": lease.token,
-            "lease_holder": lease.holder,
-            "lease_scope": scope,
-            "worker": self.worker,
-            "started_at": now,
-            "lateness_ms": decisions.millis(now - scheduled_for) if scheduled_for else None,
-            "finished_at": None,
-            "duration_ms": None,
-            "error": None,
-            "retry_at": None,
-        }
+        lateness = decisions.millis(now - run.scheduled_for) if run.scheduled_for else None
+        start = AttemptStart(number=number, lease=lease, worker=self.worker, started_at=now, lateness_ms=lateness)
         dead = None
         if decision.replaces_dead_attempt:
-            dead = dead_attempt_record(run, f"attempt {run.get('attempt')} stopped renewing its lease; retried")
-        return self.store.start_run_attempt(run["_id"], run, fields, dead)
-
-    def _release(self, lease: Lease, scope: str) -> None:
-        if scope == RUN_SCOPE:
-            self.store.release_run_lease(lease)
-        else:
-            self.store.release_job_lease(lease)
+            dead = dead_attempt_record(run, f"attempt {run.attempt} stopped renewing its lease; retried")
+        return self.store.start_run_attempt(run, start, dead)
 
     def _carry_out(self, broker: Broker, message: MessageProxy, decision: Decision,
-                   run: dict[str, Any] | None, job: dict[str, Any] | None, now: datetime) -> None:
+                   run: Run | None, job: Job | None, now: datetime) -> None:
         """Act on a decision not to start now; always raises `SkipMessage` (the actor is not called)."""
         run_id = message.args[0]
-        extra = _run_log(run_id, (run or {}).get("job_id") or message.kwargs.get("job_id"), self.worker,
-                         attempt=(run or {}).get("attempt"))
+        extra = _run_log(run_id, (run.job_id if run else None) or message.kwargs.get("job_id"), self.worker,
+                         attempt=run.attempt if run else None)
         if isinstance(decision, Acknowledge):
             log.info("not running: %s", decision.reason, extra=extra)
         elif isinstance(decision, Wait):
@@ -275,8 +249,8 @@ class RunLifecycle(Middleware):
         elif isinstance(decision, Skip):
             assert run is not None
             if self.store.skip_run(run_id, decision.error, now):
-                metrics.WORKER_RUNS.labels(outcome="skipped").inc()
-                log.info("run skipped: %s", decision.error["message"], extra=extra)
+                metrics.WORKER_RUNS.labels(outcome=RunStatus.SKIPPED).inc()
+                log.info("run skipped: %s", decision.error.message, extra=extra)
         elif isinstance(decision, Abandon):
             assert run is not None
             abandon_dead_attempt(self.store, run, now, decision.reason)  # counted there
@@ -294,7 +268,7 @@ class RunLifecycle(Middleware):
                           extra=_run_log(message.args[0], message.kwargs.get("job_id"), self.worker))
             message.fail()
 
-    def _publish_later(self, broker: Broker, message: MessageProxy | Message, after_attempt: int | None,
+    def _publish_later(self, broker: Broker, message: MessageProxy | Message[Any], after_attempt: int | None,
                        delay_ms: int | None = None) -> None:
         """Publish the run's message again (acknowledging this one): with a delay, it waits."""
         follow = follow_up_message(q_name(message.queue_name), message.args[0], message.kwargs.get("job_id", ""),
@@ -330,43 +304,41 @@ class RunLifecycle(Middleware):
         duration_ms = attempt.duration_ms()
         status, error = classify(exception, attempt.timeout_s)
         metrics.WORKER_RUN_DURATION.observe(duration_ms / 1000)
-        if status != SUCCEEDED and attempt.number <= attempt.max_retries:
+        if status != RunStatus.SUCCEEDED and attempt.number <= attempt.max_retries:
             return self._retry(broker, message, attempt, status, error, duration_ms, now)
         return self._record_final(message, attempt, status, error, duration_ms, now)
 
-    def _retry(self, broker: Broker, message: MessageProxy, attempt: Attempt, status: str,
-               error: dict[str, str] | None, duration_ms: int, now: datetime) -> str:
+    def _retry(self, broker: Broker, message: MessageProxy, attempt: Attempt, status: RunStatus,
+               error: RunError | None, duration_ms: int, now: datetime) -> str:
         delay = backoff_ms(attempt.number, self.settings.retry_backoff_ms)
         retry_at = now + timedelta(milliseconds=delay)
         # publish first: if the record below is rejected the retry finds a newer attempt and is dropped
         self._publish_later(broker, message, attempt.number, delay)
-        fields = {"status": "queued", "duration_ms": duration_ms, "error": error, "retry_at": retry_at}
+        end = AttemptEnd(RunStatus.QUEUED, error, duration_ms=duration_ms, retry_at=retry_at)
         record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
-        if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, fields, record):
+        if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
             return self._rejected(attempt, status)
         until = retry_at + timedelta(seconds=self.lease_s)
-        self.store.hand_over_lease(attempt.scope, attempt.lease, reservation_holder(attempt.run_id), until)
+        self.store.hand_over_lease(attempt.lease, reservation_holder(attempt.run_id), until)
         metrics.WORKER_RUNS.labels(outcome=f"{status}_retried").inc()
         log.warning("attempt %s; retry %d of %d in %d ms: %s", status, attempt.number, attempt.max_retries, delay,
-                    (error or {}).get("message"), extra=attempt.log_extra())
-        return "queued"
+                    error.message if error else None, extra=attempt.log_extra())
+        return RunStatus.QUEUED
 
-    def _record_final(self, message: MessageProxy, attempt: Attempt, status: str, error: dict[str, str] | None,
+    def _record_final(self, message: MessageProxy, attempt: Attempt, status: RunStatus, error: RunError | None,
                       duration_ms: int, now: datetime) -> str:
-        fields: dict[str, Any] = {"status": status, "finished_at": now, "duration_ms": duration_ms, "error": error,
-                                  "retry_at": None}
-        if attempt.scope == RUN_SCOPE:
-            fields["lease"] = None
+        own_lease = attempt.scope == LeaseScope.RUN
+        end = AttemptEnd(status, error, finished_at=now, duration_ms=duration_ms, releases_run_lease=own_lease)
         record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
-        if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, fields, record):
+        if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
             return self._rejected(attempt, status)
-        job_lease = attempt.lease if attempt.scope == JOB_SCOPE else None
+        job_lease = None if own_lease else attempt.lease
         if not self.store.record_job_outcome(attempt.job_id, attempt.run_id, status, duration_ms, job_lease) and job_lease:
             log.warning("the job lease was no longer held at the end of the run; job outcome not recorded",
                         extra=attempt.log_extra())
         metrics.WORKER_RUNS.labels(outcome=status).inc()
         log.info("run %s in %d ms", status, duration_ms, extra=attempt.log_extra())
-        if status in (FAILED, TIMED_OUT):
+        if status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
             message.fail()  # retries spent: RabbitMQ dead-letters the message to <queue>.XQ
         try:
             self.history.after_finish(attempt.job_id)

@@ -208,7 +208,7 @@ def test_disable_then_enable(client: FlaskClient, clock: FakeClock, store: Mongo
     assert disabled["status"] == "disabled" and disabled["enabled"] is False
     assert disabled["next_trigger_at"] is None
     assert disabled["updated_at"] == "2026-03-26T10:05:00Z"
-    doc = store.get_job(job["job_id"])
+    doc = store.jobs.find_one({"_id": job["job_id"]})
     assert doc["due_at"] is None and doc["next_fire_at"] == utc(2026, 3, 27, 8)  # the slot it waited for is kept
 
     clock.advance(days=3)  # the 27th's slot was missed while disabled
@@ -217,7 +217,7 @@ def test_disable_then_enable(client: FlaskClient, clock: FakeClock, store: Mongo
     assert enabled["updated_at"] == "2026-03-29T10:05:00Z"
     # the missed slot is due again: the scheduler applies the misfire policy to it
     assert enabled["next_trigger_at"] == "2026-03-27T08:00:00Z"
-    assert store.get_job(job["job_id"])["revision"] == 3
+    assert store.jobs.find_one({"_id": job["job_id"]})["revision"] == 3
 
 
 def test_schedule_change_while_disabled_counts_from_the_change(client: FlaskClient, clock: FakeClock) -> None:

@@ -9,7 +9,9 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from cronhive.dispatch import new_run
+from cronhive.enums import RunStatus, Trigger
 from cronhive.store import MongoStore
+from cronhive.store.documents import run_to_doc
 from tests.api.conftest import CANONICAL, SEED_NOW, FakeClock, assert_error, create
 
 RUN_FIELDS = {"run_id", "job_id", "trigger", "scheduled_for", "status", "attempt", "worker", "created_at",
@@ -22,10 +24,11 @@ def add_runs(store: MongoStore, job_id: str, count: int, **fields: Any) -> list[
     ids = []
     for index in range(count):
         at = SEED_NOW + timedelta(seconds=index)
-        run = new_run(job, f"run_20260326_1000{index:02d}_{job_id}", "schedule", at, at, None, status="queued")
-        run.update(fields)
-        store.insert_run(run)
-        ids.append(run["_id"])
+        run = new_run(job, f"run_20260326_1000{index:02d}_{job_id}", Trigger.SCHEDULE, at, at, None,
+                      status=RunStatus.QUEUED)
+        doc = {**run_to_doc(run), **fields}  # a stored document, some fields as a worker would have set them
+        store.runs.insert_one(doc)
+        ids.append(doc["_id"])
     return ids
 
 
@@ -56,7 +59,7 @@ def test_runs_with_the_same_creation_instant_keep_a_stable_order(client: FlaskCl
     create(client, job_id="report")
     job = store.get_job("report")
     for suffix in ("b", "a", "c"):
-        store.insert_run(new_run(job, f"run_20260326_100000_{suffix}", "manual", SEED_NOW, SEED_NOW, None))
+        store.insert_run(new_run(job, f"run_20260326_100000_{suffix}", Trigger.MANUAL, SEED_NOW, SEED_NOW, None))
     pages = [client.get(f"{CANONICAL}/jobs/report/runs?page={page}&limit=1").get_json()["data"][0]["run_id"]
              for page in (1, 2, 3)]
     assert pages == ["run_20260326_100000_c", "run_20260326_100000_b", "run_20260326_100000_a"]

@@ -39,16 +39,16 @@ def test_trigger_queues_a_run_and_publishes_it(
     run_id = body["run_id"]
     assert run_id.startswith("run_20260326_100000_")
 
-    run = store.get_run(run_id)
+    run = store.runs.find_one({"_id": run_id})
     assert run["status"] == "queued" and run["trigger"] == "manual" and run["job_id"] == "report"
     assert run["scheduled_for"] == clock.now() and run["queued_at"] == clock.now()
     assert run["attempt"] == 0 and run["worker"] is None
 
-    doc = store.get_job("report")
+    doc = store.jobs.find_one({"_id": "report"})
     assert doc["lease"]["holder"] == f"run:{run_id}" and doc["lease"]["run_id"] == run_id
     assert doc["lease"]["token"] == run["lease_token"] == doc["lease_term"] == 1
     assert doc["last_triggered_at"] == clock.now()
-    assert doc["due_at"] is not None and doc["due_at"] == store.get_job("report")["next_fire_at"]
+    assert doc["due_at"] is not None and doc["due_at"] == store.jobs.find_one({"_id": "report"})["next_fire_at"]
 
     (message,) = messages(settings)
     assert message["actor_name"] == RUN_ACTOR == "execute_run"
@@ -73,7 +73,7 @@ def test_second_trigger_while_the_lease_is_held_is_409(
     assert body["lock_acquired"] is False
     assert store.runs.count_documents({}) == 1
     assert [m["args"] for m in messages(settings)] == [[first["run_id"]]]
-    assert store.get_job("report")["lease"]["run_id"] == first["run_id"]
+    assert store.jobs.find_one({"_id": "report"})["lease"]["run_id"] == first["run_id"]
 
 
 def test_trigger_after_the_lease_expired_gets_a_new_token(
@@ -84,7 +84,7 @@ def test_trigger_after_the_lease_expired_gets_a_new_token(
     clock.advance(seconds=settings.job_lease_s)  # expires_at <= now: expired
     second = trigger(client, "report")
     assert second.status_code == 202 and second.get_json()["lock_acquired"] is True
-    lease = store.get_job("report")["lease"]
+    lease = store.jobs.find_one({"_id": "report"})["lease"]
     assert lease["run_id"] == second.get_json()["run_id"] and lease["token"] == 2
     assert len(messages(settings)) == 2
 
@@ -93,7 +93,7 @@ def test_a_disabled_job_can_be_triggered(client: FlaskClient, clock: FakeClock, 
     create(client, job_id="paused", enabled=False)
     response = trigger(client, "paused")
     assert response.status_code == 202 and response.get_json()["lock_acquired"] is True
-    assert store.get_run(response.get_json()["run_id"])["status"] == "queued"
+    assert store.runs.find_one({"_id": response.get_json()["run_id"]})["status"] == "queued"
     job = client.get(f"{CANONICAL}/jobs/paused").get_json()
     assert job["status"] == "disabled" and job["next_trigger_at"] is None
     assert len(messages(settings)) == 1
@@ -109,7 +109,7 @@ def test_allow_policy_takes_no_lease_and_runs_overlap(
     run_ids = {b.get_json()["run_id"] for b in bodies}
     assert len(run_ids) == 3
     assert {run["_id"] for run in store.runs.find({"status": "queued"})} == run_ids
-    assert store.get_job("parallel")["lease"] is None
+    assert store.jobs.find_one({"_id": "parallel"})["lease"] is None
     assert {m["args"][0] for m in messages(settings)} == run_ids
 
 
@@ -118,7 +118,7 @@ def test_buffer_one_lets_one_run_wait(client: FlaskClient, clock: FakeClock, sto
     first = trigger(client, "buffered").get_json()
     waiting = trigger(client, "buffered")
     assert waiting.status_code == 202 and waiting.get_json()["lock_acquired"] is False
-    doc = store.get_job("buffered")
+    doc = store.jobs.find_one({"_id": "buffered"})
     assert doc["buffered_run_id"] == waiting.get_json()["run_id"]
     assert doc["lease"]["run_id"] == first["run_id"]
     body = assert_error(trigger(client, "buffered"), 409, "lease_held")
@@ -151,7 +151,7 @@ def test_a_mongodb_failure_after_the_publish_still_answers_202(
     response = trigger(client, "report")
     assert response.status_code == 202 and response.get_json()["lock_acquired"] is True
     run_id = response.get_json()["run_id"]
-    assert store.get_run(run_id)["status"] == "pending"  # re-published by the scheduler; run once by workers
+    assert store.runs.find_one({"_id": run_id})["status"] == "pending"  # re-published by the scheduler; run once by workers
     assert [m["args"] for m in messages(settings)] == [[run_id]]
 
 
@@ -160,12 +160,12 @@ def test_a_job_deleted_while_triggering_is_404_not_409(
 ) -> None:
     create(client, job_id="doomed")
     app_store = app.extensions["cronhive"].store
-    real_claim = app_store.claim_job_lease
+    real_claim = app_store.claim_lease
 
-    def delete_first(job_id: str, *args: Any, **kwargs: Any) -> Any:
+    def delete_first(scope: Any, job_id: str, *args: Any, **kwargs: Any) -> Any:
         store.jobs.delete_one({"_id": job_id})  # another replica deletes it between the read and the claim
-        return real_claim(job_id, *args, **kwargs)
+        return real_claim(scope, job_id, *args, **kwargs)
 
-    monkeypatch.setattr(app_store, "claim_job_lease", delete_first)
+    monkeypatch.setattr(app_store, "claim_lease", delete_first)
     assert_error(trigger(client, "doomed"), 404, "job_not_found")
     assert store.runs.count_documents({}) == 0

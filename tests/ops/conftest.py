@@ -322,7 +322,7 @@ class System:
         self.call("PUT", f"/jobs/{job_id}", 200, json={"enabled": enabled})
 
     def run(self, run_id: str) -> dict[str, Any]:
-        return self.store.get_run(run_id)
+        return self.store.runs.find_one({"_id": run_id})
 
     def wait_run(self, run_id: str, statuses: tuple[str, ...] = FINAL_RUN_STATUSES, timeout_s: float = 15) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:

@@ -13,6 +13,8 @@ import pytest
 from cronhive.broker import RunPublisher
 from cronhive.dispatch import new_run
 from cronhive.domain import new_run_id, utcnow
+from cronhive.enums import RunStatus, Trigger
+from cronhive.store.documents import run_to_doc
 from cronhive.worker.maintenance import REAPER_LEASE_ID
 from tests.ops.conftest import System, wait_for
 
@@ -125,7 +127,7 @@ def test_a_lost_lease_counts_a_renew_failure_and_an_abandoned_run(system: System
     with reaper_paused(system):
         run_id = system.trigger("stolen")
         system.wait_run(run_id, ("running",))
-        job = system.store.get_job("stolen")
+        job = system.store.jobs.find_one({"_id": "stolen"})
         # another holder takes the job lease over: the worker's next renewal finds it gone
         system.store.jobs.update_one({"_id": "stolen"}, {"$set": {"lease.holder": "thief:1", "lease.run_id": "thief",
                                                                   "lease.token": job["lease"]["token"] + 100}})
@@ -144,9 +146,10 @@ def test_a_run_the_reaper_abandons_is_counted(system: System) -> None:
     system.create_job("ghost", enabled=False)
     run_id = new_run_id(now)
     holder = f"deadhost:1:{run_id}:1:abc123"
-    system.store.insert_run({**new_run({**system.store.get_job("ghost")}, run_id, "manual", now, now, None, "running"),
-                             "attempt": 1, "worker": "deadhost:1", "started_at": now, "lease_token": 1,
-                             "lease_holder": holder, "lease_scope": "job"})
+    system.store.runs.insert_one({
+        **run_to_doc(new_run(system.store.get_job("ghost"), run_id, Trigger.MANUAL, now, now, None, RunStatus.RUNNING)),
+        "attempt": 1, "worker": "deadhost:1", "started_at": now, "lease_token": 1, "lease_holder": holder,
+        "lease_scope": "job"})
     system.store.jobs.update_one({"_id": "ghost"}, {"$set": {"lease_term": 1, "lease": {
         "holder": holder, "run_id": run_id, "token": 1, "expires_at": now - timedelta(seconds=1)}}})
     before = system.scrape_worker().total("cronhive_worker_runs_total", outcome="abandoned")

@@ -73,7 +73,7 @@ class Cluster:
         for _ in range(count):
             log_path = self.logs / f"scheduler-{len(self.processes)}.log"
             process = subprocess.Popen([sys.executable, "-m", "cronhive.scheduler"], cwd=ROOT, env=self.env(),
-                                       stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))
+                                       stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))  # noqa: SIM115 - the child keeps it
             proc = SchedulerProcess(process, log_path)
             self.processes.append(proc)
             started.append(proc)

@@ -61,7 +61,7 @@ class FlakyPublisher:
         self.seen_status: list[tuple[str, str]] = []
 
     def publish_run(self, run_id: str, job_id: str) -> None:
-        self.seen_status.append((run_id, self.store.get_run(run_id)["status"]))
+        self.seen_status.append((run_id, self.store.get_run(run_id).status))
         if self.down:
             raise BrokerUnavailable(f"RabbitMQ is unreachable at {self.url}: test")
         self.real.publish_run(run_id, job_id)
@@ -100,5 +100,9 @@ def messages(settings: Settings, publisher: RunPublisher) -> Callable[[], list[d
 
 def create_job(store: MongoStore, job_id: str, schedule: str = "* * * * * *", at: datetime | None = None,
                **fields: Any) -> dict[str, Any]:
-    return store.create_job({"name": job_id, "job_id": job_id, "schedule": schedule, "handler": "noop", **fields},
-                            at or utcnow())
+    """Create a job through the store; its document as stored."""
+    store.create_job({"name": job_id, "job_id": job_id, "schedule": schedule, "handler": "noop", **fields},
+                     at or utcnow())
+    doc = store.jobs.find_one({"_id": job_id})
+    assert doc is not None
+    return doc

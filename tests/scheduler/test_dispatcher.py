@@ -6,17 +6,21 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from cronhive.broker import RUN_ACTOR
-from cronhive.dispatch import new_run, reservation_holder
+from cronhive.domain import new_run
+from cronhive.enums import Trigger
+from cronhive.leases import reservation_holder
 from cronhive.scheduler.dispatcher import MANUAL_PENDING_S, Dispatcher
 from cronhive.scheduler.leadership import LeadershipLost
 from cronhive.slots import slot_run_id
 from cronhive.store import MongoStore
+from cronhive.store.documents import job_from_doc, run_to_doc
 from tests.scheduler.conftest import FakeClock, FlakyPublisher, create_job
 
 Messages = Callable[[], list[dict[str, Any]]]
@@ -24,6 +28,12 @@ Messages = Callable[[], list[dict[str, Any]]]
 
 def runs_of(store: MongoStore, job_id: str) -> list[dict[str, Any]]:
     return list(store.runs.find({"job_id": job_id}).sort("scheduled_for", 1))
+
+
+def run_doc(job: dict[str, Any], run_id: str, trigger: Trigger, scheduled_for: datetime, now: datetime,
+            **fields: Any) -> dict[str, Any]:
+    """A run document as `new_run` first writes it (through the store edge), ``fields`` changed."""
+    return run_to_doc(replace(new_run(job_from_doc(job), run_id, trigger, scheduled_for, now, None), **fields))
 
 
 def published_ids(messages: Messages) -> list[str]:
@@ -51,7 +61,7 @@ def test_every_slot_gets_exactly_one_run_published_once(store: MongoStore, make_
             assert run["_id"] == slot_run_id(job["_id"], run["scheduled_for"])
             assert (run["status"], run["trigger"], run["sched_term"]) == ("queued", "schedule", 7)
             assert run["queued_at"] == clock.now() - timedelta(seconds=0.2)
-        stored = store.get_job(job["_id"])
+        stored = store.jobs.find_one({"_id": job["_id"]})
         assert stored["next_fire_at"] == first + timedelta(seconds=3) == stored["due_at"]
         assert stored["last_triggered_at"] == clock.now() - timedelta(seconds=0.2)
         assert stored["sched_term"] == 7
@@ -83,7 +93,7 @@ def test_rabbitmq_down_keeps_runs_pending_and_publishes_them_in_order_on_return(
     assert dispatcher.backlog and dispatcher.broker_down
     runs = runs_of(store, "outage")
     assert [run["status"] for run in runs] == ["pending"] * 4
-    assert store.get_job("outage")["next_fire_at"] == start + timedelta(seconds=4)  # committed anyway
+    assert store.jobs.find_one({"_id": "outage"})["next_fire_at"] == start + timedelta(seconds=4)  # committed anyway
     assert messages() == []
 
     flaky.down = False
@@ -136,8 +146,7 @@ def test_a_dead_leaders_drafts_are_replanned_not_published(
     job = create_job(store, "drafty", overlap_policy="allow")  # fire_once
     slot = job["next_fire_at"]
     for at in (slot, slot + timedelta(seconds=1)):
-        draft = new_run(job, slot_run_id("drafty", at), "schedule", at, slot, None)
-        store.runs.insert_one({**draft, "sched_term": 1})
+        store.runs.insert_one(run_doc(job, slot_run_id("drafty", at), Trigger.SCHEDULE, at, slot, sched_term=1))
     clock.set(slot + timedelta(seconds=3, milliseconds=5))
     make_dispatcher(term=2).run_pass()
     runs = runs_of(store, "drafty")
@@ -150,7 +159,7 @@ def test_a_draft_found_while_dispatching_is_adopted(
     job = create_job(store, "adopted", overlap_policy="allow")
     slot = job["next_fire_at"]
     run_id = slot_run_id("adopted", slot)
-    store.runs.insert_one({**new_run(job, run_id, "schedule", slot, slot, None), "sched_term": 1})
+    store.runs.insert_one(run_doc(job, run_id, Trigger.SCHEDULE, slot, slot, sched_term=1))
     dispatcher = make_dispatcher(term=2)
     dispatcher.backlog = False
     dispatcher._next_scan = float("inf")
@@ -175,7 +184,7 @@ def test_forbid_records_a_slot_skipped_while_another_run_holds_the_lease(
     assert run["status"] == "skipped" and run["error"]["type"] == "overlap" and "worker:9" in run["error"]["message"]
     assert run["finished_at"] == clock.now()
     assert messages() == []
-    stored = store.get_job("busy")
+    stored = store.jobs.find_one({"_id": "busy"})
     assert stored["lease"]["holder"] == "worker:9" and stored["next_fire_at"] == slot + timedelta(seconds=1)
 
 
@@ -185,7 +194,7 @@ def test_forbid_reserves_the_free_lease_for_the_run_it_publishes(
     clock.set(job["next_fire_at"] + timedelta(seconds=1, milliseconds=5))
     make_dispatcher(job_lease_s=30).run_pass()
     first, second = runs_of(store, "free")
-    lease = store.get_job("free")["lease"]
+    lease = store.jobs.find_one({"_id": "free"})["lease"]
     assert lease["holder"] == reservation_holder(first["_id"]) and lease["run_id"] == first["_id"]
     assert lease["token"] == first["lease_token"] == 1
     assert lease["expires_at"] == clock.now() + timedelta(seconds=30)
@@ -206,7 +215,7 @@ def test_buffer_one_publishes_one_waiting_run_and_skips_beyond_it(
     clock.set(slot + timedelta(seconds=1, milliseconds=5))
     dispatcher.run_pass()
     waiting, skipped = runs_of(store, "buffered")
-    assert store.get_job("buffered")["buffered_run_id"] == waiting["_id"]
+    assert store.jobs.find_one({"_id": "buffered"})["buffered_run_id"] == waiting["_id"]
     assert (waiting["status"], skipped["status"], skipped["error"]["type"]) == ("queued", "skipped", "overlap")
     assert published_ids(messages) == [waiting["_id"]]
 
@@ -221,7 +230,7 @@ def test_allow_publishes_even_while_a_run_holds_the_lease(
     make_dispatcher().run_pass()
     (run,) = runs_of(store, "overlapping")
     assert run["status"] == "queued" and run["lease_token"] is None
-    assert store.get_job("overlapping")["lease"]["holder"] == "worker:9"
+    assert store.jobs.find_one({"_id": "overlapping"})["lease"]["holder"] == "worker:9"
     assert published_ids(messages) == [run["_id"]]
 
 
@@ -257,7 +266,7 @@ def test_a_job_whose_schedule_can_no_longer_be_computed_is_disabled_and_the_rest
     clock.set(broken["next_fire_at"] + timedelta(milliseconds=5))
     dispatcher = make_dispatcher(term=3)
     dispatcher.run_pass()
-    stored = store.get_job("broken")
+    stored = store.jobs.find_one({"_id": "broken"})
     assert stored["enabled"] is False and stored["due_at"] is None and stored["sched_term"] == 3
     assert "Atlantis/Lost_City" in stored["disabled_reason"]
     assert stored["revision"] == 2
@@ -289,15 +298,15 @@ def test_the_backlog_pass_handles_old_manual_runs_and_runs_of_deleted_jobs(
         store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
     job = create_job(store, "manual")
     now = clock.now()
-    old = new_run(job, "run_manual_old", "manual", now, now - timedelta(seconds=MANUAL_PENDING_S + 1), None)
-    young = new_run(job, "run_manual_young", "manual", now, now - timedelta(seconds=1), None)
-    orphan = new_run({"_id": "gone"}, "run_orphan", "schedule", now - timedelta(seconds=5), now, None)
+    old = run_doc(job, "run_manual_old", Trigger.MANUAL, now, now - timedelta(seconds=MANUAL_PENDING_S + 1))
+    young = run_doc(job, "run_manual_young", Trigger.MANUAL, now, now - timedelta(seconds=1))
+    orphan = run_doc(job, "run_orphan", Trigger.SCHEDULE, now - timedelta(seconds=5), now, job_id="gone")
     store.runs.insert_many([old, young, orphan])
     make_dispatcher().run_pass()
     assert published_ids(messages) == ["run_manual_old"]
-    assert store.get_run("run_manual_old")["status"] == "queued"
-    assert store.get_run("run_manual_young")["status"] == "pending"  # the API may still be publishing it
-    gone = store.get_run("run_orphan")
+    assert store.runs.find_one({"_id": "run_manual_old"})["status"] == "queued"
+    assert store.runs.find_one({"_id": "run_manual_young"})["status"] == "pending"  # the API may still be publishing it
+    gone = store.runs.find_one({"_id": "run_orphan"})
     assert gone["status"] == "skipped" and gone["error"]["type"] == "job_deleted"
 
 

@@ -150,7 +150,7 @@ def test_a_sigstopped_leader_resumed_after_a_takeover_publishes_and_writes_nothi
     time.sleep(3)
     end = second(utcnow()) - timedelta(seconds=1)
     wait_until_caught_up(store, job_ids, end)
-    status = store.scheduler_status(utcnow())
+    status = store.scheduler_status(utcnow()).view()
     assert status["pid"] == new_pid and paused.process.poll() is None
     assert f"{old_lease['holder']}" in status["standbys"]
     cluster.stop()

@@ -3,15 +3,17 @@ claim, renew, expiry takeover, monotonic fencing terms, stale leaders' writes re
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 
-from cronhive.domain import utcnow
-from cronhive.leases import lease_from_doc
+from cronhive.domain import new_run, utcnow
+from cronhive.enums import LeaseScope, Trigger
 from cronhive.scheduler.leadership import Change, Leadership, LeadershipLost, margin_for
 from cronhive.slots import JobAdvance
 from cronhive.store import LEADER_LEASE_ID, MongoStore
+from cronhive.store.documents import lease_from_doc, run_to_doc
 
 LEASE_S = 9.0  # renew every 3 s, margin 0.9 s
 INTERVAL = timedelta(seconds=3)
@@ -29,7 +31,7 @@ def pair(store: MongoStore) -> tuple[Leadership, Leadership]:
 
 def stored_lease(store: MongoStore):  # type: ignore[no-untyped-def]
     doc = store.leases.find_one({"_id": LEADER_LEASE_ID})
-    return lease_from_doc(LEADER_LEASE_ID, doc["lease"]) if doc and doc.get("lease") else None
+    return lease_from_doc(LeaseScope.NAMED, LEADER_LEASE_ID, doc["lease"]) if doc and doc.get("lease") else None
 
 
 def test_the_first_claimant_leads_and_the_other_stands_by(store: MongoStore, t0: datetime) -> None:
@@ -39,7 +41,7 @@ def test_the_first_claimant_leads_and_the_other_stands_by(store: MongoStore, t0:
     assert a.is_leader(t0) and not b.is_leader(t0)
     assert a.term == 1 and b.term is None
     assert stored_lease(store).expires_at == t0 + timedelta(seconds=LEASE_S)
-    status = store.scheduler_status(t0 + MS)
+    status = store.scheduler_status(t0 + MS).view()
     assert status["holder"] == "host-a:1" and status["pid"] == 1 and status["term"] == 1
     assert status["standbys"] == ["host-b:2"]
     beat = store.db["schedulers"].find_one({"_id": "host-b:2"})
@@ -112,7 +114,7 @@ def test_a_paused_leader_finds_itself_replaced_and_stands_by(store: MongoStore, 
     assert a.maintain(resumed) is Change.STEPPED_DOWN
     assert a.lease is None and not a.is_leader(resumed)
     assert stored_lease(store).holder == "host-b:2"
-    assert store.scheduler_status(resumed)["standbys"] == ["host-a:1"]
+    assert store.scheduler_status(resumed).view()["standbys"] == ["host-a:1"]
 
 
 def test_a_renewal_that_finds_the_lease_taken_steps_down(store: MongoStore, t0: datetime) -> None:
@@ -151,8 +153,8 @@ def test_a_silent_standby_drops_out_of_the_status(store: MongoStore, t0: datetim
     a, b = pair(store)
     a.maintain(t0)
     b.maintain(t0)
-    assert store.scheduler_status(t0 + timedelta(seconds=LEASE_S) - MS)["standbys"] == ["host-b:2"]
-    assert store.scheduler_status(t0 + timedelta(seconds=LEASE_S))["standbys"] == []
+    assert store.scheduler_status(t0 + timedelta(seconds=LEASE_S) - MS).view()["standbys"] == ["host-b:2"]
+    assert store.scheduler_status(t0 + timedelta(seconds=LEASE_S)).view()["standbys"] == []
 
 
 def test_writes_of_a_stale_term_are_rejected(store: MongoStore, t0: datetime) -> None:
@@ -164,25 +166,26 @@ def test_writes_of_a_stale_term_are_rejected(store: MongoStore, t0: datetime) ->
     b.maintain(t0 + timedelta(seconds=LEASE_S))
     new = b.term
     assert new > old
-    slot = job["next_fire_at"]
+    slot = job.next_fire_at
+    assert slot is not None
 
     def advance_to(seconds: int) -> JobAdvance:
         nxt = slot + timedelta(seconds=seconds)
-        return JobAdvance("fenced", {"next_fire_at": slot, "revision": 1}, {"next_fire_at": nxt, "due_at": nxt}, True)
+        return JobAdvance(job, nxt, nxt, True)  # expects revision 1 and next_fire_at slot, as read
 
     assert store.advance_jobs([advance_to(1)], new, "b.1", t0) == {"fenced"}
     store.jobs.update_one({"_id": "fenced"}, {"$set": {"next_fire_at": slot}})  # even with the CAS satisfied,
     assert store.advance_jobs([advance_to(5)], old, "a.1", t0) == set()  # the term fence holds
-    assert store.get_job("fenced")["sched_term"] == new
+    assert store.jobs.find_one({"_id": "fenced"})["sched_term"] == new
     assert not store.disable_job("fenced", 1, "stale", t0, old)
-    assert store.renew_leader_lease(a.lease, LEASE_S, t0 + timedelta(seconds=LEASE_S + 1)) is None
-    assert not store.release_leader_lease(a.lease)
+    assert a.lease is not None
+    assert store.renew_lease(a.lease, LEASE_S, t0 + timedelta(seconds=LEASE_S + 1)) is None
+    assert not store.release_lease(a.lease)
 
-    run = {"_id": "run_fenced", "job_id": "fenced", "trigger": "schedule", "scheduled_for": slot,
-           "status": "pending", "created_at": t0, "sched_term": new}
-    store.runs.insert_one(run)
+    run = replace(new_run(job, "run_fenced", Trigger.SCHEDULE, slot, t0, None), sched_term=new)
+    store.runs.insert_one(run_to_doc(run))
     assert store.mark_runs_queued(["run_fenced"], t0, old) == 0
-    assert not store.adopt_scheduled_run({**run, "sched_term": old}, old)
+    assert not store.adopt_scheduled_run(replace(run, sched_term=old), old)
     assert store.delete_scheduled_drafts(["run_fenced"], old) == 0
-    assert store.get_run("run_fenced")["status"] == "pending"
+    assert store.runs.find_one({"_id": "run_fenced"})["status"] == "pending"
     assert store.mark_runs_queued(["run_fenced"], t0, new) == 1

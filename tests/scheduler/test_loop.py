@@ -55,7 +55,7 @@ def test_a_standby_sleeps_until_its_next_claim_attempt_and_takes_over(loop_setti
     clock.advance(9.005)  # the leader died: its lease expired
     standby.step()
     assert standby.leadership.is_leader(clock.now()) and standby.leadership.term == 2
-    assert store.scheduler_status(clock.now())["holder"] == "host:2"
+    assert store.scheduler_status(clock.now()).view()["holder"] == "host:2"
 
 
 def test_stop_resigns_the_lease_and_removes_the_heartbeat(loop_settings: Settings, store: MongoStore,
@@ -63,10 +63,10 @@ def test_stop_resigns_the_lease_and_removes_the_heartbeat(loop_settings: Setting
     clock = FakeClock(utcnow())
     loop = make_loop(loop_settings, store, publisher, clock)
     loop.step()
-    assert store.scheduler_status(clock.now())["holder"] == "host:1"
+    assert store.scheduler_status(clock.now()).view()["holder"] == "host:1"
     loop.stop()
     loop.run()  # returns at once: the stop was asked before
-    status = store.scheduler_status(clock.now())
+    status = store.scheduler_status(clock.now()).view()
     assert status["holder"] is None and status["standbys"] == []
     assert store.db["schedulers"].count_documents({}) == 0
 

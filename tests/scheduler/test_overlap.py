@@ -1,13 +1,19 @@
-"""scheduler/overlap.py: forbid, buffer_one and allow decided on the job as read. Pure."""
+"""scheduler/overlap.py: forbid, buffer_one and allow decided on the job as read. Pure.
+
+The job is a stored document read through the store edge; each decision is checked
+as the write it becomes (`cronhive.store.documents.advance_write`: the conditions
+``expect`` and the ``changes`` set)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cronhive.dispatch import reservation_holder
-from cronhive.scheduler.overlap import resolve
-from cronhive.slots import SkippedSlot, SlotPlan, slot_run_id
+from cronhive.leases import reservation_holder
+from cronhive.scheduler import overlap
+from cronhive.slots import SkippedSlot, SlotPlan, SlotRun, slot_run_id
+from cronhive.store.documents import advance_write, job_from_doc
 
 UTC = UTC
 NOW = datetime(2026, 1, 1, 10, 0, 3, tzinfo=UTC)
@@ -15,8 +21,23 @@ SLOTS = tuple(datetime(2026, 1, 1, 10, 0, s, tzinfo=UTC) for s in range(3))
 
 
 def job(policy: str, lease: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
-    return {"_id": "j", "overlap_policy": policy, "revision": 4, "next_fire_at": SLOTS[0],
-            "lease": lease, "lease_term": 7, "buffered_run_id": None, **fields}
+    return {"_id": "j", "name": "j", "schedule": "* * * * * *", "handler": "noop", "overlap_policy": policy,
+            "revision": 4, "next_fire_at": SLOTS[0], "lease": lease, "lease_term": 7, "buffered_run_id": None,
+            **fields}
+
+
+@dataclass(frozen=True)
+class Write:
+    expect: dict[str, Any]
+    changes: dict[str, Any]
+    triggered: bool
+
+
+def resolve(doc: dict[str, Any], plan: SlotPlan, now: datetime, job_lease_s: float) -> tuple[list[SlotRun], Write]:
+    """`overlap.resolve` on the job the document holds; its advance as the write it becomes."""
+    runs, advance = overlap.resolve(job_from_doc(doc), plan, now, job_lease_s)
+    expect, changes = advance_write(advance)
+    return runs, Write(expect, changes, advance.triggered)
 
 
 def plan(fire: tuple[datetime, ...] = SLOTS, skipped: tuple[SkippedSlot, ...] = ()) -> SlotPlan:
@@ -65,7 +86,7 @@ def test_forbid_with_a_held_lease_skips_every_slot_and_expects_the_lease_unchang
 
 
 def test_forbid_with_an_expired_lease_takes_it() -> None:
-    runs, advance = resolve(job("forbid", held(expires_in_s=-1)), plan(SLOTS[:1]), NOW, 30)
+    runs, _ = resolve(job("forbid", held(expires_in_s=-1)), plan(SLOTS[:1]), NOW, 30)
     assert runs[0].fire and runs[0].lease_token == 8
 
 

@@ -66,9 +66,9 @@ def test_sigterm_releases_the_lease_and_a_standby_takes_over_at_once(cluster: Cl
     cluster.start(2)
     leader, lease = cluster.wait_for_leader()
     deadline = time.monotonic() + 10
-    while len(store.scheduler_status(utcnow())["standbys"]) < 1 and time.monotonic() < deadline:
+    while len(store.scheduler_status(utcnow()).view()["standbys"]) < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
-    status = store.scheduler_status(utcnow())
+    status = store.scheduler_status(utcnow()).view()
     assert status["holder"] == lease["holder"] and status["pid"] == leader and len(status["standbys"]) == 1
     process = cluster.by_pid(leader).process
     process.send_signal(signal.SIGTERM)
@@ -76,7 +76,7 @@ def test_sigterm_releases_the_lease_and_a_standby_takes_over_at_once(cluster: Cl
     stopped = utcnow()
     assert cluster.lease() is None or cluster.lease()["holder"] != lease["holder"]  # released, not left to expire
     assert store.db[SCHEDULERS].find_one({"_id": lease["holder"]}) is None
-    successor, new_lease = cluster.wait_for_leader(other_than=leader)
+    _, new_lease = cluster.wait_for_leader(other_than=leader)
     # released: the standby's next attempt (one renew interval at most) wins, well before expiry
     assert new_lease["expires_at"] - lease["expires_at"] < new_lease["expires_at"] - stopped
     assert new_lease["token"] > lease["token"]

@@ -1,4 +1,6 @@
-"""cronhive.domain: slugs and ids, instants, jitter, and the API views of jobs and runs."""
+"""cronhive.domain: slugs and ids, instants, jitter, the typed values' rules (the one
+time zone default, schedule math) and the API views of jobs and runs (of documents
+read through the store edge)."""
 
 from __future__ import annotations
 
@@ -7,18 +9,18 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from cronhive import domain
 from cronhive.domain import (
     DEFAULT_POLICIES,
     JOB_ID_RE,
     format_instant,
     jitter_offset,
     job_id_for_name,
-    job_view,
     new_run_id,
-    run_view,
     slugify,
     utcnow,
 )
+from cronhive.store.documents import job_from_doc, run_from_doc
 
 NOW = datetime(2026, 3, 26, 10, 0, tzinfo=UTC)
 
@@ -81,6 +83,15 @@ def test_jitter_is_deterministic_and_within_bounds() -> None:
     assert len(set(offsets.values())) > 400  # a herd is spread
     assert jitter_offset("job_1", 0) == timedelta(0)
     assert jitter_offset("job_1", -5) == timedelta(0)
+
+
+def job_view(doc: dict, now: datetime) -> dict:
+    """The view of the job a stored document holds."""
+    return domain.job_view(job_from_doc(doc), now)
+
+
+def run_view(doc: dict) -> dict:
+    return domain.run_view(run_from_doc(doc))
 
 
 def job_doc(**changes: object) -> dict:
@@ -151,3 +162,48 @@ def test_run_view_of_a_fresh_run_has_nulls() -> None:
     assert view["attempt"] == 0
     for key in ("scheduled_for", "worker", "started_at", "finished_at", "duration_ms", "lateness_ms", "error"):
         assert key in view and view[key] is None
+
+
+# -- the typed values' rules ------------------------------------------------------
+
+
+def test_a_stored_null_time_zone_is_shown_as_stored_and_computed_as_utc() -> None:
+    job = job_from_doc(job_doc(timezone=None, schedule="0 8 * * *"))
+    assert job.timezone is None and job.zone == "UTC"
+    assert domain.job_view(job, NOW)["timezone"] is None  # the API shows what is stored
+    # every piece of schedule math agrees on it: the next slot, the scheduling state, an update
+    slot = datetime(2026, 3, 27, 8, tzinfo=UTC)
+    assert job.next_slot(NOW) == (slot, slot)
+    assert job.schedule_state(NOW) == {"next_fire_at": slot, "due_at": slot}
+    assert domain.job_update(job, {"schedule": "0 9 * * *"}, NOW)["next_fire_at"] == datetime(2026, 3, 27, 9, tzinfo=UTC)
+    absent = job_doc()
+    del absent["timezone"]
+    assert job_from_doc(absent).timezone == "UTC"
+
+
+def test_schedule_state_of_a_disabled_job_is_not_due() -> None:
+    job = job_from_doc(job_doc(enabled=False))
+    assert job.schedule_state(NOW) == {"due_at": None}
+    assert job.status == "disabled" and not job.lock_acquired(NOW)
+
+
+def test_new_job_fills_defaults_and_its_first_slot() -> None:
+    job = domain.new_job("j", {"name": "J", "schedule": "0 8 * * *", "handler": "noop", "jitter_s": 30}, NOW)
+    assert (job.timezone, job.args, job.enabled, job.revision, job.lease_term) == ("UTC", {}, True, 1, 0)
+    assert job.misfire_policy == "fire_once" and type(job.misfire_policy) is domain.MisfirePolicy
+    assert job.next_fire_at == datetime(2026, 3, 27, 8, tzinfo=UTC)
+    assert job.due_at == job.next_fire_at + jitter_offset("j", 30) and job.created_at == job.updated_at == NOW
+    off = domain.new_job("k", {"name": "K", "schedule": "0 8 * * *", "handler": "noop", "enabled": False}, NOW)
+    assert off.next_fire_at is None and off.due_at is None
+
+
+def test_new_run_is_not_started_and_reserves_the_leases_token() -> None:
+    from cronhive.enums import LeaseScope, Trigger
+    from cronhive.leases import Lease
+
+    job = job_from_doc(job_doc())
+    lease = Lease(LeaseScope.JOB, "job_x", "run:r", 7, NOW)
+    run = domain.new_run(job, "r", Trigger.MANUAL, NOW, NOW, lease)
+    assert (run.run_id, run.job_id, run.status, run.attempt, run.lease_token, run.created_at) == (
+        "r", "job_x", "pending", 0, 7, NOW)
+    assert not run.status.started and not run.status.is_final and not run.scheduled

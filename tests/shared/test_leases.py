@@ -1,6 +1,7 @@
-"""cronhive.leases on the real store: claim free/expired/mine, fencing tokens,
-renew/release only by holder + token. Expiry is tested by passing later ``now``
-values, never by sleeping; the race uses real OS processes."""
+"""The lease implementation (cronhive.store.leases) on the real store: claim
+free/expired/mine, fencing tokens, renew/release only by holder + token; and the
+pure rules and holder names of cronhive.leases. Expiry is tested by passing later
+``now`` values, never by sleeping; the race uses real OS processes."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import pytest
 from pymongo import MongoClient
 from pymongo.collection import Collection
 
-from cronhive import leases
-from cronhive.leases import Lease, lease_filter
+from cronhive import leases as rules
+from cronhive.enums import LeaseScope
+from cronhive.leases import Lease
 from cronhive.store import MongoStore
+from cronhive.store import leases as store_leases
+from cronhive.store.documents import lease_filter
 
 T0 = datetime(2026, 3, 26, 10, 0, tzinfo=UTC)
+JOB, NAMED = LeaseScope.JOB, LeaseScope.NAMED
 DURATION_MS = 10_000
 
 
@@ -31,13 +36,13 @@ def coll(store: MongoStore) -> Collection:
 
 
 def claim(coll: Collection, holder: str, now: datetime, **kwargs: Any) -> Lease | None:
-    return leases.claim(coll, "job", holder, DURATION_MS, now, **kwargs)
+    return store_leases.claim(coll, JOB, "job", holder, DURATION_MS, now, **kwargs)
 
 
 def test_claim_a_free_lease(coll: Collection) -> None:
     lease = claim(coll, "a", T0, run_id="run_1")
-    assert lease == Lease(doc_id="job", holder="a", token=1, expires_at=at(10), run_id="run_1")
-    assert leases.read(coll, "job") == lease
+    assert lease == Lease(scope=JOB, doc_id="job", holder="a", token=1, expires_at=at(10), run_id="run_1")
+    assert store_leases.read(coll, JOB, "job") == lease
     doc = coll.find_one({"_id": "job"})
     assert doc["lease_term"] == 1 and doc["lease"]["token"] == 1
 
@@ -45,7 +50,7 @@ def test_claim_a_free_lease(coll: Collection) -> None:
 def test_a_held_lease_cannot_be_claimed(coll: Collection) -> None:
     mine = claim(coll, "a", T0)
     assert claim(coll, "b", at(9.999)) is None
-    assert leases.read(coll, "job") == mine
+    assert store_leases.read(coll, JOB, "job") == mine
 
 
 def test_an_expired_lease_is_claimed_with_a_new_token(coll: Collection) -> None:
@@ -90,28 +95,28 @@ def test_fencing_tokens_only_grow(coll: Collection) -> None:
 
 def test_a_release_frees_the_lease_but_the_term_keeps_counting(coll: Collection) -> None:
     first = claim(coll, "a", T0)
-    assert leases.release(coll, first) is True
-    assert leases.read(coll, "job") is None
+    assert store_leases.release(coll, first) is True
+    assert store_leases.read(coll, JOB, "job") is None
     second = claim(coll, "b", at(1))
     assert second is not None and second.token == first.token + 1
 
 
 def test_renew_extends_only_a_lease_still_held(coll: Collection) -> None:
     lease = claim(coll, "a", T0)
-    renewed = leases.renew(coll, lease, DURATION_MS, at(3))
-    assert renewed == Lease("job", "a", lease.token, at(13), None)
-    assert leases.renew(coll, renewed, DURATION_MS, at(13)) is None  # expired at 13: lost, not renewed
-    assert leases.read(coll, "job").expires_at == at(13)
+    renewed = store_leases.renew(coll, lease, DURATION_MS, at(3))
+    assert renewed == Lease(JOB, "job", "a", lease.token, at(13), None)
+    assert store_leases.renew(coll, renewed, DURATION_MS, at(13)) is None  # expired at 13: lost, not renewed
+    assert store_leases.read(coll, JOB, "job").expires_at == at(13)
 
 
 def test_a_stale_holder_changes_nothing(coll: Collection) -> None:
     stale = claim(coll, "a", T0)
     current = claim(coll, "b", at(12))  # a was paused past expiry; b took over
-    assert leases.renew(coll, stale, DURATION_MS, at(12.5)) is None
-    assert leases.release(coll, stale) is False
+    assert store_leases.renew(coll, stale, DURATION_MS, at(12.5)) is None
+    assert store_leases.release(coll, stale) is False
     result = coll.update_one(lease_filter(stale), {"$inc": {"runs": 1}})
     assert result.matched_count == 0
-    assert leases.read(coll, "job") == current
+    assert store_leases.read(coll, JOB, "job") == current
     assert coll.find_one({"_id": "job"})["runs"] == 0
     # the current holder's writes do match
     assert coll.update_one(lease_filter(current), {"$inc": {"runs": 1}}).modified_count == 1
@@ -121,41 +126,41 @@ def test_same_holder_name_with_an_old_token_is_stale_too(coll: Collection) -> No
     old = claim(coll, "a", T0)
     new = claim(coll, "a", at(11))  # same name, expired in between: a new term
     assert new.token != old.token
-    assert leases.release(coll, old) is False
-    assert leases.renew(coll, old, DURATION_MS, at(12)) is None
-    assert leases.release(coll, new) is True
+    assert store_leases.release(coll, old) is False
+    assert store_leases.renew(coll, old, DURATION_MS, at(12)) is None
+    assert store_leases.release(coll, new) is True
 
 
 def test_release_only_by_the_holder(coll: Collection) -> None:
     lease = claim(coll, "a", T0)
-    impostor = Lease("job", "b", lease.token, lease.expires_at)
-    assert leases.release(coll, impostor) is False
-    assert leases.release(coll, lease, extra_set={"last_run_status": "succeeded"}) is True
+    impostor = Lease(JOB, "job", "b", lease.token, lease.expires_at)
+    assert store_leases.release(coll, impostor) is False
+    assert store_leases.release(coll, lease, extra_set={"last_run_status": "succeeded"}) is True
     doc = coll.find_one({"_id": "job"})
     assert doc["lease"] is None and doc["last_run_status"] == "succeeded"
-    assert leases.release(coll, lease) is False  # twice: nothing left to release
+    assert store_leases.release(coll, lease) is False  # twice: nothing left to release
 
 
 def test_extra_filter_and_extra_set_apply_in_the_same_update(coll: Collection) -> None:
     assert claim(coll, "a", T0, extra_filter={"enabled": False}) is None
-    assert leases.read(coll, "job") is None
+    assert store_leases.read(coll, JOB, "job") is None
     lease = claim(coll, "a", T0, extra_filter={"enabled": True}, extra_set={"buffered_run_id": None, "runs": 7})
     assert lease is not None and coll.find_one({"_id": "job"})["runs"] == 7
 
 
 def test_claim_of_a_missing_document(store: MongoStore) -> None:
-    assert leases.claim(store.leases, "nothing", "a", DURATION_MS, T0) is None
+    assert store_leases.claim(store.leases, NAMED, "nothing", "a", DURATION_MS, T0) is None
     assert store.leases.count_documents({}) == 0
-    created = leases.claim(store.leases, "leader", "a", DURATION_MS, T0, upsert=True)
+    created = store_leases.claim(store.leases, NAMED, "leader", "a", DURATION_MS, T0, upsert=True)
     assert created is not None and created.token == 1
-    assert leases.claim(store.leases, "leader", "b", DURATION_MS, at(1), upsert=True) is None  # held: no second doc
+    assert store_leases.claim(store.leases, NAMED, "leader", "b", DURATION_MS, at(1), upsert=True) is None  # held: no second doc
     assert store.leases.count_documents({}) == 1
-    assert leases.claim(store.leases, "leader", "b", DURATION_MS, at(10), upsert=True).token == 2
+    assert store_leases.claim(store.leases, NAMED, "leader", "b", DURATION_MS, at(10), upsert=True).token == 2
 
 
 def test_renew_interval_is_a_third() -> None:
-    assert leases.renew_interval(30) == 10
-    assert leases.renew_interval(3) == 1
+    assert rules.renew_interval(30) == 10
+    assert rules.renew_interval(3) == 1
 
 
 # -- 8 OS processes race for one lease --------------------------------------------
@@ -171,9 +176,9 @@ def race_for_lease(uri: str, db: str, holder: str, now: datetime, barrier: Any, 
         client.admin.command("ping")  # connected before the start line
         for round_ in range(ROUNDS):
             barrier.wait(timeout=60)
-            job = leases.claim(client[db]["jobs"], f"job-{round_}", holder, DURATION_MS, now)
+            job = store_leases.claim(client[db]["jobs"], JOB, f"job-{round_}", holder, DURATION_MS, now)
             barrier.wait(timeout=60)
-            leader = leases.claim(client[db]["leases"], f"leader-{round_}", holder, DURATION_MS, now, upsert=True)
+            leader = store_leases.claim(client[db]["leases"], NAMED, f"leader-{round_}", holder, DURATION_MS, now, upsert=True)
             results.put((round_, holder, job, leader))
     finally:
         client.close()
@@ -201,6 +206,70 @@ def test_eight_processes_racing_for_one_lease_one_wins(store: MongoStore, mongod
         leader_winners = [lease for _, _, _, lease in this_round if lease is not None]
         assert len(job_winners) == 1, (round_, job_winners)
         assert len(leader_winners) == 1, (round_, leader_winners)
-        assert leases.read(store.jobs, f"job-{round_}") == job_winners[0] and job_winners[0].token == 1
-        assert leases.read(store.leases, f"leader-{round_}") == leader_winners[0] and leader_winners[0].token == 1
+        assert store_leases.read(store.jobs, JOB, f"job-{round_}") == job_winners[0] and job_winners[0].token == 1
+        assert store_leases.read(store.leases, NAMED, f"leader-{round_}") == leader_winners[0] and leader_winners[0].token == 1
     assert store.leases.count_documents({}) == ROUNDS
+
+
+# -- the pure rules and the holder names (cronhive.leases) --------------------------
+
+
+def test_a_successor_keeps_the_token_only_for_its_own_live_lease() -> None:
+    mine = Lease(JOB, "job", "a", 4, at(10))
+    assert rules.successor(mine, 4, JOB, "job", "a", "r", at(5), DURATION_MS) == Lease(JOB, "job", "a", 4, at(15), "r")
+    assert rules.successor(mine, 4, JOB, "job", "a", None, at(10), DURATION_MS).token == 5  # expired: a new term
+    assert rules.successor(mine, 4, JOB, "job", "b", None, at(11), DURATION_MS).token == 5  # another holder
+    assert rules.successor(None, None, JOB, "job", "b", None, T0, DURATION_MS).token == 1  # never leased
+
+
+def test_claimable_means_free_expired_or_own() -> None:
+    held = Lease(JOB, "job", "a", 1, at(10))
+    assert rules.claimable(None, (), T0)
+    assert not rules.claimable(held, ("b",), at(9.999))
+    assert rules.claimable(held, ("b",), at(10)) and rules.claimable(held, ("b", "a"), T0)
+
+
+def test_holder_names_are_made_in_one_place() -> None:
+    host, pid = rules.host_and_pid(rules.process_holder())
+    assert host and pid is not None and pid > 0
+    assert rules.reservation_holder("run_1") == "run:run_1"
+    attempt = rules.attempt_holder("host:7", "run_1", 2)
+    assert attempt.startswith("host:7:run_1:2:") and attempt != rules.attempt_holder("host:7", "run_1", 2)
+    assert rules.pid_of("host-a:321") == 321 and rules.pid_of("no-pid-here") is None and rules.pid_of(None) is None
+    assert rules.host_and_pid("no-pid-here") == ("", None)
+
+
+# -- one implementation for every scope (LeaseStore) ---------------------------------
+
+
+def test_one_lease_implementation_serves_job_run_and_named_leases(store: MongoStore) -> None:
+    store.jobs.insert_one({"_id": "j", "lease": None, "lease_term": 0})
+    store.runs.insert_one({"_id": "r", "status": "queued"})
+    for scope, doc_id, coll in ((JOB, "j", store.jobs), (LeaseScope.RUN, "r", store.runs), (NAMED, "n", store.leases)):
+        lease = store.claim_lease(scope, doc_id, "a", 10, T0, run_id="r")
+        assert lease == Lease(scope, doc_id, "a", 1, at(10), "r")
+        assert store.claim_lease(scope, doc_id, "b", 10, at(1)) is None
+        assert store.read_lease(scope, doc_id) == lease
+        renewed = store.renew_lease(lease, 10, at(5))
+        assert renewed is not None and renewed.expires_at == at(15) and renewed.token == 1
+        assert store.hand_over_lease(renewed, "run:r", at(20)) is True
+        handed = store.read_lease(scope, doc_id)
+        assert handed is not None and (handed.holder, handed.token, handed.expires_at) == ("run:r", 1, at(20))
+        assert store.hand_over_lease(renewed, "x", at(30)) is False  # no longer held by "a": fenced
+        assert store.release_lease(handed) is True and store.read_lease(scope, doc_id) is None
+        assert coll.find_one({"_id": doc_id})["lease_term"] == 1
+
+
+def test_a_claim_as_read_is_the_claim_the_atomic_one_would_make(store: MongoStore) -> None:
+    store.jobs.insert_one({"_id": "job", "name": "j", "schedule": "* * * * *", "handler": "noop", "enabled": True,
+                           "lease": None, "lease_term": 3})
+    seen = store.get_job("job")
+    lease = store.claim_lease(JOB, "job", "a", 10, T0, seen=seen, run_id="r1")
+    assert lease == Lease(JOB, "job", "a", 4, at(10), "r1") == store.read_lease(JOB, "job")
+    # as read, the lease looked free: but it changed since, so the atomic claim decides (held: refused)
+    assert store.claim_lease(JOB, "job", "b", 10, at(1), seen=seen) is None
+    again = store.claim_lease(JOB, "job", "a", 10, at(2), seen=store.get_job("job"))  # its own live lease
+    assert again is not None and again.token == 4 and again.expires_at == at(12)
+    taken = store.claim_lease(JOB, "job", "c", 10, at(12), seen=store.get_job("job"))  # expired at 12
+    assert taken is not None and taken.token == 5
+    assert store.jobs.find_one({"_id": "job"})["lease_term"] == 5

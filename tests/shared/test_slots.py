@@ -13,17 +13,10 @@ from typing import Any
 
 import pytest
 
-from cronhive import cron
+from cronhive import cron, domain, slots
 from cronhive.domain import MAX_FIRE_ALL, jitter_offset
-from cronhive.slots import (
-    ENUMERATION_LIMIT,
-    UncomputableSchedule,
-    latest_fires,
-    next_slot_state,
-    plan_slots,
-    slot_run_id,
-)
-from cronhive.store import job_update, schedule_state
+from cronhive.slots import ENUMERATION_LIMIT, SlotPlan, UncomputableSchedule, latest_fires, slot_run_id
+from cronhive.store.documents import job_from_doc
 
 UTC = UTC
 MS = timedelta(milliseconds=1)
@@ -37,6 +30,8 @@ def job(schedule: str = "* * * * *", next_fire_at: str | datetime | None = "2026
     """A job document as the store keeps it (``due_at`` = next slot + jitter)."""
     doc: dict[str, Any] = {
         "_id": fields.pop("_id", "job_a"),
+        "name": "a job",
+        "handler": "noop",
         "schedule": schedule,
         "timezone": fields.pop("timezone", "UTC"),
         "enabled": fields.pop("enabled", True),
@@ -51,6 +46,16 @@ def job(schedule: str = "* * * * *", next_fire_at: str | datetime | None = "2026
     if "due_at" not in doc:
         doc["due_at"] = None if nxt is None or not doc["enabled"] else nxt + jitter_offset(doc["_id"], doc["jitter_s"])
     return doc
+
+
+def plan_slots(doc: dict[str, Any], now: datetime) -> SlotPlan:
+    """`cronhive.slots.plan_slots` of the job the document holds (read at the store edge)."""
+    return slots.plan_slots(job_from_doc(doc), now)
+
+
+def job_update(doc: dict[str, Any], changes: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The fields `cronhive.domain.job_update` sets on the job the document holds."""
+    return domain.job_update(job_from_doc(doc), changes, now)
 
 
 def advance(doc: dict[str, Any], now: datetime) -> tuple[list[datetime], dict[str, Any]]:
@@ -297,7 +302,7 @@ def test_a_disabled_job_left_with_a_due_at_has_it_cleared() -> None:
 def test_re_enabling_applies_the_misfire_policy_to_what_was_missed() -> None:
     created = utc("2026-01-01T09:59:30")
     doc = job("* * * * *", None, _id="pausable", created_at=created)
-    doc.update(schedule_state(doc, created))  # next slot 10:00
+    doc.update(job_from_doc(doc).schedule_state(created))  # next slot 10:00
     doc.update(job_update(doc, {"enabled": False}, utc("2026-01-01T09:59:40")))
     assert doc["due_at"] is None and doc["next_fire_at"] == utc("2026-01-01T10:00")
     assert not plan_slots(doc, utc("2026-01-01T10:30")).advance
@@ -354,9 +359,9 @@ def test_slot_run_ids_are_deterministic_per_slot_and_distinct() -> None:
     assert len(ids) == 2500
 
 
-def test_next_slot_state_adds_the_jitter() -> None:
+def test_next_slot_adds_the_jitter() -> None:
     doc = job("0 * * * *", "2026-01-01T10:00", _id="jittery", jitter_s=120)
-    assert next_slot_state(doc, utc("2026-01-01T10:00")) == (
+    assert job_from_doc(doc).next_slot(utc("2026-01-01T10:00")) == (
         utc("2026-01-01T11:00"), utc("2026-01-01T11:00") + jitter_offset("jittery", 120))
 
 

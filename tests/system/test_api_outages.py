@@ -211,7 +211,7 @@ def create_job(client: FlaskClient, job_id: str, **extra: Any) -> None:
 
 
 def assert_nothing_left_behind(store: MongoStore, job_id: str) -> None:
-    job = store.get_job(job_id)
+    job = store.jobs.find_one({"_id": job_id})
     assert job["lease"] is None and job["buffered_run_id"] is None and job["last_triggered_at"] is None
     assert store.runs.count_documents({"job_id": job_id}) == 0
 
@@ -249,7 +249,7 @@ def test_rabbitmq_unreachable_trigger_is_503_and_leaves_nothing_behind(
     assert_nothing_left_behind(store, "second-job")
     # a buffer_one run that would have waited for the running one: its buffer slot is freed again
     assert_unavailable(client.post(f"{BASE}/jobs/buffer-job/trigger"), "rabbitmq_unavailable")
-    buffered = store.get_job("buffer-job")
+    buffered = store.jobs.find_one({"_id": "buffer-job"})
     assert buffered["buffered_run_id"] is None and buffered["lease"]["run_id"] == running.get_json()["run_id"]
     assert store.runs.count_documents({"job_id": "buffer-job"}) == 1
 

@@ -21,7 +21,7 @@ from dramatiq.middleware import SkipMessage
 
 from cronhive.broker import run_message
 from cronhive.dispatch import TriggerResult, trigger_job
-from cronhive.domain import utcnow
+from cronhive.domain import Job, utcnow
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
 from cronhive.worker.attempts import Attempt, current_attempt
@@ -117,7 +117,7 @@ class Harness:
     keeper: LeaseKeeper
     lifecycle: RunLifecycle
 
-    def job(self, job_id: str, **fields: Any) -> dict[str, Any]:
+    def job(self, job_id: str, **fields: Any) -> Job:
         body = {"job_id": job_id, "name": job_id, "schedule": "0 0 1 1 *", "handler": "noop", "enabled": False,
                 **fields}
         return self.store.create_job(body, self.clock.now())
@@ -126,7 +126,7 @@ class Harness:
         return trigger_job(self.store, self.publisher, job_id, self.clock.now(), LEASE_S)
 
     def message(self, run_id: str) -> Message:
-        return run_message(self.settings.runs_queue, run_id, self.store.get_run(run_id)["job_id"])
+        return run_message(self.settings.runs_queue, run_id, self.store.get_run(run_id).job_id)
 
     def deliver(self, run_id: str, *, redelivered: bool = False) -> Delivery:
         return Delivery(self.lifecycle, self.broker, self.message(run_id), redelivered=redelivered)
@@ -135,10 +135,16 @@ class Harness:
         return Delivery(self.lifecycle, self.broker, message)
 
     def run(self, run_id: str) -> dict[str, Any]:
-        return self.store.get_run(run_id)
+        """The run's document as stored."""
+        doc = self.store.runs.find_one({"_id": run_id})
+        assert doc is not None, run_id
+        return doc
 
     def job_doc(self, job_id: str) -> dict[str, Any]:
-        return self.store.get_job(job_id)
+        """The job's document as stored."""
+        doc = self.store.jobs.find_one({"_id": job_id})
+        assert doc is not None, job_id
+        return doc
 
 
 @pytest.fixture

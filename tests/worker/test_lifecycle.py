@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from dramatiq.middleware import TimeLimitExceeded
 
-from cronhive.dispatch import reservation_holder
 from cronhive.errors import LeaseHeld
 from cronhive.handlers import HandlerFailed
+from cronhive.leases import reservation_holder
 from cronhive.worker.attempts import MAX_ERROR_CHARS, LeaseLostInterrupt
 from cronhive.worker.records import AFTER_ATTEMPT
 from tests.worker.conftest import LEASE_S, Harness
@@ -159,8 +159,8 @@ def test_forbid_skips_a_run_whose_reservation_another_run_took(harness: Harness)
         harness.trigger("report")
 
     # a slot whose reservation expired while its message waited in the queue
-    harness.store.insert_run({**harness.run(first), "_id": "run_late", "status": "queued", "attempt": 0,
-                              "lease_token": None, "lease_holder": None, "attempts": [], "worker": None})
+    harness.store.runs.insert_one({**harness.run(first), "_id": "run_late", "status": "queued", "attempt": 0,
+                                   "lease_token": None, "lease_holder": None, "attempts": [], "worker": None})
     assert harness.deliver("run_late").begin() is None
     late = harness.run("run_late")
     assert late["status"] == "skipped" and late["error"]["type"] == "overlap" and first in late["error"]["message"]
@@ -212,14 +212,14 @@ def test_time_limit_and_failures_are_recorded_and_dead_lettered(harness: Harness
     assert slow.begin() is not None
     assert slow.proxy.options["time_limit"] == 2000  # read by Dramatiq's TimeLimit, which runs after
     slow.end(TimeLimitExceeded())
-    run = harness.store.get_run(slow.attempt.run_id)  # type: ignore[union-attr]
+    run = harness.run(slow.attempt.run_id)  # type: ignore[union-attr]
     assert run["status"] == "timed_out" and run["error"]["type"] == "timeout"
     assert slow.failed and harness.job_doc("slow")["last_run_status"] == "timed_out"
 
     broken = harness.deliver(harness.trigger("broken").run_id)
     broken.begin()
     broken.end(ValueError("x" * 10_000))
-    run = harness.store.get_run(broken.attempt.run_id)  # type: ignore[union-attr]
+    run = harness.run(broken.attempt.run_id)  # type: ignore[union-attr]
     assert run["status"] == "failed" and run["error"]["type"] == "ValueError"
     assert len(run["error"]["message"]) == MAX_ERROR_CHARS
     assert broken.failed

@@ -4,9 +4,9 @@ against the real store with a clock moved by hand."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
-from cronhive.dispatch import new_run
+from cronhive.domain import Run, new_run
+from cronhive.enums import RunStatus, Trigger
 from cronhive.worker.maintenance import Reaper
 from cronhive.worker.middleware import HistoryTrimmer
 from cronhive.worker.records import follow_up_message
@@ -14,8 +14,8 @@ from tests.worker.conftest import LEASE_S, Harness
 
 
 def reaper_for(harness: Harness, worker: str, republished: list[tuple[str, int]]) -> Reaper:
-    def republish(run: dict[str, Any], after_attempt: int) -> None:
-        republished.append((run["_id"], after_attempt))
+    def republish(run: Run, after_attempt: int) -> None:
+        republished.append((run.run_id, after_attempt))
 
     return Reaper(harness.store, harness.clock, harness.settings, republish, worker)
 
@@ -57,13 +57,14 @@ def test_the_reaper_abandons_or_recovers_runs_whose_worker_died(harness: Harness
 
 def insert_runs(harness: Harness, job_id: str, count: int, *, status: str = "succeeded",
                 age: timedelta = timedelta(0), tag: str = "") -> list[str]:
-    job = harness.job_doc(job_id)
+    job = harness.store.get_job(job_id)
     ids = []
     for index in range(count):
         created = harness.clock.now() - age + timedelta(seconds=index)
-        run = new_run(job, f"run_{job_id}_{index:03d}_{status}{tag}", "manual", created, created, None, status=status)
+        run = new_run(job, f"run_{job_id}_{index:03d}_{status}{tag}", Trigger.MANUAL, created, created, None,
+                      status=RunStatus(status))
         harness.store.insert_run(run)
-        ids.append(run["_id"])
+        ids.append(run.run_id)
     return ids
 
 

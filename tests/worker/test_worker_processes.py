@@ -7,13 +7,14 @@ does), never by running a scheduler."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,11 @@ import requests
 
 from cronhive.api.app import close_app, create_app
 from cronhive.broker import RunPublisher
-from cronhive.dispatch import new_run, reservation_holder, trigger_job
-from cronhive.domain import FINAL_RUN_STATUSES, new_run_id, utcnow
+from cronhive.dispatch import trigger_job
+from cronhive.domain import FINAL_RUN_STATUSES, Job, RunError, new_run, new_run_id, utcnow
+from cronhive.enums import ErrorType, LeaseScope, RunStatus, Trigger
 from cronhive.errors import LeaseHeld
+from cronhive.leases import reservation_holder
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
 from tests import services
@@ -47,7 +50,7 @@ class System:
     metrics_port: int
     dead_letters: list[dict[str, Any]]
 
-    def job(self, job_id: str, **fields: Any) -> dict[str, Any]:
+    def job(self, job_id: str, **fields: Any) -> Job:
         body = {"job_id": job_id, "name": job_id, "schedule": "0 0 1 1 *", "handler": "noop", "enabled": False,
                 **fields}
         return self.store.create_job(body, utcnow())
@@ -56,7 +59,7 @@ class System:
         return trigger_job(self.store, self.publisher, job_id, utcnow(), LEASE_S).run_id
 
     def run(self, run_id: str) -> dict[str, Any]:
-        return self.store.get_run(run_id)
+        return self.store.runs.find_one({"_id": run_id})
 
     def wait_status(self, run_id: str, statuses: tuple[str, ...], timeout_s: float,
                     attempt: int | None = None) -> dict[str, Any]:
@@ -74,7 +77,7 @@ class System:
         """The job once the run's outcome reached it (written right after the run's, in
         the update that releases the job lease)."""
         job_id = self.run(run_id)["job_id"]
-        return wait_for(lambda: (job := self.store.get_job(job_id))["last_run_id"] == run_id and job, timeout_s,
+        return wait_for(lambda: (job := self.store.jobs.find_one({"_id": job_id}))["last_run_id"] == run_id and job, timeout_s,
                         f"the outcome of {run_id} on job {job_id}")
 
     def dead_lettered(self, run_id: str, timeout_s: float = 10) -> dict[str, Any]:
@@ -167,7 +170,7 @@ def test_a_worker_killed_mid_run_leaves_an_abandoned_run_and_the_job_fires_again
     run_id = system.trigger("crash")
     running = system.wait_status(run_id, ("running",), 15)
     victim = system.cluster.by_worker_name(running["worker"])
-    assert system.store.get_job("crash")["lease"]["holder"] == running["lease_holder"]
+    assert system.store.jobs.find_one({"_id": "crash"})["lease"]["holder"] == running["lease_holder"]
 
     victim.kill()  # SIGKILL the whole tree mid-run
     killed_at = time.monotonic()
@@ -194,7 +197,7 @@ def test_a_handler_longer_than_three_leases_keeps_its_lease(system: System, tmp_
     system.publisher.publish_run(run_id, "long")  # a duplicate meanwhile must not start anything
     samples = 0
     while (run := system.run(run_id))["status"] == "running":
-        lease = system.store.get_job("long")["lease"]
+        lease = system.store.jobs.find_one({"_id": "long"})["lease"]
         now = utcnow()
         if system.run(run_id)["status"] != "running":
             break
@@ -247,13 +250,13 @@ def fire_slot(system: System, job_id: str, slot: datetime) -> str:
     now = utcnow()
     run_id = new_run_id(slot)
     job = system.store.get_job(job_id)
-    lease = system.store.claim_job_lease(job_id, reservation_holder(run_id), LEASE_S, now, run_id=run_id)
+    lease = system.store.claim_lease(LeaseScope.JOB, job_id, reservation_holder(run_id), LEASE_S, now, run_id=run_id)
     if lease is None:
-        skipped = new_run(job, run_id, "schedule", slot, now, None, status="skipped")
-        skipped.update(finished_at=now, error={"type": "overlap", "message": "the job's lease is held"})
+        skipped = replace(new_run(job, run_id, Trigger.SCHEDULE, slot, now, None, status=RunStatus.SKIPPED),
+                          finished_at=now, error=RunError(ErrorType.OVERLAP, "the job's lease is held"))
         system.store.insert_run(skipped)
         return run_id
-    system.store.insert_run(new_run(job, run_id, "schedule", slot, now, lease))
+    system.store.insert_run(new_run(job, run_id, Trigger.SCHEDULE, slot, now, lease))
     system.publisher.publish_run(run_id, job_id)
     system.store.mark_run_queued(run_id, now)
     return run_id
@@ -288,7 +291,7 @@ def test_forbid_never_overlaps_runs_and_skips_the_slots_in_between(system: Syste
         if run["status"] == "skipped":
             assert run["error"]["type"] == "overlap"
     executed = sorted((run["started_at"], run["finished_at"]) for run in runs if run["status"] == "succeeded")
-    for (_, finished), (started, _) in zip(executed, executed[1:]):
+    for (_, finished), (started, _) in itertools.pairwise(executed):
         assert finished <= started, executed  # never overlapping
     recorded = sorted(read_events(str(events)), key=lambda event: event["t"])
     active = 0
@@ -320,7 +323,7 @@ def test_failures_are_retried_with_backoff_then_dead_lettered(system: System, tm
     assert broken["error"] == {"type": "HandlerFailed", "message": "disk full"}
     attempts = broken["attempts"]
     assert [(a["attempt"], a["status"]) for a in attempts] == [(1, "failed"), (2, "failed"), (3, "failed")]
-    for number, (before, after) in enumerate(zip(attempts, attempts[1:]), start=1):
+    for number, (before, after) in enumerate(itertools.pairwise(attempts), start=1):
         gap_ms = (after["started_at"] - before["finished_at"]).total_seconds() * 1000
         assert gap_ms >= BACKOFF_MS * 2 ** (number - 1) - 5, attempts  # exponential backoff
     assert len({a["worker"] for a in attempts}) >= 1

@@ -1,0 +1,127 @@
+"""Every named value of cronhive's domain, once: statuses, triggers, policies, scopes
+and error types.
+
+Each is a `StrEnum`, so a member *is* its string: it compares equal to the stored
+text, pymongo stores it as a plain BSON string, JSON shows it as text and logs
+print its value. No other module spells one of these values as a literal; the
+store edge turns stored strings back into members (an unknown string raises
+`ValueError` there).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its life (SPEC §4).
+
+    ``pending``: created, the publish not yet confirmed by RabbitMQ (re-published
+    if never confirmed); ``queued`` only after the broker's confirm (or again while
+    a retry waits out its backoff); ``running`` while an attempt holds the lease.
+    The other five are final: a final run never runs again.
+    """
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"
+    ABANDONED = "abandoned"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_RUN_STATUSES
+
+    @property
+    def started(self) -> bool:
+        """False for ``pending`` and ``queued``: no attempt of the run is under way."""
+        return self not in NOT_STARTED
+
+
+FINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SKIPPED,
+                                RunStatus.ABANDONED})
+#: Both mean "not started": a start must not lose to the scheduler's pending → queued mark.
+NOT_STARTED = (RunStatus.PENDING, RunStatus.QUEUED)
+
+
+class Trigger(StrEnum):
+    """Why a run exists: a slot of the job's schedule, or a manual trigger."""
+
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+
+
+class MisfirePolicy(StrEnum):
+    """What missed slots become (see `cronhive.slots`)."""
+
+    FIRE_ONCE = "fire_once"
+    SKIP = "skip"
+    FIRE_ALL = "fire_all"
+
+
+class OverlapPolicy(StrEnum):
+    """Whether a run may start while another run of the job holds its lease (see
+    `cronhive.scheduler.overlap`)."""
+
+    FORBID = "forbid"
+    ALLOW = "allow"
+    BUFFER_ONE = "buffer_one"
+
+    @property
+    def uses_job_lease(self) -> bool:
+        """``forbid`` and ``buffer_one`` runs hold the job's lease; ``allow`` runs their own."""
+        return self != OverlapPolicy.ALLOW
+
+
+class JobStatus(StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class LeaseScope(StrEnum):
+    """Where a lease lives: on the job (``forbid``/``buffer_one`` runs), on the run
+    itself (``allow`` runs), or a named document of ``leases`` (the scheduler's
+    leader lease, the workers' reaper). ``job`` and ``run`` are stored in a run's
+    ``lease_scope``."""
+
+    JOB = "job"
+    RUN = "run"
+    NAMED = "named"
+
+
+class ErrorType(StrEnum):
+    """The ``error.type`` cronhive itself records (a failed handler's is its
+    exception's class name instead)."""
+
+    MISFIRE = "misfire"
+    OVERLAP = "overlap"
+    TIMEOUT = "timeout"
+    LEASE_LOST = "lease_lost"
+    LEASE_EXPIRED = "lease_expired"
+    ABANDONED = "abandoned"
+    JOB_NOT_FOUND = "job_not_found"
+    JOB_DELETED = "job_deleted"
+
+
+class SchedulerRole(StrEnum):
+    """A scheduler process's role in its heartbeat."""
+
+    LEADER = "leader"
+    STANDBY = "standby"
+
+
+__all__ = [
+    "FINAL_RUN_STATUSES",
+    "NOT_STARTED",
+    "ErrorType",
+    "JobStatus",
+    "LeaseScope",
+    "MisfirePolicy",
+    "OverlapPolicy",
+    "RunStatus",
+    "SchedulerRole",
+    "Trigger",
+]

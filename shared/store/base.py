@@ -1,0 +1,67 @@
+"""What every part of the store shares: the collections, and pymongo's connectivity
+failures as `StoreUnavailable`.
+
+Every public store method is wrapped by `translated`, so a process only ever sees
+domain errors from the store: `StoreUnavailable` (503 in the API) when MongoDB
+cannot be reached, `NotFound`/`Conflict` subclasses otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+from pymongo import MongoClient
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
+
+from cronhive.errors import StoreUnavailable
+from cronhive.settings import redact_url
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Document = dict[str, Any]
+
+#: The collection of named leases (the leader's, the reaper's) and of scheduler heartbeats.
+LEASES = "leases"
+SCHEDULERS = "schedulers"
+
+
+@contextmanager
+def translate_errors(uri: str = "") -> Iterator[None]:
+    """Turn pymongo's connectivity errors into `StoreUnavailable`."""
+    try:
+        yield
+    except (ServerSelectionTimeoutError, ConnectionFailure) as exc:
+        where = f" at {redact_url(uri)}" if uri else ""
+        raise StoreUnavailable(f"MongoDB is unreachable{where}") from exc
+
+
+def translated(method: Callable[P, T]) -> Callable[P, T]:
+    """Wrap a store method in `translate_errors` (naming the store's redacted URI)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        self = args[0]
+        with translate_errors(getattr(self, "uri", "")):
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+class StoreBase:
+    """The client, the database and its collections, shared by the store's parts."""
+
+    def __init__(self, client: MongoClient[Document], db_name: str, *, owns_client: bool, uri: str = "") -> None:
+        self.client = client
+        self.db: Database[Document] = client[db_name]
+        self.jobs: Collection[Document] = self.db["jobs"]
+        self.runs: Collection[Document] = self.db["runs"]
+        self.leases: Collection[Document] = self.db[LEASES]
+        self.schedulers: Collection[Document] = self.db[SCHEDULERS]
+        self.owns_client = owns_client
+        self.uri = uri

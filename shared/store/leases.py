@@ -1,0 +1,177 @@
+"""The one lease implementation: claim, renew, release, hand over and read a lease
+of any scope — a job's run lease, a run's own lease (``allow``), a named lease of
+``leases`` (the scheduler's leader lease, the workers' reaper). The rules are
+`cronhive.leases`'; here is how MongoDB carries them out.
+
+`claim` is one atomic conditional update (an update pipeline: the token comes
+from the document's ``lease_term``); `claim_as_read` is the same claim for a
+caller that has just read the document: an indexed point compare-and-set on the
+lease exactly as read, falling back to `claim` when that does not apply, so the
+outcome is always `claim`'s. Renew, release and hand-over filter on the lease's
+holder and token (`documents.lease_filter`), the one filter of every write under
+a lease.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from cronhive.domain import Job, Run
+from cronhive.enums import LeaseScope
+from cronhive.leases import Lease, claimable, duration_ms, successor
+from cronhive.store.base import Document, StoreBase, translated
+from cronhive.store.documents import (
+    LEASE_FIELD,
+    TERM_FIELD,
+    claimable_filter,
+    lease_as_read,
+    lease_filter,
+    lease_from_doc,
+    lease_to_doc,
+)
+
+
+def claim(coll: Collection[Document], scope: LeaseScope, doc_id: str, holder: str, ms: int, now: datetime, *,
+          mine: tuple[str, ...] = (), run_id: str | None = None, extra_filter: Document | None = None,
+          extra_set: Document | None = None, upsert: bool = False) -> Lease | None:
+    """Claim the lease of ``coll[doc_id]`` for ``holder`` for ``ms`` milliseconds; None
+    when someone else holds it.
+
+    ``mine`` lists other holder names the caller may take over (e.g. the
+    reservation a trigger made for this very run). ``extra_filter`` adds conditions
+    on the document (e.g. the job is enabled) and ``extra_set`` adds fields written
+    in the same atomic update. With ``upsert`` a missing document is created (a
+    concurrent creator makes this claim return None).
+    """
+    same_holder = {"$eq": [f"${LEASE_FIELD}.holder", holder]}
+    new_term = {"$add": [{"$ifNull": [f"${TERM_FIELD}", 0]}, 1]}
+    # a still-valid lease re-claimed by the same holder keeps its token
+    keep = {"$and": [same_holder, {"$gt": [f"${LEASE_FIELD}.expires_at", now]}]}
+    term = {"$cond": [keep, {"$ifNull": [f"${TERM_FIELD}", 0]}, new_term]}
+    query: Document = {"_id": doc_id, **claimable_filter((holder, *mine), now)}
+    if extra_filter:
+        query = {"$and": [query, extra_filter]}
+    sub = {"holder": holder, "run_id": run_id, "token": f"${TERM_FIELD}", "expires_at": now + timedelta(milliseconds=ms)}
+    update = [{"$set": {TERM_FIELD: term}}, {"$set": {LEASE_FIELD: sub, **(extra_set or {})}}]
+    try:
+        doc = coll.find_one_and_update(query, update, upsert=upsert, return_document=ReturnDocument.AFTER,
+                                       projection={LEASE_FIELD: 1})
+    except DuplicateKeyError:
+        return None
+    if doc is None:
+        return None
+    return lease_from_doc(scope, doc_id, doc[LEASE_FIELD])
+
+
+def claim_as_read(coll: Collection[Document], scope: LeaseScope, seen: Job | Run, holder: str, ms: int,
+                  now: datetime, *, mine: tuple[str, ...] = (), run_id: str | None = None) -> Lease | None:
+    """`claim`, for a caller that has just read the document ``seen``: when its lease as
+    read is claimable at ``now``, one ``update_one`` by ``_id`` that compares-and-sets
+    the lease fields exactly as read — an indexed point write, the fencing token
+    computed from what was read (no find-and-modify: the MongoDB-wire server used in
+    tests and under ``make up`` scans the whole collection for each one). If the lease
+    is not claimable as read, or changed since the read (the write matched nothing),
+    the atomic `claim` decides."""
+    doc_id = seen.job_id if isinstance(seen, Job) else seen.run_id
+    own = (holder, *mine)
+    if not claimable(seen.lease, own, now):
+        return claim(coll, scope, doc_id, holder, ms, now, mine=mine, run_id=run_id)
+    lease = successor(seen.lease, seen.lease_term, scope, doc_id, holder, run_id, now, ms)
+    expect = {"_id": doc_id, **lease_as_read(seen.lease, seen.lease_term)}
+    if coll.update_one(expect, {"$set": {TERM_FIELD: lease.token, LEASE_FIELD: lease_to_doc(lease)}}).modified_count == 1:
+        return lease
+    return claim(coll, scope, doc_id, holder, ms, now, mine=mine, run_id=run_id)
+
+
+def renew(coll: Collection[Document], lease: Lease, ms: int, now: datetime) -> Lease | None:
+    """Extend a lease still held at ``now``; None when it was lost (expired, taken or released)."""
+    doc = coll.find_one_and_update(
+        {**lease_filter(lease), f"{LEASE_FIELD}.expires_at": {"$gt": now}},
+        {"$set": {f"{LEASE_FIELD}.expires_at": now + timedelta(milliseconds=ms)}},
+        return_document=ReturnDocument.AFTER,
+        projection={LEASE_FIELD: 1},
+    )
+    if doc is None:
+        return None
+    return lease_from_doc(lease.scope, lease.doc_id, doc[LEASE_FIELD])
+
+
+def release(coll: Collection[Document], lease: Lease, extra_set: Document | None = None) -> bool:
+    """Free a lease; only its holder (same token) can. Returns whether it was ours."""
+    return coll.update_one(lease_filter(lease), {"$set": {LEASE_FIELD: None, **(extra_set or {})}}).modified_count == 1
+
+
+def hand_over(coll: Collection[Document], lease: Lease, holder: str, until: datetime) -> bool:
+    """Pass a held lease (same token) to ``holder`` until ``until``."""
+    update = {"$set": {f"{LEASE_FIELD}.holder": holder, f"{LEASE_FIELD}.expires_at": until}}
+    return coll.update_one(lease_filter(lease), update).modified_count == 1
+
+
+def read_state(coll: Collection[Document], scope: LeaseScope, doc_id: str) -> tuple[Lease | None, int | None]:
+    """The lease as stored (possibly expired; None when free) and the stored ``lease_term``."""
+    doc = coll.find_one({"_id": doc_id}, projection={LEASE_FIELD: 1, TERM_FIELD: 1}) or {}
+    sub = doc.get(LEASE_FIELD)
+    return (lease_from_doc(scope, doc_id, sub) if sub else None), doc.get(TERM_FIELD)
+
+
+def read(coll: Collection[Document], scope: LeaseScope, doc_id: str) -> Lease | None:
+    """The lease as stored (possibly expired), or None when free."""
+    return read_state(coll, scope, doc_id)[0]
+
+
+class LeaseStore(StoreBase):
+    """Leases of every scope, through the functions above. Durations in seconds."""
+
+    def lease_collection(self, scope: LeaseScope) -> Collection[Document]:
+        if scope == LeaseScope.JOB:
+            return self.jobs
+        if scope == LeaseScope.RUN:
+            return self.runs
+        return self.leases
+
+    @translated
+    def claim_lease(self, scope: LeaseScope, doc_id: str, holder: str, duration_s: float, now: datetime, *,
+                    run_id: str | None = None, mine: tuple[str, ...] = (), seen: Job | Run | None = None,
+                    takes_buffer: bool = False) -> Lease | None:
+        """Claim the lease of ``doc_id`` (free, expired at ``now``, or ``mine``); None while
+        another holds it. A named lease's document is created on its first claim.
+
+        ``seen``: the document just read — then `claim_as_read` (an indexed
+        compare-and-set instead of a find-and-modify). ``takes_buffer``
+        (``buffer_one``): the job's ``buffered_run_id`` is cleared in the same write
+        when it is ``run_id`` (the buffered run stops waiting once it has the lease).
+        """
+        coll = self.lease_collection(scope)
+        ms = duration_ms(duration_s)
+        if takes_buffer:
+            extra = {"buffered_run_id": {"$cond": [{"$eq": ["$buffered_run_id", run_id]}, None, "$buffered_run_id"]}}
+            return claim(coll, scope, doc_id, holder, ms, now, mine=mine, run_id=run_id, extra_set=extra)
+        if seen is not None:
+            return claim_as_read(coll, scope, seen, holder, ms, now, mine=mine, run_id=run_id)
+        return claim(coll, scope, doc_id, holder, ms, now, mine=mine, run_id=run_id,
+                     upsert=scope == LeaseScope.NAMED)
+
+    @translated
+    def renew_lease(self, lease: Lease, duration_s: float, now: datetime) -> Lease | None:
+        """Extend ``lease`` at ``now``; None when it was lost."""
+        return renew(self.lease_collection(lease.scope), lease, duration_ms(duration_s), now)
+
+    @translated
+    def release_lease(self, lease: Lease) -> bool:
+        """Free ``lease``; False when it was no longer ours."""
+        return release(self.lease_collection(lease.scope), lease)
+
+    @translated
+    def hand_over_lease(self, lease: Lease, holder: str, until: datetime) -> bool:
+        """Pass a held lease (same token) to ``holder`` until ``until``, e.g. back to the
+        run's reservation while its retry waits out the backoff."""
+        return hand_over(self.lease_collection(lease.scope), lease, holder, until)
+
+    @translated
+    def read_lease(self, scope: LeaseScope, doc_id: str) -> Lease | None:
+        """The lease as stored (possibly expired), or None."""
+        return read(self.lease_collection(scope), scope, doc_id)

@@ -1,0 +1,183 @@
+"""Runs: inserted and read for the API and the trigger, and the writes of the
+worker's attempts, the reaper and retention.
+
+Every write an attempt makes about its run is fenced on the run's ``attempt`` and
+``lease_token`` (the token of the lease that attempt holds), so a stalled
+ex-holder changes nothing; ``attempts`` keeps a record per attempt (the latest
+`MAX_ATTEMPT_RECORDS`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import OperationFailure
+
+from cronhive.domain import AttemptEnd, AttemptRecord, AttemptStart, Run, RunError
+from cronhive.enums import FINAL_RUN_STATUSES, NOT_STARTED, RunStatus
+from cronhive.errors import RunNotFound
+from cronhive.store.base import Document, StoreBase, translated
+from cronhive.store.documents import (
+    attempt_end_set,
+    attempt_start_set,
+    attempt_to_doc,
+    error_to_doc,
+    run_from_doc,
+    run_to_doc,
+)
+
+MAX_ATTEMPT_RECORDS = 50
+RETENTION_INDEX = "retention"
+
+
+def _push_attempt(record: AttemptRecord) -> Document:
+    return {"attempts": {"$each": [attempt_to_doc(record)], "$slice": -MAX_ATTEMPT_RECORDS}}
+
+
+class RunStore(StoreBase):
+    """The ``runs`` collection."""
+
+    MAX_ATTEMPT_RECORDS = MAX_ATTEMPT_RECORDS
+    RETENTION_INDEX = RETENTION_INDEX
+
+    # -- the API and the trigger ---------------------------------------------------
+
+    @translated
+    def insert_run(self, run: Run) -> None:
+        self.runs.insert_one(run_to_doc(run))
+
+    @translated
+    def get_run(self, run_id: str) -> Run:
+        doc = self.runs.find_one({"_id": run_id})
+        if doc is None:
+            raise RunNotFound(f"run {run_id!r} not found", details={"run_id": run_id})
+        return run_from_doc(doc)
+
+    @translated
+    def find_run(self, run_id: str) -> Run | None:
+        doc = self.runs.find_one({"_id": run_id})
+        return run_from_doc(doc) if doc is not None else None
+
+    @translated
+    def list_runs(self, job_id: str, page: int, limit: int) -> tuple[list[Run], int]:
+        """A job's runs, newest first (index "job_history")."""
+        query = {"job_id": job_id}
+        total = self.runs.count_documents(query)
+        cursor = (
+            self.runs.find(query)
+            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+            .skip((page - 1) * limit)
+            .limit(limit)
+        )
+        return [run_from_doc(doc) for doc in cursor], total
+
+    @translated
+    def mark_run_queued(self, run_id: str, now: datetime) -> bool:
+        """``pending`` → ``queued`` once the broker confirmed the publish.
+
+        A worker may already have started (or finished) the run by then: its
+        status is kept, and ``queued_at`` is filled in either way.
+        """
+        result = self.runs.update_one(
+            {"_id": run_id, "queued_at": None},
+            [{"$set": {
+                "status": {"$cond": [{"$eq": ["$status", RunStatus.PENDING]}, RunStatus.QUEUED, "$status"]},
+                "queued_at": now,
+            }}],
+        )
+        return result.modified_count == 1
+
+    @translated
+    def delete_run(self, run_id: str) -> None:
+        self.runs.delete_one({"_id": run_id})
+
+    # -- the worker's attempts -----------------------------------------------------
+
+    @translated
+    def start_run_attempt(self, seen: Run, start: AttemptStart, dead_attempt: AttemptRecord | None = None) -> bool:
+        """Mark the run ``running`` for ``start`` only if it is still exactly as read in
+        ``seen`` (status, attempt, token): of several deliveries racing to start the
+        same attempt, one wins. ``dead_attempt`` records the attempt it replaces."""
+        # pending and queued both mean "not started": the scheduler marking the run
+        # queued between the read and this write must not make the start lose the race
+        query: Document = {
+            "_id": seen.run_id,
+            "status": {"$in": list(NOT_STARTED)} if seen.status in NOT_STARTED else seen.status,
+            "attempt": seen.attempt,
+            "lease_token": seen.lease_token,
+        }
+        update: Document = {"$set": attempt_start_set(start)}
+        if dead_attempt is not None:
+            update["$push"] = _push_attempt(dead_attempt)
+        return self.runs.update_one(query, update).modified_count == 1
+
+    @translated
+    def finish_run_attempt(self, run_id: str, attempt: int, token: int | None, end: AttemptEnd,
+                           record: AttemptRecord) -> bool:
+        """Write the end of ``attempt`` (a final status, or ``queued`` for a retry), fenced:
+        False when the run no longer belongs to that attempt (late write rejected)."""
+        query = {"_id": run_id, "status": RunStatus.RUNNING, "attempt": attempt, "lease_token": token}
+        update = {"$set": attempt_end_set(end), "$push": _push_attempt(record)}
+        return self.runs.update_one(query, update).modified_count == 1
+
+    @translated
+    def skip_run(self, run_id: str, error: RunError, now: datetime) -> bool:
+        """A run that never started becomes ``skipped`` (e.g. ``forbid``: another run holds the lease)."""
+        result = self.runs.update_one(
+            {"_id": run_id, "status": {"$in": list(NOT_STARTED)}},
+            {"$set": {"status": RunStatus.SKIPPED, "finished_at": now, "error": error_to_doc(error)}},
+        )
+        return result.modified_count == 1
+
+    # -- the reaper and retention --------------------------------------------------
+
+    @translated
+    def running_runs(self, limit: int) -> list[Run]:
+        """The oldest ``running`` runs (index "by_status")."""
+        cursor = self.runs.find({"status": RunStatus.RUNNING}).sort([("status", ASCENDING), ("created_at", ASCENDING)])
+        return [run_from_doc(doc) for doc in cursor.limit(limit)]
+
+    @translated
+    def note_recovery(self, run_id: str, attempt: int, token: int | None, now: datetime,
+                      again_after: timedelta) -> bool:
+        """Record that a dead attempt's run is being re-published: once per attempt, or
+        again when the last re-publish is older than ``again_after`` (it was lost)."""
+        result = self.runs.update_one(
+            {"_id": run_id, "status": RunStatus.RUNNING, "attempt": attempt, "lease_token": token,
+             "$or": [{"recovery_for": {"$ne": attempt}}, {"recovery_at": {"$lt": now - again_after}}]},
+            {"$set": {"recovery_for": attempt, "recovery_at": now}},
+        )
+        return result.modified_count == 1
+
+    @translated
+    def ensure_run_retention(self, days: int) -> None:
+        """A TTL index removing runs ``days`` after ``created_at`` (changed in place when
+        RUN_HISTORY_DAYS changes). Workers also sweep (`delete_runs_created_before`), for
+        servers whose TTL monitor is off."""
+        seconds = days * 86400
+        try:
+            self.runs.create_index([("created_at", ASCENDING)], name=RETENTION_INDEX, expireAfterSeconds=seconds)
+        except OperationFailure:
+            self.db.command({"collMod": "runs", "index": {"name": RETENTION_INDEX, "expireAfterSeconds": seconds}})
+
+    @translated
+    def trim_run_history(self, job_id: str, keep: int) -> int:
+        """Delete the job's finished runs older than its ``keep`` newest (index "job_history":
+        reads at most ``keep`` + 1 index entries, never all runs)."""
+        order = [("created_at", DESCENDING), ("_id", DESCENDING)]
+        boundary = next(iter(self.runs.find({"job_id": job_id}, {"created_at": 1}).sort(order).skip(keep).limit(1)), None)
+        if boundary is None:
+            return 0
+        older = {"$or": [{"created_at": {"$lt": boundary["created_at"]}},
+                         {"created_at": boundary["created_at"], "_id": {"$lte": boundary["_id"]}}]}
+        query = {"job_id": job_id, "status": {"$in": sorted(FINAL_RUN_STATUSES)}, **older}
+        return self.runs.delete_many(query).deleted_count
+
+    @translated
+    def delete_runs_created_before(self, cutoff: datetime, batch: int) -> int:
+        """Delete up to ``batch`` runs created before ``cutoff`` (index "retention")."""
+        ids = [doc["_id"] for doc in self.runs.find({"created_at": {"$lt": cutoff}}, {"_id": 1}).limit(batch)]
+        if not ids:
+            return 0
+        return self.runs.delete_many({"_id": {"$in": ids}}).deleted_count

@@ -1,0 +1,188 @@
+"""The leader scheduler's writes (scheduler/), the schedulers' heartbeats, and the
+leadership status the API shows.
+
+Fencing: every write the leader makes carries its term (the leader lease's token).
+Job writes filter on ``sched_term`` not above the term and set it, so once a newer
+leader has written a job an older one can no longer; run writes record the term
+(``sched_term``) and re-publishing adopts a run into the term. Job advances are
+also compare-and-set on what was read (`cronhive.slots.JobAdvance`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pymongo import ASCENDING, UpdateMany, UpdateOne
+from pymongo.errors import BulkWriteError
+
+from cronhive.domain import Heartbeat, Job, Run, RunError, SchedulerStatus
+from cronhive.enums import LeaseScope, RunStatus
+from cronhive.slots import JobAdvance
+from cronhive.store import leases
+from cronhive.store.base import Document, StoreBase, translated
+from cronhive.store.documents import advance_write, error_to_doc, heartbeat_set, job_from_doc, run_from_doc, run_to_doc
+
+#: The leader lease's document in ``leases``.
+LEADER_LEASE_ID = "scheduler"
+#: A slot run an earlier leader wrote but never committed is still one of these.
+DRAFT_STATUSES = [RunStatus.PENDING, RunStatus.SKIPPED]
+#: Planning reads neither (``args`` may be large): `due_jobs` leaves them out.
+_NOT_PLANNED = {"args": 0, "name": 0}
+_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+DUPLICATE_KEY = 11000
+
+
+def fenced(term: int) -> Document:
+    """Matches documents no leader newer than ``term`` has written (or none at all)."""
+    return {"sched_term": {"$not": {"$gt": term}}}
+
+
+def _group_key(expect: Document, changes: Document, triggered: bool) -> str:
+    return repr((sorted(expect.items()), sorted(changes.items()), triggered))
+
+
+class SchedulingStore(StoreBase):
+    """What the leader reads and writes, heartbeats, and ``GET /scheduler``."""
+
+    @translated
+    def due_jobs(self, now: datetime, limit: int) -> list[Job]:
+        """Jobs due at ``now``, earliest first (index "due": a range scan, no ``$or``), read
+        without ``args`` and ``name`` (planning reads neither; they come back empty)."""
+        cursor = self.jobs.find({"due_at": {"$lte": now}}, _NOT_PLANNED)
+        return [job_from_doc(doc) for doc in cursor.sort("due_at", ASCENDING).limit(limit)]
+
+    @translated
+    def earliest_due_at(self) -> datetime | None:
+        """The earliest ``due_at`` of any enabled job (index "due"), or None."""
+        doc = self.jobs.find_one({"due_at": {"$gt": _EPOCH}}, {"due_at": 1}, sort=[("due_at", ASCENDING)])
+        return doc["due_at"] if doc else None
+
+    @translated
+    def insert_scheduled_runs(self, runs: list[Run]) -> list[Run]:
+        """Insert slot runs in one unordered batch; returns those whose slot already had a run."""
+        if not runs:
+            return []
+        try:
+            self.runs.insert_many([run_to_doc(run) for run in runs], ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            return [runs[error["index"]] for error in errors]
+        return []
+
+    @translated
+    def adopt_scheduled_run(self, run: Run, term: int) -> bool:
+        """Overwrite a slot's run that an earlier leader wrote but never committed
+        (still ``pending`` or ``skipped``). False when the slot's run went further."""
+        query = {"_id": run.run_id, "status": {"$in": DRAFT_STATUSES}, **fenced(term)}
+        return self.runs.replace_one(query, run_to_doc(run)).matched_count == 1
+
+    @translated
+    def advance_jobs(self, advances: list[JobAdvance], term: int, mark: str, now: datetime) -> set[str]:
+        """Apply the compare-and-set job writes in one bulk; the ids of the jobs they applied to.
+
+        Advances with identical conditions and changes (a herd of jobs on one
+        schedule) share one ``UpdateMany``. ``mark`` (unique per call) is written to
+        ``sched_mark``; only when some write matched nothing are the jobs read back
+        to tell which applied.
+        """
+        if not advances:
+            return set()
+        groups: dict[str, list[tuple[JobAdvance, Document, Document]]] = {}
+        for advance in advances:
+            expect, changes = advance_write(advance)
+            groups.setdefault(_group_key(expect, changes, advance.triggered), []).append((advance, expect, changes))
+        ops: list[UpdateOne | UpdateMany] = []
+        for group in groups.values():
+            sample, expect, changes = group[0]
+            update: Document = {"$set": {**changes, "sched_term": term, "sched_mark": mark}}
+            if sample.triggered:
+                update["$max"] = {"last_triggered_at": now}
+            conditions = {**expect, **fenced(term)}
+            if len(group) == 1:
+                ops.append(UpdateOne({"_id": sample.job_id, **conditions}, update))
+            else:
+                ops.append(UpdateMany({"_id": {"$in": [member.job_id for member, _, _ in group]}, **conditions},
+                                      update))
+        ids = [advance.job_id for advance in advances]
+        if self.jobs.bulk_write(ops, ordered=False).matched_count == len(ids):
+            return set(ids)
+        return {doc["_id"] for doc in self.jobs.find({"_id": {"$in": ids}}, {"sched_mark": 1})
+                if doc.get("sched_mark") == mark}
+
+    @translated
+    def delete_scheduled_drafts(self, run_ids: list[str], term: int) -> int:
+        """Delete slot runs whose job advance never applied (drafts: never published)."""
+        if not run_ids:
+            return 0
+        query = {"_id": {"$in": run_ids}, "status": {"$in": DRAFT_STATUSES}, **fenced(term)}
+        return self.runs.delete_many(query).deleted_count
+
+    @translated
+    def mark_runs_queued(self, run_ids: list[str], at: datetime, term: int) -> int:
+        """``pending`` → ``queued`` (``queued_at`` = ``at``) for runs RabbitMQ confirmed, in one statement."""
+        if not run_ids:
+            return 0
+        query = {"_id": {"$in": run_ids}, "status": RunStatus.PENDING, **fenced(term)}
+        update = {"$set": {"status": RunStatus.QUEUED, "queued_at": at, "sched_term": term}}
+        return self.runs.update_many(query, update).modified_count
+
+    @translated
+    def pending_runs(self, limit: int) -> list[Run]:
+        """The oldest unpublished runs (index "by_status"), oldest first, slots in order."""
+        cursor = self.runs.find({"status": RunStatus.PENDING}).sort([("status", ASCENDING), ("created_at", ASCENDING)])
+        docs = sorted(cursor.limit(limit), key=lambda run: (run["created_at"], run["scheduled_for"], run["_id"]))
+        return [run_from_doc(doc) for doc in docs]
+
+    @translated
+    def count_pending_runs(self) -> int:
+        return self.runs.count_documents({"status": RunStatus.PENDING})
+
+    @translated
+    def job_positions(self, job_ids: list[str]) -> dict[str, datetime | None]:
+        """``next_fire_at`` of each existing job: a slot run before it was committed."""
+        docs = self.jobs.find({"_id": {"$in": job_ids}}, {"next_fire_at": 1})
+        return {doc["_id"]: doc.get("next_fire_at") for doc in docs}
+
+    @translated
+    def skip_pending_runs(self, run_ids: list[str], error: RunError, now: datetime, term: int) -> int:
+        """Record unpublished runs as ``skipped`` with ``error`` (e.g. their job was deleted)."""
+        if not run_ids:
+            return 0
+        query = {"_id": {"$in": run_ids}, "status": RunStatus.PENDING, **fenced(term)}
+        update = {"$set": {"status": RunStatus.SKIPPED, "error": error_to_doc(error), "finished_at": now,
+                           "sched_term": term}}
+        return self.runs.update_many(query, update).modified_count
+
+    @translated
+    def disable_job(self, job_id: str, revision: int | None, reason: str, now: datetime, term: int) -> bool:
+        """Disable a job the scheduler cannot plan any more, with ``disabled_reason``."""
+        query = {"_id": job_id, "revision": revision, **fenced(term)}
+        update = {"$set": {"enabled": False, "due_at": None, "disabled_reason": reason, "updated_at": now,
+                           "sched_term": term}, "$inc": {"revision": 1}}
+        return self.jobs.update_one(query, update).modified_count == 1
+
+    # -- heartbeats and status -----------------------------------------------------
+
+    @translated
+    def scheduler_heartbeat(self, beat: Heartbeat, now: datetime, expires_at: datetime) -> None:
+        """Upsert one scheduler's heartbeat (read by `scheduler_status`)."""
+        self.schedulers.update_one(
+            {"_id": beat.holder},
+            {"$set": {**heartbeat_set(beat), "seen_at": now, "expires_at": expires_at},
+             "$setOnInsert": {"started_at": now}},
+            upsert=True,
+        )
+
+    @translated
+    def remove_scheduler_heartbeat(self, holder: str) -> None:
+        self.schedulers.delete_one({"_id": holder})
+
+    @translated
+    def scheduler_status(self, now: datetime) -> SchedulerStatus:
+        """The leadership at ``now`` (see `SchedulerStatus`): the leader lease as stored
+        and the heartbeats not yet expired."""
+        lease, term = leases.read_state(self.leases, LeaseScope.NAMED, LEADER_LEASE_ID)
+        beats = [beat["_id"] for beat in self.schedulers.find({"expires_at": {"$gt": now}}, projection={"_id": 1})]
+        return SchedulerStatus.at(lease, term, beats, now)
