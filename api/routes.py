@@ -19,7 +19,7 @@ from cronhive.api import schemas
 from cronhive.api.errors import ApiError
 from cronhive.api.openapi import BASE, build_spec
 from cronhive.dispatch import trigger_job
-from cronhive.domain import format_instant, job_view, run_view
+from cronhive.domain import Job, format_instant, job_view, run_view
 from cronhive.errors import InvalidSchedule, Unavailable
 
 P = ParamSpec("P")
@@ -196,12 +196,12 @@ def update_job(job_id: str) -> Response:
     return jsonify(job_view(doc, now))
 
 
-def _check_jitter_against_stored(stored: dict[str, Any], changes: dict[str, Any]) -> None:
+def _check_jitter_against_stored(stored: Job, changes: dict[str, Any]) -> None:
     """A new schedule with the stored jitter, or a new jitter with the stored schedule,
     must keep the jitter below the schedule's shortest interval (422 otherwise). A
     stored schedule that no longer parses is left to the update to replace."""
-    schedule = changes.get("schedule", stored.get("schedule"))
-    jitter_s = changes.get("jitter_s", stored.get("jitter_s", 0))
+    schedule = changes.get("schedule", stored.schedule)
+    jitter_s = changes.get("jitter_s", stored.jitter_s)
     if not isinstance(schedule, str) or not isinstance(jitter_s, int):
         return
     try:

@@ -47,7 +47,7 @@ CONNECT_TIMEOUT_S = 5.0
 class Batch:
     """One `publish` call's messages and what became of them."""
 
-    messages: Sequence[dramatiq.Message]
+    messages: Sequence[dramatiq.Message[Any]]
     confirmed: list[str] = field(default_factory=list)
     unconfirmed: list[str] = field(default_factory=list)
     error: str | None = None
@@ -230,7 +230,7 @@ class PipelinedPublisher:
 
     # -- public ------------------------------------------------------------------------
 
-    def publish(self, messages: Sequence[dramatiq.Message], timeout_s: float = 10.0) -> PublishResult:
+    def publish(self, messages: Sequence[dramatiq.Message[Any]], timeout_s: float = 10.0) -> PublishResult:
         """Publish ``messages`` and wait up to ``timeout_s`` for their confirms."""
         if not messages:
             return PublishResult([], [])
