@@ -258,6 +258,16 @@ class TriggerSchema(Schema):
     run_id = fields.String(required=True)
 
 
+class AttemptSchema(Schema):
+    attempt = fields.Integer(required=True, **Nullable)
+    worker = fields.String(required=True, **Nullable)
+    status = fields.String(required=True, **Nullable)
+    started_at = fields.String(required=True, **Nullable)
+    finished_at = fields.String(required=True, **Nullable)
+    duration_ms = fields.Integer(required=True, **Nullable)
+    error = fields.Dict(required=True, **Nullable)
+
+
 class RunSchema(Schema):
     run_id = fields.String(required=True)
     job_id = fields.String(required=True)
@@ -273,6 +283,8 @@ class RunSchema(Schema):
     duration_ms = fields.Integer(required=True, **Nullable)
     lateness_ms = fields.Integer(required=True, **Nullable)
     error = fields.Dict(required=True, **Nullable)
+    attempts = fields.List(fields.Nested(AttemptSchema), required=True,
+                           metadata={"description": "One record per finished attempt, oldest first."})
 
 
 class RunListSchema(Schema):
@@ -301,6 +313,24 @@ class SchedulerSchema(Schema):
     term = fields.Integer(required=True, **Nullable)
     lease_expires_at = fields.String(required=True, **Nullable)
     standbys = fields.List(fields.String(), required=True)
+
+
+class WorkerSchema(Schema):
+    worker = fields.String(required=True, metadata={"description": "hostname:pid, as in a run's worker"})
+    hostname = fields.String(required=True)
+    pid = fields.Integer(required=True)
+    queue = fields.String(required=True)
+    threads = fields.Integer(required=True)
+    handlers = fields.List(fields.String(), required=True)
+    in_progress = fields.Integer(required=True, metadata={"description": "Messages being processed now"})
+    processed = fields.Integer(required=True, metadata={"description": "Messages processed since the process started"})
+    started_at = fields.String(required=True, **Nullable)
+    seen_at = fields.String(required=True, **Nullable)
+    expires_at = fields.String(required=True, **Nullable)
+
+
+class WorkerListSchema(Schema):
+    data = fields.List(fields.Nested(WorkerSchema), required=True)
 
 
 class ErrorBodySchema(Schema):

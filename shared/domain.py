@@ -144,4 +144,18 @@ def run_view(doc: dict[str, Any]) -> dict[str, Any]:
         "duration_ms": doc.get("duration_ms"),
         "lateness_ms": doc.get("lateness_ms"),
         "error": doc.get("error"),
+        "attempts": [attempt_view(record) for record in doc.get("attempts") or []],
+    }
+
+
+def attempt_view(record: dict[str, Any]) -> dict[str, Any]:
+    """One entry of a run's ``attempts`` history (each attempt's worker, start, end, outcome)."""
+    return {
+        "attempt": record.get("attempt"),
+        "worker": record.get("worker"),
+        "status": record.get("status"),
+        "started_at": format_instant(record.get("started_at")),
+        "finished_at": format_instant(record.get("finished_at")),
+        "duration_ms": record.get("duration_ms"),
+        "error": record.get("error"),
     }

@@ -1,0 +1,65 @@
+"""What the API's endpoints do, apart from HTTP: validate with the marshmallow
+schemas, call the store and the dispatcher, build the views.
+
+The JSON views (`cronhive.api.routes`) and the dashboard (`cronhive.api.ui`) both
+call these, so a job created, changed, triggered or previewed from a browser goes
+through exactly the code a REST client's request does. Validation failures raise
+``marshmallow.ValidationError`` (422), store refusals the domain errors of
+`cronhive.errors`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from cronhive import cron
+from cronhive.api import schemas
+from cronhive.dispatch import TriggerResult, trigger_job
+from cronhive.domain import format_instant
+
+if TYPE_CHECKING:
+    from cronhive.api.app import Services
+
+
+def create_job(svc: Services, payload: Any) -> tuple[dict[str, Any], datetime]:
+    """Register a job from an API body; the stored document and the instant it was written."""
+    fields = schemas.JobCreateSchema.with_handlers(frozenset(svc.handlers.names())).load(payload)
+    store = svc.ready_store()
+    now = svc.clock.now()
+    return store.create_job(fields, now), now
+
+
+def update_job(svc: Services, job_id: str, payload: Any) -> tuple[dict[str, Any], datetime]:
+    """Apply a partial update (an API ``PUT`` body); the job as stored after it."""
+    changes = schemas.JobUpdateSchema.with_handlers(frozenset(svc.handlers.names())).load(payload)
+    store = svc.ready_store()
+    now = svc.clock.now()
+    return store.update_job(job_id, changes, now), now
+
+
+def delete_job(svc: Services, job_id: str) -> None:
+    svc.ready_store().delete_job(job_id)
+
+
+def trigger(svc: Services, job_id: str) -> TriggerResult:
+    """Run the job now (`cronhive.dispatch.trigger_job`, under its lease rules)."""
+    return trigger_job(svc.ready_store(), svc.publisher, job_id, svc.clock.now(), svc.settings.job_lease_s)
+
+
+def trigger_view(result: TriggerResult) -> dict[str, Any]:
+    return {
+        "job_id": result.job_id,
+        "triggered_at": format_instant(result.triggered_at),
+        "lock_acquired": result.lock_acquired,
+        "run_id": result.run_id,
+    }
+
+
+def preview_fires(svc: Services, payload: Any) -> tuple[str, str, list[datetime]]:
+    """The next fire instants of ``{schedule, timezone?, after?, count?}`` (`cron.upcoming`):
+    the normalized schedule, the zone and the instants (UTC)."""
+    body = schemas.PreviewSchema().load(payload)
+    tz = body.get("timezone", "UTC")
+    after = body.get("after") or svc.clock.now()
+    return body["schedule"], tz, cron.upcoming(body["schedule"], tz, after, body.get("count", 10))
