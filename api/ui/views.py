@@ -411,14 +411,16 @@ def update_job(job_id: str) -> BaseResponse | tuple[str, int]:
 def preview() -> tuple[str, int]:
     """The next fires of the schedule being typed (the rules of ``POST /schedules/preview``)."""
     payload: dict[str, Any] = {"schedule": request.args.get("schedule", ""), "count": FIRES_SHOWN}
-    if request.args.get("timezone", "").strip():
-        payload["timezone"] = request.args["timezone"].strip()
+    for name in ("timezone", "after"):
+        if request.args.get(name, "").strip():
+            payload[name] = request.args[name].strip()
     now = svc().clock.now()
     try:
         schedule, tz, fires = actions.preview_fires(svc(), payload)
     except marshmallow.ValidationError as exc:
         return render_template("_preview.html", errors=forms.flatten_errors(exc.messages), fires=[], now=now), 200
-    return render_template("_preview.html", errors={}, fires=present.fire_rows(fires, tz, now), tz=tz,
+    after = schemas.PreviewSchema().load(payload).get("after") or now
+    return render_template("_preview.html", errors={}, fires=present.fire_rows(fires, tz, after), tz=tz,
                            description=present.describe(schedule), now=now), 200
 
 
