@@ -164,7 +164,7 @@ def _group_by_hour(store: MongoStore, start: datetime, end: datetime) -> dict[da
                             "t": "$error.type"}, "n": {"$sum": 1}}},
     ]
     buckets: dict[datetime, HourBucket] = {}
-    for row in store.runs.aggregate(pipeline):
+    for row in store.runs.aggregate(pipeline, batchSize=10_000):
         hour = row["_id"]["h"]
         hour = hour.replace(tzinfo=UTC) if hour.tzinfo is None else hour.astimezone(UTC)
         bucket = buckets.setdefault(hour, HourBucket(hour))
@@ -214,7 +214,8 @@ def run_activity(store: MongoStore, now: datetime, hours: int = 24) -> RunActivi
         live = _group_by_hour(store, settled_until, now + timedelta(seconds=1))
         lateness = [int(doc["lateness_ms"]) for doc in store.runs.find(
             {"finished_at": {"$gte": now - HOUR}, "lateness_ms": {"$ne": None}}, {"lateness_ms": 1, "_id": 0}
-        ).sort("finished_at", DESCENDING).limit(LATENESS_SAMPLE) if doc.get("lateness_ms") is not None]
+        ).sort("finished_at", DESCENDING).limit(LATENESS_SAMPLE).batch_size(LATENESS_SAMPLE)
+            if doc.get("lateness_ms") is not None]
     buckets = tuple(kept.get(hour) or live.get(hour) or HourBucket(hour)
                     for hour in (first + i * HOUR for i in range(hours)))
     return RunActivity(hours=buckets, lateness_p50_ms=percentile(lateness, 0.50),
