@@ -110,7 +110,7 @@ def describe(schedule: str) -> str:
     if not parsed.has_seconds:
         fields.insert(0, "0")
     # 7 fields (seconds … day-of-week, year): cron-descriptor reads them without guessing
-    text = ExpressionDescriptor(" ".join([*fields, "*"]), _descriptor_options()).get_description()
+    text = str(ExpressionDescriptor(" ".join([*fields, "*"]), _descriptor_options()).get_description())
     if parsed.day_or:
         text += " (on either: the day of month or the weekday)"
     if parsed.expression.startswith("@"):
@@ -172,9 +172,9 @@ def status_class(status: str | None) -> str:
 def slot_outcome(run: dict[str, object]) -> tuple[str, str]:
     """A run's square in the slot strip: its class and its label (ran, failed, skipped, missed)."""
     status = str(run.get("status") or "")
-    error = run.get("error") if isinstance(run.get("error"), dict) else None
+    error = run.get("error")
     if status == "skipped":
-        why = str((error or {}).get("type") or "")
+        why = str(error.get("type") or "") if isinstance(error, dict) else ""
         return ("missed", "missed") if why == "misfire" else ("skip", "skipped")
     if status == "succeeded":
         return "ok", "ran"

@@ -175,7 +175,7 @@ def domain_error(exc: CronhiveError) -> tuple[str, int]:
 
 
 @ui_bp.errorhandler(Exception)
-def unexpected(exc: Exception) -> tuple[str, int] | Exception:
+def unexpected(exc: Exception) -> tuple[str, int]:
     from werkzeug.exceptions import HTTPException
 
     if isinstance(exc, HTTPException):
@@ -296,7 +296,7 @@ def job_page(job_id: str) -> str:
     now = svc().clock.now()
     context = job_live_context(job_id, page_arg(), now)
     job = context["job"]
-    schedule, tz, fires = actions.preview_fires(svc(), {"schedule": job["schedule"], "timezone": job["timezone"],
+    _, tz, fires = actions.preview_fires(svc(), {"schedule": job["schedule"], "timezone": job["timezone"],
                                                         "count": FIRES_SHOWN})
     return render_template("job.html", fires=present.fire_rows(fires, tz, now), **context)
 
