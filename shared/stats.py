@@ -5,8 +5,8 @@ command reads through an index over a bounded range (never a collection scan
 whose cost grows with the number of jobs or runs kept):
 
 * `job_counts`: jobs by status (``active`` = ``enabled: true``, the API's
-  ``status`` filter) — the collection's count plus an indexed count of the
-  disabled jobs (index "enabled"): 2 commands.
+  ``status`` filter) — the collection's count (or the total the caller already
+  has) plus an indexed count of the disabled jobs (index "enabled"): 1-2 commands.
 * `run_activity`: runs *finished* per hour over the last 24 hours, by outcome
   (and skipped runs by why: ``overlap``, ``misfire`` = a missed slot, ...), plus
   start lateness p50/p99 of the runs finished in the last hour. A finished run's
@@ -18,7 +18,8 @@ whose cost grows with the number of jobs or runs kept):
   yet. Counts are of runs as they finished; a run deleted later by retention
   (RUN_HISTORY_LIMIT) stays counted in its hour.
 * `upcoming_fires`: the next fires within a horizon, from the soonest-due jobs
-  (index "due") and the cron rules of `cronhive.cron`: 1 command.
+  (index "due", read in widening windows) and the cron rules of `cronhive.cron`:
+  1 to 4 commands.
 * `recently_finished`: the latest runs that finished in the last hour: 1 command.
 """
 
@@ -42,7 +43,7 @@ HOUR = timedelta(hours=1)
 #: with the database clock a few milliseconds before it is committed).
 SETTLE = timedelta(minutes=2)
 ROLLUP_TTL_S = 3 * 86400
-#: Lateness percentiles read at most this many of the last hour's runs (the latest).
+#: Lateness percentiles read at most this many of the last hour's finished runs (the latest; skipped ones have none).
 LATENESS_SAMPLE = 5000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -68,11 +69,13 @@ class JobCounts:
         return self.active + self.disabled
 
 
-def job_counts(store: MongoStore) -> JobCounts:
-    """Jobs by status. The total is the collection's document count (MongoDB keeps it
-    in the collection's metadata), the disabled ones an indexed count."""
+def job_counts(store: MongoStore, total: int | None = None) -> JobCounts:
+    """Jobs by status. The total is ``total`` when the caller just counted every job (the
+    unfiltered listing does), else the collection's document count (MongoDB keeps it in
+    the collection's metadata); the disabled ones are an indexed count."""
     with translate_errors(store.uri):
-        total = store.jobs.estimated_document_count()
+        if total is None:
+            total = store.jobs.estimated_document_count()
         disabled = store.jobs.count_documents({"enabled": False})
     return JobCounts(active=max(0, total - disabled), disabled=disabled)
 
@@ -92,6 +95,31 @@ class Upcoming:
     more: bool
 
 
+#: The windows (minutes ahead of now) `upcoming_fires` reads jobs in, nearest first.
+UPCOMING_WINDOWS_MIN = (1, 5, 15, 60)
+
+
+def _soonest_due(store: MongoStore, now: datetime, horizon: timedelta, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` soonest-due jobs (overdue first) due before ``now + horizon``, read in
+    widening windows of ``due_at`` (index "due"): each read is bounded by the jobs due in
+    its window, not by every job due within the horizon. At most len(UPCOMING_WINDOWS_MIN)
+    commands."""
+    projection = {"name": 1, "schedule": 1, "timezone": 1, "jitter_s": 1, "due_at": 1, "next_fire_at": 1}
+    found: list[dict[str, Any]] = []
+    lower = _EPOCH
+    for minutes in UPCOMING_WINDOWS_MIN:
+        upper = min(now + timedelta(minutes=minutes), now + horizon)
+        if upper <= lower:
+            continue
+        cursor = store.jobs.find({"due_at": {"$gt": lower, "$lt": upper}} if lower == _EPOCH
+                                 else {"due_at": {"$gte": lower, "$lt": upper}}, projection)
+        found.extend(cursor.sort("due_at", ASCENDING).limit(limit - len(found)))
+        if len(found) >= limit or upper >= now + horizon:
+            break
+        lower = upper
+    return found
+
+
 def upcoming_fires(store: MongoStore, now: datetime, horizon: timedelta, limit: int) -> Upcoming:
     """The first ``limit`` fires (slot + the job's jitter) due before ``now + horizon``,
     overdue ones (due but not yet dispatched) included.
@@ -99,10 +127,8 @@ def upcoming_fires(store: MongoStore, now: datetime, horizon: timedelta, limit: 
     Exact: a job that is not among the ``limit`` soonest-due cannot fire before the
     ``limit``-th of their first fires, so the soonest-due jobs' fires are enough."""
     until = now + horizon
-    projection = {"name": 1, "schedule": 1, "timezone": 1, "jitter_s": 1, "due_at": 1, "next_fire_at": 1}
     with translate_errors(store.uri):
-        cursor = store.jobs.find({"due_at": {"$gt": _EPOCH, "$lt": until}}, projection)
-        docs = list(cursor.sort("due_at", ASCENDING).limit(limit))
+        docs = _soonest_due(store, now, horizon, limit)
     fires: list[UpcomingFire] = []
     for doc in docs:
         jitter = jitter_offset(doc["_id"], int(doc.get("jitter_s") or 0))
@@ -212,10 +238,10 @@ def run_activity(store: MongoStore, now: datetime, hours: int = 24) -> RunActivi
                                           for hour, bucket in fresh.items()], ordered=False)
             kept.update(fresh)
         live = _group_by_hour(store, settled_until, now + timedelta(seconds=1))
-        lateness = [int(doc["lateness_ms"]) for doc in store.runs.find(
-            {"finished_at": {"$gte": now - HOUR}, "lateness_ms": {"$ne": None}}, {"lateness_ms": 1, "_id": 0}
-        ).sort("finished_at", DESCENDING).limit(LATENESS_SAMPLE).batch_size(LATENESS_SAMPLE)
-            if doc.get("lateness_ms") is not None]
+        recent = store.runs.find({"finished_at": {"$gte": now - HOUR}}, {"lateness_ms": 1, "_id": 0})
+        lateness = [int(doc["lateness_ms"]) for doc in
+                    recent.sort("finished_at", DESCENDING).limit(LATENESS_SAMPLE).batch_size(LATENESS_SAMPLE)
+                    if doc.get("lateness_ms") is not None]
     buckets = tuple(kept.get(hour) or live.get(hour) or HourBucket(hour)
                     for hour in (first + i * HOUR for i in range(hours)))
     return RunActivity(hours=buckets, lateness_p50_ms=percentile(lateness, 0.50),

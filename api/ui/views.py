@@ -9,7 +9,7 @@ views (`job_view`, `run_view`) and `cronhive.stats`; every action through
 
 MongoDB commands per view (whatever the number of jobs and runs; measured by
 ``tests/api/test_ui_pages.py``): overview at most 16 (its live fragment at most
-12), job page at most 6, run page 2, job form 0-1 (1 on edit).
+15), job page at most 6, run page 2, job form 0-1 (1 on edit).
 """
 
 from __future__ import annotations
@@ -215,14 +215,15 @@ def redirect_to(endpoint: str, **values: Any) -> BaseResponse:
 # -- overview ------------------------------------------------------------------------
 
 
-def overview_live_context(now: datetime) -> dict[str, Any]:
-    """The parts of the overview that refresh by themselves."""
+def overview_live_context(now: datetime, total_jobs: int | None = None) -> dict[str, Any]:
+    """The parts of the overview that refresh by themselves (``total_jobs``: the number of
+    jobs, when the caller has just counted them)."""
     ready = store()
     activity = stats.run_activity(ready, now)
     return {
         "leader": ready.scheduler_status(now),
         "workers": [beat.view() for beat in heartbeats.alive(ready, now)],
-        "counts": stats.job_counts(ready),
+        "counts": stats.job_counts(ready, total_jobs),
         "activity": activity,
         "chart": activity_chart(activity),
         "running": [run_view(doc) for doc in ready.running_runs(LIVE_RUNS)],
@@ -253,8 +254,10 @@ def overview() -> str:
     page = find_jobs(store(), page_arg(), JOBS_PER_PAGE, status=status, handler=handler, text=text)
     jobs = [job_view(doc, now) for doc in page.docs]
     filters = {"q": text, "status": status or "", "handler": handler or ""}
+    unfiltered = not (status or handler or text)
     return render_template("overview.html", jobs=jobs, jobs_page=page, filters=filters,
-                           handlers=svc().handlers.names(), **overview_live_context(now))
+                           handlers=svc().handlers.names(),
+                           **overview_live_context(now, page.total if unfiltered else None))
 
 
 @ui_bp.get("/live")

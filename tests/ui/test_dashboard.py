@@ -28,7 +28,7 @@ def same_document(page: Page) -> bool:
 def test_the_overview_shows_the_leader_a_live_worker_and_the_jobs(signed_in: Page, stack: Stack) -> None:
     page = signed_in
     job = stack.create_job(name=unique("Overview job"), schedule="*/10 * * * *", timezone="Europe/Berlin")
-    page.goto(f"{stack.url}/ui/")
+    page.goto(f"{stack.url}/ui/?q={job['job_id']}")
     tiles = page.locator('[data-live-part="tiles"]')
     expect(tiles).to_contain_text("Scheduler leader")
     # the scheduler takes the lease and the worker beats within seconds; the live region shows both
