@@ -35,7 +35,7 @@ from cronhive.dispatch import new_run
 from cronhive.heartbeats import WorkerBeat
 from cronhive.job_search import find_jobs
 from cronhive.settings import Settings
-from cronhive.store import MongoStore
+from cronhive.store import MongoStore, schedule_state
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ui_pages.json"
 SCHEDULES = ["{m} {h} * * *"] * 6 + ["{m} * * * *"] * 3 + ["*/5 * * * *", "*/15 * * * *", "{m} {h} * * mon-fri",
@@ -103,6 +103,13 @@ def seed(store: MongoStore, jobs: int, runs: int, now: datetime, rng: random.Ran
     if batch:
         store.runs.insert_many(batch)
     print(f"seeded {runs:,} runs in {time.perf_counter() - started:.1f} s", flush=True)
+    # a healthy leader keeps every enabled job's due_at ahead of now: advance the ones the
+    # seeding left behind, as the scheduler would have
+    later = store.server_time()
+    behind = list(store.jobs.find({"due_at": {"$gt": datetime(1970, 1, 1, tzinfo=UTC), "$lt": later + timedelta(minutes=5)}}))
+    for doc in behind:
+        store.jobs.update_one({"_id": doc["_id"]}, {"$set": schedule_state(doc, later + timedelta(minutes=5))})
+    print(f"advanced {len(behind):,} jobs past the seeding's minutes", flush=True)
     for number in range(4):
         heartbeats.beat(store, WorkerBeat(f"worker-{number}:{1000 + number}", f"worker-{number}", 1000 + number,
                                           "cronhive.runs", 8, tuple(HANDLERS), 2, 1234), now)

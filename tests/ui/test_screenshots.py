@@ -48,6 +48,8 @@ def history(stack: Stack, job_id: str, count: int, rng: random.Random, every: ti
                            error={"type": "RuntimeError", "message": "upstream answered 502"} if status == "failed" else None)
             runs.append(run)
         store.runs.insert_many(runs)
+        newest = runs[0]
+        store.record_job_outcome(job_id, newest["_id"], newest["status"], newest.get("duration_ms"), None)
     finally:
         client.close()
 
@@ -60,6 +62,11 @@ def test_screenshots_for_the_readme(signed_in: Page, stack: Stack) -> None:
     stack.api("PUT", f"/jobs/{created[3]['job_id']}", {"enabled": False})
     for job in created[:6]:
         history(stack, job["job_id"], rng.randint(20, 60), rng, timedelta(minutes=rng.choice([20, 25, 30, 40])))
+    client, db = stack.db()
+    try:  # the history was written after those hours were counted (as no real run ever is): count them again
+        db["run_stats_hourly"].delete_many({})
+    finally:
+        client.close()
     page.goto(f"{stack.url}/ui/")
     expect(page.locator('[data-live-part="tiles"] .tile').nth(0)).to_contain_text("term", timeout=30_000)
     page.wait_for_timeout(1500)  # the chart drawn
