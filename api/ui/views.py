@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import marshmallow
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
@@ -158,6 +159,14 @@ def safe_next(target: str | None, default: str) -> str:
     return default
 
 
+def referring_page() -> str | None:
+    """The dashboard page a form was sent from (same host only), to come back to."""
+    if not request.referrer:
+        return None
+    parts = urlsplit(request.referrer)
+    return parts.path + (f"?{parts.query}" if parts.query else "") if parts.netloc == request.host else None
+
+
 def error_page(status: int, title: str, message: str) -> tuple[str, int]:
     return render_template("error.html", status=status, title=title, message=message, now=svc().clock.now()), status
 
@@ -200,7 +209,7 @@ def action(view: F) -> F:
                               "This form was not sent from this dashboard's page, or it has expired. "
                               "Go back, reload the page and try again.")
         if not signed_in(svc().settings, session()):
-            back = safe_next(request.form.get("next") or request.path, url_for("ui.overview"))
+            back = safe_next(request.form.get("next") or referring_page(), url_for("ui.overview"))
             return render_template("signin.html", next=back, now=svc().clock.now(),
                                    refused="Sign in with the API token to do this."), 401
         return view(*args, **kwargs)

@@ -203,6 +203,7 @@ def test_actions_are_refused_without_a_session_when_a_token_is_configured(page: 
         page.click("#trigger")
     assert answer.value.status == 401
     expect(page.locator("#signin-refused")).to_contain_text("Sign in")
+    expect(page.locator('input[name="next"]')).to_have_value(f"/ui/jobs/{job['job_id']}")  # back where it was
     page.goto(f"{stack.url}/ui/jobs/{job['job_id']}")
     with page.expect_response(lambda r: r.url.endswith("/pause")) as answer:
         page.click("#pause")
