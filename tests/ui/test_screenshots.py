@@ -26,7 +26,7 @@ JOBS = [
 
 
 def history(stack: Stack, job_id: str, count: int, rng: random.Random, every: timedelta) -> None:
-    client, db = stack.db()
+    client, _ = stack.db()
     try:
         store = MongoStore(client, stack.db_name, owns_client=False)
         job = store.get_job(job_id)
