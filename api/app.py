@@ -19,6 +19,7 @@ from flask.json.provider import DefaultJSONProvider
 from cronhive.api.errors import register_error_handlers
 from cronhive.api.metrics import instrument, metrics_bp
 from cronhive.api.routes import alias_bp, bp, ops_bp
+from cronhive.api.ui import register_ui
 from cronhive.broker import RunPublisher
 from cronhive.clock import Clock, DatabaseClock
 from cronhive.handlers import HandlerRegistry, load_handler_modules
@@ -91,6 +92,7 @@ def create_app(
     app.register_blueprint(alias_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(metrics_bp)
+    register_ui(app)
     instrument(app)
     return app
 

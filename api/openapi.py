@@ -101,6 +101,7 @@ def build_spec(secured: bool) -> dict[str, Any]:
         "Preview": schemas.PreviewSchema,
         "PreviewResult": schemas.PreviewResultSchema,
         "Scheduler": schemas.SchedulerSchema,
+        "WorkerList": schemas.WorkerListSchema,
         "Error": schemas.ErrorSchema,
     }.items():
         spec.components.schema(name, schema=schema)
@@ -184,6 +185,12 @@ def build_spec(secured: bool) -> dict[str, Any]:
         path=f"{BASE}/scheduler",
         operations={"get": {"summary": "The scheduler leader and standbys", "operationId": "getScheduler",
                             "responses": {"200": _ok("Leadership", "Scheduler"), **_errors(503)}}},
+    )
+    spec.path(
+        path=f"{BASE}/workers",
+        operations={"get": {"summary": "The worker processes alive (their heartbeat has not expired)",
+                            "operationId": "listWorkers",
+                            "responses": {"200": _ok("Workers", "WorkerList"), **_errors(503)}}},
     )
     spec.path(
         path=f"{BASE}/schedules/preview",

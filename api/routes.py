@@ -14,13 +14,12 @@ from typing import Any, ParamSpec, TypeVar
 import marshmallow
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from cronhive import cron
-from cronhive.api import schemas
+from cronhive import heartbeats
+from cronhive.api import actions, schemas
 from cronhive.api.errors import ApiError
 from cronhive.api.openapi import BASE, build_spec
-from cronhive.dispatch import trigger_job
-from cronhive.domain import Job, format_instant, job_view, run_view
-from cronhive.errors import InvalidSchedule, Unavailable
+from cronhive.domain import format_instant, job_view, run_view
+from cronhive.errors import Unavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -170,11 +169,7 @@ def list_jobs() -> Response:
 
 @mutating
 def create_job() -> tuple[Response, int, dict[str, str]]:
-    svc = services()
-    fields = schemas.JobCreateSchema.with_handlers(frozenset(svc.handlers.names())).load(json_body())
-    store = svc.ready_store()
-    now = svc.clock.now()
-    doc = store.create_job(fields, now)
+    doc, now = actions.create_job(services(), json_body())
     location = url_for(f"{request.blueprint}.get_job", job_id=doc.job_id)
     return jsonify(job_view(doc, now)), 201, {"Location": location}
 
@@ -186,47 +181,19 @@ def get_job(job_id: str) -> Response:
 
 @mutating
 def update_job(job_id: str) -> Response:
-    svc = services()
-    changes = schemas.JobUpdateSchema.with_handlers(frozenset(svc.handlers.names())).load(json_body())
-    store = svc.ready_store()
-    if ("schedule" in changes) != ("jitter_s" in changes):  # both sent: the schema checked them
-        _check_jitter_against_stored(store.get_job(job_id), changes)
-    now = svc.clock.now()
-    doc = store.update_job(job_id, changes, now)
+    doc, now = actions.update_job(services(), job_id, json_body())
     return jsonify(job_view(doc, now))
-
-
-def _check_jitter_against_stored(stored: Job, changes: dict[str, Any]) -> None:
-    """A new schedule with the stored jitter, or a new jitter with the stored schedule,
-    must keep the jitter below the schedule's shortest interval (422 otherwise). A
-    stored schedule that no longer parses is left to the update to replace."""
-    schedule = changes.get("schedule", stored.schedule)
-    jitter_s = changes.get("jitter_s", stored.jitter_s)
-    if not isinstance(schedule, str) or not isinstance(jitter_s, int):
-        return
-    try:
-        schemas.check_jitter(schedule, jitter_s)
-    except InvalidSchedule:
-        return
 
 
 @mutating
 def delete_job(job_id: str) -> Response:
-    services().ready_store().delete_job(job_id)
+    actions.delete_job(services(), job_id)
     return jsonify({"deleted": True, "job_id": job_id})
 
 
 @mutating
 def trigger(job_id: str) -> tuple[Response, int]:
-    svc = services()
-    result = trigger_job(svc.ready_store(), svc.publisher, job_id, svc.clock.now(), svc.settings.job_lease_s)
-    body = {
-        "job_id": result.job_id,
-        "triggered_at": format_instant(result.triggered_at),
-        "lock_acquired": result.lock_acquired,
-        "run_id": result.run_id,
-    }
-    return jsonify(body), 202
+    return jsonify(actions.trigger_view(actions.trigger(services(), job_id))), 202
 
 
 def list_runs(job_id: str) -> Response:
@@ -257,12 +224,15 @@ def scheduler_status() -> Response:
     return jsonify(status.view())
 
 
+def list_workers() -> Response:
+    svc = services()
+    beats = heartbeats.alive(svc.ready_store(), svc.clock.now())
+    return jsonify({"data": [beat.view() for beat in beats]})
+
+
 def preview() -> Response:
-    body = schemas.PreviewSchema().load(json_body())
-    tz = body.get("timezone", "UTC")
-    after = body.get("after") or services().clock.now()
-    fires = cron.upcoming(body["schedule"], tz, after, body.get("count", 10))
-    return jsonify({"schedule": body["schedule"], "timezone": tz, "fires": [format_instant(f) for f in fires]})
+    schedule, tz, fires = actions.preview_fires(services(), json_body())
+    return jsonify({"schedule": schedule, "timezone": tz, "fires": [format_instant(f) for f in fires]})
 
 
 def openapi() -> Response:
@@ -281,6 +251,7 @@ ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("/runs/<run_id>", get_run, ["GET"]),
     ("/handlers", list_handlers, ["GET"]),
     ("/scheduler", scheduler_status, ["GET"]),
+    ("/workers", list_workers, ["GET"]),
     ("/schedules/preview", preview, ["POST"]),
     ("/openapi.json", openapi, ["GET"]),
 ]

@@ -359,6 +359,16 @@ class TriggerSchema(Schema):
     run_id = fields.String(required=True)
 
 
+class AttemptSchema(Schema):
+    attempt = _count()
+    worker = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True)
+    started_at = _instant()
+    finished_at = _instant()
+    duration_ms = _count(nullable=True)
+    error = fields.Dict(required=True, allow_none=True)
+
+
 class RunSchema(Schema):
     run_id = fields.String(required=True)
     job_id = fields.String(required=True)
@@ -374,6 +384,8 @@ class RunSchema(Schema):
     duration_ms = _count(nullable=True)
     lateness_ms = fields.Integer(required=True, allow_none=True)
     error = fields.Dict(required=True, allow_none=True)
+    attempts = fields.List(fields.Nested(AttemptSchema), required=True,
+                           metadata={"description": "One record per finished attempt, oldest first."})
 
 
 class RunListSchema(Schema):
@@ -402,6 +414,24 @@ class SchedulerSchema(Schema):
     term = fields.Integer(required=True, allow_none=True)
     lease_expires_at = _instant()
     standbys = fields.List(fields.String(), required=True)
+
+
+class WorkerSchema(Schema):
+    worker = fields.String(required=True, metadata={"description": "hostname:pid, as in a run's worker"})
+    hostname = fields.String(required=True)
+    pid = fields.Integer(required=True)
+    queue = fields.String(required=True)
+    threads = fields.Integer(required=True)
+    handlers = fields.List(fields.String(), required=True)
+    in_progress = fields.Integer(required=True, metadata={"description": "Messages being processed now"})
+    processed = fields.Integer(required=True, metadata={"description": "Messages processed since the process started"})
+    started_at = _instant()
+    seen_at = _instant()
+    expires_at = _instant()
+
+
+class WorkerListSchema(Schema):
+    data = fields.List(fields.Nested(WorkerSchema), required=True)
 
 
 class ErrorBodySchema(Schema):

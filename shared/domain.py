@@ -476,4 +476,18 @@ def run_view(run: Run) -> dict[str, Any]:
         "duration_ms": run.duration_ms,
         "lateness_ms": run.lateness_ms,
         "error": run.error.view() if run.error else None,
+        "attempts": [attempt_view(record) for record in run.attempts],
+    }
+
+
+def attempt_view(record: AttemptRecord) -> dict[str, Any]:
+    """One entry of a run's ``attempts`` history (each attempt's worker, start, end, outcome)."""
+    return {
+        "attempt": record.attempt,
+        "worker": record.worker,
+        "status": record.status,
+        "started_at": format_instant(record.started_at),
+        "finished_at": format_instant(record.finished_at),
+        "duration_ms": record.duration_ms,
+        "error": record.error.view() if record.error else None,
     }

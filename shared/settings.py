@@ -18,6 +18,7 @@ from cronhive.errors import ConfigurationError
 
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017"
+MIN_UI_SECRET_KEY_LENGTH = 32
 
 #: env var -> (settings field, default as text, description). The README table.
 VARIABLES: dict[str, tuple[str, str, str]] = {
@@ -29,7 +30,8 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "API_HOST": ("api_host", "127.0.0.1", "Address the API binds to."),
     "API_PORT": ("api_port", "8080", "Port the API binds to."),
     "API_WORKERS": ("api_workers", "2", "gunicorn worker processes for the API."),
-    "API_TOKEN": ("api_token", "unset", "When set, every mutating endpoint requires `Authorization: Bearer <token>`."),
+    "API_TOKEN": ("api_token", "unset", "When set, every mutating endpoint requires `Authorization: Bearer <token>`, and every action of the dashboard a sign-in with it."),
+    "UI_SECRET_KEY": ("ui_secret_key", "unset", "Key (at least 32 characters) that signs the dashboard's session cookie (sign-in, CSRF token). Unset: a random key is generated once per deployment and kept in MongoDB (collection `ui_keys`), so every API process and replica signs alike; set it to keep that key out of the database."),
     "DATA_DIR": ("data_dir", "./.data", "Where the embedded MongoDB keeps its files under `make up`."),
     "EMBEDDED_MONGODB_PORT": ("embedded_mongodb_port", "27017", "Port of the embedded MongoDB under `make up`."),
     "HANDLER_MODULES": ("handler_modules", "unset", "Comma-separated Python modules that register extra handlers."),
@@ -83,6 +85,7 @@ class Settings:
     api_port: int = 8080
     api_workers: int = 2
     api_token: str | None = None
+    ui_secret_key: str | None = None
     data_dir: str = "./.data"
     embedded_mongodb_port: int = 27017
     handler_modules: tuple[str, ...] = field(default_factory=tuple)
@@ -114,6 +117,7 @@ class Settings:
             api_port=_int(env, "API_PORT", 8080, minimum=0),
             api_workers=_int(env, "API_WORKERS", 2, minimum=1),
             api_token=env.get("API_TOKEN") or None,
+            ui_secret_key=env.get("UI_SECRET_KEY") or None,
             data_dir=env.get("DATA_DIR") or "./.data",
             embedded_mongodb_port=_int(env, "EMBEDDED_MONGODB_PORT", 27017, minimum=1),
             handler_modules=modules,
@@ -139,6 +143,8 @@ class Settings:
             raise ConfigurationError(f"RABBITMQ_URL must start with amqp:// or amqps://, got {redact_url(self.rabbitmq_url)}")
         if urlsplit(self.rabbitmq_url).path == "//":
             raise ConfigurationError("RABBITMQ_URL ends in '//' (an empty vhost); write the default vhost as %2F")
+        if self.ui_secret_key is not None and len(self.ui_secret_key) < MIN_UI_SECRET_KEY_LENGTH:
+            raise ConfigurationError(f"UI_SECRET_KEY must be at least {MIN_UI_SECRET_KEY_LENGTH} characters long")
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigurationError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
 

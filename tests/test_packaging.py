@@ -44,6 +44,10 @@ def test_the_wheel_holds_only_the_cronhive_package(tmp_path: Path) -> None:
     for module in ("cronhive/__init__.py", "cronhive/api/__main__.py", "cronhive/scheduler/__main__.py",
                    "cronhive/worker/__main__.py", "cronhive/cli/__init__.py"):
         assert module in names
+    # the dashboard's templates and every asset it serves ship inside the package
+    dashboard = REPO / "api" / "ui"
+    for path in [*dashboard.glob("templates/*.html"), *dashboard.rglob("static/**/*.*")]:
+        assert f"cronhive/api/ui/{path.relative_to(dashboard).as_posix()}" in names, path
 
 
 def test_every_module_imports_beside_decoy_packages(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware, TimeLimit
 
+from cronhive import heartbeats
 from cronhive.broker import RUN_ACTOR, make_broker
 from cronhive.clock import Clock, DatabaseClock
 from cronhive.domain import Run
@@ -25,6 +26,7 @@ from cronhive.store import MongoStore
 from cronhive.store.protocols import Connection, WorkerStore
 from cronhive.worker.actor import make_execute_run
 from cronhive.worker.attempts import current_log_context, worker_name
+from cronhive.worker.heartbeat import WorkerHeartbeat
 from cronhive.worker.keeper import LeaseKeeper
 from cronhive.worker.maintenance import Maintenance, Reaper
 from cronhive.worker.middleware import RunLifecycle
@@ -106,6 +108,7 @@ def setup() -> RabbitmqBroker:
     store = MongoStore.open(settings)
     store.ensure_indexes()
     store.ensure_run_retention(settings.run_history_days)
+    heartbeats.ensure_indexes(store)
     clock = DatabaseClock(store)
     # the ids of the attempt a thread runs go on every log line it writes (the handler's too)
     add_context_provider(current_log_context)
@@ -114,6 +117,9 @@ def setup() -> RabbitmqBroker:
     # before_process_message too, so dramatiq_messages_inprogress goes back down
     for middleware in dramatiq_metrics():
         broker.add_middleware(middleware, before=RunLifecycle)
+    # before RunLifecycle: its before_process_message runs ahead of any skip (counts stay right)
+    broker.add_middleware(WorkerHeartbeat(store, clock, worker=worker_name(), queue=settings.runs_queue,
+                                          handlers=registry.names()), before=RunLifecycle)
     # first in the list, so its after_worker_shutdown runs last
     broker.add_middleware(ClosesOnShutdown(store), before=RunLifecycle)
     dramatiq.set_broker(broker)

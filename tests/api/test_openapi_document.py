@@ -58,6 +58,8 @@ def test_every_instant_is_a_date_time(document: dict[str, Any]) -> None:
         "Run": ["scheduled_for", "created_at", "queued_at", "started_at", "finished_at"],
         "Scheduler": ["lease_expires_at"],
         "Preview": ["after"],
+        "Attempt": ["started_at", "finished_at"],
+        "Worker": ["started_at", "seen_at", "expires_at"],
     }
     for name, fields in instants.items():
         for field in fields:

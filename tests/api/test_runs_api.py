@@ -15,7 +15,7 @@ from cronhive.store.documents import run_to_doc
 from tests.api.conftest import CANONICAL, SEED_NOW, FakeClock, assert_error, create
 
 RUN_FIELDS = {"run_id", "job_id", "trigger", "scheduled_for", "status", "attempt", "worker", "created_at",
-              "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error"}
+              "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "attempts"}
 
 
 def add_runs(store: MongoStore, job_id: str, count: int, **fields: Any) -> list[str]:
@@ -81,9 +81,31 @@ def test_a_run_shows_every_field_with_instants_in_whole_seconds(client: FlaskCli
         "status": "failed", "attempt": 2, "worker": "host-a:4242", "created_at": "2026-03-26T10:00:00Z",
         "queued_at": "2026-03-26T10:00:00Z", "started_at": "2026-03-26T10:00:01Z",
         "finished_at": "2026-03-26T10:00:03Z", "duration_ms": 2250, "lateness_ms": 1250,
-        "error": {"type": "HandlerFailed", "message": "disk full"},
+        "error": {"type": "HandlerFailed", "message": "disk full"}, "attempts": [],
     }
     assert client.get(f"{base}/jobs/report/runs").get_json()["data"] == [run]
+
+
+def test_a_run_shows_each_attempt_with_its_worker_times_and_outcome(client: FlaskClient, store: MongoStore,
+                                                                     clock: FakeClock, base: str) -> None:
+    create(client, job_id="report")
+    first_start = SEED_NOW + timedelta(milliseconds=1250)
+    attempts = [
+        {"attempt": 1, "worker": "host-a:1", "status": "failed", "started_at": first_start,
+         "finished_at": first_start + timedelta(milliseconds=900), "duration_ms": 900,
+         "error": {"type": "RuntimeError", "message": "boom"}},
+        {"attempt": 2, "worker": "host-b:2", "status": "succeeded", "started_at": SEED_NOW + timedelta(seconds=20),
+         "finished_at": SEED_NOW + timedelta(seconds=21, milliseconds=700), "duration_ms": 1700, "error": None},
+    ]
+    (run_id,) = add_runs(store, "report", 1, status="succeeded", attempt=2, attempts=attempts)
+    shown = client.get(f"{base}/runs/{run_id}").get_json()["attempts"]
+    assert shown == [
+        {"attempt": 1, "worker": "host-a:1", "status": "failed", "started_at": "2026-03-26T10:00:01Z",
+         "finished_at": "2026-03-26T10:00:02Z", "duration_ms": 900, "error": {"type": "RuntimeError", "message": "boom"}},
+        {"attempt": 2, "worker": "host-b:2", "status": "succeeded", "started_at": "2026-03-26T10:00:20Z",
+         "finished_at": "2026-03-26T10:00:21Z", "duration_ms": 1700, "error": None},
+    ]
+    assert client.get(f"{base}/jobs/report/runs").get_json()["data"][0]["attempts"] == shown
 
 
 def test_a_triggered_run_appears_in_the_history_with_nulls_not_missing(client: FlaskClient, clock: FakeClock,

@@ -146,6 +146,9 @@ def test_run_view() -> None:
         "status": "failed", "attempt": 2, "lease_token": 4, "worker": "host:12", "created_at": NOW,
         "queued_at": NOW, "started_at": NOW + timedelta(milliseconds=1500), "finished_at": NOW + timedelta(seconds=5),
         "duration_ms": 3500, "lateness_ms": 1500, "error": {"type": "HandlerFailed", "message": "boom"},
+        "attempts": [{"attempt": 1, "worker": "host:11", "status": "failed", "started_at": NOW,
+                      "finished_at": NOW + timedelta(milliseconds=900), "duration_ms": 900,
+                      "error": {"type": "HandlerFailed", "message": "first"}}],
     }
     view = run_view(doc)
     assert view == {
@@ -154,6 +157,9 @@ def test_run_view() -> None:
         "created_at": "2026-03-26T10:00:00Z", "queued_at": "2026-03-26T10:00:00Z",
         "started_at": "2026-03-26T10:00:01Z", "finished_at": "2026-03-26T10:00:05Z",
         "duration_ms": 3500, "lateness_ms": 1500, "error": {"type": "HandlerFailed", "message": "boom"},
+        "attempts": [{"attempt": 1, "worker": "host:11", "status": "failed", "started_at": "2026-03-26T10:00:00Z",
+                      "finished_at": "2026-03-26T10:00:00Z", "duration_ms": 900,
+                      "error": {"type": "HandlerFailed", "message": "first"}}],
     }
 
 

@@ -134,3 +134,10 @@ def test_from_env_reads_os_environ_only_when_asked(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("API_PORT", "8181")
     assert Settings.from_env().api_port == 8181
     assert Settings.from_env({}).api_port == 8080
+
+
+def test_the_dashboards_secret_key_is_optional_and_long_when_given() -> None:
+    assert Settings.from_env({}).ui_secret_key is None
+    assert Settings.from_env({"UI_SECRET_KEY": "k" * 32}).ui_secret_key == "k" * 32
+    with pytest.raises(ConfigurationError, match="UI_SECRET_KEY"):
+        Settings.from_env({"UI_SECRET_KEY": "short"})
