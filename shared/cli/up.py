@@ -123,9 +123,8 @@ def _die_with_parent() -> None:
 
 
 def spawn(spec: ChildSpec) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(list(spec.argv), env=spec.env, start_new_session=True, preexec_fn=_die_with_parent)
-    log.info("started %s (pid %d)", spec.name, process.pid)
-    return process
+    """Start one process in a session (and process group) of its own."""
+    return subprocess.Popen(list(spec.argv), env=spec.env, start_new_session=True, preexec_fn=_die_with_parent)
 
 
 def kill_leftovers(process: subprocess.Popen[bytes]) -> None:
@@ -150,6 +149,7 @@ class Supervisor:
     def start(self, spec: ChildSpec) -> Child:
         child = Child(spec, spawn(spec), self.clock())
         self.children.append(child)
+        log.info("started %s (pid %d)", spec.name, child.process.pid)
         return child
 
     def poll(self) -> None:
