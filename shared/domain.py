@@ -143,5 +143,13 @@ def run_view(doc: dict[str, Any]) -> dict[str, Any]:
         "finished_at": format_instant(doc.get("finished_at")),
         "duration_ms": doc.get("duration_ms"),
         "lateness_ms": doc.get("lateness_ms"),
-        "error": doc.get("error"),
+        "error": error_view(doc.get("error")),
     }
+
+
+def error_view(error: Any) -> Any:
+    """A run's ``error`` as the API shows it: null, or ``{type, message, traceback, ...}``
+    where ``traceback`` (the handler's last frames, when a handler raised) is null otherwise."""
+    if not isinstance(error, dict):
+        return error
+    return {**error, "traceback": error.get("traceback")}

@@ -22,6 +22,7 @@ from dramatiq.middleware import Interrupt, TimeLimitExceeded
 
 from cronhive.handlers import HandlerContext
 from cronhive.leases import Lease
+from cronhive.worker.tracebacks import traceback_excerpt
 
 #: ``error.message`` is cut to this many characters.
 MAX_ERROR_CHARS = 2000
@@ -69,7 +70,11 @@ def classify(exception: BaseException | None, timeout_s: int | None) -> tuple[st
         return TIMED_OUT, bounded_error("timeout", f"the handler ran longer than timeout_s={timeout_s}")
     if isinstance(exception, LeaseLostInterrupt):
         return ABANDONED, bounded_error("lease_lost", "the attempt lost its lease while the handler ran")
-    return FAILED, bounded_error(type(exception).__name__, str(exception) or repr(exception))
+    error = bounded_error(type(exception).__name__, str(exception) or repr(exception))
+    excerpt = traceback_excerpt(exception)
+    if excerpt is not None:
+        error["traceback"] = excerpt  # where the handler failed: its last frames, bounded
+    return FAILED, error
 
 
 @dataclass
@@ -116,6 +121,7 @@ class Attempt:
             scheduled_for=self.scheduled_for,
             trigger=self.trigger,
             logger=logger,
+            fencing_token=self.token,
         )
 
 

@@ -142,7 +142,7 @@ def test_run_view() -> None:
         "scheduled_for": "2026-03-26T10:00:00Z", "status": "failed", "attempt": 2, "worker": "host:12",
         "created_at": "2026-03-26T10:00:00Z", "queued_at": "2026-03-26T10:00:00Z",
         "started_at": "2026-03-26T10:00:01Z", "finished_at": "2026-03-26T10:00:05Z",
-        "duration_ms": 3500, "lateness_ms": 1500, "error": {"type": "HandlerFailed", "message": "boom"},
+        "duration_ms": 3500, "lateness_ms": 1500, "error": {"type": "HandlerFailed", "message": "boom", "traceback": None},
     }
 
 
