@@ -36,7 +36,7 @@ def render(results: dict[str, Any]) -> str:
              "herd: handler start − slot (ms), and time until all N started (s)"]
     header = f"{'system':<14}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'all started s':>15}{'started':>10}  note"
     lines += [header, "-" * len(header)]
-    rows = [(OURS, results.get("herd") or {})] + list((results.get("peers") or {}).items())
+    rows = [(OURS, results.get("herd") or {}), *(results.get("peers") or {}).items()]
     for name, section in rows:
         lines.append(_row(name, section))
     lines += ["", "ratios cronhive ÷ peer (below 1: cronhive ahead)"]
@@ -47,6 +47,7 @@ def render(results: dict[str, Any]) -> str:
                      + f"{_fmt(row['all_started'], 3):>15}")
     for section in ("scale", "failover"):
         lines += ["", f"{section}: " + _flat(_headline(section, results.get(section) or {}))]
+    lines += ["", *render_api(results.get("api") or {})]
     lines += ["", f"machine: {results['machine'].get('cores')} cores, {results['machine'].get('memory')}, "
               f"{results['machine'].get('cpu')}" if results.get("machine") else "",
               f"took {results.get('duration_s')} s"]
@@ -98,3 +99,23 @@ def _flat(section: dict[str, Any]) -> str:
             value = "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
         parts.append(f"{key}={value}")
     return ", ".join(parts)
+
+
+def render_api(api: dict[str, Any]) -> list[str]:
+    """The ``api`` section: requests/s and latency per endpoint."""
+    server = api.get("server") or {}
+    title = (f"api: {api.get('clients')} clients, {api.get('duration_s')} s; gunicorn {server.get('worker_class')} "
+             f"{server.get('workers')} workers x {server.get('threads')} threads")
+    note = " ".join(f"{key}: {api[key]}" for key in NOTE_KEYS if api.get(key))
+    lines = [title + (f"  ({note})" if note else "")]
+    header = f"{'endpoint':<10}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'requests':>10}"
+    lines += [header, "-" * len(header)]
+    for name, row in (api.get("endpoints") or {}).items():
+        lines.append(f"{name:<10}{_fmt(row.get('requests_per_s'), 1):>9}{_fmt(row.get('p50_ms'), 1):>10}"
+                     f"{_fmt(row.get('p99_ms'), 1):>10}{_fmt(row.get('max_ms'), 1):>10}{row.get('requests', 0):>10}")
+    latency = api.get("latency_ms") or {}
+    lines.append(f"{'all':<10}{_fmt(api.get('requests_per_s'), 1):>9}{_fmt(latency.get('p50'), 1):>10}"
+                 f"{_fmt(latency.get('p99'), 1):>10}{_fmt(latency.get('max'), 1):>10}{api.get('requests') or 0:>10}")
+    lines.append(f"5xx: {api.get('errors_5xx')}, unexpected: {api.get('unexpected')}, "
+                 f"CPU s in the window: {api.get('cpu_s')}")
+    return lines
