@@ -16,8 +16,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# chosen by measurement (bench/README.md, "The API under load"): gthread keeps
+# connections alive and overlaps the MongoDB waits; API_WORKERS processes (2, one
+# per core) × 8 threads served the bench's 16 clients best, sync workers and more
+# processes no better; on SecantusDB the store, not gunicorn, bounds the full mix
 worker_class = "gthread"
-threads = 4
+threads = 8
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
