@@ -18,10 +18,12 @@ from typing import Any
 
 # chosen by measurement (bench/README.md, "The API under load"): gthread keeps
 # connections alive and overlaps the MongoDB waits; API_WORKERS processes (2, one
-# per core) × 8 threads served the bench's 16 clients best, sync workers and more
-# processes no better; on SecantusDB the store, not gunicorn, bounds the full mix
+# per core) × 4 threads. Sync workers (2-8) and more processes were no faster; 8
+# threads served an API-bound mix ~7 % faster (within the noise) but put all 16
+# clients' queries on the store at once, raising the full mix's p99 by ~25 % —
+# on SecantusDB the store, not gunicorn, bounds the full mix
 worker_class = "gthread"
-threads = 8
+threads = 4
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
