@@ -15,6 +15,11 @@ delete a job. Writes go to each client's own jobs (no 404 races); reads to the
 loaded jobs and the client's own. After ``api_warmup_s``, every request started
 in the next ``api_duration_s`` is measured, from sending to its answer read.
 
+Before the load, ``solo`` measures each endpoint alone: `SOLO_REQUESTS`
+sequential requests of one client, their mean latency and the CPU milliseconds
+the API and the store (SecantusDB, background subtracted) spent per request —
+which side bounds the mix, and which endpoint costs what.
+
 Results (``api``): ``requests_per_s`` and ``latency_ms`` {p50, p99, max} over all
 requests, the same per endpoint (``endpoints``), the answers' status codes, the
 count of 5xx and of unexpected statuses (anything but the endpoint's success
@@ -66,6 +71,9 @@ BASE = "/api/v1/cron"
 READY_TIMEOUT_S = 90.0
 HTTP_TIMEOUT_S = 60.0
 SCHEDULES = ("0 0 1 1 *", "0 0 2 1 *", "30 4 1 1 *")
+#: the sequential cost phase: requests per endpoint, and the store's idle reading before it
+SOLO_REQUESTS = 60
+SOLO_IDLE_S = 2.0
 
 
 def job_id(index: int) -> str:
@@ -208,7 +216,9 @@ def run(profile: Profile, services: Services) -> dict[str, Any]:
             wait_until(checks, READY_TIMEOUT_S)
             wait_healthy(api, port)
             sides = {"api": [api], "schedulers": schedulers, "workers": workers}
+            costs = solo_costs(port, loaded, background, api, services)
             result = load(profile, port, loaded, background, sides, services, mix)
+            result["solo"] = costs
     finally:
         cluster.cleanup()
     result["server"] = server_config(extra_args, api_workers)
@@ -279,6 +289,42 @@ def load(profile: Profile, port: int, loaded: list[str], background: list[str], 
         "cpu_s": {side: round(cpu_after[side] - cpu_before[side], 1) for side in cpu_before},
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
+
+
+def solo_costs(port: int, loaded: list[str], background: list[str], api: Managed,
+               services: Services) -> dict[str, dict[str, float | None]]:
+    """What one request of each endpoint costs alone: `SOLO_REQUESTS` sequential requests
+    of one client before the load, their mean latency and the CPU the API and the store
+    spent per request (the store's background rate — schedulers, workers — measured
+    just before and subtracted)."""
+    client = Client(0, "127.0.0.1", port, loaded, background, 0.0, 0.0)
+    client.rng = random.Random(7)
+    client.created = 900_000  # ids apart from the load's
+    costs: dict[str, dict[str, float | None]] = {}
+    idle_db, idle_at = _db_cpu(services), time.monotonic()
+    time.sleep(SOLO_IDLE_S)
+    background_rate = (_db_cpu(services) - idle_db) / (time.monotonic() - idle_at)
+    for endpoint in ENDPOINTS:
+        db_before, api_before, began = _db_cpu(services), group_cpu_s(api.pid), time.monotonic()
+        for _ in range(SOLO_REQUESTS):
+            name, method, path, body = client.plan(endpoint)
+            status, answer = client.send(method, path, body)
+            if status not in EXPECTED[name]:
+                raise RuntimeError(f"{method} {path} answered {status}: {answer}")
+            client.learn(name, path, status, answer)
+        elapsed = time.monotonic() - began
+        db_cpu = _db_cpu(services) - db_before - background_rate * elapsed
+        costs[endpoint] = {
+            "latency_ms": round(elapsed * 1000 / SOLO_REQUESTS, 2),
+            "api_cpu_ms": round((group_cpu_s(api.pid) - api_before) * 1000 / SOLO_REQUESTS, 2),
+            "store_cpu_ms": round(max(0.0, db_cpu) * 1000 / SOLO_REQUESTS, 2) if services.mongodb_pid else None,
+        }
+    client.connection.close()
+    return costs
+
+
+def _db_cpu(services: Services) -> float:
+    return (proc_cpu_s(services.mongodb_pid) or 0.0) if services.mongodb_pid is not None else 0.0
 
 
 def endpoint_summary(samples: list[Sample], window_s: float) -> dict[str, Any]:
