@@ -104,8 +104,10 @@ def _flat(section: dict[str, Any]) -> str:
 def render_api(api: dict[str, Any]) -> list[str]:
     """The ``api`` section: requests/s and latency per endpoint."""
     server = api.get("server") or {}
-    title = (f"api: {api.get('clients')} clients, {api.get('duration_s')} s; gunicorn {server.get('worker_class')} "
-             f"{server.get('workers')} workers x {server.get('threads')} threads")
+    title = f"api: {api.get('clients')} clients, {api.get('duration_s')} s"
+    if server:
+        title += (f"; gunicorn {server.get('worker_class')} {server.get('workers')} workers x "
+                  f"{server.get('threads')} threads")
     note = " ".join(f"{key}: {api[key]}" for key in NOTE_KEYS if api.get(key))
     lines = [title + (f"  ({note})" if note else "")]
     header = (f"{'endpoint':<10}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'requests':>10}"
