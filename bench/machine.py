@@ -64,6 +64,8 @@ def _cpu_model() -> str | None:
 
 
 def _peer_versions(services: Services) -> dict[str, str | None]:
+    if services.peers_python is None:  # no peer in this run
+        return {name: None for name in PEER_PACKAGES}
     code = ("import json, importlib.metadata as m\n"
             "def v(n):\n try: return m.version(n)\n except m.PackageNotFoundError: return None\n"
             f"print(json.dumps({{n: v(n) for n in {list(PEER_PACKAGES)!r}}}))")

@@ -26,6 +26,11 @@ class Profile:
     worker_threads: int = 8
     #: APScheduler 3 runs its jobs in-process: a thread pool of processes × threads
     apscheduler_threads: int = 16
+    #: api: concurrent clients (closed loop), the measured window after a warm-up, jobs loaded first
+    api_clients: int = 16
+    api_duration_s: float = 30.0
+    api_warmup_s: float = 5.0
+    api_jobs: int = 500
 
     def describe(self) -> dict[str, object]:
         return {
@@ -38,6 +43,8 @@ class Profile:
             "failover_jobs": self.failover_jobs,
             "worker_processes": self.worker_processes,
             "worker_threads": self.worker_threads,
+            "api_clients": self.api_clients,
+            "api_duration_s": self.api_duration_s,
         }
 
 
@@ -46,6 +53,6 @@ class Profile:
 QUICK = Profile(name="quick", herd_jobs=1_000, herd_bound_s=90, herd_setup_s=15,
                 scale_jobs=10_000, scale_duration_s=120, failover_kills=5)
 FULL = Profile(name="full", herd_jobs=5_000, herd_bound_s=180, herd_setup_s=30,
-               scale_jobs=100_000, scale_duration_s=180, failover_kills=20)
+               scale_jobs=100_000, scale_duration_s=180, failover_kills=20, api_duration_s=120.0, api_jobs=5_000)
 
 PROFILES = {profile.name: profile for profile in (QUICK, FULL)}

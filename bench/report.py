@@ -47,6 +47,7 @@ def render(results: dict[str, Any]) -> str:
                      + f"{_fmt(row['all_started'], 3):>15}")
     for section in ("scale", "failover"):
         lines += ["", f"{section}: " + _flat(_headline(section, results.get(section) or {}))]
+    lines += ["", *render_api(results.get("api") or {})]
     lines += ["", f"machine: {results['machine'].get('cores')} cores, {results['machine'].get('memory')}, "
               f"{results['machine'].get('cpu')}" if results.get("machine") else "",
               f"took {results.get('duration_s')} s"]
@@ -98,3 +99,30 @@ def _flat(section: dict[str, Any]) -> str:
             value = "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
         parts.append(f"{key}={value}")
     return ", ".join(parts)
+
+
+def render_api(api: dict[str, Any]) -> list[str]:
+    """The ``api`` section: requests/s and latency per endpoint."""
+    server = api.get("server") or {}
+    title = f"api: {api.get('clients')} clients, {api.get('duration_s')} s"
+    if server:
+        title += (f"; gunicorn {server.get('worker_class')} {server.get('workers')} workers x "
+                  f"{server.get('threads')} threads")
+    note = " ".join(f"{key}: {api[key]}" for key in NOTE_KEYS if api.get(key))
+    lines = [title + (f"  ({note})" if note else "")]
+    header = (f"{'endpoint':<10}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'requests':>10}"
+              f"  | alone:{'ms':>7}{'api cpu':>9}{'store cpu':>11}")
+    lines += [header, "-" * len(header)]
+    solo = api.get("solo") or {}
+    for name, row in (api.get("endpoints") or {}).items():
+        alone = solo.get(name) or {}
+        lines.append(f"{name:<10}{_fmt(row.get('requests_per_s'), 1):>9}{_fmt(row.get('p50_ms'), 1):>10}"
+                     f"{_fmt(row.get('p99_ms'), 1):>10}{_fmt(row.get('max_ms'), 1):>10}{row.get('requests', 0):>10}"
+                     f"  |{_fmt(alone.get('latency_ms'), 1):>13}{_fmt(alone.get('api_cpu_ms'), 2):>9}"
+                     f"{_fmt(alone.get('store_cpu_ms'), 2):>11}")
+    latency = api.get("latency_ms") or {}
+    lines.append(f"{'all':<10}{_fmt(api.get('requests_per_s'), 1):>9}{_fmt(latency.get('p50'), 1):>10}"
+                 f"{_fmt(latency.get('p99'), 1):>10}{_fmt(latency.get('max'), 1):>10}{api.get('requests') or 0:>10}")
+    lines.append(f"5xx: {api.get('errors_5xx')}, unexpected: {api.get('unexpected')}, "
+                 f"CPU s in the window: {api.get('cpu_s')}")
+    return lines

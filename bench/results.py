@@ -1,6 +1,6 @@
 """The shape of results/latest.json (issue 6) and how it is written.
 
-Top-level keys: ``herd``, ``scale``, ``failover`` (cronhive), ``peers`` ({name: herd
+Top-level keys: ``herd``, ``scale``, ``failover``, ``api`` (cronhive), ``peers`` ({name: herd
 result}), ``ratios`` ({peer: cronhive / peer}), ``machine``, plus ``profile``,
 ``started_at``, ``duration_s``. A section that could not be measured keeps
 every key with null values and says why in ``"pending"`` (not built yet) or
@@ -37,7 +37,12 @@ def empty_peer(profile: Profile) -> dict[str, Any]:
     return {"n": profile.herd_jobs, "start_lateness_ms": empty_summary(), "all_started_s": None}
 
 
-EMPTY = {"herd": empty_herd, "scale": empty_scale, "failover": empty_failover}
+def empty_api(profile: Profile) -> dict[str, Any]:
+    return {"clients": profile.api_clients, "duration_s": profile.api_duration_s, "requests_per_s": None,
+            "latency_ms": empty_summary(), "endpoints": {}, "errors_5xx": None}
+
+
+EMPTY = {"herd": empty_herd, "scale": empty_scale, "failover": empty_failover, "api": empty_api}
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:

@@ -33,6 +33,7 @@ CRONHIVE_SCENARIOS = {
     "herd": "bench.scenarios.cronhive_herd",
     "scale": "bench.scenarios.cronhive_scale",
     "failover": "bench.scenarios.cronhive_failover",
+    "api": "bench.scenarios.cronhive_api",
 }
 #: the peers, in run order: name -> module exposing run(profile, services)
 PEERS = {
@@ -40,7 +41,7 @@ PEERS = {
     "periodiq": "bench.peers.periodiq_peer",
     "apscheduler3": "bench.peers.apscheduler3",
 }
-SECTIONS = ("herd", "peers", "scale", "failover")
+SECTIONS = ("herd", "peers", "scale", "failover", "api")
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "latest.json"
 WORKDIR = BENCH_DIR / "work"
 
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     output["ratios"] = report.ratios(output)
     output["duration_s"] = round(time.monotonic() - began, 1)
     output = {key: output[key] for key in
-              ("herd", "scale", "failover", "peers", "ratios", "machine", "profile", "started_at", "duration_s")}
+              ("herd", "scale", "failover", "api", "peers", "ratios", "machine", "profile", "started_at",
+               "duration_s")}
     results.write_json(output, args.output)
     print(report.render(output))
     print(f"\nresults: {args.output}   logs: {workdir}")
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_all(args: argparse.Namespace, profile: Profile, output: dict[str, Any], workdir: Path) -> bool:
     """Start the services and run every selected section into ``output``; True if any failed."""
     failed = False
-    with started(workdir) as services:
+    with started(workdir, need_peers="peers" in args.only and bool(args.peers)) as services:
         output["machine"] = machine.describe(services)
         for section in SECTIONS:
             if section == "peers":

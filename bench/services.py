@@ -41,11 +41,13 @@ class Services:
     rabbitmq_url: str
     #: this run's scratch directory (logs, start records); kept after the run for inspection
     workdir: Path
-    #: the interpreter of the peers' virtualenv (bench/.venv-peers)
-    peers_python: Path
+    #: the interpreter of the peers' virtualenv (bench/.venv-peers); None when no peer runs
+    peers_python: Path | None
     #: the interpreter running the harness: the main .venv, with cronhive installed
     main_python: Path = Path(sys.executable)
     repo_root: Path = REPO_ROOT
+    #: the pid of the SecantusDB the harness started (None with BENCH_MONGODB_URI), for CPU readings
+    mongodb_pid: int | None = None
 
     @staticmethod
     def new_tag() -> str:
@@ -57,6 +59,8 @@ class Services:
         return path
 
     def peers_bin(self, script: str) -> str:
+        if self.peers_python is None:
+            raise RuntimeError("the peers' virtualenv was not prepared for this run")
         return str(self.peers_python.with_name(script))
 
     def base_env(self, record_dir: Path) -> dict[str, str]:
@@ -105,15 +109,17 @@ def peers_python() -> Path:
 
 
 @contextmanager
-def started(workdir: Path) -> Iterator[Services]:
-    """SecantusDB started for the run (unless BENCH_MONGODB_URI), RabbitMQ checked; stopped after."""
+def started(workdir: Path, *, need_peers: bool = True) -> Iterator[Services]:
+    """SecantusDB started for the run (unless BENCH_MONGODB_URI), RabbitMQ checked; stopped after.
+    The peers' virtualenv is required only when a peer runs (``need_peers``)."""
     url = rabbitmq_url()
     check_rabbitmq(url)
-    python = peers_python()
+    python = peers_python() if need_peers else None
     external = os.environ.get("BENCH_MONGODB_URI")
     server = None if external else SecantusServer(data_dir=str(workdir / "secantusdb")).start()
     try:
-        yield Services(mongodb_uri=external or server.uri, rabbitmq_url=url, workdir=workdir, peers_python=python)
+        yield Services(mongodb_uri=external or server.uri, rabbitmq_url=url, workdir=workdir, peers_python=python,
+                       mongodb_pid=server.process.pid if server is not None and server.process else None)
     finally:
         if server is not None:
             server.stop()

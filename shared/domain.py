@@ -134,9 +134,11 @@ class RunError:
 
     type: str
     message: str
+    #: where a handler failed: its last frames, bounded (None for other errors)
+    traceback: str | None = None
 
-    def view(self) -> dict[str, str]:
-        return {"type": self.type, "message": self.message}
+    def view(self) -> dict[str, str | None]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
 
 
 @dataclass(frozen=True)
@@ -491,3 +493,11 @@ def attempt_view(record: AttemptRecord) -> dict[str, Any]:
         "duration_ms": record.duration_ms,
         "error": record.error.view() if record.error else None,
     }
+
+
+def error_view(error: Any) -> Any:
+    """A run's ``error`` as the API shows it: null, or ``{type, message, traceback, ...}``
+    where ``traceback`` (the handler's last frames, when a handler raised) is null otherwise."""
+    if not isinstance(error, dict):
+        return error
+    return {**error, "traceback": error.get("traceback")}

@@ -31,12 +31,25 @@ log = logging.getLogger("cronhive.handlers")
 
 @dataclass(frozen=True)
 class HandlerContext:
+    """What a handler is told about the attempt it runs.
+
+    ``attempt`` is the run's attempt number (1 for the first, +1 for each retry
+    or recovery). ``fencing_token`` is the token of the lease this attempt holds
+    (the run's ``lease_token``): each attempt gets a larger one than every
+    attempt before it that held the same lease — the job's lease under
+    ``overlap_policy`` ``forbid`` and ``buffer_one`` (so across all runs of the
+    job), the run's own under ``allow`` (across the attempts of that run). A
+    downstream system that keeps the largest token it has seen (per job, or per
+    run under ``allow``) and refuses writes carrying a smaller one shuts out an
+    attempt that lost its lease while paused (README, "Fencing downstream writes")."""
+
     job_id: str
     run_id: str
     attempt: int
     scheduled_for: datetime | None
     trigger: str
     logger: logging.Logger
+    fencing_token: int
 
 
 Handler = Callable[[dict[str, Any], HandlerContext], Any]

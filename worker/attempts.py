@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from cronhive.domain import RunError
 from cronhive.enums import ErrorType, LeaseScope, RunStatus, Trigger
 from cronhive.handlers import HandlerContext
 from cronhive.leases import Lease, process_holder
+from cronhive.worker.tracebacks import traceback_excerpt
 
 #: ``error.message`` is cut to this many characters.
 MAX_ERROR_CHARS = 2000
@@ -52,7 +53,11 @@ def classify(exception: BaseException | None, timeout_s: int | None) -> tuple[Ru
         return RunStatus.TIMED_OUT, bounded_error(ErrorType.TIMEOUT, f"the handler ran longer than timeout_s={timeout_s}")
     if isinstance(exception, LeaseLostInterrupt):
         return RunStatus.ABANDONED, bounded_error(ErrorType.LEASE_LOST, "the attempt lost its lease while the handler ran")
-    return RunStatus.FAILED, bounded_error(type(exception).__name__, str(exception) or repr(exception))
+    error = bounded_error(type(exception).__name__, str(exception) or repr(exception))
+    excerpt = traceback_excerpt(exception)
+    if excerpt is not None:  # where the handler failed: its last frames, bounded
+        error = replace(error, traceback=excerpt)
+    return RunStatus.FAILED, error
 
 
 @dataclass
@@ -103,6 +108,7 @@ class Attempt:
             scheduled_for=self.scheduled_for,
             trigger=self.trigger,
             logger=logger,
+            fencing_token=self.token,
         )
 
 

@@ -37,7 +37,7 @@ from typing import Any
 from dramatiq import Broker, Message
 from dramatiq.broker import MessageProxy
 from dramatiq.common import compute_backoff, q_name
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import Interrupt, Middleware, SkipMessage
 
 from cronhive import metrics
 from cronhive.broker import RUN_ACTOR
@@ -71,6 +71,10 @@ log = logging.getLogger("cronhive.worker")
 MAX_BACKOFF_MS = 3_600_000
 #: Rounds of read–claim–start before a delivery that keeps losing races gives up.
 MAX_START_ROUNDS = 3
+#: Exceptions that end a started attempt as its outcome (anything the handler raises, the
+#: time limit, a lost lease): Dramatiq's ``throws`` for the message, so it does not log
+#: them as "unhandled" with a traceback (the run's error keeps a traceback excerpt).
+HANDLER_OUTCOMES: tuple[type[BaseException], ...] = (Exception, Interrupt)
 
 
 def backoff_ms(attempt: int, base_ms: int) -> int:
@@ -153,6 +157,9 @@ class RunLifecycle(Middleware):
         set_current_attempt(attempt)
         if attempt.timeout_s:
             message.options["time_limit"] = int(attempt.timeout_s) * 1000
+        # what the handler raises is the run's outcome, recorded and logged once (WARNING) by
+        # `finish`: Dramatiq logs such "expected" exceptions at INFO, without a traceback
+        message.options["throws"] = HANDLER_OUTCOMES
 
     def begin(self, broker: Broker, message: MessageProxy) -> Attempt:
         """Start an attempt for the message's run, or carry out why not (raises `SkipMessage`)."""
@@ -337,7 +344,11 @@ class RunLifecycle(Middleware):
             log.warning("the job lease was no longer held at the end of the run; job outcome not recorded",
                         extra=attempt.log_extra())
         metrics.WORKER_RUNS.labels(outcome=status).inc()
-        log.info("run %s in %d ms", status, duration_ms, extra=attempt.log_extra())
+        if error is None:
+            log.info("run %s in %d ms", status, duration_ms, extra=attempt.log_extra())
+        else:  # the one line about a failed run (its traceback excerpt is in the run's error)
+            log.warning("run %s in %d ms: %s: %s", status, duration_ms, error.type, error.message,
+                        extra=attempt.log_extra())
         if status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
             message.fail()  # retries spent: RabbitMQ dead-letters the message to <queue>.XQ
         try:

@@ -9,10 +9,13 @@
     cronhive jobs runs JOB_ID [--page N] [--limit N]
 
 Standard library only (argparse, urllib, json), so it works wherever cronhive is
-installed. It talks to ``--api-url`` (default ``$CRONHIVE_API_URL``, else
-``http://127.0.0.1:8080``) and sends ``--token`` (default ``$API_TOKEN``) as
-``Authorization: Bearer``. ``--output table`` is the default of ``list`` and
-``runs``, ``--output json`` (the API's answer as is) of the others.
+installed. It talks to ``--api-url``, else ``$CRONHIVE_API_URL``, else the API
+this environment configures (``http://$API_HOST:$API_PORT``, a wildcard bind
+address such as ``0.0.0.0`` connecting to the loopback; default
+``http://127.0.0.1:8080``), waits ``--http-timeout`` seconds for an answer, and
+sends ``--token`` (default ``$API_TOKEN``) as ``Authorization: Bearer``. These
+options go before or after the command name. ``--output table`` is the default
+of ``list`` and ``runs``, ``--output json`` (the API's answer as is) of the others.
 
 Exit codes: 0 done; 1 the API refused (its error message is printed); 2 a usage
 error, or the API could not be reached (one line naming the URL and the reason).
@@ -29,7 +32,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,10 +40,14 @@ from typing import Any, TextIO
 from cronhive.settings import redact_url
 
 API_BASE = "/api/v1/cron"
-DEFAULT_API_URL = "http://127.0.0.1:8080"
+DEFAULT_API_HOST = "127.0.0.1"
+DEFAULT_API_PORT = 8080
+DEFAULT_API_URL = f"http://{DEFAULT_API_HOST}:{DEFAULT_API_PORT}"
 API_URL_ENV = "CRONHIVE_API_URL"
 TOKEN_ENV = "API_TOKEN"
 DEFAULT_TIMEOUT_S = 10.0
+#: bind addresses that mean "every interface": a client connects to the loopback instead
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1", "": DEFAULT_API_HOST}
 
 EXIT_OK = 0
 EXIT_API_ERROR = 1
@@ -335,21 +342,47 @@ def positive_int(text: str) -> int:
     return value
 
 
+def configured_api_url(env: Mapping[str, str]) -> str:
+    """The API this environment points at: ``$CRONHIVE_API_URL``, else the address the
+    API of this environment binds (``API_HOST``, ``API_PORT``), a wildcard bind
+    address (``0.0.0.0``, ``::``) replaced by the loopback one can connect to.
+
+    Raises `ValueError` naming the variable when ``API_PORT`` is not a port."""
+    if env.get(API_URL_ENV):
+        return env[API_URL_ENV]
+    host = env.get("API_HOST", DEFAULT_API_HOST).strip()
+    host = WILDCARD_HOSTS.get(host, host)
+    port_text = env.get("API_PORT", "").strip() or str(DEFAULT_API_PORT)
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"API_PORT must be a port number, got {port_text!r}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"API_PORT must be a port number, got {port_text!r}")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return f"http://{host}:{port}"
+
+
 def add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
     """The options every command takes, before or after the command name.
 
     On the subcommands their default is SUPPRESS, so a value given after the
-    command overrides the top level's and an absent one leaves it alone."""
+    command overrides the top level's and an absent one leaves it alone. The
+    top level's ``--api-url`` default is None: `parse` resolves it from the
+    environment (`configured_api_url`) only when no URL is given."""
     env = os.environ
     default = (lambda value: value) if top_level else (lambda value: argparse.SUPPRESS)
-    parser.add_argument("--api-url", default=default(env.get(API_URL_ENV) or DEFAULT_API_URL), metavar="URL",
-                        help=f"the cronhive API (default: ${API_URL_ENV} or {DEFAULT_API_URL})")
+    parser.add_argument("--api-url", default=default(None), metavar="URL",
+                        help=f"the cronhive API (default: ${API_URL_ENV}, else http://$API_HOST:$API_PORT "
+                             f"with 0.0.0.0 read as 127.0.0.1, else {DEFAULT_API_URL})")
     parser.add_argument("--token", default=default(env.get(TOKEN_ENV) or None),
                         help=f"bearer token for mutating calls (default: ${TOKEN_ENV})")
     parser.add_argument("--output", "-o", choices=("json", "table"), default=default(None),
                         help="output format (default: table for list and runs, json otherwise)")
-    parser.add_argument("--timeout", type=float, default=default(DEFAULT_TIMEOUT_S), metavar="SECONDS",
-                        help=f"seconds to wait for the API (default: {DEFAULT_TIMEOUT_S:g})")
+    parser.add_argument("--http-timeout", type=float, default=default(DEFAULT_TIMEOUT_S), metavar="SECONDS",
+                        help=f"seconds to wait for the API to answer (default: {DEFAULT_TIMEOUT_S:g}; "
+                             "not the job's --timeout-s)")
 
 
 def add_job_flags(parser: argparse.ArgumentParser, *, create: bool) -> None:
@@ -389,52 +422,58 @@ def add_paging_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cronhive jobs",
+        allow_abbrev=False,  # no prefix matching: --timeout must never mean --timeout-s
         description="Operate on cronhive jobs through the REST API.",
         epilog="Exit codes: 0 done, 1 the API refused (its message is printed), "
                "2 usage error or the API is unreachable.",
     )
     add_connection_options(parser, top_level=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     add_connection_options(common, top_level=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    listing = commands.add_parser("list", parents=[common], help="list jobs (table)")
+    listing = commands.add_parser("list", parents=[common], allow_abbrev=False, help="list jobs (table)")
     add_paging_flags(listing)
     listing.add_argument("--status", choices=("active", "disabled"), help="only jobs with this status")
     listing.add_argument("--handler", help="only jobs running this handler")
 
-    get = commands.add_parser("get", parents=[common], help="show one job (JSON)")
+    get = commands.add_parser("get", parents=[common], allow_abbrev=False, help="show one job (JSON)")
     get.add_argument("job_id", metavar="JOB_ID")
 
-    create = commands.add_parser("create", parents=[common], help="register a job")
+    create = commands.add_parser("create", parents=[common], allow_abbrev=False, help="register a job")
     add_job_flags(create, create=True)
 
-    update = commands.add_parser("update", parents=[common], help="change some fields of a job")
+    update = commands.add_parser("update", parents=[common], allow_abbrev=False, help="change some fields of a job")
     update.add_argument("job_id", metavar="JOB_ID")
     add_job_flags(update, create=False)
 
-    delete = commands.add_parser("delete", parents=[common], help="delete a job")
+    delete = commands.add_parser("delete", parents=[common], allow_abbrev=False, help="delete a job")
     delete.add_argument("job_id", metavar="JOB_ID")
 
-    trigger = commands.add_parser("trigger", parents=[common], help="run a job now (works on disabled jobs too)")
+    trigger = commands.add_parser("trigger", parents=[common], allow_abbrev=False, help="run a job now (works on disabled jobs too)")
     trigger.add_argument("job_id", metavar="JOB_ID")
 
-    runs = commands.add_parser("runs", parents=[common], help="a job's run history, newest first (table)")
+    runs = commands.add_parser("runs", parents=[common], allow_abbrev=False, help="a job's run history, newest first (table)")
     runs.add_argument("job_id", metavar="JOB_ID")
     add_paging_flags(runs)
     return parser
 
 
-def parse(argv: Sequence[str]) -> argparse.Namespace:
+def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(list(argv))
+    if args.api_url is None:
+        try:
+            args.api_url = configured_api_url(os.environ if env is None else env)
+        except ValueError as exc:
+            parser.error(f"{exc} (or give --api-url / ${API_URL_ENV})")
     parts = urllib.parse.urlsplit(args.api_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         parser.error(f"--api-url must be an http:// or https:// URL, got {args.api_url!r}")
     if args.command == "update" and not job_fields(args):
         parser.error("update: give at least one field to change (e.g. --schedule or --disabled)")
-    if args.timeout <= 0:
-        parser.error("--timeout must be > 0")
+    if not args.http_timeout > 0:
+        parser.error("--http-timeout must be > 0")
     return args
 
 
@@ -471,7 +510,7 @@ def main(argv: list[str]) -> int:
         if exc.code is None:
             return EXIT_OK
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    client = ApiClient(api_url=args.api_url, token=args.token or None, timeout_s=args.timeout)
+    client = ApiClient(api_url=args.api_url, token=args.token or None, timeout_s=args.http_timeout)
     try:
         run_command(args, client, sys.stdout)
         sys.stdout.flush()

@@ -130,11 +130,16 @@ def claimable_filter(own: tuple[str, ...], now: datetime) -> Document:
 
 
 def error_from_doc(doc: Any) -> RunError | None:
-    return RunError(doc["type"], doc["message"]) if doc else None
+    return RunError(doc["type"], doc["message"], doc.get("traceback")) if doc else None
 
 
 def error_to_doc(error: RunError | None) -> Document | None:
-    return {"type": error.type, "message": error.message} if error is not None else None
+    if error is None:
+        return None
+    doc: Document = {"type": error.type, "message": error.message}
+    if error.traceback is not None:
+        doc["traceback"] = error.traceback
+    return doc
 
 
 def attempt_from_doc(doc: Mapping[str, Any]) -> AttemptRecord:

@@ -27,6 +27,8 @@ from tests import services
 REPO = Path(__file__).resolve().parents[2]
 CRONHIVE = Path(sys.executable).with_name("cronhive")
 STARTUP_TIMEOUT_S = 60.0
+#: the variables the CLI reads to find the API: never inherited from the test's environment
+CLIENT_ENV = frozenset({"API_TOKEN", "CRONHIVE_API_URL", "API_HOST", "API_PORT"})
 
 
 @dataclass(frozen=True)
@@ -130,9 +132,9 @@ def running_api(mongodb_uri: str, rabbitmq_url: str, tmp_path_factory: pytest.Te
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
     """Run ``cronhive jobs ARGS`` in this process (`cronhive.cli.jobs.main`), with no
-    CRONHIVE_API_URL / API_TOKEN from the test's own environment."""
-    monkeypatch.delenv("CRONHIVE_API_URL", raising=False)
-    monkeypatch.delenv("API_TOKEN", raising=False)
+    CRONHIVE_API_URL / API_TOKEN / API_HOST / API_PORT from the test's own environment."""
+    for name in CLIENT_ENV:
+        monkeypatch.delenv(name, raising=False)
 
     def run(*argv: str) -> CliResult:
         capsys.readouterr()
@@ -145,7 +147,7 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
 
 def run_console_script(*argv: str, env: dict[str, str] | None = None) -> CliResult:
     """Run the installed ``cronhive`` console script (the real entry point) as a subprocess."""
-    base = {key: value for key, value in os.environ.items() if key not in {"API_TOKEN", "CRONHIVE_API_URL"}}
+    base = {key: value for key, value in os.environ.items() if key not in CLIENT_ENV}
     completed = subprocess.run([str(CRONHIVE), *argv], env={**base, **(env or {})}, capture_output=True,
                                text=True, timeout=60, cwd=REPO)
     return CliResult(completed.returncode, completed.stdout, completed.stderr)

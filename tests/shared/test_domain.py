@@ -156,10 +156,10 @@ def test_run_view() -> None:
         "scheduled_for": "2026-03-26T10:00:00Z", "status": "failed", "attempt": 2, "worker": "host:12",
         "created_at": "2026-03-26T10:00:00Z", "queued_at": "2026-03-26T10:00:00Z",
         "started_at": "2026-03-26T10:00:01Z", "finished_at": "2026-03-26T10:00:05Z",
-        "duration_ms": 3500, "lateness_ms": 1500, "error": {"type": "HandlerFailed", "message": "boom"},
+        "duration_ms": 3500, "lateness_ms": 1500, "error": {"type": "HandlerFailed", "message": "boom", "traceback": None},
         "attempts": [{"attempt": 1, "worker": "host:11", "status": "failed", "started_at": "2026-03-26T10:00:00Z",
                       "finished_at": "2026-03-26T10:00:00Z", "duration_ms": 900,
-                      "error": {"type": "HandlerFailed", "message": "first"}}],
+                      "error": {"type": "HandlerFailed", "message": "first", "traceback": None}}],
     }
 
 

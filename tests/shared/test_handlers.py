@@ -22,6 +22,7 @@ def context(**changes: object) -> HandlerContext:
         "job_id": "job_x", "run_id": "run_1", "attempt": 1,
         "scheduled_for": datetime(2026, 3, 26, 8, tzinfo=UTC), "trigger": "schedule",
         "logger": logging.getLogger("cronhive.test.handlers"),
+        "fencing_token": 7,
     }
     values.update(changes)
     return HandlerContext(**values)

@@ -320,7 +320,9 @@ def test_failures_are_retried_with_backoff_then_dead_lettered(system: System, tm
 
     broken = system.wait_final(broken_id, timeout_s=20)
     assert broken["status"] == "failed" and broken["attempt"] == 3
-    assert broken["error"] == {"type": "HandlerFailed", "message": "disk full"}
+    assert {key: broken["error"][key] for key in ("type", "message")} == {"type": "HandlerFailed",
+                                                                          "message": "disk full"}
+    assert broken["error"]["traceback"].endswith("HandlerFailed: disk full")
     attempts = broken["attempts"]
     assert [(a["attempt"], a["status"]) for a in attempts] == [(1, "failed"), (2, "failed"), (3, "failed")]
     for number, (before, after) in enumerate(itertools.pairwise(attempts), start=1):
