@@ -16,8 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,11 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
 from cronhive.api.app import close_app, create_app
-from cronhive.enums import LeaseScope, RunStatus, Trigger
-from cronhive.leases import reservation_holder
-from cronhive.scheduler.dispatcher import Dispatcher
+from cronhive.enums import RunStatus, Trigger
 from cronhive.settings import Settings
-from cronhive.slots import plan_slots
 from cronhive.store import MongoStore
 from cronhive.store.documents import job_from_doc, job_to_doc, run_from_doc, run_to_doc
-from cronhive.worker.keeper import LeaseKeeper
-from cronhive.worker.maintenance import Reaper
-from cronhive.worker.middleware import RunLifecycle
-from tests.worker.conftest import Delivery, FakeClock, RecordingBroker
+from tests.worker.conftest import FakeClock
 
 FIXTURE = json_util.loads((Path(__file__).parents[1] / "fixtures" / "legacy_db.json").read_text(),
                           json_options=json_util.CANONICAL_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC))
