@@ -70,6 +70,9 @@ def _contend(job: Job, fire_ids: list[tuple[str, datetime]], now: datetime,
         run_id, at = waiting.pop(0)
         buffered = run_id
         runs.append(SlotRun(run_id, at, True))
+    if job.queues_slots:  # fire_all under forbid: the rest wait for the lease, oldest first
+        runs += [SlotRun(run_id, at, True) for run_id, at in waiting]
+        return runs, reservation, buffered
     holder = reservation.holder if reservation is not None else job.lease.holder if job.lease is not None else None
     for run_id, at in waiting:
         runs.append(SlotRun(run_id, at, False, ErrorType.OVERLAP, f"the job's lease is held by {holder} "

@@ -197,6 +197,13 @@ class Job:
         return JobStatus.ACTIVE if self.enabled else JobStatus.DISABLED
 
     @property
+    def queues_slots(self) -> bool:
+        """``fire_all`` under ``forbid``: every slot runs, one after another, oldest first —
+        a slot that finds the job's lease held waits for it instead of being skipped
+        (at most `MAX_FIRE_ALL` waiting)."""
+        return self.misfire_policy == MisfirePolicy.FIRE_ALL and self.overlap_policy == OverlapPolicy.FORBID
+
+    @property
     def zone(self) -> str:
         """The time zone its slots are computed in: a stored null is UTC."""
         return self.timezone or DEFAULT_TIMEZONE

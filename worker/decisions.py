@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cronhive.domain import Job, Run, RunError
-from cronhive.enums import ErrorType, LeaseScope, OverlapPolicy, RunStatus
+from cronhive.enums import ErrorType, LeaseScope, OverlapPolicy, RunStatus, Trigger
 from cronhive.leases import Lease
 from cronhive.worker.attempts import bounded_error
 
@@ -191,6 +191,9 @@ def decide_refused(
     if run.attempt > 0:
         return Wait(wait_ms(expires_at, now, lease_s), after_attempt,
                     f"retry waiting for run {holder_run} to release the job's lease")
+    if job is not None and job.queues_slots and run.trigger == Trigger.SCHEDULE:
+        return Wait(wait_ms(expires_at, now, lease_s), after_attempt,
+                    f"fire_all under forbid: waiting for run {holder_run} to release the job's lease")
     if job is not None and job.overlap_policy == OverlapPolicy.BUFFER_ONE and job.buffered_run_id == run.run_id:
         return Wait(wait_ms(expires_at, now, lease_s), after_attempt,
                     f"buffer_one: waiting for run {holder_run} to release the job's lease")

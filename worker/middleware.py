@@ -42,14 +42,15 @@ from dramatiq.middleware import Interrupt, Middleware, SkipMessage
 from cronhive import metrics
 from cronhive.broker import RUN_ACTOR
 from cronhive.clock import Clock
-from cronhive.domain import AttemptEnd, AttemptStart, Job, Run, RunError
-from cronhive.enums import LeaseScope, OverlapPolicy, RunStatus
+from cronhive.domain import MAX_FIRE_ALL, AttemptEnd, AttemptStart, Job, Run, RunError
+from cronhive.enums import ErrorType, LeaseScope, OverlapPolicy, RunStatus, Trigger
 from cronhive.leases import Lease, attempt_holder, reservation_holder
 from cronhive.settings import Settings
 from cronhive.store.protocols import WorkerStore
 from cronhive.worker import decisions
 from cronhive.worker.attempts import (
     Attempt,
+    bounded_error,
     classify,
     current_attempt,
     set_current_attempt,
@@ -69,6 +70,8 @@ log = logging.getLogger("cronhive.worker")
 
 #: Longest retry backoff.
 MAX_BACKOFF_MS = 3_600_000
+#: How often a queued fire_all slot looks again whether the older ones have started.
+SLOT_QUEUE_POLL_MS = 500
 #: Rounds of read–claim–start before a delivery that keeps losing races gives up.
 MAX_START_ROUNDS = 3
 #: Exceptions that end a started attempt as its outcome (anything the handler raises, the
@@ -188,6 +191,9 @@ class RunLifecycle(Middleware):
         if not isinstance(decision, Start):
             return decision, run, job, now
         assert run is not None and job is not None
+        behind = self._behind_older_slots(run, job, now)
+        if behind is not None:
+            return behind, run, job, now
         number = run.attempt + 1
         lease = self._claim(run, job, number, now)
         if lease is None:
@@ -205,6 +211,21 @@ class RunLifecycle(Middleware):
         self.keeper.track(attempt)
         log.info("run started (token %d)", lease.token, extra=attempt.log_extra())
         return attempt, run, job, now
+
+    def _behind_older_slots(self, run: Run, job: Job, now: datetime) -> Decision | None:
+        """``fire_all`` under ``forbid`` runs its slots oldest first: a slot run waits
+        while an older one of the job has not started (one indexed count, only for such
+        jobs); past `MAX_FIRE_ALL` waiting it is skipped."""
+        if not job.queues_slots or run.trigger != Trigger.SCHEDULE or run.attempt > 0 or run.scheduled_for is None:
+            return None
+        older = self.store.older_waiting_slots(job.job_id, run.scheduled_for, MAX_FIRE_ALL)
+        if older == 0:
+            return None
+        if older >= MAX_FIRE_ALL:
+            return Skip(bounded_error(ErrorType.OVERLAP, f"more than {MAX_FIRE_ALL} older slots of this fire_all "
+                                                         "job wait for its lease"))
+        return Wait(max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS, int(self.lease_s * 1000 / 3))), None,
+                    f"fire_all under forbid: {older} older slot(s) of the job run first")
 
     def _attempt(self, run: Run, job: Job, lease: Lease, number: int, now: datetime) -> Attempt:
         return Attempt(

@@ -60,6 +60,14 @@ class RunStore(StoreBase):
         return run_from_doc(doc) if doc is not None else None
 
     @translated
+    def older_waiting_slots(self, job_id: str, before: datetime, limit: int) -> int:
+        """How many (up to ``limit``) of the job's slot runs before ``before`` have not
+        started yet (index "slot_key")."""
+        query = {"job_id": job_id, "trigger": "schedule", "scheduled_for": {"$lt": before},
+                 "status": {"$in": [str(status) for status in NOT_STARTED]}}
+        return self.runs.count_documents(query, limit=limit)
+
+    @translated
     def list_runs(self, job_id: str, page: int, limit: int) -> tuple[list[Run], int]:
         """A job's runs, newest first (index "job_history")."""
         query = {"job_id": job_id}

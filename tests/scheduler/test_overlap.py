@@ -130,3 +130,20 @@ def test_a_plan_without_fired_slots_does_not_touch_the_lease() -> None:
     runs, advance = resolve(job("forbid", held()), plan(fire=(), skipped=(SkippedSlot(SLOTS[0], "x"),)), NOW, 30)
     assert [r.fire for r in runs] == [False]
     assert "lease_term" not in advance.expect and "lease" not in advance.changes
+
+
+def test_fire_all_under_forbid_queues_every_slot_behind_the_first_instead_of_skipping() -> None:
+    """After an outage or a failover a fire_all job's catch-up runs one slot after another:
+    the first reserves the lease, the rest are published to wait for it (issue 10)."""
+    runs, advance = resolve(job("forbid", misfire_policy="fire_all"), plan(), NOW, 30)
+    assert [r.fire for r in runs] == [True, True, True]
+    assert runs[0].lease_token == 8 and runs[1].lease_token is None and runs[2].lease_token is None
+    assert advance.changes["lease"]["holder"] == reservation_holder(slot_run_id("j", SLOTS[0]))
+
+
+def test_fire_all_under_forbid_waits_for_a_lease_another_run_holds() -> None:
+    runs, advance = resolve(job("forbid", held(), misfire_policy="fire_all"), plan(), NOW, 30)
+    assert [r.fire for r in runs] == [True, True, True] and all(r.lease_token is None for r in runs)
+    assert "lease" not in advance.changes
+    skipped, _ = resolve(job("forbid", held()), plan(), NOW, 30)  # fire_once/skip keep skipping
+    assert [r.fire for r in skipped] == [False, False, False]
