@@ -81,7 +81,7 @@ def test_a_run_shows_every_field_with_instants_in_whole_seconds(client: FlaskCli
         "status": "failed", "attempt": 2, "worker": "host-a:4242", "created_at": "2026-03-26T10:00:00Z",
         "queued_at": "2026-03-26T10:00:00Z", "started_at": "2026-03-26T10:00:01Z",
         "finished_at": "2026-03-26T10:00:03Z", "duration_ms": 2250, "lateness_ms": 1250,
-        "error": {"type": "HandlerFailed", "message": "disk full"}, "attempts": [],
+        "error": {"type": "HandlerFailed", "message": "disk full", "traceback": None}, "attempts": [],
     }
     assert client.get(f"{base}/jobs/report/runs").get_json()["data"] == [run]
 
