@@ -101,7 +101,7 @@ def test_a_run_shows_each_attempt_with_its_worker_times_and_outcome(client: Flas
     shown = client.get(f"{base}/runs/{run_id}").get_json()["attempts"]
     assert shown == [
         {"attempt": 1, "worker": "host-a:1", "status": "failed", "started_at": "2026-03-26T10:00:01Z",
-         "finished_at": "2026-03-26T10:00:02Z", "duration_ms": 900, "error": {"type": "RuntimeError", "message": "boom"}},
+         "finished_at": "2026-03-26T10:00:02Z", "duration_ms": 900, "error": {"type": "RuntimeError", "message": "boom", "traceback": None}},
         {"attempt": 2, "worker": "host-b:2", "status": "succeeded", "started_at": "2026-03-26T10:00:20Z",
          "finished_at": "2026-03-26T10:00:21Z", "duration_ms": 1700, "error": None},
     ]
