@@ -20,7 +20,7 @@ JOBS, JOB = f"{CANONICAL}/jobs", f"{CANONICAL}/jobs/{{job_id}}"
 OPERATIONS = {
     ("get", JOBS), ("post", JOBS), ("get", JOB), ("put", JOB), ("delete", JOB), ("post", f"{JOB}/trigger"),
     ("get", f"{JOB}/runs"), ("get", f"{CANONICAL}/runs/{{run_id}}"), ("get", f"{CANONICAL}/handlers"),
-    ("get", f"{CANONICAL}/scheduler"), ("post", f"{CANONICAL}/schedules/preview"),
+    ("get", f"{CANONICAL}/scheduler"), ("get", f"{CANONICAL}/workers"), ("post", f"{CANONICAL}/schedules/preview"),
 }
 WITH_BODY = {("post", JOBS), ("put", JOB), ("post", f"{CANONICAL}/schedules/preview")}
 MUTATING = {("post", JOBS), ("put", JOB), ("delete", JOB), ("post", f"{JOB}/trigger")}

@@ -190,16 +190,28 @@ def test_forbid_records_a_slot_skipped_while_another_run_holds_the_lease(
 
 def test_forbid_reserves_the_free_lease_for_the_run_it_publishes(
         store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
-    job = create_job(store, "free", misfire_policy="fire_all")
+    job = create_job(store, "free", misfire_policy="skip")
     clock.set(job["next_fire_at"] + timedelta(seconds=1, milliseconds=5))
     make_dispatcher(job_lease_s=30).run_pass()
-    first, second = runs_of(store, "free")
+    missed, fired = runs_of(store, "free")  # skip: the missed slot is recorded, the latest runs
     lease = store.jobs.find_one({"_id": "free"})["lease"]
-    assert lease["holder"] == reservation_holder(first["_id"]) and lease["run_id"] == first["_id"]
-    assert lease["token"] == first["lease_token"] == 1
+    assert lease["holder"] == reservation_holder(fired["_id"]) and lease["run_id"] == fired["_id"]
+    assert lease["token"] == fired["lease_token"] == 1
     assert lease["expires_at"] == clock.now() + timedelta(seconds=30)
-    assert (first["status"], second["status"]) == ("queued", "skipped")
-    assert published_ids(messages) == [first["_id"]]
+    assert (missed["status"], fired["status"]) == ("skipped", "queued")
+    assert published_ids(messages) == [fired["_id"]]
+
+
+def test_fire_all_under_forbid_publishes_every_missed_slot_behind_the_reserved_one(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    job = create_job(store, "queue", misfire_policy="fire_all")
+    clock.set(job["next_fire_at"] + timedelta(seconds=1, milliseconds=5))
+    make_dispatcher(job_lease_s=30).run_pass()
+    first, second = runs_of(store, "queue")
+    lease = store.jobs.find_one({"_id": "queue"})["lease"]
+    assert lease["holder"] == reservation_holder(first["_id"]) and lease["token"] == first["lease_token"] == 1
+    assert (first["status"], second["status"]) == ("queued", "queued") and second["lease_token"] is None
+    assert published_ids(messages) == [first["_id"], second["_id"]]  # oldest first; the second waits for the lease
 
 
 def test_buffer_one_publishes_one_waiting_run_and_skips_beyond_it(
