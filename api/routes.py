@@ -60,6 +60,27 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+class JsonRefused(ValueError):
+    """Text that is not a JSON document the API accepts; the message is for the client."""
+
+
+def load_json_text(text: str) -> Any:
+    """``text`` as JSON — no ``NaN``/``Infinity``, finite numbers, integers of at most
+    `MAX_INT_DIGITS` digits — or `JsonRefused` whose message says what is wrong in the
+    client's terms, never a Python exception's text. Shared by the API's bodies and the
+    dashboard's ``args`` field."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int)
+    except json.JSONDecodeError as exc:
+        raise JsonRefused(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except _Refused as exc:
+        raise JsonRefused(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise JsonRefused(f"nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError:
+        raise JsonRefused("not valid JSON") from None
+
+
 def parse_json(raw: bytes) -> Any:
     """The JSON document in ``raw``, or `ApiError` 400 ``malformed_json`` whose message
     says what is wrong in the client's terms: never a Python exception's text (a
@@ -70,15 +91,9 @@ def parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise _malformed(f"The body is not valid {encoding.upper().removesuffix('-SIG')} text (byte {exc.start}).") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int)
-    except json.JSONDecodeError as exc:
-        raise _malformed(f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
-    except _Refused as exc:
-        raise _malformed(f"The body is not valid JSON: {exc}.") from None
-    except RecursionError:
-        raise _malformed(f"The body nests deeper than {MAX_JSON_DEPTH} levels.") from None
-    except ValueError:
-        raise _malformed("The body is not valid JSON.") from None
+        return load_json_text(text)
+    except JsonRefused as exc:
+        raise _malformed(f"The body {'is ' if str(exc).startswith('not') else ''}{exc}.") from None
 
 
 def _malformed(message: str) -> ApiError:

@@ -10,13 +10,13 @@ the API's 422 ``details``, field by field.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
+from cronhive.api.routes import JsonRefused, load_json_text
 from cronhive.domain import DEFAULT_POLICIES, MISFIRE_POLICIES, OVERLAP_POLICIES
 
 TEXT_FIELDS = ("name", "schedule", "timezone", "handler", "misfire_policy", "overlap_policy")
@@ -36,25 +36,14 @@ class JobForm:
         return self.errors.get(name, [])
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is out of range")
-    return value
-
-
 def parse_args(text: str) -> tuple[Any, str | None]:
     """The ``args`` textarea as JSON (blank = ``{}``), or the reason it is not JSON."""
     if not text.strip():
         return {}, None
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite), None
-    except (ValueError, RecursionError) as exc:
-        return None, f"Not valid JSON: {exc}"[:300]
+        return load_json_text(text), None
+    except JsonRefused as exc:
+        return None, f"{str(exc)[0].upper()}{str(exc)[1:]}."[:300]
 
 
 def flatten_errors(messages: Any) -> dict[str, list[str]]:
