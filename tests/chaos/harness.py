@@ -375,6 +375,10 @@ class ApiLoad:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop sending (idempotent); every answer so far is kept."""
         self._stop.set()
         for thread in self._workers:
             thread.join(30)

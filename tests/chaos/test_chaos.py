@@ -65,8 +65,10 @@ def stream_jobs(cluster: ChaosCluster, prefix: str, per_combo: int = 1) -> list[
 
 
 def finish(cluster: ChaosCluster, watched: list[Watched], start: datetime, load: ApiLoad) -> Report:
-    """Stop the schedulers, let the workers drain, audit the slots up to the stop."""
+    """Stop the load and the schedulers, let the workers drain, audit the slots up to the
+    stop (the load first: a trigger it sent meanwhile would hold a fresh lease)."""
     end = utcnow() - timedelta(seconds=1)
+    load.stop()
     cluster.stop_schedulers()
     drained = wait_drained(cluster.store, 60)
     report = audit(cluster.store, cluster.exec_dir, watched, start, end, cluster.faults, load.answers,
