@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pika
 from pymongo import MongoClient
@@ -201,3 +201,25 @@ def delete_queues(url: str, *queues: str) -> None:
             channel.queue_delete(queue=queue)
     finally:
         connection.close()
+
+
+MANAGEMENT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672").rstrip("/") + "/api"
+
+
+def management(method: str, path: str, body: object = None) -> Any:
+    """One call of RabbitMQ's management API (guest/guest): its JSON answer, or None."""
+    import base64
+    import json
+    import urllib.request
+
+    headers = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
+               "Content-Type": "application/json"}
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(MANAGEMENT_URL + path, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=15) as response:
+        text = response.read()
+        return json.loads(text) if text else None
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120, capture_output=True)

@@ -19,9 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
-from base64 import b64encode
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,21 +36,9 @@ from cronhive.store import LEADER_LEASE_ID, MongoStore
 from tests import services
 
 ROOT = Path(__file__).resolve().parents[2]
-MANAGEMENT = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672").rstrip("/") + "/api"
-AUTH = {"Authorization": "Basic " + b64encode(b"guest:guest").decode(), "Content-Type": "application/json"}
 BASE = "/api/v1/cron"
-
-
-def management(method: str, path: str, body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(MANAGEMENT + path, data=data, method=method, headers=AUTH)
-    with urllib.request.urlopen(request, timeout=15) as response:
-        text = response.read()
-        return json.loads(text) if text else None
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120, capture_output=True)
+management = services.management
+rabbitmqctl = services.rabbitmqctl
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -170,8 +169,7 @@ def test_a_sigstopped_leader_resumed_after_a_takeover_publishes_and_writes_nothi
     assert any(event.startswith("stepping down") for event in events)
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120, capture_output=True)
+rabbitmqctl = services.rabbitmqctl
 
 
 def test_rabbitmq_stopped_and_started_loses_no_slot_and_publishes_none_twice(

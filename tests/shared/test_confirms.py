@@ -5,14 +5,10 @@ on a new connection."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.request
 import uuid
-from base64 import b64encode
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import quote
 
 import dramatiq
@@ -23,15 +19,7 @@ from cronhive.confirms import PipelinedPublisher
 from cronhive.settings import Settings
 from tests import services
 
-MANAGEMENT = "http://127.0.0.1:15672/api"
-AUTH = {"Authorization": "Basic " + b64encode(b"guest:guest").decode()}
-
-
-def management(method: str, path: str) -> Any:
-    request = urllib.request.Request(MANAGEMENT + path, method=method, headers=AUTH)
-    with urllib.request.urlopen(request, timeout=10) as response:
-        body = response.read()
-        return json.loads(body) if body else None
+management = services.management
 
 
 def connection_named(name: str) -> str:
