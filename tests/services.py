@@ -11,6 +11,7 @@ fails the session loudly: these tests never skip.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -42,10 +43,30 @@ def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, interval_s
         time.sleep(interval_s)
 
 
+# Ports handed to servers the tests start. They are drawn BELOW the kernel's
+# ephemeral range (ip_local_port_range, 32768-60999 by default): a port the kernel
+# picked for `bind(0)` is released before the server binds it, and meanwhile any
+# outgoing connection (a pymongo pool, a pika channel) may be given the same port
+# ("Address already in use"). Outgoing connections never take ports below that range.
+_PORT_RANGE = (10_000, 25_000)
+_handed_out: set[int] = set()
+_port_random = random.Random()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free now and outside the ephemeral range."""
+    for _ in range(1000):
+        port = _port_random.randrange(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE}")
 
 
 def docker_answers() -> bool:
