@@ -32,12 +32,12 @@ from pymongo import monitoring
 from bench.machine import _cpu_model, _memory
 from cronhive import heartbeats, stats
 from cronhive.api.app import close_app, create_app
+from cronhive.api.ui.views import JOBS_PER_PAGE
 from cronhive.domain import Heartbeat, RunError, new_run
 from cronhive.enums import RunStatus, SchedulerRole, Trigger
 from cronhive.heartbeats import WorkerBeat
-from cronhive.job_search import find_jobs
 from cronhive.settings import Settings
-from cronhive.store import MongoStore
+from cronhive.store import JobPosition, MongoStore
 from cronhive.store.documents import job_from_doc, run_to_doc
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ui_pages.json"
@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         app.testing = True
         client = app.test_client()
         job_id = ids[len(ids) // 2]
+        deep = JobPosition.of(store.get_job(ids[min(len(ids) - 1, 3999)]))
         counter.take()  # the seeding's commands
 
         def page(path: str) -> Callable[[], Any]:
@@ -179,7 +180,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "overview live fragment /ui/live": page("/ui/live"),
             "overview, search ?q=": page("/ui/?q=Backup%2001"),
             "overview, filter handler+status": page("/ui/?handler=sleep&status=active"),
-            "overview, page 200": page("/ui/?page=200"),
+            "overview, deep page (?after=, 4,000 jobs in)": page(f"/ui/?after={deep.token()}"),
+            "overview, page before it (?before=)": page(f"/ui/?before={deep.token()}"),
             "job page /ui/jobs/<id>": page(f"/ui/jobs/{job_id}"),
             "job live fragment": page(f"/ui/jobs/{job_id}/live"),
             "run page /ui/runs/<id>": page(f"/ui/runs/{run_id}"),
@@ -190,7 +192,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results = {name: timed(args.views, call, counter) for name, call in pages.items()}
         clock_now = app.extensions["cronhive"].clock.now
         parts: dict[str, Callable[[], Any]] = {
-            "jobs table (MongoStore.list_jobs, as GET /jobs)": lambda: find_jobs(store, 1, 20),
+            "jobs table (MongoStore.browse_jobs)": lambda: store.browse_jobs(JOBS_PER_PAGE, clock_now()),
+            "GET /jobs' listing (MongoStore.list_jobs)": lambda: store.list_jobs(1, 20),
             "job counts (cronhive.stats.job_counts)": lambda: stats.job_counts(store),
             "runs per hour + lateness (stats.run_activity)": lambda: stats.run_activity(store, clock_now()),
             "next fires (stats.upcoming_fires)": lambda: stats.upcoming_fires(store, clock_now(), timedelta(hours=1), 12),

@@ -5,8 +5,8 @@ command reads through an index over a bounded range (never a collection scan
 whose cost grows with the number of jobs or runs kept):
 
 * `job_counts`: jobs by status (``active`` = ``enabled: true``, the API's
-  ``status`` filter) — the collection's count (or the total the caller already
-  has) plus an indexed count of the disabled jobs (index "enabled"): 1-2 commands.
+  ``status`` filter) — the collection's count plus an indexed count of the
+  disabled jobs (index "by_status"): 2 commands.
 * `run_activity`: runs *finished* per hour over the last 24 hours, by outcome
   (and skipped runs by why: ``overlap``, ``misfire`` = a missed slot, ...), plus
   start lateness p50/p99 of the runs finished in the last hour. A finished run's
@@ -52,7 +52,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def ensure_indexes(store: MongoStore) -> None:
     """The indexes these reads rely on (idempotent)."""
     with translate_errors(store.uri):
-        store.jobs.create_index([("enabled", ASCENDING)], name="enabled")
         store.runs.create_index([("finished_at", ASCENDING)], name="finished")
         store.db[ROLLUPS].create_index([("hour", ASCENDING)], name="expiry", expireAfterSeconds=ROLLUP_TTL_S)
 
@@ -70,13 +69,11 @@ class JobCounts:
         return self.active + self.disabled
 
 
-def job_counts(store: MongoStore, total: int | None = None) -> JobCounts:
-    """Jobs by status. The total is ``total`` when the caller just counted every job (the
-    unfiltered listing does), else the collection's document count (MongoDB keeps it in
-    the collection's metadata); the disabled ones are an indexed count."""
+def job_counts(store: MongoStore) -> JobCounts:
+    """Jobs by status: the collection's document count (MongoDB keeps it in the
+    collection's metadata) and a count of the disabled ones (index "by_status")."""
     with translate_errors(store.uri):
-        if total is None:
-            total = store.jobs.estimated_document_count()
+        total = store.jobs.estimated_document_count()
         disabled = store.jobs.count_documents({"enabled": False})
     return JobCounts(active=max(0, total - disabled), disabled=disabled)
 

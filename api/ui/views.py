@@ -8,8 +8,10 @@ views (`job_view`, `run_view`) and `cronhive.stats`; every action through
 `cronhive.api.actions`, the functions the REST endpoints call.
 
 MongoDB commands per view (whatever the number of jobs and runs; measured by
-``tests/api/test_ui_pages.py``): overview at most 16 (its live fragment at most
-15), job page at most 6, run page 2, job form 0-1 (1 on edit).
+``tests/api/test_ui_pages.py``): overview at most 20 (its live fragment at most
+15; the jobs table is keyset pages read in windows of creation time,
+`cronhive.store.browse`: ~5 reads, at most 24 for the worst spacing of creation
+instants), job page at most 6, run page 2, job form 0-1 (1 on edit).
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ from cronhive.api.ui.security import (
     token_matches,
 )
 from cronhive.domain import JOB_STATUSES, job_view, run_view
+from cronhive.enums import JobStatus
 from cronhive.errors import CronhiveError, DuplicateJob, LeaseHeld, NotFound, Unavailable
-from cronhive.job_search import find_jobs
-from cronhive.store import MongoStore
+from cronhive.store import JobPosition, MongoStore
 
 if TYPE_CHECKING:
     from cronhive.api.app import Services
@@ -229,15 +231,14 @@ def redirect_to(endpoint: str, **values: Any) -> BaseResponse:
 # -- overview ------------------------------------------------------------------------
 
 
-def overview_live_context(now: datetime, total_jobs: int | None = None) -> dict[str, Any]:
-    """The parts of the overview that refresh by themselves (``total_jobs``: the number of
-    jobs, when the caller has just counted them)."""
+def overview_live_context(now: datetime) -> dict[str, Any]:
+    """The parts of the overview that refresh by themselves."""
     ready = store()
     activity = stats.run_activity(ready, now)
     return {
         "leader": ready.scheduler_status(now),
         "workers": [beat.view() for beat in heartbeats.alive(ready, now)],
-        "counts": stats.job_counts(ready, total_jobs),
+        "counts": stats.job_counts(ready),
         "activity": activity,
         "chart": activity_chart(activity),
         "running": [run_view(doc) for doc in ready.running_runs(LIVE_RUNS)],
@@ -265,13 +266,16 @@ def overview() -> str:
     status = status if status in JOB_STATUSES else None
     handler = (request.args.get("handler") or "").strip()[:200] or None
     text = (request.args.get("q") or "").strip()[:200]
-    page = find_jobs(store(), page_arg(), JOBS_PER_PAGE, status=status, handler=handler, text=text)
-    jobs = [job_view(doc, now) for doc in page.docs]
+    page = store().browse_jobs(JOBS_PER_PAGE, now, after=JobPosition.parse(request.args.get("after")),
+                               before=JobPosition.parse(request.args.get("before")),
+                               status=JobStatus(status) if status else None, handler=handler, text=text)
+    jobs = [job_view(doc, now) for doc in page.jobs]
     filters = {"q": text, "status": status or "", "handler": handler or ""}
-    unfiltered = not (status or handler or text)
+    live = overview_live_context(now)
+    filtered = bool(status or handler or text)
     return render_template("overview.html", jobs=jobs, jobs_page=page, filters=filters,
-                           handlers=svc().handlers.names(),
-                           **overview_live_context(now, page.total if unfiltered else None))
+                           jobs_total=None if filtered else live["counts"].total,
+                           handlers=svc().handlers.names(), **live)
 
 
 @ui_bp.get("/live")

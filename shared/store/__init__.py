@@ -34,6 +34,7 @@ from cronhive.enums import Trigger
 from cronhive.errors import StoreUnavailable
 from cronhive.settings import Settings
 from cronhive.store.base import LEASES, SCHEDULERS, Document, translate_errors, translated
+from cronhive.store.browse import JobBrowsing, JobPosition, JobsPage
 from cronhive.store.jobs import JobStore
 from cronhive.store.leases import LeaseStore
 from cronhive.store.protocols import ApiStore, SchedulerStore, WorkerStore
@@ -41,7 +42,7 @@ from cronhive.store.runs import RunStore
 from cronhive.store.scheduling import LEADER_LEASE_ID, SchedulingStore
 
 
-class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore):
+class MongoStore(JobStore, JobBrowsing, RunStore, SchedulingStore, LeaseStore):
     """Access to cronhive's collections. Create with `open`, close with `close`."""
 
     @classmethod
@@ -68,6 +69,11 @@ class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore):
         self.jobs.create_index([("created_at", ASCENDING), ("_id", ASCENDING)], name="created_order")
         self.jobs.create_index([("due_at", ASCENDING)], name="due")
         self.jobs.create_index([("handler", ASCENDING), ("created_at", ASCENDING)], name="by_handler")
+        # the listings' filters, equality first, then the listing order (status counts use the prefix)
+        self.jobs.create_index([("enabled", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
+                               name="by_status")
+        self.jobs.create_index([("enabled", ASCENDING), ("handler", ASCENDING), ("created_at", ASCENDING),
+                                ("_id", ASCENDING)], name="by_status_handler")
         self.runs.create_index([("job_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
                                name="job_history")
         self.runs.create_index(
@@ -94,7 +100,7 @@ class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore):
         return local  # type: ignore[no-any-return]
 
 
-__all__ = ["LEADER_LEASE_ID", "LEASES", "SCHEDULERS", "MongoStore", "PyMongoError", "translate_errors"]
+__all__ = ["LEADER_LEASE_ID", "LEASES", "SCHEDULERS", "JobPosition", "JobsPage", "MongoStore", "PyMongoError", "translate_errors"]
 
 
 if TYPE_CHECKING:  # mypy checks that the store is what each process's interface says it needs

@@ -20,7 +20,8 @@ from cronhive.enums import JobStatus, RunStatus
 from cronhive.errors import Conflict, DuplicateJob, JobNotFound
 from cronhive.leases import Lease
 from cronhive.store import leases
-from cronhive.store.base import Document, StoreBase, translated
+from cronhive.store.base import StoreBase, translated
+from cronhive.store.browse import jobs_filter
 from cronhive.store.documents import job_from_doc, job_to_doc
 
 MAX_GENERATED_ID_ATTEMPTS = 50
@@ -68,11 +69,7 @@ class JobStore(StoreBase):
     def list_jobs(self, page: int, limit: int, *, status: JobStatus | None = None,
                   handler: str | None = None) -> tuple[list[Job], int]:
         """One page in creation order (then id), and the total matching."""
-        query: Document = {}
-        if status is not None:
-            query["enabled"] = status == JobStatus.ACTIVE
-        if handler is not None:
-            query["handler"] = handler
+        query = jobs_filter(status, handler)
         total = self.jobs.count_documents(query)
         cursor = (
             self.jobs.find(query)

@@ -111,7 +111,9 @@ def seed(store: MongoStore, jobs: int, runs_per_job: int) -> list[str]:
 VIEWS = ("/ui/", "/ui/live", "/ui/jobs/{job}", "/ui/jobs/{job}/live", "/ui/runs/{run}", "/ui/jobs/{job}/edit",
          "/ui/jobs/new", "/ui/preview?schedule=0+8+*+*+*")
 #: The most MongoDB commands each view may send (the module docstring of cronhive.api.ui.views).
-BOUNDS = {"/ui/": 16, "/ui/live": 15, "/ui/jobs/{job}": 6, "/ui/jobs/{job}/live": 6, "/ui/runs/{run}": 2,
+# the overview's jobs table reads in windows of creation time (cronhive.store.browse): 5 reads
+# here, at most MAX_WINDOWS for the worst spacing of creation instants
+BOUNDS = {"/ui/": 20, "/ui/live": 15, "/ui/jobs/{job}": 6, "/ui/jobs/{job}/live": 6, "/ui/runs/{run}": 2,
           "/ui/jobs/{job}/edit": 1, "/ui/jobs/new": 0, "/ui/preview?schedule=0+8+*+*+*": 0}
 
 
@@ -250,3 +252,31 @@ def test_stored_strings_are_escaped_in_every_page(client: FlaskClient, store: Mo
         page = client.get(path).get_data(as_text=True)
         assert attack not in page, path
         assert "&lt;script&gt;" in page, path
+
+
+def listed_job_ids(page: str) -> list[str]:
+    return re.findall(r'<td class="wrap"><a href="/ui/jobs/([^"/]+)">', page)
+
+
+def link(page: str, rel: str) -> str | None:
+    found = re.search(rf'<a href="([^"]+)" rel="{rel}">', page)
+    return found.group(1).replace("&amp;", "&") if found else None
+
+
+def test_the_jobs_table_pages_by_position_forwards_and_back(client: FlaskClient, store: MongoStore) -> None:
+    ids = seed(store, 45, 0)
+    first = client.get("/ui/").get_data(as_text=True)
+    assert listed_job_ids(first) == ids[:20] and link(first, "prev") is None
+    assert "45 in all" in first
+    second_url = link(first, "next")
+    assert second_url and "after=" in second_url
+    second = client.get(second_url).get_data(as_text=True)
+    assert listed_job_ids(second) == ids[20:40]
+    third = client.get(link(second, "next") or "").get_data(as_text=True)
+    assert listed_job_ids(third) == ids[40:] and link(third, "next") is None
+    back = client.get(link(third, "prev") or "").get_data(as_text=True)
+    assert listed_job_ids(back) == ids[20:40]
+    assert listed_job_ids(client.get(link(back, "prev") or "").get_data(as_text=True)) == ids[:20]
+    filtered = client.get("/ui/?handler=noop&status=active").get_data(as_text=True)
+    assert "matching jobs" in filtered and "in all" not in filtered.split('class="pager"')[1]
+    assert listed_job_ids(client.get("/ui/?after=garbage").get_data(as_text=True)) == ids[:20]
