@@ -23,7 +23,9 @@ Start-up, in order:
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import sys
 from types import FrameType
 
@@ -68,7 +70,7 @@ def main() -> int:
         return EXIT_CONFIGURATION
     configure_logging(settings.log_level)
     store = MongoStore.open(settings)
-    publisher = RunPublisher.open(settings)
+    publisher = RunPublisher.open(settings, connection_name=f"cronhive-scheduler:{socket.gethostname()}:{os.getpid()}")
     ops: OpsServer | None = None
     try:
         try:

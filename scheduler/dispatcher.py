@@ -27,8 +27,9 @@ One `Dispatcher.run_pass` (leader only) does, in this order:
       term; jobs whose update is identical (a herd on one schedule) share one
       ``UpdateMany``. Jobs whose write did not apply (changed meanwhile) get their drafts
       deleted and are planned again on the next pass;
-   d. publish each committed ``pending`` run, in slot order, with confirms
-      (`cronhive.broker.RunPublisher`), checking leadership before each;
+   d. publish the committed ``pending`` runs in slot order, up to `PUBLISH_CHUNK`
+      in flight at once with pipelined confirms (`cronhive.broker.RunPublisher.publish_runs`),
+      checking leadership before each chunk;
    e. mark the confirmed runs ``queued`` in one ``update_many`` (``queued_at``:
       when the last confirm of the pass came).
 
@@ -66,6 +67,9 @@ BROKER_BACKOFF_MIN_S = 0.5
 BROKER_BACKOFF_MAX_S = 5.0
 #: Look for unpublished runs this often even when nothing failed here.
 BACKLOG_SCAN_S = 30.0
+#: Runs in flight at once when publishing (one confirm-mode channel; leadership is
+#: checked before each chunk).
+PUBLISH_CHUNK = 500
 #: A manual run pending this long is no longer being published by the API.
 MANUAL_PENDING_S = 60.0
 
@@ -110,13 +114,15 @@ class Dispatcher:
     """Creates, commits and publishes slot runs for the leader (see the module docstring)."""
 
     def __init__(self, store: SchedulerStore, publisher: RunPublisher, clock: Clock, guard: Guard, *,
-                 job_lease_s: float, batch: int, metrics: SchedulerMetrics | None = None) -> None:
+                 job_lease_s: float, batch: int, metrics: SchedulerMetrics | None = None,
+                 publish_chunk: int = PUBLISH_CHUNK) -> None:
         self.store = store
         self.publisher = publisher
         self.clock = clock
         self.guard = guard
         self.job_lease_s = job_lease_s
         self.batch = batch
+        self.publish_chunk = max(1, publish_chunk)
         self.metrics = metrics or SchedulerMetrics()
         self.backlog = True  # there may be unpublished runs: look before publishing new ones
         self.unmarked: list[str] = []  # confirmed by RabbitMQ, not yet marked queued
@@ -271,22 +277,20 @@ class Dispatcher:
     # -- publishing --------------------------------------------------------------
 
     def _publish(self, outgoing: list[Outgoing], result: PassResult) -> bool:
-        """Publish in order, stop at the first failure; mark the confirmed ``queued``.
-        Returns whether everything was published."""
+        """Publish in order, `publish_chunk` runs in flight at a time (leadership checked
+        before each chunk), and mark the confirmed ``queued``; stop at the first chunk
+        not wholly confirmed (what was not stays pending: the backlog pass publishes it
+        again, oldest first). Returns whether everything was published."""
         confirmed: list[str] = []
         complete = False
         try:
-            for item in outgoing:
+            for start in range(0, len(outgoing), self.publish_chunk):
+                chunk = outgoing[start:start + self.publish_chunk]
                 self.guard(self.clock.now())
-                self.publisher.publish_run(item.run_id, item.job_id)
-                at = self.clock.now()
-                confirmed.append(item.run_id)
-                self.unmarked_at = at
-                if item.scheduled:
-                    lateness = (at - item.slot).total_seconds() * 1000.0
-                    result.lateness_ms.append(lateness)
-                    self.metrics.published(lateness)
-                log.debug("run published", extra={"job_id": item.job_id, "run_id": item.run_id})
+                published = self.publisher.publish_runs([(item.run_id, item.job_id) for item in chunk])
+                self._note_confirmed(chunk, set(published.confirmed), confirmed, result)
+                if published.failure is not None:
+                    raise published.failure
             complete = True
             self._broker_ok()
         except BrokerUnavailable as exc:
@@ -296,6 +300,22 @@ class Dispatcher:
             self.unmarked += confirmed
         self._retry_marks()
         return complete
+
+    def _note_confirmed(self, chunk: list[Outgoing], acked: set[str], confirmed: list[str],
+                        result: PassResult) -> None:
+        """Collect a chunk's confirmed runs (in order) and their publish lateness."""
+        if not acked:
+            return
+        at = self.clock.now()
+        self.unmarked_at = at
+        for item in chunk:
+            if item.run_id not in acked:
+                continue
+            confirmed.append(item.run_id)
+            if item.scheduled:
+                lateness = (at - item.slot).total_seconds() * 1000.0
+                result.lateness_ms.append(lateness)
+                self.metrics.published(lateness)
 
     def _retry_marks(self) -> None:
         """Mark the confirmed runs ``queued`` (``queued_at``: when the last confirm came)."""

@@ -3,12 +3,15 @@
 Publishers never import handler or worker code: a run is a `dramatiq.Message`
 addressed to the actor name `RUN_ACTOR` on the runs queue, enqueued on a
 `RabbitmqBroker` with publisher confirms, so `publish_run` returns only after
-RabbitMQ confirmed the message (or raises `BrokerUnavailable`).
+RabbitMQ confirmed the message (or raises `BrokerUnavailable`); `publish_runs`
+puts a batch in flight at once and reports which were confirmed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -17,6 +20,7 @@ import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.errors import ConnectionError as DramatiqConnectionError
 
+from cronhive.confirms import PipelinedPublisher
 from cronhive.errors import BrokerUnavailable
 from cronhive.settings import Settings, redact_url
 
@@ -59,23 +63,62 @@ def run_message(queue: str, run_id: str, job_id: str, attempt: int = 0) -> drama
     )
 
 
-class RunPublisher:
-    """Publishes runs with confirms; owns nothing but the broker it was given or made."""
+@dataclass(frozen=True)
+class Published:
+    """What became of a batch of runs: the confirmed ones, and whether any was not."""
 
-    def __init__(self, broker: RabbitmqBroker, queue: str, *, url: str = "", owns_broker: bool = False) -> None:
+    confirmed: list[str]
+    #: The first failure (the runs not confirmed stay pending and are published again).
+    failure: BrokerUnavailable | None = None
+
+
+class RunPublisher:
+    """Publishes runs with confirms — one at a time (`publish_run`, the API's trigger) or
+    a batch in flight at once (`publish_runs`, the scheduler: `cronhive.confirms`) —
+    and owns nothing but the broker it was given or made."""
+
+    def __init__(self, broker: RabbitmqBroker, queue: str, *, url: str = "", owns_broker: bool = False,
+                 connection_name: str = "cronhive-publisher") -> None:
         self.broker = broker
         self.queue = queue
         self.url = url
         self.owns_broker = owns_broker
+        self.connection_name = connection_name
+        self._pipelined: PipelinedPublisher | None = None
 
     @classmethod
-    def open(cls, settings: Settings) -> RunPublisher:
-        return cls(make_broker(settings), settings.runs_queue, url=settings.rabbitmq_url, owns_broker=True)
+    def open(cls, settings: Settings, connection_name: str = "cronhive-publisher") -> RunPublisher:
+        return cls(make_broker(settings), settings.runs_queue, url=settings.rabbitmq_url, owns_broker=True,
+                   connection_name=connection_name)
 
     def publish_run(self, run_id: str, job_id: str) -> None:
         """Publish and wait for RabbitMQ's confirm; `BrokerUnavailable` otherwise."""
         try:
             self.broker.enqueue(run_message(self.queue, run_id, job_id))
+        except (DramatiqConnectionError, pika.exceptions.AMQPError, OSError) as exc:
+            raise BrokerUnavailable(f"RabbitMQ is unreachable at {redact_url(self.url)}: {type(exc).__name__}") from exc
+
+    def publish_runs(self, runs: Sequence[tuple[str, str]], timeout_s: float = 10.0) -> Published:
+        """Publish ``(run_id, job_id)`` pairs in order, all in flight at once on one
+        confirm-mode channel; returns the run ids RabbitMQ confirmed."""
+        if not runs:
+            return Published([])
+        if self._pipelined is None:
+            self._pipelined = PipelinedPublisher(amqp_url(self.url), declare=self._declare,
+                                                 connection_name=self.connection_name)
+        messages = [run_message(self.queue, run_id, job_id) for run_id, job_id in runs]
+        run_of = {message.message_id: run_id for message, (run_id, _) in zip(messages, runs, strict=True)}
+        result = self._pipelined.publish(messages, timeout_s)
+        failure = None
+        if result.unconfirmed:
+            why = result.error or f"{len(result.unconfirmed)} message(s) not confirmed"
+            failure = BrokerUnavailable(f"RabbitMQ is unreachable at {redact_url(self.url)}: {why}")
+        return Published([run_of[message_id] for message_id in result.confirmed], failure)
+
+    def _declare(self, queue: str) -> None:
+        """Declare ``queue`` (and its delay and dead-letter queues) as the workers' broker does."""
+        try:
+            self.broker.declare_queue(queue, ensure=True)
         except (DramatiqConnectionError, pika.exceptions.AMQPError, OSError) as exc:
             raise BrokerUnavailable(f"RabbitMQ is unreachable at {redact_url(self.url)}: {type(exc).__name__}") from exc
 
@@ -87,6 +130,8 @@ class RunPublisher:
             raise BrokerUnavailable(f"RabbitMQ is unreachable at {redact_url(self.url)}: {type(exc).__name__}") from exc
 
     def close(self) -> None:
+        if self._pipelined is not None:
+            self._pipelined.close()
         if self.owns_broker:
             try:
                 self.broker.close()

@@ -242,5 +242,26 @@ def management(method: str, path: str, body: object = None) -> Any:
         return json.loads(text) if text else None
 
 
+def connection_named(name: str) -> str:
+    """RabbitMQ's name of the connection whose client named itself ``name`` (the
+    management API lists a new connection within its stats interval)."""
+
+    def find() -> str | None:
+        for connection in management("GET", "/connections"):
+            if (connection.get("client_properties") or {}).get("connection_name") == name:
+                return str(connection["name"])
+        return None
+
+    return wait_for(find, 30, f"connection {name} in the management API", interval_s=0.5)
+
+
+def close_connection(rabbit_name: str) -> None:
+    """Close a client's connection from the broker's side (as a RabbitMQ restart or a
+    network drop would)."""
+    from urllib.parse import quote
+
+    management("DELETE", "/connections/" + quote(rabbit_name, safe=""))
+
+
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120, capture_output=True)

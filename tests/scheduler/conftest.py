@@ -4,13 +4,13 @@ RabbitMQ, and the run messages read straight from the test's queue."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
-from cronhive.broker import RunPublisher
+from cronhive.broker import Published, RunPublisher
 from cronhive.domain import utcnow
 from cronhive.errors import BrokerUnavailable
 from cronhive.scheduler.dispatcher import Dispatcher
@@ -66,6 +66,12 @@ class FlakyPublisher:
             raise BrokerUnavailable(f"RabbitMQ is unreachable at {self.url}: test")
         self.real.publish_run(run_id, job_id)
 
+    def publish_runs(self, runs: Sequence[tuple[str, str]]) -> Published:
+        self.seen_status.extend((run_id, self.store.get_run(run_id).status) for run_id, _ in runs)
+        if self.down:
+            return Published([], BrokerUnavailable(f"RabbitMQ is unreachable at {self.url}: test"))
+        return self.real.publish_runs(runs)
+
 
 @pytest.fixture
 def clock() -> FakeClock:
@@ -80,8 +86,10 @@ def flaky(publisher: RunPublisher, store: MongoStore) -> FlakyPublisher:
 @pytest.fixture
 def make_dispatcher(store: MongoStore, flaky: FlakyPublisher, clock: FakeClock,
                     settings: Settings) -> Callable[..., Dispatcher]:
-    def make(term: int = 1, *, batch: int = 200, job_lease_s: float = 30.0, publisher: Any = None) -> Dispatcher:
-        dispatcher = Dispatcher(store, publisher or flaky, clock, Term(term), job_lease_s=job_lease_s, batch=batch)
+    def make(term: int = 1, *, batch: int = 200, job_lease_s: float = 30.0, publisher: Any = None,
+             publish_chunk: int = 500) -> Dispatcher:
+        dispatcher = Dispatcher(store, publisher or flaky, clock, Term(term), job_lease_s=job_lease_s, batch=batch,
+                                publish_chunk=publish_chunk)
         return dispatcher
 
     return make

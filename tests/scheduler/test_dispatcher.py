@@ -4,24 +4,28 @@ confirm, unpublished runs re-published in order, and the overlap policies."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
-from cronhive.broker import RUN_ACTOR
+from cronhive.broker import RUN_ACTOR, Published, RunPublisher
 from cronhive.domain import new_run
 from cronhive.enums import Trigger
 from cronhive.leases import reservation_holder
 from cronhive.scheduler.dispatcher import MANUAL_PENDING_S, Dispatcher
 from cronhive.scheduler.leadership import LeadershipLost
+from cronhive.settings import Settings
 from cronhive.slots import slot_run_id
 from cronhive.store import MongoStore
 from cronhive.store.documents import job_from_doc, run_to_doc
-from tests.scheduler.conftest import FakeClock, FlakyPublisher, create_job
+from tests import services
+from tests.scheduler.conftest import FakeClock, FlakyPublisher, Term, create_job
 
 Messages = Callable[[], list[dict[str, Any]]]
 
@@ -289,15 +293,16 @@ def test_a_job_whose_schedule_can_no_longer_be_computed_is_disabled_and_the_rest
 def test_a_lost_leadership_stops_publishing_at_once(
         store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
     jobs = [create_job(store, f"fenced_{i}", overlap_policy="allow") for i in range(5)]
-    dispatcher = make_dispatcher()
+    dispatcher = make_dispatcher(publish_chunk=1)
     guard = dispatcher.guard
-    real_publish = dispatcher.publisher.publish_run
+    real_publish = dispatcher.publisher.publish_runs
 
-    def publish_then_lose(run_id: str, job_id: str) -> None:
-        real_publish(run_id, job_id)
-        guard.valid = False  # the local deadline passes after the first publish
+    def publish_then_lose(runs: Sequence[tuple[str, str]]) -> Published:
+        published = real_publish(runs)
+        guard.valid = False  # the local deadline passes after the first chunk
+        return published
 
-    dispatcher.publisher.publish_run = publish_then_lose
+    dispatcher.publisher.publish_runs = publish_then_lose
     clock.set(jobs[0]["next_fire_at"] + timedelta(milliseconds=5))
     with pytest.raises(LeadershipLost):
         dispatcher.run_pass()
@@ -357,3 +362,50 @@ def test_runs_committed_by_a_pass_that_lost_mongodb_are_published_by_the_next(
     assert dispatcher.run_pass().published == 1  # found by the backlog pass: committed, never published
     (run,) = runs_of(store, "lost_reply")
     assert run["status"] == "queued" and published_ids(messages) == [run["_id"]]
+
+
+def test_a_connection_dropped_with_confirms_in_flight_loses_no_run_and_repeats_only_the_unconfirmed(
+        store: MongoStore, settings: Settings, clock: FakeClock, messages: Messages) -> None:
+    """1,000 slot runs published 200 in flight at a time; RabbitMQ drops the publisher's
+    connection while the first chunk's confirms are in flight. Every slot keeps one run; the confirmed are
+    marked queued, the rest stay pending and the next passes publish them (oldest
+    first); only messages in flight at the drop can be on the queue twice."""
+    publisher = RunPublisher.open(settings, connection_name=f"cronhive-test-{uuid.uuid4().hex[:8]}")
+    try:
+        assert publisher.publish_runs([("run_warm_up", "none")]).failure is None  # connected
+        rabbit_name = services.connection_named(publisher.connection_name)
+        messages()
+        jobs = [create_job(store, f"herd_{number:04d}", overlap_policy="allow") for number in range(1000)]
+        pipelined = publisher._pipelined
+        assert pipelined is not None
+        send = pipelined._send
+        drops: list[int] = []
+
+        def send_then_drop(batch: Any) -> None:
+            send(batch)  # in the I/O thread: the chunk is in flight, no confirm read yet
+            if not drops:
+                drops.append(len(batch.messages))
+                services.close_connection(rabbit_name)  # the broker drops us before we read a confirm
+
+        pipelined._send = send_then_drop  # type: ignore[method-assign]
+        dispatcher = Dispatcher(store, publisher, clock, Term(1), job_lease_s=30.0, batch=1200, publish_chunk=200)
+        clock.set(max(job["next_fire_at"] for job in jobs) + timedelta(milliseconds=5))
+        first = dispatcher.run_pass()
+        assert first.fired == 1000 and first.published < 1000, "the drop cut the first pass short"
+        queued_then = store.runs.count_documents({"status": "queued"})
+        assert queued_then == first.published
+        for _ in range(40):
+            if store.runs.count_documents({"status": "pending"}) == 0:
+                break
+            time.sleep(0.6)  # the broker backoff (real time)
+            dispatcher.run_pass()
+        runs = list(store.runs.find())
+        assert len(runs) == 1000 and {run["job_id"] for run in runs} == {job["_id"] for job in jobs}
+        assert Counter(run["status"] for run in runs) == Counter({"queued": 1000})
+        published = Counter(published_ids(messages))
+        assert set(published) == {run["_id"] for run in runs}  # nothing lost
+        repeated = [run_id for run_id, count in published.items() if count > 1]
+        assert all(count == 2 for count in published.values() if count > 1)
+        assert len(repeated) <= 1000 - queued_then  # only what was not confirmed before the drop
+    finally:
+        publisher.close()

@@ -9,7 +9,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from urllib.parse import quote
 
 import dramatiq
 import pytest
@@ -19,24 +18,8 @@ from cronhive.confirms import PipelinedPublisher
 from cronhive.settings import Settings
 from tests import services
 
-management = services.management
-
-
-def connection_named(name: str) -> str:
-    """RabbitMQ's name of the connection whose client named itself ``name`` (the
-    management API lists a new connection within its stats interval)."""
-
-    def find() -> str | None:
-        for connection in management("GET", "/connections"):
-            if (connection.get("client_properties") or {}).get("connection_name") == name:
-                return str(connection["name"])
-        return None
-
-    return services.wait_for(find, 30, f"connection {name} in the management API", interval_s=0.5)
-
-
-def close_connection(rabbit_name: str) -> None:
-    management("DELETE", "/connections/" + quote(rabbit_name, safe=""))
+connection_named = services.connection_named
+close_connection = services.close_connection
 
 
 @pytest.fixture
