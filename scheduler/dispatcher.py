@@ -110,6 +110,25 @@ class _Batch:
     missed: dict[str, int] = field(default_factory=dict)
 
 
+#: Job ids named by the one line that logs a pass's skipped slots.
+SKIPPED_JOBS_LOGGED = 5
+
+
+def log_skipped(skipped: dict[str, list[str]], term: int) -> None:
+    """One line for every slot a pass recorded ``skipped`` (each run says why): the
+    count by reason and the first few jobs — not a line per slot, which an overloaded
+    cluster would write thousands of times a minute."""
+    total = sum(len(jobs) for jobs in skipped.values())
+    reasons = ", ".join(f"{why} {len(jobs)}" for why, jobs in sorted(skipped.items()))
+    jobs = list(dict.fromkeys(job for ids in skipped.values() for job in ids))
+    named = ", ".join(jobs[:SKIPPED_JOBS_LOGGED]) + (f" and {len(jobs) - SKIPPED_JOBS_LOGGED} more"
+                                                      if len(jobs) > SKIPPED_JOBS_LOGGED else "")
+    log.info("%d slot(s) recorded skipped (%s) of job(s) %s", total, reasons, named,
+             extra={"term": term, "job_ids": jobs[:SKIPPED_JOBS_LOGGED],
+                    "counts": {why: len(ids) for why, ids in skipped.items()},
+                    "job_id": jobs[0] if len(jobs) == 1 else None})
+
+
 class Dispatcher:
     """Creates, commits and publishes slot runs for the leader (see the module docstring)."""
 
@@ -229,6 +248,7 @@ class Dispatcher:
                   result: PassResult) -> list[Outgoing]:
         """The committed runs to publish, in slot order; counts and logs the rest."""
         outgoing: list[Outgoing] = []
+        skipped: dict[str, list[str]] = {}
         for job_id, runs in batch.runs_by_job.items():  # due order, then slot order (stable sort below)
             if job_id not in applied:
                 continue
@@ -240,9 +260,11 @@ class Dispatcher:
                     result.fired += 1
                 elif not run.fire:
                     result.skipped += 1
-                    self.metrics.skipped(run.skip_type or ErrorType.MISFIRE)
-                    log.info("slot skipped (%s): %s", run.skip_type, run.message,
-                             extra={"job_id": job_id, "run_id": run.run_id, "term": term})
+                    why = run.skip_type or ErrorType.MISFIRE
+                    self.metrics.skipped(why)
+                    skipped.setdefault(why, []).append(job_id)
+        if skipped:
+            log_skipped(skipped, term)
         outgoing.sort(key=lambda item: item.slot)
         return outgoing
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-CONTEXT_FIELDS = ("job_id", "run_id", "term", "worker", "holder", "attempt", "url")
+CONTEXT_FIELDS = ("job_id", "run_id", "term", "worker", "holder", "attempt", "url", "job_ids", "counts")
 
 #: The actor name of run messages (`cronhive.broker.RUN_ACTOR`; not imported, to keep
 #: this module free of the broker's dependencies).

@@ -18,7 +18,7 @@ from cronhive.broker import RUN_ACTOR, Published, RunPublisher
 from cronhive.domain import new_run
 from cronhive.enums import Trigger
 from cronhive.leases import reservation_holder
-from cronhive.scheduler.dispatcher import MANUAL_PENDING_S, Dispatcher
+from cronhive.scheduler.dispatcher import MANUAL_PENDING_S, Dispatcher, log_skipped
 from cronhive.scheduler.leadership import LeadershipLost
 from cronhive.settings import Settings
 from cronhive.slots import slot_run_id
@@ -409,3 +409,14 @@ def test_a_connection_dropped_with_confirms_in_flight_loses_no_run_and_repeats_o
         assert len(repeated) <= 1000 - queued_then  # only what was not confirmed before the drop
     finally:
         publisher.close()
+
+
+def test_a_pass_logs_its_skipped_slots_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    skipped = {"overlap": [f"job_{number}" for number in range(300)], "misfire": ["job_1", "late"]}
+    with caplog.at_level("INFO", logger="cronhive.scheduler.dispatch"):
+        log_skipped(skipped, 7)
+    [record] = caplog.records
+    assert record.getMessage() == ("302 slot(s) recorded skipped (misfire 2, overlap 300) of job(s) "
+                                   "job_0, job_1, job_2, job_3, job_4 and 296 more")
+    assert record.counts == {"overlap": 300, "misfire": 2} and record.term == 7  # type: ignore[attr-defined]
+    assert record.job_ids == ["job_0", "job_1", "job_2", "job_3", "job_4"]  # type: ignore[attr-defined]
