@@ -188,6 +188,14 @@ class HerdSystem(ABC):
         """Anything the system reported that belongs in its result, read after its processes stopped."""
         return {}
 
+    def before_slot(self, plan: HerdPlan) -> None:
+        """Called once every process is ready, before the slot (to start counting)."""
+        return None
+
+    def after_herd(self, plan: HerdPlan) -> None:
+        """Called after the herd was observed, while the processes still run."""
+        return None
+
 
 def run_herd(system: HerdSystem) -> dict[str, Any]:
     """Plan a slot, start the system, wait for readiness and the herd; always stop and clean up."""
@@ -198,7 +206,9 @@ def run_herd(system: HerdSystem) -> dict[str, Any]:
         with ProcessGroup() as group:
             checks = system.start(group, plan, env, directory)
             ready_before_slot_s = wait_ready(checks, plan)
+            system.before_slot(plan)
             result = observe(plan, directory / "records", group)
+            system.after_herd(plan)
     finally:
         system.cleanup()
     result.update(system.extra(directory))

@@ -19,6 +19,23 @@ def ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     return table
 
 
+def ceiling_fractions(results: dict[str, Any]) -> dict[str, Any]:
+    """cronhive's runs per second — the herd's (N ÷ time until all started) and the scale
+    window's (fires/s) — and each as a fraction of the store's insert and update rates."""
+    ceiling = results.get("store_ceiling") or {}
+    herd = results.get("herd") or {}
+    scale = results.get("scale") or {}
+    herd_rate = (herd["n"] / herd["all_started_s"]) if herd.get("all_started_s") and herd.get("n") else None
+    scale_rate = scale.get("fires_per_s")
+    out: dict[str, Any] = {"herd_runs_per_s": round(herd_rate, 1) if herd_rate else None,
+                           "scale_runs_per_s": scale_rate}
+    for name, value in (("herd", herd_rate), ("scale", scale_rate)):
+        for key in ("insert_docs_per_s", "update_docs_per_s"):
+            out[f"{name}_fraction_of_{key.split('_')[0]}"] = (
+                round(value / ceiling[key], 4) if value and ceiling.get(key) else None)
+    return out
+
+
 def _lateness(section: dict[str, Any], key: str) -> float | None:
     return (section.get("start_lateness_ms") or {}).get(key)
 
@@ -45,7 +62,10 @@ def render(results: dict[str, Any]) -> str:
     for name, row in (results.get("ratios") or {}).items():
         lines.append(f"{name:<14}" + "".join(f"{_fmt(row[f'start_lateness_{key}'], 3):>10}" for key in LATENESS_KEYS)
                      + f"{_fmt(row['all_started'], 3):>15}")
-    for section in ("scale", "failover"):
+    herd = results.get("herd") or {}
+    lines += ["", f"herd: MongoDB commands per run {herd.get('mongo_ops_per_run')}, documents written per run "
+              f"{herd.get('mongo_docs_written_per_run')}"]
+    for section in ("store_ceiling", "scale", "failover"):
         lines += ["", f"{section}: " + _flat(_headline(section, results.get(section) or {}))]
     lines += ["", *render_api(results.get("api") or {})]
     lines += ["", f"machine: {results['machine'].get('cores')} cores, {results['machine'].get('memory')}, "
@@ -80,9 +100,12 @@ def _fmt(value: float | None, digits: int) -> str:
 
 #: what the table prints of the scale and failover sections (the JSON has every detail)
 HEADLINE_KEYS = {
+    "store_ceiling": ("insert_docs_per_s", "update_docs_per_s", "bulk_update_docs_per_s", "find_one_per_s",
+                      "herd_runs_per_s", "herd_fraction_of_insert", "scale_runs_per_s", "scale_fraction_of_insert"),
     "scale": ("jobs", "window_s", "offered_per_s", "fires_per_s", "lateness_p99_ms", "publish_lateness_p99_ms",
-              "mongo_ops_per_run", "publishes_per_run", "scheduler_cpu_s_per_1k_fires", "scheduler_rss_mb"),
-    "failover": ("kills", "takeover_s", "lost", "doubled", "expected_slots", "not_executed"),
+              "mongo_ops_per_run", "mongo_docs_written_per_run", "publishes_per_run", "scheduler_cpu_s_per_1k_fires",
+              "scheduler_rss_mb"),
+    "failover": ("kills", "takeover_s", "lost", "doubled", "executed_ratio", "expected_slots", "not_executed"),
 }
 NOTE_KEYS = ("pending", "error", "skipped")
 

@@ -30,6 +30,7 @@ log = logging.getLogger("bench")
 
 #: cronhive's scenarios, in run order: section -> module exposing run(profile, services)
 CRONHIVE_SCENARIOS = {
+    "store_ceiling": "bench.scenarios.store_ceiling",
     "herd": "bench.scenarios.cronhive_herd",
     "scale": "bench.scenarios.cronhive_scale",
     "failover": "bench.scenarios.cronhive_failover",
@@ -41,7 +42,7 @@ PEERS = {
     "periodiq": "bench.peers.periodiq_peer",
     "apscheduler3": "bench.peers.apscheduler3",
 }
-SECTIONS = ("herd", "peers", "scale", "failover", "api")
+SECTIONS = ("store_ceiling", "herd", "peers", "scale", "failover", "api")
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "latest.json"
 WORKDIR = BENCH_DIR / "work"
 
@@ -122,10 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("interrupted: every process the bench started is stopped, its queues deleted; no results written")
         raise
     output["ratios"] = report.ratios(output)
+    output["store_ceiling"] = {**output["store_ceiling"], **report.ceiling_fractions(output)}
     output["duration_s"] = round(time.monotonic() - began, 1)
     output = {key: output[key] for key in
-              ("herd", "scale", "failover", "api", "peers", "ratios", "machine", "profile", "started_at",
-               "duration_s")}
+              ("store_ceiling", "herd", "scale", "failover", "api", "peers", "ratios", "machine", "profile",
+               "started_at", "duration_s")}
     results.write_json(output, args.output)
     print(report.render(output))
     print(f"\nresults: {args.output}   logs: {workdir}")

@@ -23,6 +23,8 @@ the document ``GET /api/v1/cron/scheduler`` reads), start a replacement at once
 - ``doubled``: slots with more than one run (the unique ``slot_key`` index should
   make this 0 by construction) or more than one handler execution.
 
+- ``executed_ratio``: slots whose handler started ÷ slots expected (target ≥ 0.99).
+
 Also reported: ``not_executed`` (slots whose handler never started by the end:
 ``skipped`` by overlap, or still queued), ``run_statuses``, ``late_catch_up_s``
 (the latest start against its slot).
@@ -99,6 +101,8 @@ def run(profile: Profile, services: Services) -> dict[str, Any]:
         "takeover_s": {"median": round(statistics.median(takeovers), 2), "max": round(max(takeovers), 2)},
         "lost": counted["lost"],
         "doubled": counted["doubled"],
+        "executed_ratio": (round((counted["expected"] - counted["not_executed"]) / counted["expected"], 4)
+                           if counted["expected"] else None),
         "takeovers_s": [round(value, 2) for value in takeovers],
         "expected_slots": counted["expected"],
         "undispatched": counted["undispatched"],

@@ -9,6 +9,11 @@ writes (into a database of the run's own), then cronhive runs as deployed: two
 ``python -m cronhive.worker --processes 2 --threads 8``, every setting at the product's
 default (overlap ``forbid``, ``SCHEDULER_BATCH`` 200, ``LOG_LEVEL`` INFO).
 
+``mongo_ops_per_run`` (and ``mongo_docs_written_per_run``): the MongoDB commands
+(documents written) of every cronhive process — both schedulers, every worker
+process — from half a second before the slot until every run of the slot has its
+outcome, ÷ the slot's runs (`bench.probe` in every process).
+
 Besides what `bench.herd.run_herd` measures (handler start − slot),
 ``publish_lateness_ms`` is, per run, the instant RabbitMQ confirmed its publish
 − its slot. The schedulers run with `bench.probe` (``bench/shim``), which notes
@@ -21,6 +26,8 @@ them ``queued`` — ``queued_at_missing``.) Read before the database is dropped.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,10 @@ from bench.services import Services
 from bench.stats import empty_summary, summary_ms
 
 SCHEDULERS = 2
+#: the MongoDB commands of the herd are counted from this long before the slot
+COUNT_BEFORE_SLOT_S = 0.5
+#: at most this long after the herd started for its runs' outcomes
+OUTCOMES_WAIT_S = 30.0
 
 
 class CronhiveHerd(HerdSystem):
@@ -43,6 +54,8 @@ class CronhiveHerd(HerdSystem):
         self.cluster = CronhiveCluster(services, "herd", tag=self.tag, dirname=self.name)
         self.plan: HerdPlan | None = None
         self.measured: dict[str, Any] = {}
+        self.window: probe.ProbeWindow | None = None
+        self.opener: threading.Timer | None = None
 
     def setup(self) -> str:
         return (f"{SCHEDULERS} × python -m cronhive.scheduler (leader + standby) + python -m cronhive.worker --processes "
@@ -55,13 +68,41 @@ class CronhiveHerd(HerdSystem):
                                 "schedule": plan.cron, "handler": "bench_record"} for name in plan.job_names())
         scheduler_env = self.cluster.env(probe=True)  # records each publish's confirm instant
         schedulers = [self.cluster.start_scheduler(group, scheduler_env) for _ in range(SCHEDULERS)]
-        workers = self.cluster.start_workers(group, self.cluster.env(), self.profile.worker_processes,
+        workers = self.cluster.start_workers(group, self.cluster.env(probe=True), self.profile.worker_processes,
                                              self.profile.worker_threads)
         return self.cluster.ready_checks(schedulers, workers, self.profile.worker_processes)
 
+    def before_slot(self, plan: HerdPlan) -> None:
+        self.window = probe.ProbeWindow(self.cluster.probe_dir)
+        self.opener = threading.Timer(max(0.0, plan.slot - COUNT_BEFORE_SLOT_S - time.time()), self.window.open)
+        self.opener.start()
+
+    def after_herd(self, plan: HerdPlan) -> None:
+        """Wait until the slot's runs all have their outcome, then close the count."""
+        if self.window is None or self.opener is None:
+            return
+        self.opener.join()
+        deadline = time.time() + OUTCOMES_WAIT_S
+        client = self.cluster.client()
+        try:
+            runs = client[self.cluster.database]["runs"]
+            while time.time() < deadline and runs.count_documents(
+                    {"status": {"$in": ["pending", "queued", "running"]}}) > 0:
+                time.sleep(0.2)
+            finished = runs.count_documents({"trigger": "schedule", "status": {"$nin": ["pending", "queued", "running"]}})
+        finally:
+            client.close()
+        time.sleep(probe.DUMP_S + 0.2)  # the probes' dumps that cover the last outcome
+        self.window.close()
+        commands = sum(sum(counted.values()) for counted, _ in self.window.deltas().values())
+        written = sum(self.window.docs_written().values())
+        self.measured["mongo_ops_per_run"] = round(commands / finished, 2) if finished else None
+        self.measured["mongo_docs_written_per_run"] = round(written / finished, 2) if finished else None
+        self.measured["mongo_ops_runs_counted"] = finished
+
     def cleanup(self) -> None:
         try:
-            self.measured = self.publish_lateness()
+            self.measured.update(self.publish_lateness())
         finally:
             self.cluster.cleanup()
 
@@ -94,6 +135,6 @@ class CronhiveHerd(HerdSystem):
 def run(profile: Profile, services: Services) -> dict[str, Any]:
     result = run_herd(CronhiveHerd(profile, services))
     result.setdefault("publish_lateness_ms", empty_summary())
-    ordered = {key: result.pop(key) for key in ("n", "publish_lateness_ms", "start_lateness_ms", "all_started_s")
-               if key in result}
+    ordered = {key: result.pop(key) for key in ("n", "publish_lateness_ms", "start_lateness_ms", "all_started_s",
+                                                "mongo_ops_per_run") if key in result}
     return {**ordered, **result}

@@ -24,6 +24,8 @@ After a warm-up, one window of ``profile.scale_duration_s`` is measured (slots
   handler executions in the window (``executed_per_s``) — each side per run it
   handled, so a lagging side is not flattered (``mongo_ops_per_run_by_side``,
   ``mongo_ops_by_command``: per side and command name);
+- ``mongo_docs_written_per_run``: documents the processes' write commands wrote
+  (from the replies), per run the same way (``…_by_side``);
 - ``publishes_per_run``: AMQP publishes (confirmed inside the window, from the
   probe's per-publish records), counted the same way;
 - ``scheduler_cpu_s_per_1k_fires``: utime + stime of the scheduler processes
@@ -85,31 +87,6 @@ def expected_slots(jobs: int, t0: int, t1: int) -> int:
     return sum(per_second[second % 60] for second in range(t0, t1))
 
 
-class ProbeWindow:
-    """The probe counters of every process at the window's start and end."""
-
-    def __init__(self, cluster: CronhiveCluster) -> None:
-        self.cluster = cluster
-        self.start: dict[int, dict[str, Any]] = {}
-        self.end: dict[int, dict[str, Any]] = {}
-
-    def open(self) -> None:
-        self.start = probe.read_all(self.cluster.probe_dir)
-
-    def close(self) -> None:
-        self.end = probe.read_all(self.cluster.probe_dir)
-
-    def deltas(self) -> dict[int, tuple[Counter[str], int]]:
-        """pid -> (commands by name, publishes) during the window."""
-        result = {}
-        for pid, last in self.end.items():
-            first = self.start.get(pid, {"commands": {}, "publishes": 0})
-            commands = Counter(last["commands"])
-            commands.subtract(first["commands"])
-            result[pid] = (+commands, last["publishes"] - first["publishes"])
-        return result
-
-
 def run(profile: Profile, services: Services) -> dict[str, Any]:
     cluster = CronhiveCluster(services, "scale")
     jobs = profile.scale_jobs
@@ -136,7 +113,7 @@ def measure_window(cluster: CronhiveCluster, group: ProcessGroup, profile: Profi
     """Warm up, then the window: counters, the schedulers' CPU and peak RSS at both ends."""
     t0 = math.ceil(time.time() + WARMUP_S)
     t1 = t0 + int(profile.scale_duration_s)
-    window = ProbeWindow(cluster)
+    window = probe.ProbeWindow(cluster.probe_dir)
     time.sleep(max(0.0, t0 - time.time()))
     leader = current_leader(cluster)
     pids = [process.pid for process in cluster.schedulers]
@@ -200,13 +177,16 @@ def analyse(cluster: CronhiveCluster, jobs: int, measured: dict[str, Any]) -> di
     by_command: dict[str, Counter[str]] = {"schedulers": Counter(), "workers": Counter()}
     for pid, (commands, _) in measured["window"].deltas().items():
         by_command["schedulers" if pid in schedulers else "workers"].update(commands)
+    written = {"schedulers": 0, "workers": 0}
+    for pid, docs in measured["window"].docs_written().items():
+        written["schedulers" if pid in schedulers else "workers"] += docs
     publishes = {"schedulers": 0, "workers": 0}
     for pid, count in probe.publishes_between(cluster.probe_dir, t0, t1).items():
         publishes["schedulers" if pid in schedulers else "workers"] += count
     return {
         "duration": duration, "fires": fires, "executed": executed, "expected": expected,
         "published_in_window": published, "not_started": not_started, "start_late": start_late,
-        "publish_late": publish_late, "by_command": by_command, "publishes": publishes,
+        "publish_late": publish_late, "by_command": by_command, "publishes": publishes, "written": written,
     }
 
 
@@ -252,6 +232,7 @@ def result_section(profile: Profile, measured: dict[str, Any]) -> dict[str, Any]
     by_command = measured["by_command"]
     ops = per_run({side: sum(counts.values()) for side, counts in by_command.items()}, fires, executed)
     publishes = per_run(measured["publishes"], fires, executed)
+    written = per_run(measured["written"], fires, executed)
     start_late = sorted(measured["start_late"])
     publish_late = sorted(measured["publish_late"])
     cpu = measured["cpu_s"]
@@ -260,6 +241,7 @@ def result_section(profile: Profile, measured: dict[str, Any]) -> dict[str, Any]
         "fires_per_s": round(fires / duration, 1),
         "lateness_p99_ms": round(percentile(start_late, 99), 1) if start_late else None,
         "mongo_ops_per_run": _round(ops["total"], 2),
+        "mongo_docs_written_per_run": _round(written["total"], 2),
         "publishes_per_run": _round(publishes["total"], 3),
         "scheduler_cpu_s_per_1k_fires": round(cpu / fires * 1000, 3) if fires and cpu is not None else None,
         "scheduler_rss_mb": round(measured["rss_kb"] / 1024, 1) if measured["rss_kb"] else None,
@@ -270,6 +252,8 @@ def result_section(profile: Profile, measured: dict[str, Any]) -> dict[str, Any]
         "publish_lateness_p99_ms": round(percentile(publish_late, 99), 1) if publish_late else None,
         "expected_slots": measured["expected"],
         "not_started": measured["not_started"],
+        "mongo_docs_written_per_run_by_side": {"schedulers": _round(written["schedulers"], 3),
+                                               "workers": _round(written["workers"], 3)},
         "mongo_ops_per_run_by_side": {"schedulers": _round(ops["schedulers"], 3), "workers": _round(ops["workers"], 3)},
         "mongo_ops_by_command": {
             side: {name: round(count / (fires if side == "schedulers" else executed), 3)
