@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from cronhive.errors import ConfigurationError
 from cronhive.metrics import prepare_multiprocess_dir
-from cronhive.settings import VARIABLES, Settings
+from cronhive.settings import Settings, environment_help
 
 HELP_VARIABLES = ("API_HOST", "API_PORT", "API_WORKERS", "API_TOKEN", "MONGODB_URI", "MONGODB_DB",
                   "MONGODB_TIMEOUT_MS", "RABBITMQ_URL", "RUNS_QUEUE", "HANDLER_MODULES", "LOG_LEVEL")
@@ -43,10 +43,7 @@ def wants_help(args: Sequence[str]) -> bool:
 
 
 def help_text() -> str:
-    width = max(len(name) for name in HELP_VARIABLES)
-    lines = [f"  {name.ljust(width)}  {VARIABLES[name][2].replace('`', '')} [{VARIABLES[name][1]}]"
-             for name in HELP_VARIABLES]
-    return HELP + "\nenvironment (default in brackets):\n" + "\n".join(lines) + "\n"
+    return HELP + "\n" + environment_help(HELP_VARIABLES)
 
 
 def gunicorn_argv(settings: Settings, extra: Sequence[str]) -> list[str]:

@@ -27,6 +27,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from types import FrameType
 
 from cronhive.broker import RunPublisher
@@ -36,13 +37,41 @@ from cronhive.leases import process_holder
 from cronhive.logs import configure_logging
 from cronhive.ops_server import OpsServer, readiness_checks
 from cronhive.scheduler.loop import SchedulerLoop
-from cronhive.settings import Settings, redact_url
+from cronhive.settings import Settings, environment_help, redact_url
 from cronhive.store import MongoStore
 
 log = logging.getLogger("cronhive.scheduler")
 
 EXIT_UNAVAILABLE = 1
 EXIT_CONFIGURATION = 2
+
+HELP_VARIABLES = ("MONGODB_URI", "MONGODB_DB", "MONGODB_TIMEOUT_MS", "RABBITMQ_URL", "RUNS_QUEUE",
+                  "LEADER_LEASE_S", "JOB_LEASE_S", "SCHEDULER_BATCH", "SCHEDULER_MAX_SLEEP_MS", "LOG_LEVEL",
+                  "METRICS_HOST", "METRICS_PORT")
+
+HELP = """usage: cronhive scheduler
+
+A scheduler process: it competes for the leader lease in MongoDB; the leader
+plans each due slot of every enabled job as one run record and publishes it on
+the runs queue, the others stand by and take over within a lease when the
+leader stops. Run two or more. SIGTERM or SIGINT stops it (the leader hands the
+lease over at once). It takes no arguments.
+
+options:
+  -h, --help  show this help and exit
+"""
+
+
+def refuse_arguments(args: Sequence[str]) -> int | None:
+    """``--help`` → the help (exit 0); any other argument → refused (exit 2); none → None
+    (start). Nothing is started or read before this answers."""
+    if not args:
+        return None
+    if any(arg in ("-h", "--help") for arg in args):
+        print(HELP + "\n" + environment_help(HELP_VARIABLES), end="")
+        return 0
+    print(f"cronhive scheduler: takes no arguments, got {' '.join(args)!r}\n\n{HELP}", file=sys.stderr, end="")
+    return EXIT_CONFIGURATION
 
 
 def check_services(settings: Settings, store: MongoStore, publisher: RunPublisher) -> None:
@@ -62,7 +91,10 @@ def start_ops_server(settings: Settings, store: MongoStore) -> OpsServer | None:
         return None
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    answered = refuse_arguments(sys.argv[1:] if argv is None else argv)
+    if answered is not None:
+        return answered
     try:
         settings = Settings.from_env()
     except ConfigurationError as exc:

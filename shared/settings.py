@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -46,6 +46,17 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "METRICS_HOST": ("metrics_host", "127.0.0.1", "Address the scheduler's and worker's health/metrics server binds to (0.0.0.0 in containers)."),
     "METRICS_PORT": ("metrics_port", "9100", "Port of the scheduler's and worker's `/healthz`, `/readyz` and `/metrics`; 0 turns the server off."),
 }
+
+
+def environment_help(names: Sequence[str]) -> str:
+    """The ``environment:`` section of a process's ``--help``: each variable, its default
+    and its meaning (from `VARIABLES`)."""
+    width = max(len(name) for name in names)
+    lines = ["environment (default in brackets):"]
+    for name in names:
+        _, default, text = VARIABLES[name]
+        lines.append(f"  {name.ljust(width)}  {text.replace('`', '')} [{default}]")
+    return "\n".join(lines) + "\n"
 
 
 def redact_url(url: str) -> str:

@@ -4,18 +4,15 @@
 (``python -m cronhive.api`` …), so the CLI imports none of them; ``cronhive up`` runs the
 local cluster (`cronhive.cli.up`), ``cronhive jobs`` talks to the API (`cronhive.cli.jobs`).
 
-``--help`` (or ``-h``) of every command prints its help and starts nothing:
-``api`` and ``worker`` answer it themselves (before reading any setting),
-``scheduler`` takes no arguments, so its help is printed here.
+``--help`` (or ``-h``) of every command prints its help and starts nothing: the
+processes answer it themselves, before reading any setting (so ``python -m
+cronhive.scheduler --help`` does too).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-
-from cronhive.settings import VARIABLES
 
 PROCESSES = {"api": "cronhive.api", "scheduler": "cronhive.scheduler", "worker": "cronhive.worker"}
 HELP_FLAGS = frozenset({"-h", "--help"})
@@ -33,57 +30,12 @@ commands:
 by environment variables (README, Configuration).
 """
 
-SCHEDULER_VARIABLES = ("MONGODB_URI", "MONGODB_DB", "MONGODB_TIMEOUT_MS", "RABBITMQ_URL", "RUNS_QUEUE",
-                       "LEADER_LEASE_S", "JOB_LEASE_S", "SCHEDULER_BATCH", "SCHEDULER_MAX_SLEEP_MS", "LOG_LEVEL",
-                       "METRICS_HOST", "METRICS_PORT")
-
-SCHEDULER_HELP = """usage: cronhive scheduler
-
-A scheduler process: it competes for the leader lease in MongoDB; the leader
-plans each due slot of every enabled job as one run record and publishes it on
-the runs queue, the others stand by and take over within a lease when the
-leader stops. Run two or more. SIGTERM or SIGINT stops it (the leader hands the
-lease over at once). It takes no arguments.
-
-options:
-  -h, --help  show this help and exit
-"""
-
-
-def wants_help(args: Sequence[str]) -> bool:
-    """``-h`` / ``--help`` among the arguments (before a ``--``, after which they are operands)."""
-    for arg in args:
-        if arg == "--":
-            return False
-        if arg in HELP_FLAGS:
-            return True
-    return False
-
-
-def environment_help(names: Sequence[str]) -> str:
-    """The ``environment:`` section of a process's help: each variable, its default and meaning."""
-    width = max(len(name) for name in names)
-    lines = ["environment (default in brackets):"]
-    for name in names:
-        _, default, text = VARIABLES[name]
-        lines.append(f"  {name.ljust(width)}  {text.replace('`', '')} [{default}]")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in HELP_FLAGS or args[0] == "help":
         print(USAGE)
         return 0 if args else 2
     command, rest = args[0], args[1:]
-    if command == "scheduler":
-        if wants_help(rest):
-            print(SCHEDULER_HELP + "\n" + environment_help(SCHEDULER_VARIABLES), end="")
-            return 0
-        if rest:
-            print(f"cronhive scheduler: takes no arguments, got {' '.join(rest)!r}\n\n{SCHEDULER_HELP}",
-                  file=sys.stderr, end="")
-            return 2
     if command in PROCESSES:
         os.execv(sys.executable, [sys.executable, "-m", PROCESSES[command], *rest])
     if command == "up":

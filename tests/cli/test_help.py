@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -82,15 +83,29 @@ def dead_services_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize(("argv", "usage"), CASES, ids=[" ".join(argv) for argv, _ in CASES])
 def test_help_prints_usage_and_starts_nothing(argv: tuple[str, ...], usage: str, tmp_path: Path) -> None:
-    env = dead_services_env(tmp_path)
-    process = subprocess.Popen([str(CRONHIVE), *argv], env=env, cwd=REPO, stdout=subprocess.PIPE,
+    assert_prints_and_starts_nothing([str(CRONHIVE), *argv], usage, dead_services_env(tmp_path))
+
+
+#: the processes run as modules (`python -m`, as the Dockerfile and the Compose file do)
+MODULE_CASES = [(module, flag) for module in ("cronhive.api", "cronhive.scheduler", "cronhive.worker")
+                for flag in ("--help", "-h")]
+
+
+@pytest.mark.parametrize(("module", "flag"), MODULE_CASES, ids=[f"{m} {f}" for m, f in MODULE_CASES])
+def test_the_process_modules_answer_help_themselves(module: str, flag: str, tmp_path: Path) -> None:
+    usage = f"usage: cronhive {module.rsplit('.', 1)[1]}"
+    assert_prints_and_starts_nothing([sys.executable, "-m", module, flag], usage, dead_services_env(tmp_path))
+
+
+def assert_prints_and_starts_nothing(command: list[str], usage: str, env: dict[str, str]) -> None:
+    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = process.communicate(timeout=EXIT_WITHIN_S)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
-        pytest.fail(f"`cronhive {' '.join(argv)}` did not exit within {EXIT_WITHIN_S} s: it started something")
+        pytest.fail(f"`{' '.join(command)}` did not exit within {EXIT_WITHIN_S} s: it started something")
     finally:
         leftovers = session_members(process.pid)
         if leftovers:
@@ -98,10 +113,10 @@ def test_help_prints_usage_and_starts_nothing(argv: tuple[str, ...], usage: str,
 
     assert process.returncode == 0, err
     assert out.startswith(usage), out
-    assert leftovers == [], f"processes left behind by `cronhive {' '.join(argv)}`: {leftovers}"
+    assert leftovers == [], f"processes left behind by `{' '.join(command)}`: {leftovers}"
     for port in (env["API_PORT"], env["METRICS_PORT"], env["EMBEDDED_MONGODB_PORT"]):
         assert not listening(int(port))
-    assert not (tmp_path / "data").exists()  # `up` did not even prepare the embedded MongoDB
+    assert not Path(env["DATA_DIR"]).exists()  # `up` did not even prepare the embedded MongoDB
 
 
 def test_process_helps_list_their_environment(tmp_path: Path) -> None:
