@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pika
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 from pymongo.errors import PyMongoError
 
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -51,6 +52,30 @@ def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, interval_s
 _PORT_RANGE = (10_000, 25_000)
 _handed_out: set[int] = set()
 _port_random = random.Random()
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands this client sends (handshakes and monitoring excluded)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._lock = threading.Lock()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name not in {"hello", "ismaster", "isMaster", "endSessions"}:
+            with self._lock:
+                self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def take(self) -> list[str]:
+        with self._lock:
+            taken, self.names = self.names, []
+        return taken
 
 
 def free_port() -> int:

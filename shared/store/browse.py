@@ -159,19 +159,7 @@ class JobBrowsing(StoreBase):
         lower = oldest - timedelta(milliseconds=1)
         if after is not None and after.created_at is not None:
             lower = after.created_at
-        width = FIRST_WINDOW
-        for window in range(MAX_WINDOWS - 4):
-            if len(found) >= wanted or lower >= newest:
-                break
-            upper = lower + width
-            open_ended = upper >= newest or window == MAX_WINDOWS - 5
-            span = {"$gt": lower} if open_ended else {"$gt": lower, "$lte": upper}
-            read = self._read({"created_at": span, **query}, _ORDER, wanted - len(found))
-            found.extend(read)
-            if open_ended:
-                break
-            lower, width = upper, width * (2 if read else 8)
-        return found
+        return found + self._read_windows(query, lower, newest, wanted - len(found), forward=True)
 
     def _read_backward(self, query: Document, before: JobPosition, wanted: int, one_read: bool) -> list[Job]:
         if one_read:
@@ -181,20 +169,32 @@ class JobBrowsing(StoreBase):
             return found
         bounds = self._bounds()
         oldest = bounds[0] if bounds is not None else before.created_at
-        upper, width = before.created_at, FIRST_WINDOW
+        found += self._read_windows(query, before.created_at, oldest, wanted - len(found), forward=False)
+        if len(found) < wanted:  # jobs without a creation instant come first
+            found.extend(self._read({"created_at": None, **query}, _REVERSED, wanted - len(found)))
+        return found
+
+    def _read_windows(self, query: Document, edge: datetime, last: datetime, wanted: int, *,
+                      forward: bool) -> list[Job]:
+        """Up to ``wanted`` jobs past ``edge`` (after it, or before it when not ``forward``), read in
+        widening windows; the window reaching ``last`` (the newest or the oldest creation
+        instant) is open-ended."""
+        found: list[Job] = []
+        width = FIRST_WINDOW
         for window in range(MAX_WINDOWS - 4):
-            if len(found) >= wanted or upper <= oldest:
+            if len(found) >= wanted or (edge >= last if forward else edge <= last):
                 break
-            lower = upper - width
-            open_ended = lower <= oldest or window == MAX_WINDOWS - 5
-            span = {"$lt": upper} if open_ended else {"$gte": lower, "$lt": upper}
-            read = self._read({"created_at": span, **query}, _REVERSED, wanted - len(found))
+            far = edge + width if forward else edge - width
+            open_ended = (far >= last if forward else far <= last) or window == MAX_WINDOWS - 5
+            if forward:
+                span = {"$gt": edge} if open_ended else {"$gt": edge, "$lte": far}
+            else:
+                span = {"$lt": edge} if open_ended else {"$gte": far, "$lt": edge}
+            read = self._read({"created_at": span, **query}, _ORDER if forward else _REVERSED, wanted - len(found))
             found.extend(read)
             if open_ended:
                 break
-            upper, width = lower, width * (2 if read else 8)
-        if len(found) < wanted:  # jobs without a creation instant come first
-            found.extend(self._read({"created_at": None, **query}, _REVERSED, wanted - len(found)))
+            edge, width = far, width * (2 if read else 8)
         return found
 
     def _read(self, query: Document, order: list[tuple[str, int]], limit: int) -> list[Job]:

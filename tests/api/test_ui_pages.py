@@ -5,7 +5,6 @@ rules, and the headers. The browser tests (tests/ui) cover what a person sees.""
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -14,7 +13,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from pymongo import monitoring
 
 from cronhive.api.app import close_app, create_app
 from cronhive.domain import new_run
@@ -23,32 +21,9 @@ from cronhive.settings import Settings
 from cronhive.store import MongoStore
 from cronhive.store.documents import run_to_doc
 from tests.api.conftest import SEED_NOW, FakeClock, job_body
+from tests.services import CommandCounter
 
 TOKEN = "ui-test-token"
-
-
-class CommandCounter(monitoring.CommandListener):
-    """Counts the commands this client sends (handshakes and monitoring excluded)."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self._lock = threading.Lock()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name not in {"hello", "ismaster", "isMaster", "endSessions"}:
-            with self._lock:
-                self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-    def take(self) -> list[str]:
-        with self._lock:
-            taken, self.names = self.names, []
-        return taken
 
 
 @pytest.fixture

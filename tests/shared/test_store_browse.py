@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import itertools
 import random
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import monitoring
 
 from cronhive.enums import JobStatus
 from cronhive.store import JobPosition, MongoStore
 from cronhive.store.browse import MAX_WINDOWS
+from tests.services import CommandCounter
 
 NUMBERS = itertools.count()
 T0 = datetime(2026, 3, 26, 10, 0, tzinfo=UTC)
@@ -158,26 +157,9 @@ def test_positions_round_trip_through_their_token_and_bad_tokens_are_none() -> N
         assert JobPosition.parse(bad) is None, bad
 
 
-class Commands(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.lock = threading.Lock()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name in {"find", "aggregate", "count", "getMore"}:
-            with self.lock:
-                self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 @pytest.fixture
-def counted(store: MongoStore) -> Iterator[tuple[MongoStore, Commands]]:
-    commands = Commands()
+def counted(store: MongoStore) -> Iterator[tuple[MongoStore, CommandCounter]]:
+    commands = CommandCounter()
     counting = MongoStore.open(store_settings(store), event_listeners=[commands])
     yield counting, commands
     counting.close()
@@ -189,7 +171,7 @@ def store_settings(store: MongoStore) -> Any:
     return Settings.from_env({"MONGODB_URI": store.uri, "MONGODB_DB": store.db.name})
 
 
-def test_a_page_costs_a_bounded_number_of_reads_whatever_the_spacing(counted: tuple[MongoStore, Commands],
+def test_a_page_costs_a_bounded_number_of_reads_whatever_the_spacing(counted: tuple[MongoStore, CommandCounter],
                                                                      store: MongoStore) -> None:
     counting, commands = counted
     add_jobs(store, spread(random.Random(6)))
@@ -197,9 +179,10 @@ def test_a_page_costs_a_bounded_number_of_reads_whatever_the_spacing(counted: tu
     for filters in ({}, {"status": JobStatus.DISABLED}, {"handler": "missing"}):
         after = None
         while True:
-            commands.names.clear()
+            commands.take()
             page = counting.browse_jobs(5, NOW, after=after, **filters)
-            assert len(commands.names) <= MAX_WINDOWS, (filters, commands.names)
+            sent = commands.take()
+            assert len(sent) <= MAX_WINDOWS, (filters, sent)
             if page.next is None:
                 break
             after = page.next
