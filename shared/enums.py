@@ -106,6 +106,16 @@ class ErrorType(StrEnum):
     JOB_DELETED = "job_deleted"
 
 
+class RevisionAction(StrEnum):
+    """What a job revision records (`cronhive.revisions`): a definition change."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
 class SchedulerRole(StrEnum):
     """A scheduler process's role in its heartbeat."""
 
@@ -121,6 +131,7 @@ __all__ = [
     "LeaseScope",
     "MisfirePolicy",
     "OverlapPolicy",
+    "RevisionAction",
     "RunStatus",
     "SchedulerRole",
     "Trigger",

@@ -8,6 +8,8 @@
   heartbeats and the leadership status;
 * `cronhive.store.leases.LeaseStore` — the one lease implementation, for leases
   of every scope;
+* `cronhive.store.revisions.RevisionStore` — each job change's revision (the
+  jobs' and the scheduler's writes record them);
 * `cronhive.store.documents` — the edge: documents ↔ typed values.
 
 Each process sees the store only through its interface
@@ -77,6 +79,7 @@ class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore):
             partialFilterExpression={"trigger": Trigger.SCHEDULE},
         )
         self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="by_status")
+        self.ensure_revision_indexes()
 
     @translated
     def ping(self) -> None:

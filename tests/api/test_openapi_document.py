@@ -21,6 +21,7 @@ OPERATIONS = {
     ("get", JOBS), ("post", JOBS), ("get", JOB), ("put", JOB), ("delete", JOB), ("post", f"{JOB}/trigger"),
     ("get", f"{JOB}/runs"), ("get", f"{CANONICAL}/runs/{{run_id}}"), ("get", f"{CANONICAL}/handlers"),
     ("get", f"{CANONICAL}/scheduler"), ("get", f"{CANONICAL}/workers"), ("post", f"{CANONICAL}/schedules/preview"),
+    ("get", f"{JOB}/revisions"),
 }
 WITH_BODY = {("post", JOBS), ("put", JOB), ("post", f"{CANONICAL}/schedules/preview")}
 MUTATING = {("post", JOBS), ("put", JOB), ("delete", JOB), ("post", f"{JOB}/trigger")}
@@ -60,6 +61,7 @@ def test_every_instant_is_a_date_time(document: dict[str, Any]) -> None:
         "Preview": ["after"],
         "Attempt": ["started_at", "finished_at"],
         "Worker": ["started_at", "seen_at", "expires_at"],
+        "Revision": ["at"],
     }
     for name, fields in instants.items():
         for field in fields:
