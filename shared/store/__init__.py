@@ -10,6 +10,7 @@
   of every scope;
 * `cronhive.store.revisions.RevisionStore` — each job change's revision (the
   jobs' and the scheduler's writes record them);
+* `cronhive.store.idempotency.IdempotencyStore` — the API's Idempotency-Key records;
 * `cronhive.store.documents` — the edge: documents ↔ typed values.
 
 Each process sees the store only through its interface
@@ -36,6 +37,7 @@ from cronhive.enums import Trigger
 from cronhive.errors import StoreUnavailable
 from cronhive.settings import Settings
 from cronhive.store.base import LEASES, SCHEDULERS, Document, translate_errors, translated
+from cronhive.store.idempotency import IdempotencyStore
 from cronhive.store.jobs import JobStore
 from cronhive.store.leases import LeaseStore
 from cronhive.store.protocols import ApiStore, SchedulerStore, WorkerStore
@@ -43,7 +45,7 @@ from cronhive.store.runs import RunStore
 from cronhive.store.scheduling import LEADER_LEASE_ID, SchedulingStore
 
 
-class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore):
+class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore, IdempotencyStore):
     """Access to cronhive's collections. Create with `open`, close with `close`."""
 
     @classmethod
@@ -80,6 +82,7 @@ class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore):
         )
         self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="by_status")
         self.ensure_revision_indexes()
+        self.ensure_idempotency_indexes()
 
     @translated
     def ping(self) -> None:

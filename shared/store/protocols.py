@@ -24,6 +24,7 @@ from cronhive.domain import (
     SchedulerStatus,
 )
 from cronhive.enums import JobStatus, LeaseScope, RunStatus
+from cronhive.idempotency import IdempotencyRecord, StoredResponse
 from cronhive.leases import Lease
 from cronhive.revisions import Revision
 from cronhive.slots import JobAdvance
@@ -94,6 +95,12 @@ class ApiStore(Connection, TriggerStore, Protocol):
     def list_runs(self, job_id: str, page: int, limit: int) -> tuple[list[Run], int]: ...
 
     def scheduler_status(self, now: datetime) -> SchedulerStatus: ...
+
+    def claim_idempotency_key(self, record: IdempotencyRecord, now: datetime) -> IdempotencyRecord | None: ...
+
+    def complete_idempotency_key(self, key_id: str, claim: str, response: StoredResponse) -> bool: ...
+
+    def release_idempotency_key(self, key_id: str, claim: str) -> None: ...
 
 
 class SchedulerStore(Connection, Leases, Protocol):
