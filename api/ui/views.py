@@ -522,7 +522,8 @@ def signin() -> BaseResponse | tuple[str, int]:
     current = session()
     who = sign_in(svc().settings, current, request.form.get("token", ""))
     if who is None:
-        return render_template("signin.html", next=back, now=now, refused="That is not an API token."), 401
+        return render_template("signin.html", next=back, now=now,
+                               refused="That is not the API token (nor one of API_TOKENS)."), 401
     current.csrf_token()  # a new CSRF token for the signed-in session
     current.flash("ok", f"Signed in as {who.name}" + ("." if who.can_write else " (read-only)."))
     return redirect(back, code=303)

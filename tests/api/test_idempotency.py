@@ -126,3 +126,30 @@ def test_keys_are_per_actor(settings: Settings, store: MongoStore) -> None:
         assert {r.actor for job in store.jobs.find() for r in store.revision_history(job["_id"])} == {"ci", "ops"}
     finally:
         close_app(app)
+
+
+def test_a_request_whose_process_was_killed_is_retried_after_its_claim(settings: Settings, client: FlaskClient,
+                                                                       store: MongoStore, clock: FakeClock) -> None:
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    script = """
+import os, signal, sys
+from cronhive.api.app import create_app
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
+MongoStore.create_job = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+app = create_app(Settings.from_env({"MONGODB_URI": sys.argv[1], "MONGODB_DB": sys.argv[2], "RABBITMQ_URL": sys.argv[3]}))
+app.test_client().post("/api/v1/cron/jobs", json={"name": "Nightly export", "schedule": "0 3 * * *", "handler": "noop"},
+                       headers={"Idempotency-Key": "create-nightly-1"})
+"""
+    done = subprocess.run([sys.executable, "-c", script, settings.mongodb_uri, settings.mongodb_db,
+                           settings.rabbitmq_url], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    assert store.idempotency_keys.count_documents({"response": None}) == 1  # claimed, never answered
+    clock.set(datetime.now(UTC))
+    assert_error(client.post(f"{CANONICAL}/jobs", json=job_body(), headers=KEY), 409, "idempotency_key_in_progress")
+    clock.advance(seconds=CLAIM_TIMEOUT.total_seconds() + 1)
+    retried = client.post(f"{CANONICAL}/jobs", json=job_body(), headers=KEY)
+    assert retried.status_code == 201 and store.jobs.count_documents({}) == 1
