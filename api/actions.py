@@ -23,22 +23,25 @@ if TYPE_CHECKING:
     from cronhive.api.app import Services
 
 
-def create_job(svc: Services, payload: Any) -> tuple[Job, datetime]:
-    """Register a job from an API body; the stored document and the instant it was written."""
+def create_job(svc: Services, payload: Any, *, actor: str | None = None) -> tuple[Job, datetime]:
+    """Register a job from an API body; the stored document and the instant it was written.
+    ``actor``: who asked (the name its revision records)."""
     fields = schemas.JobCreateSchema.with_handlers(frozenset(svc.handlers.names())).load(payload)
     store = svc.ready_store()
     now = svc.clock.now()
-    return store.create_job(fields, now), now
+    return store.create_job(fields, now, actor=actor), now
 
 
-def update_job(svc: Services, job_id: str, payload: Any) -> tuple[Job, datetime]:
-    """Apply a partial update (an API ``PUT`` body); the job as stored after it."""
+def update_job(svc: Services, job_id: str, payload: Any, *, actor: str | None = None,
+               expected_revision: int | None = None) -> tuple[Job, datetime]:
+    """Apply a partial update (an API ``PUT`` body); the job as stored after it.
+    ``expected_revision`` (``If-Match``): `PreconditionFailed` unless the job is at it."""
     changes = schemas.JobUpdateSchema.with_handlers(frozenset(svc.handlers.names())).load(payload)
     store = svc.ready_store()
     if ("schedule" in changes) != ("jitter_s" in changes):  # both sent: the schema checked them
         check_jitter_against_stored(store.get_job(job_id), changes)
     now = svc.clock.now()
-    return store.update_job(job_id, changes, now), now
+    return store.update_job(job_id, changes, now, actor=actor, expected_revision=expected_revision), now
 
 
 def check_jitter_against_stored(stored: Job, changes: dict[str, Any]) -> None:
@@ -55,8 +58,8 @@ def check_jitter_against_stored(stored: Job, changes: dict[str, Any]) -> None:
         return
 
 
-def delete_job(svc: Services, job_id: str) -> None:
-    svc.ready_store().delete_job(job_id)
+def delete_job(svc: Services, job_id: str, *, actor: str | None = None, expected_revision: int | None = None) -> None:
+    svc.ready_store().delete_job(job_id, svc.clock.now(), actor=actor, expected_revision=expected_revision)
 
 
 def trigger(svc: Services, job_id: str) -> TriggerResult:

@@ -15,9 +15,11 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from cronhive import cron
 from cronhive.domain import JOB_ID_PATTERN, JOB_ID_RE, JOB_STATUSES, MISFIRE_POLICIES, OVERLAP_POLICIES
+from cronhive.enums import RevisionAction
 from cronhive.errors import InvalidSchedule
 
 MAX_ARGS_BYTES = 16 * 1024
+REVISION_ACTIONS = tuple(action.value for action in RevisionAction)
 MAX_ARGS_DEPTH = 16
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_NAME_LENGTH = 200
@@ -390,6 +392,25 @@ class RunSchema(Schema):
 
 class RunListSchema(Schema):
     data = fields.List(fields.Nested(RunSchema), required=True)
+    pagination = fields.Nested(PaginationSchema, required=True)
+
+
+class RevisionSchema(Schema):
+    revision = fields.Integer(required=True, validate=validate.Range(min=1),
+                              metadata={"description": "The job's revision this change made (its ETag)."})
+    at = _instant(nullable=False)
+    actor = fields.String(required=True, allow_none=True, metadata={
+        "description": "The name of the token that made the change (anonymous when no token is configured, "
+                       "scheduler for a job it disabled; null: lost to a crash between the job's write and "
+                       "its revision's, the revision repaired from the job)."})
+    action = fields.String(required=True, validate=validate.OneOf(REVISION_ACTIONS))
+    changes = fields.Dict(required=True, keys=fields.String(), values=fields.List(fields.Raw(allow_none=True)),
+                          metadata={"description": "{field: [old, new]} for each field the change set "
+                                                   "(create: old null; delete: new null)."})
+
+
+class RevisionListSchema(Schema):
+    data = fields.List(fields.Nested(RevisionSchema), required=True)
     pagination = fields.Nested(PaginationSchema, required=True)
 
 

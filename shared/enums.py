@@ -106,6 +106,30 @@ class ErrorType(StrEnum):
     JOB_DELETED = "job_deleted"
 
 
+class RevisionAction(StrEnum):
+    """What a job revision records (`cronhive.revisions`): a definition change."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+class TokenRole(StrEnum):
+    """What an API token may do: ``admin`` reads and writes, ``read`` only reads."""
+
+    ADMIN = "admin"
+    READ = "read"
+
+
+class ReadAccess(StrEnum):
+    """``API_READS``: whether reading needs a token."""
+
+    PUBLIC = "public"
+    TOKEN = "token"
+
+
 class SchedulerRole(StrEnum):
     """A scheduler process's role in its heartbeat."""
 
@@ -121,7 +145,10 @@ __all__ = [
     "LeaseScope",
     "MisfirePolicy",
     "OverlapPolicy",
+    "ReadAccess",
+    "RevisionAction",
     "RunStatus",
     "SchedulerRole",
+    "TokenRole",
     "Trigger",
 ]

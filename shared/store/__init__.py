@@ -8,6 +8,9 @@
   heartbeats and the leadership status;
 * `cronhive.store.leases.LeaseStore` — the one lease implementation, for leases
   of every scope;
+* `cronhive.store.revisions.RevisionStore` — each job change's revision (the
+  jobs' and the scheduler's writes record them);
+* `cronhive.store.idempotency.IdempotencyStore` — the API's Idempotency-Key records;
 * `cronhive.store.documents` — the edge: documents ↔ typed values.
 
 Each process sees the store only through its interface
@@ -35,6 +38,7 @@ from cronhive.errors import StoreUnavailable
 from cronhive.settings import Settings
 from cronhive.store.base import LEASES, SCHEDULERS, Document, translate_errors, translated
 from cronhive.store.browse import JobBrowsing, JobPosition, JobsPage
+from cronhive.store.idempotency import IdempotencyStore
 from cronhive.store.jobs import JobStore
 from cronhive.store.leases import LeaseStore
 from cronhive.store.protocols import ApiStore, SchedulerStore, WorkerStore
@@ -42,7 +46,7 @@ from cronhive.store.runs import RunStore
 from cronhive.store.scheduling import LEADER_LEASE_ID, SchedulingStore
 
 
-class MongoStore(JobStore, JobBrowsing, RunStore, SchedulingStore, LeaseStore):
+class MongoStore(JobStore, JobBrowsing, RunStore, SchedulingStore, LeaseStore, IdempotencyStore):
     """Access to cronhive's collections. Create with `open`, close with `close`."""
 
     @classmethod
@@ -83,6 +87,8 @@ class MongoStore(JobStore, JobBrowsing, RunStore, SchedulingStore, LeaseStore):
             partialFilterExpression={"trigger": Trigger.SCHEDULE},
         )
         self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="by_status")
+        self.ensure_revision_indexes()
+        self.ensure_idempotency_indexes()
 
     @translated
     def ping(self) -> None:

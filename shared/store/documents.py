@@ -38,8 +38,10 @@ from cronhive.domain import (
     RunError,
     Stored,
 )
-from cronhive.enums import LeaseScope, MisfirePolicy, OverlapPolicy, RunStatus, Trigger
+from cronhive.enums import LeaseScope, MisfirePolicy, OverlapPolicy, RevisionAction, RunStatus, Trigger
+from cronhive.idempotency import IdempotencyRecord, StoredResponse
 from cronhive.leases import Lease
+from cronhive.revisions import Revision
 from cronhive.slots import JobAdvance
 
 Document = dict[str, Any]
@@ -355,6 +357,79 @@ def heartbeat_set(beat: Heartbeat) -> Document:
     return {"role": beat.role, "term": beat.term, "host": beat.host, "pid": beat.pid}
 
 
+# -- job revisions ---------------------------------------------------------------------------
+
+
+def revision_doc_id(job_id: str, revision: int) -> str:
+    """A revision's ``_id``: ``job_id:revision`` (``:`` never occurs in a job id)."""
+    return f"{job_id}:{revision}"
+
+
+def revision_to_doc(revision: Revision) -> Document:
+    """The ``job_revisions`` document of ``revision`` (``changes`` as ``{field: [old, new]}``)."""
+    return {
+        "_id": revision_doc_id(revision.job_id, revision.revision),
+        "job_id": revision.job_id,
+        "revision": revision.revision,
+        "at": revision.at,
+        "actor": revision.actor,
+        "action": revision.action,
+        "changes": {name: [old, new] for name, (old, new) in revision.changes.items()},
+        "definition": dict(revision.definition),
+        "write_id": revision.write_id,
+    }
+
+
+def revision_from_doc(doc: Mapping[str, Any]) -> Revision:
+    return Revision(
+        job_id=doc["job_id"],
+        revision=doc["revision"],
+        at=doc["at"],
+        actor=doc.get("actor"),
+        action=RevisionAction(doc["action"]),
+        changes={name: (pair[0], pair[1]) for name, pair in (doc.get("changes") or {}).items()},
+        definition=doc.get("definition") or {},
+        write_id=doc.get("write_id") or "",
+    )
+
+
+# -- idempotency keys -------------------------------------------------------------------------
+
+
+def idempotency_to_doc(record: IdempotencyRecord) -> Document:
+    response = record.response
+    return {
+        "_id": record.key_id,
+        "actor": record.actor,
+        "endpoint": record.endpoint,
+        "fingerprint": record.fingerprint,
+        "claim": record.claim,
+        "claimed_until": record.claimed_until,
+        "expires_at": record.expires_at,
+        "response": stored_response_to_doc(response) if response is not None else None,
+    }
+
+
+def stored_response_to_doc(response: StoredResponse) -> Document:
+    return {"status": response.status, "body": response.body, "headers": [list(pair) for pair in response.headers]}
+
+
+def idempotency_from_doc(doc: Mapping[str, Any]) -> IdempotencyRecord:
+    response = doc.get("response")
+    return IdempotencyRecord(
+        key_id=doc["_id"],
+        actor=doc["actor"],
+        endpoint=doc["endpoint"],
+        fingerprint=doc["fingerprint"],
+        claim=doc["claim"],
+        claimed_until=doc["claimed_until"],
+        expires_at=doc["expires_at"],
+        response=StoredResponse(response["status"], bytes(response["body"]),
+                                tuple((str(name), str(value)) for name, value in response["headers"]))
+        if response else None,
+    )
+
+
 __all__ = [
     "Document",
     "advance_write",
@@ -365,12 +440,18 @@ __all__ = [
     "claimable_filter",
     "error_to_doc",
     "heartbeat_set",
+    "idempotency_from_doc",
+    "idempotency_to_doc",
     "job_from_doc",
     "job_to_doc",
     "lease_as_read",
     "lease_filter",
     "lease_from_doc",
     "lease_to_doc",
+    "revision_doc_id",
+    "revision_from_doc",
+    "revision_to_doc",
     "run_from_doc",
     "run_to_doc",
+    "stored_response_to_doc",
 ]
