@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from cronhive.handlers import HandlerRegistry
 from cronhive.worker.attempts import current_attempt
@@ -21,16 +22,17 @@ class NoAttempt(RuntimeError):
     """The actor was called for a run the middleware did not start (never run the handler then)."""
 
 
-def make_execute_run(registry: HandlerRegistry, keeper: LeaseKeeper) -> Callable[..., None]:
+def make_execute_run(registry: HandlerRegistry, keeper: LeaseKeeper) -> Callable[..., Any]:
     """The actor function, bound to the process's handler registry and lease keeper."""
 
-    def execute_run(run_id: str, job_id: str | None = None) -> None:
-        """Execute one attempt of ``run_id``: look the job's handler up and call it."""
+    def execute_run(run_id: str, job_id: str | None = None) -> Any:
+        """Execute one attempt of ``run_id``: look the job's handler up and call it; its
+        return value is the run's ``output`` (recorded by `RunLifecycle`)."""
         attempt = current_attempt()
         if attempt is None or attempt.run_id != run_id:
             raise NoAttempt(f"no leased attempt for run {run_id!r}")
         handler = registry.get(attempt.handler)
         with keeper.handler_running(attempt):
-            handler(attempt.args, attempt.context(handler_log))
+            return handler(attempt.args, attempt.context(handler_log))
 
     return execute_run

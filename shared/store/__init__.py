@@ -77,6 +77,8 @@ class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore):
             partialFilterExpression={"trigger": Trigger.SCHEDULE},
         )
         self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="by_status")
+        # only runs with notifications still to deliver carry notify_due
+        self.runs.create_index([("notify_due", ASCENDING)], name="notify_due", sparse=True)
 
     @translated
     def ping(self) -> None:

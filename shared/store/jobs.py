@@ -21,7 +21,7 @@ from cronhive.errors import Conflict, DuplicateJob, JobNotFound
 from cronhive.leases import Lease
 from cronhive.store import leases
 from cronhive.store.base import Document, StoreBase, translated
-from cronhive.store.documents import job_from_doc, job_to_doc
+from cronhive.store.documents import job_from_doc, job_to_doc, job_update_set
 
 MAX_GENERATED_ID_ATTEMPTS = 50
 MAX_UPDATE_ATTEMPTS = 10
@@ -91,7 +91,7 @@ class JobStore(StoreBase):
             current = self.get_job(job_id)
             doc = self.jobs.find_one_and_update(
                 {"_id": job_id, "revision": current.revision},
-                {"$set": job_update(current, changes, now), "$inc": {"revision": 1}},
+                {"$set": job_update_set(job_update(current, changes, now)), "$inc": {"revision": 1}},
                 return_document=ReturnDocument.AFTER,
             )
             if doc is not None:

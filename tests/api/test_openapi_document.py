@@ -60,6 +60,7 @@ def test_every_instant_is_a_date_time(document: dict[str, Any]) -> None:
         "Preview": ["after"],
         "Attempt": ["started_at", "finished_at"],
         "Worker": ["started_at", "seen_at", "expires_at"],
+        "Notification": ["last_attempt_at", "delivered_at"],
     }
     for name, fields in instants.items():
         for field in fields:
