@@ -99,9 +99,10 @@ def _fit(value: Any, limit: int) -> tuple[Any, bool]:
         if found is None or not found[1]:
             break
         path, text = found
-        excess = size - limit
-        keep = max(0, len(text) - excess - 16)
-        value = _replace(value, path, text[:keep] + "…" if keep else "")
+        # removing n bytes of the text removes at least n bytes of its JSON (escapes only add)
+        raw = text.encode("utf-8", "surrogatepass")
+        keep = max(0, len(raw) - (size - limit) - 16)
+        value = _replace(value, path, raw[:keep].decode("utf-8", "ignore") + "…" if keep else "")
         size = _size(value)
         if size <= limit:
             return value, True
