@@ -43,6 +43,7 @@ from typing import Any
 from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
+from cronhive import metrics
 from cronhive.clock import Clock
 from cronhive.domain import Notification, Run, notification_payload
 from cronhive.enums import DeliveryStatus, RunStatus, Trigger
@@ -177,10 +178,12 @@ class Deliverer:
             error = f"{type(exc).__name__}: {exc}"
         now = self.clock.now()
         if error is None:
+            metrics.NOTIFICATIONS.labels(event=notification.event, outcome="delivered").inc()
             log.info("notification delivered (%s)", status, extra=extra)
             return replace(notification, status=DeliveryStatus.DELIVERED, attempts=attempts, last_attempt_at=now,
                            delivered_at=now, response_status=status, error=None)
         final = attempts >= self.settings.notify_max_attempts
+        metrics.NOTIFICATIONS.labels(event=notification.event, outcome="failed" if final else "retried").inc()
         (log.error if final else log.warning)("notification %s: %s", "given up" if final else "not delivered",
                                               error, extra=extra)
         return replace(notification, status=DeliveryStatus.FAILED if final else DeliveryStatus.PENDING,

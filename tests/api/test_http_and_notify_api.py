@@ -114,6 +114,8 @@ def test_notify_is_stored_shown_changed_and_removed(client: FlaskClient) -> None
     job = create(client, job_id="watched", notify=notify)
     assert job["notify"] == notify
     assert client.get(f"{API}/jobs/watched").get_json()["notify"] == notify
+    page = client.get("/ui/jobs/watched").get_data(as_text=True)
+    assert 'id="job-notify"' in page and HOOK in page and "recovery" in page
     changed = client.put(f"{API}/jobs/watched", json={"notify": {"url": HOOK, "on": ["skipped"]}})
     assert changed.status_code == 200
     assert changed.get_json()["notify"] == {"url": HOOK, "on": ["skipped"], "headers": {}}

@@ -13,13 +13,15 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
-from cronhive.domain import Notify, new_run, new_run_id
+from cronhive.domain import Notify, Run, new_run, new_run_id
 from cronhive.enums import NotifyEvent, RunStatus, Trigger
 from cronhive.handlers import HandlerFailed
+from cronhive.worker.maintenance import Reaper
 from cronhive.worker.notify import SIGNATURE_HEADER, Deliverer
 from tests import hooks
-from tests.worker.conftest import Harness
+from tests.worker.conftest import LEASE_S, Harness
 
 SECRET = "s3cret-notify-key"
 ALL = (NotifyEvent.FAILURE, NotifyEvent.RECOVERY, NotifyEvent.SKIPPED)
@@ -98,6 +100,11 @@ def test_a_failed_delivery_is_retried_with_backoff_then_given_up(harness: Harnes
     run_once(harness, run_id, exception=HandlerFailed("x"))
     sender = deliverer(harness)
 
+    def count(outcome: str) -> float:
+        labels = {"event": "failure", "outcome": outcome}
+        return REGISTRY.get_sample_value("cronhive_worker_notifications_total", labels) or 0.0
+
+    before = {outcome: count(outcome) for outcome in ("retried", "failed")}
     sender.run_once()
     run = harness.store.get_run(run_id)
     assert [(n.status, n.attempts, n.response_status) for n in run.notifications] == [("pending", 1, 503)]
@@ -113,6 +120,7 @@ def test_a_failed_delivery_is_retried_with_backoff_then_given_up(harness: Harnes
     run = harness.store.get_run(run_id)
     assert [(n.status, n.attempts) for n in run.notifications] == [("failed", 3)]
     assert run.notify_due is None and len(hook.received()) == 3
+    assert (count("retried") - before["retried"], count("failed") - before["failed"]) == (2, 1)
     harness.clock.advance(3600)
     assert sender.run_once() == 0 and len(hook.received()) == 3
 
@@ -216,3 +224,22 @@ def test_history_trimming_keeps_a_run_until_its_notifications_are_delivered(harn
     deliverer(harness, notify_max_attempts=1).run_once()
     harness.store.trim_run_history("trimmed", 1)
     assert harness.store.find_run(first) is None
+
+
+def test_a_run_the_reaper_abandons_announces_its_failure(harness: Harness, hook: hooks.Hook) -> None:
+    harness.job("dying", name="Dying job", notify=notify(hook, NotifyEvent.FAILURE))
+    run_id = harness.trigger("dying").run_id
+    assert harness.deliver(run_id).begin() is not None  # then its worker dies
+
+    def republish(run: Run, after_attempt: int) -> None:
+        raise AssertionError("no retries left: nothing to republish")
+
+    harness.clock.advance(LEASE_S + 1)
+    report = Reaper(harness.store, harness.clock, harness.settings, republish, "host:1").run_once(harness.clock.now())
+    assert report is not None and report.abandoned == [run_id]
+    assert [n.event for n in harness.store.get_run(run_id).notifications] == ["failure"]
+    deliverer(harness).run_once()
+    (request,) = hook.received()
+    body = request.json()
+    assert (body["event"], body["status"], body["job_name"], body["error"]["type"]) == (
+        "failure", "abandoned", "Dying job", "abandoned")
