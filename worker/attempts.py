@@ -92,8 +92,9 @@ class Attempt:
     notify: Notify | None = None
     job_name: str | None = None
     previous_status: RunStatus | None = None
-    #: the lines the handler logs through ``ctx.logger`` (the run's ``log``)
+    #: the lines the handler logs through ``ctx.logger`` (the run's ``log``) and what it returned
     capture: LogCapture = field(default_factory=LogCapture)
+    result: Any = None
 
     @property
     def token(self) -> int:

@@ -348,8 +348,10 @@ class RunLifecycle(Middleware):
         now = self.clock.now()
         duration_ms = attempt.duration_ms()
         status, error = classify(exception, attempt.timeout_s)
-        # a failed call may carry what it got back (the http handler's unexpected response)
-        returned = result if exception is None else getattr(exception, "output", None)
+        # what the handler returned (kept on the attempt by the actor), or what a failed call
+        # got back (the http handler's unexpected response)
+        returned = (attempt.result if result is None else result) if exception is None else getattr(
+            exception, "output", None)
         output = run_output(returned, attempt.capture)
         metrics.WORKER_RUN_DURATION.observe(duration_ms / 1000)
         if status != RunStatus.SUCCEEDED and attempt.number <= attempt.max_retries:
