@@ -96,6 +96,7 @@ def build_spec(secured: bool) -> dict[str, Any]:
         "Deleted": schemas.DeletedSchema,
         "Trigger": schemas.TriggerSchema,
         "Run": schemas.RunSchema,
+        "RunSummary": schemas.RunSummarySchema,
         "RunList": schemas.RunListSchema,
         "HandlerList": schemas.HandlerListSchema,
         "Preview": schemas.PreviewSchema,

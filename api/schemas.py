@@ -504,8 +504,15 @@ class RunSchema(Schema):
         "description": "The notifications this run raised (job notify) and how their delivery went."})
 
 
+class RunSummarySchema(RunSchema):
+    """A run in a run list: every field but ``log`` (GET /runs/:run_id shows it)."""
+
+    class Meta:
+        exclude = ("log",)
+
+
 class RunListSchema(Schema):
-    data = fields.List(fields.Nested(RunSchema), required=True)
+    data = fields.List(fields.Nested(RunSummarySchema), required=True)
     pagination = fields.Nested(PaginationSchema, required=True)
 
 

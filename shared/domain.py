@@ -575,6 +575,16 @@ def run_view(run: Run) -> dict[str, Any]:
     }
 
 
+#: What run lists (``GET /jobs/:id/runs``) leave out to stay light: the log (up to 64 KiB a
+#: run) is shown by ``GET /runs/:run_id`` only.
+RUN_LIST_OMITS = ("log",)
+
+
+def run_summary_view(run: Run) -> dict[str, Any]:
+    """A run as run lists show it: `run_view` without `RUN_LIST_OMITS`."""
+    return {key: value for key, value in run_view(run).items() if key not in RUN_LIST_OMITS}
+
+
 def attempt_view(record: AttemptRecord) -> dict[str, Any]:
     """One entry of a run's ``attempts`` history (each attempt's worker, start, end, outcome)."""
     return {

@@ -72,11 +72,12 @@ class RunStore(StoreBase):
 
     @translated
     def list_runs(self, job_id: str, page: int, limit: int) -> tuple[list[Run], int]:
-        """A job's runs, newest first (index "job_history")."""
+        """A job's runs, newest first (index "job_history"), without their ``log`` (shown by
+        `get_run` only: a page of runs stays light)."""
         query = {"job_id": job_id}
         total = self.runs.count_documents(query)
         cursor = (
-            self.runs.find(query)
+            self.runs.find(query, {"log": 0})
             .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
             .skip((page - 1) * limit)
             .limit(limit)

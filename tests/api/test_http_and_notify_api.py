@@ -178,6 +178,8 @@ def test_a_run_shows_output_log_and_notifications(client: FlaskClient, store: Mo
     assert run["notifications"] == [{"event": "failure", "url": HOOK, "status": "delivered", "attempts": 2,
                                      "last_attempt_at": None, "delivered_at": None, "response_status": 204,
                                      "error": None}]  # headers (credentials) are not shown
+    (listed,) = client.get(f"{API}/jobs/shown/runs").get_json()["data"]
+    assert listed["output"] == run["output"] and "log" not in listed  # lists stay light
     page = client.get(f"/ui/runs/{run_id}").get_data(as_text=True)
     assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>x</script>" not in page
     assert "&lt;b&gt;no&lt;/b&gt;" in page and 'id="notifications"' in page
