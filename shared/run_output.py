@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 from collections import deque
 from datetime import UTC, datetime
@@ -30,6 +31,12 @@ from typing import Any
 from cronhive.domain import MAX_LOG_BYTES, MAX_OUTPUT_BYTES, RunOutput
 
 MAX_REPR_CHARS = 2000
+#: Lone surrogates are not Unicode text (MongoDB refuses them): stored as U+FFFD.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    return _SURROGATE.sub("\ufffd", value)
 #: Rounds of shortening the longest string before giving up on keeping the shape.
 MAX_SHRINK_ROUNDS = 32
 
@@ -42,8 +49,10 @@ def _plain(value: Any, depth: int = 0) -> Any:
     """``value`` as plain JSON data (tuples → lists), or `NotJson`."""
     if depth > 64:
         raise NotJson("nests deeper than 64 levels")
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, int):
         return value
     if isinstance(value, float):
@@ -55,7 +64,7 @@ def _plain(value: Any, depth: int = 0) -> Any:
     if isinstance(value, dict):
         if not all(isinstance(key, str) for key in value):
             raise NotJson("an object key is not a string")
-        return {key: _plain(item, depth + 1) for key, item in value.items()}
+        return {_text(key): _plain(item, depth + 1) for key, item in value.items()}
     raise NotJson(f"a {type(value).__name__} is not JSON")
 
 
@@ -118,7 +127,7 @@ def bounded_output(value: Any, limit: int = MAX_OUTPUT_BYTES) -> tuple[Any, bool
     try:
         return _fit(_plain(value), limit)
     except (NotJson, RecursionError):
-        text = repr(value)
+        text = _text(repr(value))
         if len(text) > MAX_REPR_CHARS:
             text = text[: MAX_REPR_CHARS - 1] + "…"
         return {"unserializable": type(value).__name__, "repr": text}, False
@@ -142,7 +151,7 @@ class LogCapture(logging.Handler):
         if record.exc_info and record.exc_info[1] is not None:
             message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
         at = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        line = f"{at} {record.levelname} {message}"
+        line = _text(f"{at} {record.levelname} {message}")
         size = len(line.encode("utf-8", "replace")) + 1
         if size > self.limit:
             line = line.encode("utf-8", "replace")[-(self.limit - 1):].decode("utf-8", "ignore")

@@ -188,3 +188,16 @@ def test_the_log_keeps_its_last_64_kib_in_whole_lines() -> None:
     lines = text.splitlines()
     assert lines[-1].split()[2:4] == ["line", "1999"] and all(" WARNING line " in line for line in lines)
     assert len(text.encode()) > MAX_LOG_BYTES - 200
+
+
+def test_lone_surrogates_in_output_and_log_are_stored_as_replacement_characters(harness: Harness) -> None:
+    harness.job("odd_text")
+    run_id = harness.trigger("odd_text").run_id
+    delivery = harness.deliver(run_id)
+    attempt = delivery.begin()
+    assert attempt is not None
+    attempt.context(HANDLER_LOG).logger.warning("bad \udc80 byte")
+    delivery.end(result={"k\ud800": "v\udfff"})
+    run = harness.store.get_run(run_id)
+    assert run.status == "succeeded"
+    assert run.output.output == {"k\ufffd": "v\ufffd"} and (run.output.log or "").endswith("bad \ufffd byte")
