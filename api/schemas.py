@@ -14,13 +14,21 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
 from cronhive import cron
-from cronhive.domain import JOB_ID_PATTERN, JOB_ID_RE, JOB_STATUSES, MISFIRE_POLICIES, OVERLAP_POLICIES, Notify
+from cronhive.domain import (
+    JOB_ID_PATTERN,
+    JOB_ID_RE,
+    JOB_STATUSES,
+    MAX_LOG_BYTES,
+    MAX_OUTPUT_BYTES,
+    MISFIRE_POLICIES,
+    OVERLAP_POLICIES,
+    Notify,
+)
 from cronhive.enums import DeliveryStatus, NotifyEvent
 from cronhive.errors import InvalidSchedule
 from cronhive.http_calls import DestinationGuard, header_problems, url_problems, validate_http_args
 
 MAX_ARGS_BYTES = 16 * 1024
-MAX_OUTPUT_BYTES = 64 * 1024
 MAX_ARGS_DEPTH = 16
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_NAME_LENGTH = 200
@@ -313,6 +321,8 @@ class JobCreateSchema(Schema):
 
     _handlers: frozenset[str] = frozenset()
     _guard: DestinationGuard = DestinationGuard()
+    #: JobUpdateSchema: fields absent from the body keep their stored values
+    partial_update = False
 
     @classmethod
     def with_handlers(cls, names: frozenset[str], guard: DestinationGuard | None = None) -> JobCreateSchema:
@@ -333,9 +343,6 @@ class JobCreateSchema(Schema):
         if "handler" in data and "args" in data:
             sent.update(handler=data["handler"], args=data["args"])
         check_destinations(sent, self._guard)
-
-    #: JobUpdateSchema: fields absent from the body keep their stored values
-    partial_update = False
 
     @validates("handler")
     def check_handler(self, value: str, **kwargs: Any) -> None:
@@ -498,7 +505,7 @@ class RunSchema(Schema):
                        '{"unserializable": <type>, "repr": <text>}. The http handler\'s is {status, headers, body}.'})
     output_truncated = fields.Boolean(required=True)
     log = fields.String(required=True, allow_none=True, metadata={
-        "description": f"The last {MAX_OUTPUT_BYTES} bytes of the lines the handler logged through ctx.logger "
+        "description": f"The last {MAX_LOG_BYTES} bytes of the lines the handler logged through ctx.logger "
                        "(null: none)."})
     notifications = fields.List(fields.Nested(NotificationSchema), required=True, metadata={
         "description": "The notifications this run raised (job notify) and how their delivery went."})
