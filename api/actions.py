@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def create_job(svc: Services, payload: Any, *, actor: str | None = None) -> tuple[Job, datetime]:
     """Register a job from an API body; the stored document and the instant it was written.
     ``actor``: who asked (the name its revision records)."""
-    fields = schemas.JobCreateSchema.with_handlers(frozenset(svc.handlers.names())).load(payload)
+    fields = schemas.JobCreateSchema.with_handlers(frozenset(svc.handlers.names()), svc.guard).load(payload)
     store = svc.ready_store()
     now = svc.clock.now()
     return store.create_job(fields, now, actor=actor), now
@@ -36,10 +36,14 @@ def update_job(svc: Services, job_id: str, payload: Any, *, actor: str | None = 
                expected_revision: int | None = None) -> tuple[Job, datetime]:
     """Apply a partial update (an API ``PUT`` body); the job as stored after it.
     ``expected_revision`` (``If-Match``): `PreconditionFailed` unless the job is at it."""
-    changes = schemas.JobUpdateSchema.with_handlers(frozenset(svc.handlers.names())).load(payload)
+    changes = schemas.JobUpdateSchema.with_handlers(frozenset(svc.handlers.names()), svc.guard).load(payload)
     store = svc.ready_store()
     if ("schedule" in changes) != ("jitter_s" in changes):  # both sent: the schema checked them
         check_jitter_against_stored(store.get_job(job_id), changes)
+    if ("args" in changes) != ("handler" in changes):  # one of them with the stored other one
+        stored = store.get_job(job_id)
+        schemas.check_destinations({key: changes[key] for key in ("handler", "args") if key in changes}, svc.guard,
+                                   handler=stored.handler, args=stored.args)
     now = svc.clock.now()
     return store.update_job(job_id, changes, now, actor=actor, expected_revision=expected_revision), now
 

@@ -23,6 +23,7 @@ from cronhive.api.ui import register_ui
 from cronhive.broker import RunPublisher
 from cronhive.clock import Clock, DatabaseClock
 from cronhive.handlers import HandlerRegistry, load_handler_modules
+from cronhive.http_calls import DestinationGuard
 from cronhive.logs import configure_logging
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
@@ -47,6 +48,8 @@ class Services:
     handlers: HandlerRegistry
     clock: Clock
     owned: list[Closable] = field(default_factory=list)
+    #: the destination guard (HTTP_HANDLER_ALLOWED_HOSTS) http args and notify URLs are checked under
+    guard: DestinationGuard = field(default_factory=DestinationGuard)
     _indexes_ready: bool = False
     _lock: Lock = field(default_factory=Lock)
 
@@ -86,6 +89,7 @@ def create_app(
         handlers=load_handler_modules(settings.handler_modules),
         clock=DatabaseClock(store),
         owned=owned,
+        guard=settings.destination_guard(),
     )
     register_error_handlers(app)
     app.register_blueprint(bp)

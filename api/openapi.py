@@ -117,6 +117,7 @@ def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
         "Deleted": schemas.DeletedSchema,
         "Trigger": schemas.TriggerSchema,
         "Run": schemas.RunSchema,
+        "RunSummary": schemas.RunSummarySchema,
         "RunList": schemas.RunListSchema,
         "Revision": schemas.RevisionSchema,
         "RevisionList": schemas.RevisionListSchema,

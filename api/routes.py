@@ -18,7 +18,7 @@ from cronhive.api.auth import current_actor, guard_request, mutating, reads_only
 from cronhive.api.errors import ApiError
 from cronhive.api.idempotency import idempotent
 from cronhive.api.openapi import BASE, build_spec
-from cronhive.domain import Job, format_instant, job_view, run_view
+from cronhive.domain import Job, format_instant, job_view, run_summary_view, run_view
 from cronhive.enums import ReadAccess
 from cronhive.errors import Unavailable
 
@@ -242,7 +242,7 @@ def list_runs(job_id: str) -> Response:
     store = services().ready_store()
     store.get_job(job_id)
     docs, total = store.list_runs(job_id, page, limit)
-    return jsonify(page_of([run_view(doc) for doc in docs], page, limit, total))
+    return jsonify(page_of([run_summary_view(doc) for doc in docs], page, limit, total))
 
 
 def get_run(run_id: str) -> Response:

@@ -11,12 +11,22 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
 from cronhive import cron
-from cronhive.domain import JOB_ID_PATTERN, JOB_ID_RE, JOB_STATUSES, MISFIRE_POLICIES, OVERLAP_POLICIES
-from cronhive.enums import RevisionAction
+from cronhive.domain import (
+    JOB_ID_PATTERN,
+    JOB_ID_RE,
+    JOB_STATUSES,
+    MAX_LOG_BYTES,
+    MAX_OUTPUT_BYTES,
+    MISFIRE_POLICIES,
+    OVERLAP_POLICIES,
+    Notify,
+)
+from cronhive.enums import DeliveryStatus, NotifyEvent, RevisionAction
 from cronhive.errors import InvalidSchedule
+from cronhive.http_calls import DestinationGuard, header_problems, url_problems, validate_http_args
 
 MAX_ARGS_BYTES = 16 * 1024
 REVISION_ACTIONS = tuple(action.value for action in RevisionAction)
@@ -192,7 +202,8 @@ class ArgsField(fields.Dict):
 
 
 def args_field() -> ArgsField:
-    return ArgsField(metadata={"description": ARGS_DESCRIPTION, "x-max-bytes": MAX_ARGS_BYTES,
+    return ArgsField(metadata={"description": ARGS_DESCRIPTION + " " + HTTP_ARGS_DESCRIPTION,
+                               "x-max-bytes": MAX_ARGS_BYTES,
                                "x-max-depth": MAX_ARGS_DEPTH, "example": {"list": "daily"}})
 
 
@@ -225,6 +236,71 @@ def _policy_fields() -> dict[str, fields.Field[Any]]:
     }
 
 
+NOTIFY_EVENTS = tuple(member.value for member in NotifyEvent)
+#: The built-in handler whose ``args`` are checked at create/update (`cronhive.http_calls`).
+HTTP_HANDLER = "http"
+HTTP_ARGS_DESCRIPTION = (
+    "For handler `http`: `url` (http or https), `method` (default POST), `headers` (string map; a value "
+    "`${secret:NAME}` is read on the worker from CRONHIVE_SECRET_NAME), `body` (any JSON, sent as JSON), "
+    "`expect_status` (an integer or a list; default any 2xx), `timeout_s` (default 30). A literal IP host the "
+    "destination guard (HTTP_HANDLER_ALLOWED_HOSTS) refuses is a 422."
+)
+
+
+class NotifySchema(Schema):
+    """A job's ``notify``: where to POST which run events."""
+
+    url = fields.String(required=True, validate=validate.Length(min=1, max=2048),
+                        metadata={"example": "https://hooks.example.com/cronhive",
+                                  "description": "http or https; checked by the destination guard "
+                                                 "(HTTP_HANDLER_ALLOWED_HOSTS) at create/update for a literal IP "
+                                                 "host and on every delivery after DNS resolution."})
+    on = fields.List(fields.String(validate=validate.OneOf(NOTIFY_EVENTS)), required=True,
+                     validate=validate.Length(min=1, max=len(NOTIFY_EVENTS)),
+                     metadata={"example": ["failure", "recovery"],
+                               "description": "failure: a run ended failed, timed_out or abandoned with no retry "
+                                              "left; recovery: the first succeeded run after such a failure; "
+                                              "skipped: a slot was recorded skipped."})
+    headers = fields.Dict(keys=fields.String(), values=fields.String(),
+                          metadata={"example": {"Authorization": "Bearer ${secret:HOOK_TOKEN}"},
+                                    "description": "Sent with every delivery; a value ${secret:NAME} is read on "
+                                                   "the worker from CRONHIVE_SECRET_NAME."})
+
+    @validates_schema(skip_on_field_errors=True)
+    def check(self, data: dict[str, Any], **kwargs: Any) -> None:
+        problems: dict[str, list[str]] = {}
+        if bad := url_problems(data["url"]):
+            problems["url"] = bad
+        if bad := header_problems(data.get("headers", {})):
+            problems["headers"] = bad
+        if len(set(data["on"])) != len(data["on"]):
+            problems["on"] = ["Name each event once."]
+        if problems:
+            raise ValidationError(problems)
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> Notify:
+        return Notify(url=data["url"], on=tuple(NotifyEvent(event) for event in data["on"]),
+                      headers=dict(data.get("headers", {})))
+
+
+def check_destinations(fields_: dict[str, Any], guard: DestinationGuard, *, handler: str | None = None,
+                       args: dict[str, Any] | None = None) -> None:
+    """The ``http`` handler's ``args`` (for a job whose handler is ``http``) and the
+    ``notify`` URL, under the destination guard: a `ValidationError` naming the field
+    (``{"args": {"url": [...]}}``, ``{"notify": {"url": [...]}}``) otherwise."""
+    problems: dict[str, Any] = {}
+    handler = fields_.get("handler", handler)
+    args = fields_.get("args", args)
+    if handler == HTTP_HANDLER and args is not None and (bad := validate_http_args(args, guard)):
+        problems["args"] = bad
+    notify = fields_.get("notify")
+    if isinstance(notify, Notify) and (why := guard.check_literal(notify.url)):
+        problems["notify"] = {"url": [why[0].upper() + why[1:] + "."]}
+    if problems:
+        raise ValidationError(problems)
+
+
 class JobCreateSchema(Schema):
     job_id = JobId(validate=validate.Length(min=1, max=64),
                    metadata={"pattern": JOB_ID_PATTERN, "example": "job_reminder_daily",
@@ -241,14 +317,33 @@ class JobCreateSchema(Schema):
     jitter_s = _policy_fields()["jitter_s"]
     timeout_s = _policy_fields()["timeout_s"]
     max_retries = _policy_fields()["max_retries"]
+    notify = fields.Nested(NotifySchema, allow_none=True,
+                           metadata={"description": "POST a JSON notification on these run events; null: none."})
 
     _handlers: frozenset[str] = frozenset()
+    _guard: DestinationGuard = DestinationGuard()
+    #: JobUpdateSchema: fields absent from the body keep their stored values
+    partial_update = False
 
     @classmethod
-    def with_handlers(cls, names: frozenset[str]) -> JobCreateSchema:
+    def with_handlers(cls, names: frozenset[str], guard: DestinationGuard | None = None) -> JobCreateSchema:
         schema = cls()
         schema._handlers = names
+        if guard is not None:
+            schema._guard = guard
         return schema
+
+    @validates_schema(skip_on_field_errors=True)
+    def check_destinations(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """``http`` args and the ``notify`` URL (an update that sends only one of handler and
+        args is checked against the stored other one by the route)."""
+        if not self.partial_update:
+            check_destinations(data, self._guard, args={})
+            return
+        sent = {key: data[key] for key in ("notify",) if key in data}
+        if "handler" in data and "args" in data:
+            sent.update(handler=data["handler"], args=data["args"])
+        check_destinations(sent, self._guard)
 
     @validates("handler")
     def check_handler(self, value: str, **kwargs: Any) -> None:
@@ -270,6 +365,8 @@ class JobUpdateSchema(JobCreateSchema):
 
     class Meta:
         exclude = ("job_id",)
+
+    partial_update = True
 
     name = name_field()
     schedule = schedule_field("0 7 * * *")
@@ -342,6 +439,7 @@ class JobSchema(Schema):
     jitter_s = _count(0, MAX_JITTER_S)
     timeout_s = _count(1, WEEK_S)
     max_retries = _count(0, 20)
+    notify = fields.Nested(NotifySchema, required=True, allow_none=True)
 
 
 class JobListSchema(Schema):
@@ -371,6 +469,19 @@ class AttemptSchema(Schema):
     error = fields.Dict(required=True, allow_none=True)
 
 
+class NotificationSchema(Schema):
+    event = fields.String(required=True, validate=validate.OneOf(NOTIFY_EVENTS))
+    url = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf([member.value for member in DeliveryStatus]),
+                           metadata={"description": "pending: being tried (with backoff); delivered; failed: "
+                                                    "NOTIFY_MAX_ATTEMPTS attempts failed."})
+    attempts = _count()
+    last_attempt_at = _instant()
+    delivered_at = _instant()
+    response_status = fields.Integer(required=True, allow_none=True)
+    error = fields.String(required=True, allow_none=True)
+
+
 class RunSchema(Schema):
     run_id = fields.String(required=True)
     job_id = fields.String(required=True)
@@ -388,10 +499,28 @@ class RunSchema(Schema):
     error = fields.Dict(required=True, allow_none=True)
     attempts = fields.List(fields.Nested(AttemptSchema), required=True,
                            metadata={"description": "One record per finished attempt, oldest first."})
+    output = fields.Raw(required=True, allow_none=True, metadata={
+        "description": f"The handler's return value (any JSON; null: none). Over {MAX_OUTPUT_BYTES} bytes of JSON "
+                       "its longest strings are shortened (or, if that cannot fit it, it becomes the start of its "
+                       "JSON text as a string) and output_truncated is true. A value that is not JSON is "
+                       '{"unserializable": <type>, "repr": <text>}. The http handler\'s is {status, headers, body}.'})
+    output_truncated = fields.Boolean(required=True)
+    log = fields.String(required=True, allow_none=True, metadata={
+        "description": f"The last {MAX_LOG_BYTES} bytes of the lines the handler logged through ctx.logger "
+                       "(null: none)."})
+    notifications = fields.List(fields.Nested(NotificationSchema), required=True, metadata={
+        "description": "The notifications this run raised (job notify) and how their delivery went."})
+
+
+class RunSummarySchema(RunSchema):
+    """A run in a run list: every field but ``log`` (GET /runs/:run_id shows it)."""
+
+    class Meta:
+        exclude = ("log",)
 
 
 class RunListSchema(Schema):
-    data = fields.List(fields.Nested(RunSchema), required=True)
+    data = fields.List(fields.Nested(RunSummarySchema), required=True)
     pagination = fields.Nested(PaginationSchema, required=True)
 
 

@@ -52,8 +52,8 @@ from datetime import datetime, timedelta
 
 from cronhive.broker import RunPublisher
 from cronhive.clock import Clock
-from cronhive.domain import Job, Run, RunError, new_run
-from cronhive.enums import ErrorType, RunStatus, Trigger
+from cronhive.domain import Job, Run, RunError, new_run, notifications_for
+from cronhive.enums import ErrorType, NotifyEvent, RunStatus, Trigger
 from cronhive.errors import BrokerUnavailable
 from cronhive.scheduler import overlap
 from cronhive.scheduler.metrics import SchedulerMetrics
@@ -286,7 +286,10 @@ class Dispatcher:
                           lease_token=run.lease_token, sched_term=term)
         if run.fire:
             return created
-        return replace(created, error=RunError(run.skip_type or ErrorType.MISFIRE, run.message or ""), finished_at=now)
+        # a skipped slot's notification rides on its run (the outbox), so a withdrawn draft takes it along
+        notify = notifications_for(job.notify, NotifyEvent.SKIPPED, job.name, now)
+        return replace(created, error=RunError(run.skip_type or ErrorType.MISFIRE, run.message or ""), finished_at=now,
+                       notifications=notify, notify_due=now if notify else None)
 
     def _disable(self, job: Job, reason: str, now: datetime) -> bool:
         """Disable a job that cannot be planned; False when it changed meanwhile."""

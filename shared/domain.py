@@ -38,7 +38,17 @@ from typing import Any
 
 from cronhive import cron
 from cronhive.enums import FINAL_RUN_STATUSES as FINAL_RUN_STATUSES
-from cronhive.enums import JobStatus, LeaseScope, MisfirePolicy, OverlapPolicy, RunStatus, SchedulerRole, Trigger
+from cronhive.enums import (
+    DeliveryStatus,
+    JobStatus,
+    LeaseScope,
+    MisfirePolicy,
+    NotifyEvent,
+    OverlapPolicy,
+    RunStatus,
+    SchedulerRole,
+    Trigger,
+)
 from cronhive.leases import Lease, host_and_pid, pid_of
 
 UTC = UTC
@@ -155,6 +165,67 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True)
+class Notify:
+    """A job's ``notify``: where to POST which events (README, "Notifications").
+    Header values may name worker secrets as ``${secret:NAME}``."""
+
+    url: str
+    on: tuple[NotifyEvent, ...]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def view(self) -> dict[str, Any]:
+        return {"url": self.url, "on": [str(event) for event in self.on], "headers": dict(self.headers)}
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One notification of a run and its delivery: the event, the destination as it
+    was when the event happened, and how delivering it went (at least once: retried
+    with backoff until delivered or `DeliveryStatus.FAILED` after the last attempt)."""
+
+    event: NotifyEvent
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    job_name: str | None = None
+    status: DeliveryStatus = DeliveryStatus.PENDING
+    attempts: int = 0
+    created_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    response_status: int | None = None
+    error: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        """As ``GET /runs/:run_id`` shows it (headers are not shown: they may carry credentials)."""
+        return {
+            "event": self.event,
+            "url": self.url,
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_attempt_at": format_instant(self.last_attempt_at),
+            "delivered_at": format_instant(self.delivered_at),
+            "response_status": self.response_status,
+            "error": self.error,
+        }
+
+
+#: A run's ``output`` (its JSON form) and ``log`` keep at most this many bytes.
+MAX_OUTPUT_BYTES = 64 * 1024
+MAX_LOG_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """What an attempt leaves on its run: the handler's return value as JSON (``output``,
+    None when it returned nothing), whether it was cut to `MAX_OUTPUT_BYTES`, and the
+    last `MAX_LOG_BYTES` of the lines it logged through ``ctx.logger`` (None: none)."""
+
+    output: Any = None
+    truncated: bool = False
+    log: str | None = None
+
+
+@dataclass(frozen=True)
 class Job:
     """A job: its definition, scheduling state, last outcome and run lease.
 
@@ -190,6 +261,7 @@ class Job:
     lease_term: int | None = 0
     disabled_reason: str | None = None
     buffered_run_id: str | None = None
+    notify: Notify | None = None
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -266,6 +338,10 @@ class Run:
     lease_scope: LeaseScope | None = None
     retry_at: datetime | None = None
     attempts: tuple[AttemptRecord, ...] = ()
+    output: RunOutput = field(default_factory=RunOutput)
+    notifications: tuple[Notification, ...] = ()
+    #: when the deliverer should next look at its pending notifications (None: none pending)
+    notify_due: datetime | None = None
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -315,6 +391,10 @@ class AttemptEnd:
     duration_ms: int | None = None
     retry_at: datetime | None = None
     releases_run_lease: bool = False
+    #: the attempt's output and log (written in the same update)
+    output: RunOutput | None = None
+    #: notifications the outcome raises (the run is their outbox: written in the same update)
+    notifications: tuple[Notification, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -356,6 +436,7 @@ def new_job(job_id: str, fields: Mapping[str, Any], now: datetime) -> Job:
         max_retries=policy["max_retries"],
         created_at=now,
         updated_at=now,
+        notify=fields.get("notify"),
     )
     if not job.enabled:
         return job  # it gets its first slot when enabled
@@ -465,6 +546,7 @@ def job_view(job: Job, now: datetime) -> dict[str, Any]:
         "jitter_s": job.jitter_s,
         "timeout_s": job.timeout_s,
         "max_retries": job.max_retries,
+        "notify": job.notify.view() if job.notify else None,
     }
 
 
@@ -486,7 +568,21 @@ def run_view(run: Run) -> dict[str, Any]:
         "lateness_ms": run.lateness_ms,
         "error": run.error.view() if run.error else None,
         "attempts": [attempt_view(record) for record in run.attempts],
+        "output": run.output.output,
+        "output_truncated": run.output.truncated,
+        "log": run.output.log,
+        "notifications": [notification.view() for notification in run.notifications],
     }
+
+
+#: What run lists (``GET /jobs/:id/runs``) leave out to stay light: the log (up to 64 KiB a
+#: run) is shown by ``GET /runs/:run_id`` only.
+RUN_LIST_OMITS = ("log",)
+
+
+def run_summary_view(run: Run) -> dict[str, Any]:
+    """A run as run lists show it: `run_view` without `RUN_LIST_OMITS`."""
+    return {key: value for key, value in run_view(run).items() if key not in RUN_LIST_OMITS}
 
 
 def attempt_view(record: AttemptRecord) -> dict[str, Any]:
@@ -508,3 +604,47 @@ def error_view(error: Any) -> Any:
     if not isinstance(error, dict):
         return error
     return {**error, "traceback": error.get("traceback")}
+
+
+# -- notifications --------------------------------------------------------------------
+
+#: Final statuses that are a failure for ``notify`` (``failure``, and ``recovery`` after one).
+FAILURE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
+
+
+def outcome_event(status: RunStatus, previous: RunStatus | None) -> NotifyEvent | None:
+    """The event a run's final ``status`` is, given the job's last recorded outcome before
+    it (``previous``): ``failure`` (failed, timed out or abandoned: final, so no retry
+    left), ``recovery`` (succeeded after a failure), ``skipped``, or None."""
+    if status in FAILURE_STATUSES:
+        return NotifyEvent.FAILURE
+    if status == RunStatus.SUCCEEDED and previous in FAILURE_STATUSES:
+        return NotifyEvent.RECOVERY
+    if status == RunStatus.SKIPPED:
+        return NotifyEvent.SKIPPED
+    return None
+
+
+def notifications_for(notify: Notify | None, event: NotifyEvent | None, job_name: str | None,
+                      now: datetime) -> tuple[Notification, ...]:
+    """The notification ``event`` raises for a job with ``notify`` (none when the job does
+    not ask for that event)."""
+    if notify is None or event is None or event not in notify.on:
+        return ()
+    return (Notification(event=event, url=notify.url, headers=dict(notify.headers), job_name=job_name or None,
+                         created_at=now),)
+
+
+def notification_payload(run: Run, notification: Notification, job_name: str | None) -> dict[str, Any]:
+    """The JSON body POSTed for ``notification`` of ``run``."""
+    return {
+        "event": notification.event,
+        "job_id": run.job_id,
+        "job_name": job_name,
+        "run_id": run.run_id,
+        "status": run.status,
+        "scheduled_for": format_instant(run.scheduled_for),
+        "finished_at": format_instant(run.finished_at),
+        "attempt": run.attempt,
+        "error": run.error.view() if run.error else None,
+    }

@@ -104,6 +104,28 @@ class ErrorType(StrEnum):
     ABANDONED = "abandoned"
     JOB_NOT_FOUND = "job_not_found"
     JOB_DELETED = "job_deleted"
+    #: the built-in ``http`` handler (`cronhive.http_calls`)
+    HTTP_ERROR = "http_error"
+    UNEXPECTED_STATUS = "unexpected_status"
+    DESTINATION_NOT_ALLOWED = "destination_not_allowed"
+    MISSING_SECRET = "missing_secret"
+    HTTP_TRANSPORT_ERROR = "http_transport_error"
+
+
+class NotifyEvent(StrEnum):
+    """What a job's ``notify`` can be told about (README, "Notifications")."""
+
+    FAILURE = "failure"
+    RECOVERY = "recovery"
+    SKIPPED = "skipped"
+
+
+class DeliveryStatus(StrEnum):
+    """Where one notification's delivery is: still being tried, delivered, or given up."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
 
 
 class RevisionAction(StrEnum):
@@ -140,10 +162,12 @@ class SchedulerRole(StrEnum):
 __all__ = [
     "FINAL_RUN_STATUSES",
     "NOT_STARTED",
+    "DeliveryStatus",
     "ErrorType",
     "JobStatus",
     "LeaseScope",
     "MisfirePolicy",
+    "NotifyEvent",
     "OverlapPolicy",
     "ReadAccess",
     "RevisionAction",

@@ -1,7 +1,8 @@
 """The handler registry: job handlers are Python callables registered by name.
 
-Built in: ``noop``, ``sleep`` (``args.seconds``), ``fail`` (raises) and
-``reminder_scheduler`` (the seed's example, a demo). A deployment adds its own
+Built in: ``noop``, ``sleep`` (``args.seconds``), ``fail`` (raises),
+``http`` (calls a URL: `cronhive.http_calls`) and ``reminder_scheduler`` (the
+seed's example, a demo). A deployment adds its own
 with the `handler` decorator in modules named by ``HANDLER_MODULES``::
 
     from cronhive import handler
@@ -11,7 +12,10 @@ with the `handler` decorator in modules named by ``HANDLER_MODULES``::
         ...
 
 A handler is called as ``fn(args, ctx)``: ``args`` is the job's JSON object,
-``ctx`` a `HandlerContext`. Its return value is ignored; raising fails the run.
+``ctx`` a `HandlerContext`. Its return value, if JSON, is the run's ``output``
+(`cronhive.run_output`); what it logs through ``ctx.logger`` is the run's
+``log``; raising fails the run (an exception with a string ``error_type``
+attribute names the run's ``error.type``, else its class name does).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from cronhive.errors import ConfigurationError, ValidationError
+from cronhive.http_calls import DestinationGuard, run_http
 
 log = logging.getLogger("cronhive.handlers")
 
@@ -126,6 +131,30 @@ def sleep(args: dict[str, Any], ctx: HandlerContext) -> None:
 def fail(args: dict[str, Any], ctx: HandlerContext) -> None:
     """Always raises (``args.message`` is the error message)."""
     raise HandlerFailed(str(args.get("message", "the fail handler always fails")))
+
+
+_http_guard = [DestinationGuard()]
+
+
+def configure_http_handler(guard: DestinationGuard) -> None:
+    """The destination guard the ``http`` handler calls under (HTTP_HANDLER_ALLOWED_HOSTS;
+    the worker's start step sets it; until then only public addresses may be called)."""
+    _http_guard[0] = guard
+
+
+@handler("http")
+def http(args: dict[str, Any], ctx: HandlerContext) -> dict[str, Any]:
+    """Calls args.url (method, headers, JSON body, expect_status, timeout_s); the response is the run's output."""
+    started = time.monotonic()
+    try:
+        output = run_http(args, _http_guard[0])
+    except Exception as exc:
+        ctx.logger.warning("%s %s failed after %d ms: %s", str(args.get("method", "POST")).upper(), args.get("url"),
+                           int((time.monotonic() - started) * 1000), exc)
+        raise
+    ctx.logger.info("%s %s answered %s in %d ms", str(args.get("method", "POST")).upper(), args.get("url"),
+                    output["status"], int((time.monotonic() - started) * 1000))
+    return output
 
 
 @handler("reminder_scheduler")

@@ -40,6 +40,7 @@ from urllib.parse import urljoin, urlsplit
 
 import urllib3
 
+from cronhive.enums import ErrorType
 from cronhive.errors import ConfigurationError
 
 #: Methods the handler may use.
@@ -67,7 +68,7 @@ class CallError(Exception):
     """A call that failed in a way the run records with ``error_type``; ``output``
     (when a response came) is kept on the run too."""
 
-    error_type = "http_error"
+    error_type: str = ErrorType.HTTP_ERROR
 
     def __init__(self, message: str, output: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -75,19 +76,19 @@ class CallError(Exception):
 
 
 class DestinationNotAllowed(CallError):
-    error_type = "destination_not_allowed"
+    error_type = ErrorType.DESTINATION_NOT_ALLOWED
 
 
 class UnexpectedStatus(CallError):
-    error_type = "unexpected_status"
+    error_type = ErrorType.UNEXPECTED_STATUS
 
 
 class MissingSecret(CallError):
-    error_type = "missing_secret"
+    error_type = ErrorType.MISSING_SECRET
 
 
 class TransportFailed(CallError):
-    error_type = "http_transport_error"
+    error_type = ErrorType.HTTP_TRANSPORT_ERROR
 
 
 # -- arguments --------------------------------------------------------------------
@@ -391,6 +392,23 @@ def run_http(args: Mapping[str, Any], guard: DestinationGuard, *, env: Mapping[s
     return output
 
 
+def post_json(url: str, body: bytes, headers: Mapping[str, str], guard: DestinationGuard, timeout_s: float, *,
+              env: Mapping[str, str] | None = None, resolver: Resolver = system_resolver,
+              ca_certs: str | None = None) -> Response:
+    """One ``POST`` of the JSON ``body`` exactly as given (so a signature over those bytes
+    holds) to ``url`` under the guard, redirects not followed (failure notifications).
+    Header values may use ``${secret:NAME}``."""
+    sent = resolve_secrets(headers, os.environ if env is None else env)
+    if not any(name.lower() == "content-type" for name in sent):
+        sent["Content-Type"] = "application/json"
+    return _request_once("POST", url, sent, body, timeout_s, guard, resolver, ca_certs)
+
+
+#: The checks of a URL and of a header map, for other fields that name a destination (``notify``).
+url_problems = _url_problems
+header_problems = _header_problems
+
+
 def validate_http_args(args: Mapping[str, Any], guard: DestinationGuard) -> dict[str, list[str]]:
     """Problems with a job's ``http`` arguments, by field, for the API's 422 (empty: fine)."""
     parsed, problems = parse_http_args(args)
@@ -407,9 +425,12 @@ __all__: Sequence[str] = [
     "MissingSecret",
     "UnexpectedStatus",
     "call",
+    "header_problems",
     "parse_http_args",
     "pick_address",
+    "post_json",
     "resolve_secrets",
     "run_http",
+    "url_problems",
     "validate_http_args",
 ]

@@ -75,6 +75,9 @@ def _worker_series() -> dict[str, Any]:
                                          buckets=DURATION_BUCKETS),
         "LEASE_RENEW_FAILURES": Counter("cronhive_worker_lease_renew_failures_total",
                                         "Job lease renewals that failed or found the lease lost."),
+        "NOTIFICATIONS": Counter("cronhive_worker_notifications_total",
+                                 "Notification delivery attempts by event and outcome (delivered, retried, failed).",
+                                 ["event", "outcome"]),
     }
 
 
@@ -90,6 +93,7 @@ SERIES_GROUP: dict[str, str] = {
     "SLOTS_MISSED": "scheduler", "SLOTS_SKIPPED": "scheduler", "FIRE_LATENESS": "scheduler",
     "UNPUBLISHED_RUNS": "scheduler",
     "WORKER_RUNS": "worker", "WORKER_RUN_DURATION": "worker", "LEASE_RENEW_FAILURES": "worker",
+    "NOTIFICATIONS": "worker",
 }
 
 _created: dict[str, Any] = {}

@@ -12,11 +12,14 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cronhive.enums import ReadAccess, TokenRole
 from cronhive.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from cronhive.http_calls import DestinationGuard
 
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017"
@@ -55,6 +58,11 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "LOG_LEVEL": ("log_level", "INFO", "Log level of every process."),
     "METRICS_HOST": ("metrics_host", "127.0.0.1", "Address the scheduler's and worker's health/metrics server binds to (0.0.0.0 in containers)."),
     "METRICS_PORT": ("metrics_port", "9100", "Port of the scheduler's and worker's `/healthz`, `/readyz` and `/metrics`; 0 turns the server off."),
+    "HTTP_HANDLER_ALLOWED_HOSTS": ("http_handler_allowed_hosts", "unset", "Comma-separated host names, IPs and CIDRs the `http` handler and notifications may call. Unset: any public address; loopback, link-local, private and unique-local addresses are refused unless listed. Set: only what it lists."),
+    "NOTIFY_SECRET": ("notify_secret", "unset", "When set, every notification carries `X-Cronhive-Signature: sha256=<hex HMAC-SHA256 of the raw body>` keyed with it."),
+    "NOTIFY_MAX_ATTEMPTS": ("notify_max_attempts", "8", "Delivery attempts of one notification before it is recorded `failed`."),
+    "NOTIFY_BACKOFF_MS": ("notify_backoff_ms", "5000", "Wait before a notification's second delivery attempt; doubled for each further one (max 10 minutes)."),
+    "NOTIFY_TIMEOUT_S": ("notify_timeout_s", "10", "Timeout of one notification request; a worker's claim on a delivery lasts twice that plus 5 s."),
 }
 
 
@@ -172,6 +180,11 @@ class Settings:
     metrics_port: int = 9100
     #: True when MONGODB_URI was not set (make up then embeds SecantusDB).
     mongodb_uri_from_default: bool = True
+    http_handler_allowed_hosts: str = ""
+    notify_secret: str | None = None
+    notify_max_attempts: int = 8
+    notify_backoff_ms: int = 5000
+    notify_timeout_s: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -205,6 +218,11 @@ class Settings:
             metrics_host=env.get("METRICS_HOST") or "127.0.0.1",
             metrics_port=_int(env, "METRICS_PORT", 9100, minimum=0),
             mongodb_uri_from_default=uri is None,
+            http_handler_allowed_hosts=env.get("HTTP_HANDLER_ALLOWED_HOSTS") or "",
+            notify_secret=env.get("NOTIFY_SECRET") or None,
+            notify_max_attempts=_int(env, "NOTIFY_MAX_ATTEMPTS", 8, minimum=1),
+            notify_backoff_ms=_int(env, "NOTIFY_BACKOFF_MS", 5000, minimum=1),
+            notify_timeout_s=_int(env, "NOTIFY_TIMEOUT_S", 10, minimum=1),
         )
         settings.validate()
         return settings
@@ -220,6 +238,13 @@ class Settings:
             raise ConfigurationError(f"UI_SECRET_KEY must be at least {MIN_UI_SECRET_KEY_LENGTH} characters long")
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigurationError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        self.destination_guard()  # a bad HTTP_HANDLER_ALLOWED_HOSTS entry is a ConfigurationError
+
+    def destination_guard(self) -> DestinationGuard:
+        """The SSRF guard of the ``http`` handler and of notifications (HTTP_HANDLER_ALLOWED_HOSTS)."""
+        from cronhive.http_calls import DestinationGuard
+
+        return DestinationGuard.parse(self.http_handler_allowed_hosts)
 
         self._validate_tokens()
 

@@ -249,5 +249,7 @@ def run_activity(store: MongoStore, now: datetime, hours: int = 24) -> RunActivi
 def recently_finished(store: MongoStore, now: datetime, limit: int) -> list[Run]:
     """The ``limit`` latest runs that finished in the last hour, newest first (index "finished")."""
     with translate_errors(store.uri):
-        cursor = store.runs.find({"finished_at": {"$gte": now - HOUR}}).sort("finished_at", DESCENDING)
+        # the overview shows neither output nor log: not read
+        cursor = store.runs.find({"finished_at": {"$gte": now - HOUR}}, {"output_json": 0, "log": 0}).sort(
+            "finished_at", DESCENDING)
         return [run_from_doc(doc) for doc in cursor.limit(limit)]

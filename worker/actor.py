@@ -25,12 +25,15 @@ def make_execute_run(registry: HandlerRegistry, keeper: LeaseKeeper) -> Callable
     """The actor function, bound to the process's handler registry and lease keeper."""
 
     def execute_run(run_id: str, job_id: str | None = None) -> None:
-        """Execute one attempt of ``run_id``: look the job's handler up and call it."""
+        """Execute one attempt of ``run_id``: look the job's handler up and call it; its
+        return value is kept on the attempt, to be the run's ``output`` (recorded by
+        `RunLifecycle`; the actor itself returns nothing, as Dramatiq expects without a
+        results backend)."""
         attempt = current_attempt()
         if attempt is None or attempt.run_id != run_id:
             raise NoAttempt(f"no leased attempt for run {run_id!r}")
         handler = registry.get(attempt.handler)
         with keeper.handler_running(attempt):
-            handler(attempt.args, attempt.context(handler_log))
+            attempt.result = handler(attempt.args, attempt.context(handler_log))
 
     return execute_run

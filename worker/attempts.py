@@ -17,10 +17,11 @@ from typing import Any
 
 from dramatiq.middleware import Interrupt, TimeLimitExceeded
 
-from cronhive.domain import RunError
+from cronhive.domain import Notify, RunError
 from cronhive.enums import ErrorType, LeaseScope, RunStatus, Trigger
 from cronhive.handlers import HandlerContext
 from cronhive.leases import Lease, process_holder
+from cronhive.run_output import LogCapture, attempt_logger
 from cronhive.worker.tracebacks import traceback_excerpt
 
 #: ``error.message`` is cut to this many characters.
@@ -53,7 +54,11 @@ def classify(exception: BaseException | None, timeout_s: int | None) -> tuple[Ru
         return RunStatus.TIMED_OUT, bounded_error(ErrorType.TIMEOUT, f"the handler ran longer than timeout_s={timeout_s}")
     if isinstance(exception, LeaseLostInterrupt):
         return RunStatus.ABANDONED, bounded_error(ErrorType.LEASE_LOST, "the attempt lost its lease while the handler ran")
-    error = bounded_error(type(exception).__name__, str(exception) or repr(exception))
+    # an exception may name its error type (the http handler's ``unexpected_status``...)
+    error_type = getattr(exception, "error_type", None)
+    if not isinstance(error_type, str) or not error_type:
+        error_type = type(exception).__name__
+    error = bounded_error(error_type, str(exception) or repr(exception))
     excerpt = traceback_excerpt(exception)
     if excerpt is not None:  # where the handler failed: its last frames, bounded
         error = replace(error, traceback=excerpt)
@@ -83,6 +88,13 @@ class Attempt:
     #: True while the actor is inside the handler call (the keeper may interrupt only then)
     in_handler: bool = False
     finished: bool = False
+    #: the job's notify, name and last recorded outcome when the attempt started (for its events)
+    notify: Notify | None = None
+    job_name: str | None = None
+    previous_status: RunStatus | None = None
+    #: the lines the handler logs through ``ctx.logger`` (the run's ``log``) and what it returned
+    capture: LogCapture = field(default_factory=LogCapture)
+    result: Any = None
 
     @property
     def token(self) -> int:
@@ -107,7 +119,7 @@ class Attempt:
             attempt=self.number,
             scheduled_for=self.scheduled_for,
             trigger=self.trigger,
-            logger=logger,
+            logger=attempt_logger(logger, self.capture),
             fencing_token=self.token,
         )
 

@@ -19,7 +19,7 @@ from cronhive import heartbeats
 from cronhive.broker import RUN_ACTOR, make_broker
 from cronhive.clock import Clock, DatabaseClock
 from cronhive.domain import Run
-from cronhive.handlers import HandlerRegistry, load_handler_modules
+from cronhive.handlers import HandlerRegistry, configure_http_handler, load_handler_modules
 from cronhive.logs import add_context_provider, configure_logging
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
@@ -30,6 +30,7 @@ from cronhive.worker.heartbeat import WorkerHeartbeat
 from cronhive.worker.keeper import LeaseKeeper
 from cronhive.worker.maintenance import Maintenance, Reaper
 from cronhive.worker.middleware import RunLifecycle
+from cronhive.worker.notify import Deliverer, Notifications
 from cronhive.worker.records import follow_up_message
 
 log = logging.getLogger("cronhive.worker")
@@ -86,6 +87,7 @@ def build_broker(
         broker.enqueue(follow_up_message(settings.runs_queue, run.run_id, run.job_id, after_attempt))
 
     broker.add_middleware(Maintenance(Reaper(store, clock, settings, republish, worker)))
+    broker.add_middleware(Notifications(Deliverer(store, clock, settings)))
     dramatiq.Actor(
         make_execute_run(registry, keeper),
         broker=broker,
@@ -105,6 +107,7 @@ def setup() -> RabbitmqBroker:
     # start (duplicates, waits); RunLifecycle logs why at info level instead
     logging.getLogger("dramatiq.worker.WorkerThread").setLevel(logging.ERROR)
     registry = load_handler_modules(settings.handler_modules)
+    configure_http_handler(settings.destination_guard())
     store = MongoStore.open(settings)
     store.ensure_indexes()
     store.ensure_run_retention(settings.run_history_days)

@@ -120,7 +120,7 @@ class Reaper:
                                 extra={"job_id": run.job_id, "run_id": run.run_id, "worker": run.worker})
             elif abandon_dead_attempt(self.store, run, now,
                                       f"attempt {attempt} (worker {run.worker}) stopped renewing its lease; "
-                                      "no retries left (found by the reaper)"):
+                                      "no retries left (found by the reaper)", job):
                 report.abandoned.append(run.run_id)
         return report
 

@@ -42,9 +42,20 @@ from dramatiq.middleware import Interrupt, Middleware, SkipMessage
 from cronhive import metrics
 from cronhive.broker import RUN_ACTOR
 from cronhive.clock import Clock
-from cronhive.domain import MAX_FIRE_ALL, AttemptEnd, AttemptStart, Job, Run, RunError
-from cronhive.enums import ErrorType, LeaseScope, OverlapPolicy, RunStatus, Trigger
+from cronhive.domain import (
+    MAX_FIRE_ALL,
+    AttemptEnd,
+    AttemptStart,
+    Job,
+    Run,
+    RunError,
+    RunOutput,
+    notifications_for,
+    outcome_event,
+)
+from cronhive.enums import ErrorType, LeaseScope, NotifyEvent, OverlapPolicy, RunStatus, Trigger
 from cronhive.leases import Lease, attempt_holder, reservation_holder
+from cronhive.run_output import run_output
 from cronhive.settings import Settings
 from cronhive.store.protocols import WorkerStore
 from cronhive.worker import decisions
@@ -241,6 +252,9 @@ class RunLifecycle(Middleware):
             timeout_s=job.timeout_s,
             max_retries=job.max_retries,
             started_at=now,
+            notify=job.notify,
+            job_name=job.name,
+            previous_status=job.last_run_status,
         )
 
     def _claim(self, run: Run, job: Job, number: int, now: datetime) -> Lease | None:
@@ -276,12 +290,13 @@ class RunLifecycle(Middleware):
             self._publish_later(broker, message, decision.after_attempt, decision.delay_ms)
         elif isinstance(decision, Skip):
             assert run is not None
-            if self.store.skip_run(run_id, decision.error, now):
+            notify = notifications_for(job.notify if job else None, NotifyEvent.SKIPPED, job.name if job else None, now)
+            if self.store.skip_run(run_id, decision.error, now, notify):
                 metrics.WORKER_RUNS.labels(outcome=RunStatus.SKIPPED).inc()
                 log.info("run skipped: %s", decision.error.message, extra=extra)
         elif isinstance(decision, Abandon):
             assert run is not None
-            abandon_dead_attempt(self.store, run, now, decision.reason)  # counted there
+            abandon_dead_attempt(self.store, run, now, decision.reason, job)  # counted there
         raise SkipMessage(type(decision).__name__)
 
     def _start_later(self, broker: Broker, message: MessageProxy) -> None:
@@ -313,7 +328,7 @@ class RunLifecycle(Middleware):
         set_current_attempt(None)
         self.keeper.forget(attempt)
         try:
-            self.finish(broker, message, attempt, exception)
+            self.finish(broker, message, attempt, exception, result)
         except Exception:
             log.exception("could not record the outcome; the lease expires and the run is retried or abandoned",
                           extra=attempt.log_extra())
@@ -326,23 +341,30 @@ class RunLifecycle(Middleware):
             log.warning("started attempt skipped by another middleware; the reaper resolves it",
                         extra=attempt.log_extra())
 
-    def finish(self, broker: Broker, message: MessageProxy, attempt: Attempt, exception: BaseException | None) -> str:
-        """Record how ``attempt`` ended; returns the status written (or "rejected")."""
+    def finish(self, broker: Broker, message: MessageProxy, attempt: Attempt, exception: BaseException | None,
+               result: Any = None) -> str:
+        """Record how ``attempt`` ended (with its output and log); returns the status written
+        (or "rejected")."""
         now = self.clock.now()
         duration_ms = attempt.duration_ms()
         status, error = classify(exception, attempt.timeout_s)
+        # what the handler returned (kept on the attempt by the actor), or what a failed call
+        # got back (the http handler's unexpected response)
+        returned = (attempt.result if result is None else result) if exception is None else getattr(
+            exception, "output", None)
+        output = run_output(returned, attempt.capture)
         metrics.WORKER_RUN_DURATION.observe(duration_ms / 1000)
         if status != RunStatus.SUCCEEDED and attempt.number <= attempt.max_retries:
-            return self._retry(broker, message, attempt, status, error, duration_ms, now)
-        return self._record_final(message, attempt, status, error, duration_ms, now)
+            return self._retry(broker, message, attempt, status, error, duration_ms, now, output)
+        return self._record_final(message, attempt, status, error, duration_ms, now, output)
 
     def _retry(self, broker: Broker, message: MessageProxy, attempt: Attempt, status: RunStatus,
-               error: RunError | None, duration_ms: int, now: datetime) -> str:
+               error: RunError | None, duration_ms: int, now: datetime, output: RunOutput | None = None) -> str:
         delay = backoff_ms(attempt.number, self.settings.retry_backoff_ms)
         retry_at = now + timedelta(milliseconds=delay)
         # publish first: if the record below is rejected the retry finds a newer attempt and is dropped
         self._publish_later(broker, message, attempt.number, delay)
-        end = AttemptEnd(RunStatus.QUEUED, error, duration_ms=duration_ms, retry_at=retry_at)
+        end = AttemptEnd(RunStatus.QUEUED, error, duration_ms=duration_ms, retry_at=retry_at, output=output)
         record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
         if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
             return self._rejected(attempt, status)
@@ -354,9 +376,13 @@ class RunLifecycle(Middleware):
         return RunStatus.QUEUED
 
     def _record_final(self, message: MessageProxy, attempt: Attempt, status: RunStatus, error: RunError | None,
-                      duration_ms: int, now: datetime) -> str:
+                      duration_ms: int, now: datetime, output: RunOutput | None = None) -> str:
         own_lease = attempt.scope == LeaseScope.RUN
-        end = AttemptEnd(status, error, finished_at=now, duration_ms=duration_ms, releases_run_lease=own_lease)
+        # the notification outbox is the run itself: its notifications go in the outcome's update
+        notify = notifications_for(attempt.notify, outcome_event(status, attempt.previous_status), attempt.job_name,
+                                   now)
+        end = AttemptEnd(status, error, finished_at=now, duration_ms=duration_ms, releases_run_lease=own_lease,
+                         output=output, notifications=notify)
         record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
         if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
             return self._rejected(attempt, status)

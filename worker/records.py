@@ -15,8 +15,8 @@ from dramatiq import Message
 
 from cronhive import metrics
 from cronhive.broker import run_message
-from cronhive.domain import AttemptEnd, AttemptRecord, Run, RunError
-from cronhive.enums import ErrorType, LeaseScope, RunStatus
+from cronhive.domain import AttemptEnd, AttemptRecord, Job, Run, RunError, notifications_for
+from cronhive.enums import ErrorType, LeaseScope, NotifyEvent, RunStatus
 from cronhive.store.protocols import WorkerStore
 from cronhive.worker.attempts import bounded_error
 
@@ -50,14 +50,16 @@ def dead_attempt_record(run: Run, reason: str) -> AttemptRecord:
                           bounded_error(ErrorType.LEASE_EXPIRED, reason))
 
 
-def abandon_dead_attempt(store: WorkerStore, run: Run, now: datetime, reason: str) -> bool:
+def abandon_dead_attempt(store: WorkerStore, run: Run, now: datetime, reason: str, job: Job | None = None) -> bool:
     """``running`` → ``abandoned`` for the run's current attempt, whose worker stopped
-    renewing its lease; then the job's outcome, releasing the dead attempt's job lease
-    if it is still in place. False when the run changed meanwhile (another attempt
-    started, or someone else recorded it)."""
+    renewing its lease (with the job's ``failure`` notification, if it asks for one);
+    then the job's outcome, releasing the dead attempt's job lease if it is still in
+    place. False when the run changed meanwhile (another attempt started, or someone
+    else recorded it)."""
     own_lease = run.lease_scope == LeaseScope.RUN
+    notify = notifications_for(job.notify if job else None, NotifyEvent.FAILURE, job.name if job else None, now)
     end = AttemptEnd(RunStatus.ABANDONED, bounded_error(ErrorType.ABANDONED, reason), finished_at=now,
-                     releases_run_lease=own_lease)
+                     releases_run_lease=own_lease, notifications=notify)
     if not store.finish_run_attempt(run.run_id, run.attempt, run.lease_token, end, dead_attempt_record(run, reason)):
         return False
     lease = None if own_lease else run.attempt_lease()

@@ -423,7 +423,7 @@ def new_job() -> tuple[str, int]:
 def create_job() -> BaseResponse | tuple[str, int]:
     payload, problems = forms.payload_from_form(request.form, creating=True)
     errors = {**forms.flatten_errors(
-        schemas.JobCreateSchema.with_handlers(frozenset(svc().handlers.names())).validate(payload)), **problems}
+        schemas.JobCreateSchema.with_handlers(frozenset(svc().handlers.names()), svc().guard).validate(payload)), **problems}
     if not errors:
         try:
             doc, _ = actions.create_job(svc(), payload, actor=actor())
@@ -449,7 +449,7 @@ def update_job(job_id: str) -> BaseResponse | tuple[str, int]:
     job = job_view(store().get_job(job_id), svc().clock.now())
     payload, problems = forms.payload_from_form(request.form, creating=False)
     errors = {**forms.flatten_errors(
-        schemas.JobUpdateSchema.with_handlers(frozenset(svc().handlers.names())).validate(payload)), **problems}
+        schemas.JobUpdateSchema.with_handlers(frozenset(svc().handlers.names()), svc().guard).validate(payload)), **problems}
     if not errors:
         try:
             actions.update_job(svc(), job_id, payload, actor=actor())
@@ -494,7 +494,10 @@ def run_page(run_id: str) -> str:
         job = None
     error = run.get("error") or {}
     traceback = error.get("traceback") if isinstance(error, dict) else None
-    return render_template("run.html", run=run, job=job, traceback_excerpt=excerpt(traceback), now=now)
+    output = run.get("output")
+    output_text = None if output is None else json.dumps(output, indent=2, ensure_ascii=False)
+    return render_template("run.html", run=run, job=job, traceback_excerpt=excerpt(traceback), now=now,
+                           output_text=output_text)
 
 
 def excerpt(text: object, lines: int = 40) -> str | None:

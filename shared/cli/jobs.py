@@ -226,6 +226,7 @@ RUN_COLUMNS: list[Column] = [
     ("DURATION_MS", lambda run: run.get("duration_ms")),
     ("WORKER", lambda run: run.get("worker")),
     ("ERROR", lambda run: error_text(run.get("error"))),
+    ("OUTPUT", lambda run: output_text(run.get("output"), run.get("output_truncated"))),
 ]
 
 
@@ -263,6 +264,14 @@ def error_text(error: Any) -> Any:
     if isinstance(error, dict):
         return shorten(f"{error.get('type', 'error')}: {error.get('message', '')}", 60)
     return error
+
+
+def output_text(output: Any, truncated: Any = False) -> Any:
+    """A run's ``output`` in one table cell: compact JSON, cut to 60 characters."""
+    if output is None:
+        return None
+    text = output if isinstance(output, str) else json.dumps(output, separators=(",", ":"), ensure_ascii=False)
+    return shorten(text + (" (truncated)" if truncated else ""), 60)
 
 
 def cell(value: Any) -> str:

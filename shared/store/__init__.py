@@ -89,6 +89,8 @@ class MongoStore(JobStore, JobBrowsing, RunStore, SchedulingStore, LeaseStore, I
         self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="by_status")
         self.ensure_revision_indexes()
         self.ensure_idempotency_indexes()
+        # only runs with notifications still to deliver carry notify_due
+        self.runs.create_index([("notify_due", ASCENDING)], name="notify_due", sparse=True)
 
     @translated
     def ping(self) -> None:

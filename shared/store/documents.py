@@ -22,6 +22,7 @@ read here writes back the very document it was read from):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -34,11 +35,23 @@ from cronhive.domain import (
     AttemptStart,
     Heartbeat,
     Job,
+    Notification,
+    Notify,
     Run,
     RunError,
+    RunOutput,
     Stored,
 )
-from cronhive.enums import LeaseScope, MisfirePolicy, OverlapPolicy, RevisionAction, RunStatus, Trigger
+from cronhive.enums import (
+    DeliveryStatus,
+    LeaseScope,
+    MisfirePolicy,
+    NotifyEvent,
+    OverlapPolicy,
+    RevisionAction,
+    RunStatus,
+    Trigger,
+)
 from cronhive.idempotency import IdempotencyRecord, StoredResponse
 from cronhive.leases import Lease
 from cronhive.revisions import Revision
@@ -66,7 +79,9 @@ RUN_KEYS = (
     "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error",
 )
 RUN_LATER_KEYS = ("sched_term", "lease_term", "lease", "lease_holder", "lease_scope", "retry_at", "attempts")
-RUN_ABSENT: dict[str, Any] = {"attempt": 0, "attempts": []}
+#: Written only when there is something to keep (run output, log, notifications).
+RUN_OUTPUT_KEYS = ("output_json", "output_truncated", "log", "notifications", "notify_due")
+RUN_ABSENT: dict[str, Any] = {"attempt": 0, "attempts": [], "output_truncated": False, "notifications": []}
 
 
 def _stored(doc: Mapping[str, Any], known: frozenset[str]) -> Stored:
@@ -158,7 +173,25 @@ def attempt_to_doc(record: AttemptRecord) -> Document:
 
 # -- jobs ------------------------------------------------------------------------------------
 
-_JOB_KNOWN = frozenset(JOB_KEYS)
+_JOB_KNOWN = frozenset((*JOB_KEYS, "notify"))
+
+
+def notify_from_doc(doc: Any) -> Notify | None:
+    if not doc:
+        return None
+    return Notify(url=doc["url"], on=tuple(NotifyEvent(event) for event in doc.get("on") or ()),
+                  headers=dict(doc.get("headers") or {}))
+
+
+def notify_to_doc(notify: Notify | None) -> Document | None:
+    if notify is None:
+        return None
+    return {"url": notify.url, "on": [str(event) for event in notify.on], "headers": dict(notify.headers)}
+
+
+def job_update_set(update: Mapping[str, Any]) -> Document:
+    """The ``$set`` of a job update (`cronhive.domain.job_update`): typed values as stored."""
+    return {key: notify_to_doc(value) if key == "notify" else value for key, value in update.items()}
 
 
 def _policy(doc: Mapping[str, Any], key: str) -> Any:
@@ -198,6 +231,7 @@ def job_from_doc(doc: Mapping[str, Any]) -> Job:
         lease_term=doc.get(TERM_FIELD),
         disabled_reason=doc.get("disabled_reason"),
         buffered_run_id=doc.get("buffered_run_id"),
+        notify=notify_from_doc(doc.get("notify")),
         stored=_stored(doc, _JOB_KNOWN),
     )
 
@@ -231,6 +265,7 @@ def job_to_doc(job: Job) -> Document:
         "lease_term": job.lease_term,
         "disabled_reason": job.disabled_reason,
         "buffered_run_id": job.buffered_run_id,
+        "notify": notify_to_doc(job.notify),
     }
     return _laid_out(full, job.stored, JOB_KEYS, JOB_ABSENT)
 
@@ -257,7 +292,58 @@ def advance_write(advance: JobAdvance) -> tuple[Document, Document]:
 
 # -- runs ------------------------------------------------------------------------------------
 
-_RUN_KNOWN = frozenset(RUN_KEYS + RUN_LATER_KEYS)
+_RUN_KNOWN = frozenset(RUN_KEYS + RUN_LATER_KEYS + RUN_OUTPUT_KEYS)
+
+
+def output_from_doc(doc: Mapping[str, Any]) -> RunOutput:
+    """``output`` is stored as its JSON text (any JSON value is storable that way: keys
+    with ``$`` or ``.``, integers beyond 64 bits)."""
+    text = doc.get("output_json")
+    return RunOutput(output=json.loads(text) if text is not None else None,
+                     truncated=bool(doc.get("output_truncated")), log=doc.get("log"))
+
+
+def output_set(output: RunOutput) -> Document:
+    """The fields an attempt's output writes (only what there is)."""
+    fields: Document = {}
+    if output.output is not None:
+        fields["output_json"] = json.dumps(output.output, separators=(",", ":"), ensure_ascii=False)
+        fields["output_truncated"] = output.truncated
+    if output.log is not None:
+        fields["log"] = output.log
+    return fields
+
+
+#: What `output_set` may have written: cleared when a new attempt starts.
+OUTPUT_FIELDS = ("output_json", "output_truncated", "log")
+
+
+def notification_from_doc(doc: Mapping[str, Any]) -> Notification:
+    return Notification(
+        event=NotifyEvent(doc["event"]), url=doc["url"], headers=dict(doc.get("headers") or {}),
+        job_name=doc.get("job_name"), status=DeliveryStatus(doc.get("status", DeliveryStatus.PENDING)),
+        attempts=doc.get("attempts") or 0, created_at=doc.get("created_at"),
+        last_attempt_at=doc.get("last_attempt_at"), delivered_at=doc.get("delivered_at"),
+        response_status=doc.get("response_status"), error=doc.get("error"),
+    )
+
+
+def notification_to_doc(notification: Notification) -> Document:
+    return {
+        "event": notification.event, "url": notification.url, "headers": dict(notification.headers),
+        "job_name": notification.job_name, "status": notification.status, "attempts": notification.attempts,
+        "created_at": notification.created_at, "last_attempt_at": notification.last_attempt_at,
+        "delivered_at": notification.delivered_at, "response_status": notification.response_status,
+        "error": notification.error,
+    }
+
+
+def outbox_update(notifications: tuple[Notification, ...], due: datetime | None) -> tuple[Document, Document]:
+    """(``$set``, ``$push``) parts that add ``notifications`` to a run (its outbox) due at ``due``."""
+    if not notifications:
+        return {}, {}
+    return ({"notify_due": due},
+            {"notifications": {"$each": [notification_to_doc(item) for item in notifications]}})
 
 
 def run_from_doc(doc: Mapping[str, Any]) -> Run:
@@ -287,6 +373,9 @@ def run_from_doc(doc: Mapping[str, Any]) -> Run:
         lease_scope=LeaseScope(scope) if scope is not None else None,
         retry_at=doc.get("retry_at"),
         attempts=tuple(attempt_from_doc(record) for record in doc.get("attempts") or ()),
+        output=output_from_doc(doc),
+        notifications=tuple(notification_from_doc(item) for item in doc.get("notifications") or ()),
+        notify_due=doc.get("notify_due"),
         stored=_stored(doc, _RUN_KNOWN),
     )
 
@@ -316,6 +405,11 @@ def run_to_doc(run: Run) -> Document:
         "lease_scope": run.lease_scope,
         "retry_at": run.retry_at,
         "attempts": [attempt_to_doc(record) for record in run.attempts],
+        "output_json": output_set(run.output).get("output_json"),
+        "output_truncated": run.output.truncated,
+        "log": run.output.log,
+        "notifications": [notification_to_doc(item) for item in run.notifications],
+        "notify_due": run.notify_due,
     }
     return _laid_out(full, run.stored, RUN_KEYS, RUN_ABSENT)
 
@@ -350,6 +444,8 @@ def attempt_end_set(end: AttemptEnd) -> Document:
     fields["retry_at"] = end.retry_at
     if end.releases_run_lease:
         fields[LEASE_FIELD] = None
+    if end.output is not None:
+        fields.update(output_set(end.output))
     return fields
 
 
@@ -444,10 +540,18 @@ __all__ = [
     "idempotency_to_doc",
     "job_from_doc",
     "job_to_doc",
+    "job_update_set",
     "lease_as_read",
     "lease_filter",
     "lease_from_doc",
     "lease_to_doc",
+    "notification_from_doc",
+    "notification_to_doc",
+    "notify_from_doc",
+    "notify_to_doc",
+    "outbox_update",
+    "output_from_doc",
+    "output_set",
     "revision_doc_id",
     "revision_from_doc",
     "revision_to_doc",

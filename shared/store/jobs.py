@@ -25,7 +25,7 @@ from cronhive.revisions import Revision, definition_of, deletion
 from cronhive.store import leases
 from cronhive.store.base import translated
 from cronhive.store.browse import jobs_filter
-from cronhive.store.documents import job_from_doc, job_to_doc
+from cronhive.store.documents import job_from_doc, job_to_doc, job_update_set
 from cronhive.store.revisions import RevisionStore, new_write_id
 
 MAX_GENERATED_ID_ATTEMPTS = 50
@@ -114,7 +114,7 @@ class JobStore(RevisionStore):
             self.repair_head(current, now)
             doc = self.jobs.find_one_and_update(
                 {"_id": job_id, "revision": current.revision},
-                {"$set": job_update(current, changes, now), "$inc": {"revision": 1}},
+                {"$set": job_update_set(job_update(current, changes, now)), "$inc": {"revision": 1}},
                 return_document=ReturnDocument.AFTER,
             )
             if doc is not None:

@@ -19,6 +19,7 @@ from cronhive.domain import (
     AttemptStart,
     Heartbeat,
     Job,
+    Notification,
     Run,
     RunError,
     SchedulerStatus,
@@ -155,7 +156,15 @@ class WorkerStore(Connection, Leases, Protocol):
     def finish_run_attempt(self, run_id: str, attempt: int, token: int | None, end: AttemptEnd,
                            record: AttemptRecord) -> bool: ...
 
-    def skip_run(self, run_id: str, error: RunError, now: datetime) -> bool: ...
+    def skip_run(self, run_id: str, error: RunError, now: datetime,
+                 notifications: tuple[Notification, ...] = ()) -> bool: ...
+
+    def due_notifications(self, now: datetime, limit: int) -> list[Run]: ...
+
+    def claim_notifications(self, run: Run, until: datetime) -> bool: ...
+
+    def record_deliveries(self, run_id: str, claimed_until: datetime, notifications: tuple[Notification, ...],
+                          next_due: datetime | None) -> bool: ...
 
     def record_job_outcome(self, job_id: str, run_id: str, status: RunStatus, duration_ms: int | None,
                            lease: Lease | None) -> bool: ...

@@ -14,15 +14,18 @@ from datetime import datetime, timedelta
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import OperationFailure
 
-from cronhive.domain import AttemptEnd, AttemptRecord, AttemptStart, Run, RunError
+from cronhive.domain import AttemptEnd, AttemptRecord, AttemptStart, Notification, Run, RunError
 from cronhive.enums import FINAL_RUN_STATUSES, NOT_STARTED, RunStatus
 from cronhive.errors import RunNotFound
 from cronhive.store.base import Document, StoreBase, translated
 from cronhive.store.documents import (
+    OUTPUT_FIELDS,
     attempt_end_set,
     attempt_start_set,
     attempt_to_doc,
     error_to_doc,
+    notification_to_doc,
+    outbox_update,
     run_from_doc,
     run_to_doc,
 )
@@ -69,11 +72,12 @@ class RunStore(StoreBase):
 
     @translated
     def list_runs(self, job_id: str, page: int, limit: int) -> tuple[list[Run], int]:
-        """A job's runs, newest first (index "job_history")."""
+        """A job's runs, newest first (index "job_history"), without their ``log`` (shown by
+        `get_run` only: a page of runs stays light)."""
         query = {"job_id": job_id}
         total = self.runs.count_documents(query)
         cursor = (
-            self.runs.find(query)
+            self.runs.find(query, {"log": 0})
             .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
             .skip((page - 1) * limit)
             .limit(limit)
@@ -118,6 +122,8 @@ class RunStore(StoreBase):
         update: Document = {"$set": attempt_start_set(start)}
         if dead_attempt is not None:
             update["$push"] = _push_attempt(dead_attempt)
+        if seen.output.output is not None or seen.output.log is not None:  # a previous attempt's
+            update["$unset"] = dict.fromkeys(OUTPUT_FIELDS, "")
         return self.runs.update_one(query, update).modified_count == 1
 
     @translated
@@ -126,17 +132,51 @@ class RunStore(StoreBase):
         """Write the end of ``attempt`` (a final status, or ``queued`` for a retry), fenced:
         False when the run no longer belongs to that attempt (late write rejected)."""
         query = {"_id": run_id, "status": RunStatus.RUNNING, "attempt": attempt, "lease_token": token}
-        update = {"$set": attempt_end_set(end), "$push": _push_attempt(record)}
+        outbox_set, outbox_push = outbox_update(end.notifications, end.finished_at)
+        update = {"$set": {**attempt_end_set(end), **outbox_set}, "$push": {**_push_attempt(record), **outbox_push}}
         return self.runs.update_one(query, update).modified_count == 1
 
     @translated
-    def skip_run(self, run_id: str, error: RunError, now: datetime) -> bool:
-        """A run that never started becomes ``skipped`` (e.g. ``forbid``: another run holds the lease)."""
-        result = self.runs.update_one(
-            {"_id": run_id, "status": {"$in": list(NOT_STARTED)}},
-            {"$set": {"status": RunStatus.SKIPPED, "finished_at": now, "error": error_to_doc(error)}},
-        )
+    def skip_run(self, run_id: str, error: RunError, now: datetime,
+                 notifications: tuple[Notification, ...] = ()) -> bool:
+        """A run that never started becomes ``skipped`` (e.g. ``forbid``: another run holds the
+        lease), with the notifications that raises in the same update."""
+        outbox_set, outbox_push = outbox_update(notifications, now)
+        update: Document = {"$set": {"status": RunStatus.SKIPPED, "finished_at": now, "error": error_to_doc(error),
+                                     **outbox_set}}
+        if outbox_push:
+            update["$push"] = outbox_push
+        result = self.runs.update_one({"_id": run_id, "status": {"$in": list(NOT_STARTED)}}, update)
         return result.modified_count == 1
+
+    # -- the notification outbox (`cronhive.worker.notify`) --------------------------
+
+    @translated
+    def due_notifications(self, now: datetime, limit: int) -> list[Run]:
+        """Runs with a notification to deliver at ``now``, most overdue first (index "notify_due")."""
+        cursor = self.runs.find({"notify_due": {"$lte": now}}).sort("notify_due", ASCENDING).limit(limit)
+        return [run_from_doc(doc) for doc in cursor]
+
+    @translated
+    def claim_notifications(self, run: Run, until: datetime) -> bool:
+        """Take the run's pending notifications until ``until`` (the claim: ``notify_due``
+        moved there, by compare-and-set on its value as read). A deliverer that dies
+        lets the claim run out; another then delivers them again (at least once)."""
+        query = {"_id": run.run_id, "notify_due": run.notify_due}
+        return self.runs.update_one(query, {"$set": {"notify_due": until}}).modified_count == 1
+
+    @translated
+    def record_deliveries(self, run_id: str, claimed_until: datetime, notifications: tuple[Notification, ...],
+                          next_due: datetime | None) -> bool:
+        """Write how the claimed deliveries went and when to look again (None: all done),
+        only while the claim is still this deliverer's."""
+        update: Document = {"$set": {"notifications": [notification_to_doc(item) for item in notifications]}}
+        if next_due is None:
+            update["$unset"] = {"notify_due": ""}
+        else:
+            update["$set"]["notify_due"] = next_due
+        query = {"_id": run_id, "notify_due": claimed_until}
+        return self.runs.update_one(query, update).modified_count == 1
 
     # -- the reaper and retention --------------------------------------------------
 
@@ -179,7 +219,8 @@ class RunStore(StoreBase):
             return 0
         older = {"$or": [{"created_at": {"$lt": boundary["created_at"]}},
                          {"created_at": boundary["created_at"], "_id": {"$lte": boundary["_id"]}}]}
-        query = {"job_id": job_id, "status": {"$in": sorted(FINAL_RUN_STATUSES)}, **older}
+        # a run whose notifications are still being delivered stays until they are
+        query = {"job_id": job_id, "status": {"$in": sorted(FINAL_RUN_STATUSES)}, "notify_due": None, **older}
         return self.runs.delete_many(query).deleted_count
 
     @translated

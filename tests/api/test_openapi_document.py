@@ -59,11 +59,13 @@ def test_every_instant_is_a_date_time(document: dict[str, Any]) -> None:
         "Job": ["last_triggered_at", "next_trigger_at", "created_at", "updated_at"],
         "Trigger": ["triggered_at"],
         "Run": ["scheduled_for", "created_at", "queued_at", "started_at", "finished_at"],
+        "RunSummary": ["scheduled_for", "created_at", "queued_at", "started_at", "finished_at"],
         "Scheduler": ["lease_expires_at"],
         "Preview": ["after"],
         "Attempt": ["started_at", "finished_at"],
         "Worker": ["started_at", "seen_at", "expires_at"],
         "Revision": ["at"],
+        "Notification": ["last_attempt_at", "delivered_at"],
     }
     for name, fields in instants.items():
         for field in fields:

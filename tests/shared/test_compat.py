@@ -122,8 +122,10 @@ def legacy_app(legacy: MongoStore, settings: Settings) -> Iterator[Any]:
 
 
 #: Fields the API has gained since the fixture's version: runs show ``attempts[]``
-#: (issue 11) and an error's ``traceback`` (issue 14); nothing else may differ.
-ADDED_RUN_FIELDS = ("attempts",)
+#: (issue 11) and an error's ``traceback`` (issue 14), runs their output, log and
+#: notifications and jobs their ``notify`` (issue 12); nothing else may differ.
+ADDED_RUN_FIELDS = ("attempts", "output", "output_truncated", "log", "notifications")
+ADDED_JOB_FIELDS = ("notify",)
 ADDED_ERROR_FIELDS = ("traceback",)
 
 
@@ -136,6 +138,8 @@ def without_additions(value: Any) -> Any:
     kept = {}
     for key, item in value.items():
         if "run_id" in value and key in ADDED_RUN_FIELDS:
+            continue
+        if "run_id" not in value and "schedule" in value and key in ADDED_JOB_FIELDS:
             continue
         if key == "error" and isinstance(item, dict):
             item = {k: v for k, v in item.items() if k not in ADDED_ERROR_FIELDS}

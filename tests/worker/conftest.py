@@ -97,9 +97,10 @@ class Delivery:
         self.attempt = self.context.run(current_attempt)
         return self.attempt
 
-    def end(self, exception: BaseException | None = None) -> None:
-        """``after_process_message`` after the handler returned or raised ``exception``."""
-        self.context.run(self.lifecycle.after_process_message, self.broker, self.proxy, exception=exception)
+    def end(self, exception: BaseException | None = None, result: Any = None) -> None:
+        """``after_process_message`` after the handler returned ``result`` or raised ``exception``."""
+        self.context.run(self.lifecycle.after_process_message, self.broker, self.proxy, exception=exception,
+                         result=result)
 
     @property
     def failed(self) -> bool:
