@@ -14,7 +14,14 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from cronhive import cron
-from cronhive.domain import JOB_ID_PATTERN, JOB_ID_RE, JOB_STATUSES, MISFIRE_POLICIES, OVERLAP_POLICIES
+from cronhive.domain import (
+    JOB_ID_PATTERN,
+    JOB_ID_RE,
+    JOB_STATUS_FILTERS,
+    JOB_STATUSES,
+    MISFIRE_POLICIES,
+    OVERLAP_POLICIES,
+)
 from cronhive.errors import InvalidSchedule
 
 MAX_ARGS_BYTES = 16 * 1024
@@ -293,7 +300,7 @@ class PageQuerySchema(Schema):
 
 
 class JobListQuerySchema(PageQuerySchema):
-    status = fields.String(validate=validate.OneOf(JOB_STATUSES))
+    status = fields.String(validate=validate.OneOf(JOB_STATUS_FILTERS))
     handler = Text(validate=validate.Length(min=1, max=MAX_HANDLER_LENGTH))
 
 
@@ -315,16 +322,26 @@ class PaginationSchema(Schema):
     total = _count()
 
 
+_NULL_WHEN_INVALID = "Null only for an invalid job whose stored value is missing or not text."
+
+
 class JobSchema(Schema):
     job_id = fields.String(required=True, validate=validate.Length(min=1, max=64),
                            metadata={"pattern": JOB_ID_PATTERN})
-    name = fields.String(required=True)
-    schedule = fields.String(required=True)
-    timezone = fields.String(required=True)
-    handler = fields.String(required=True, metadata={"description": "A handler name (see GET /handlers)."})
+    name = fields.String(required=True, allow_none=True, metadata={"description": _NULL_WHEN_INVALID})
+    schedule = fields.String(required=True, allow_none=True, metadata={"description": _NULL_WHEN_INVALID})
+    timezone = fields.String(required=True, allow_none=True)
+    handler = fields.String(required=True, allow_none=True, metadata={
+        "description": "A handler name (see GET /handlers). " + _NULL_WHEN_INVALID})
     args = fields.Dict(required=True, metadata={"description": ARGS_DESCRIPTION})
     enabled = fields.Boolean(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
+    status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES), metadata={
+        "description": "active (enabled), disabled, or invalid: the stored document is not a valid job "
+                       "(see invalid_reason); an invalid job never fires, and a PUT that sets each field "
+                       "named in invalid_reason repairs it."})
+    invalid_reason = fields.String(required=True, allow_none=True, metadata={
+        "description": "For an invalid job: which fields of its stored document are not valid and why "
+                       "(e.g. \"schedule: missing\"); null otherwise."})
     lock_acquired = fields.Boolean(required=True)
     last_triggered_at = _instant()
     last_run_id = fields.String(required=True, allow_none=True)

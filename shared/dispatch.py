@@ -23,7 +23,7 @@ from cronhive.broker import RunPublisher
 from cronhive.domain import new_run as new_run
 from cronhive.domain import new_run_id
 from cronhive.enums import LeaseScope, OverlapPolicy, Trigger
-from cronhive.errors import LeaseHeld, Unavailable
+from cronhive.errors import JobInvalid, LeaseHeld, Unavailable
 from cronhive.leases import Lease, reservation_holder
 from cronhive.store.protocols import TriggerStore
 
@@ -41,9 +41,12 @@ class TriggerResult:
 def trigger_job(store: TriggerStore, publisher: RunPublisher, job_id: str, now: datetime,
                 lease_s: float) -> TriggerResult:
     """Manually run a job at ``now`` (the database clock; disabled jobs too). Raises
-    `LeaseHeld` under ``forbid`` while a run holds the lease, and under
-    ``buffer_one`` when a run already waits."""
+    `JobInvalid` for an invalid job, `LeaseHeld` under ``forbid`` while a run holds the
+    lease, and under ``buffer_one`` when a run already waits."""
     job = store.get_job(job_id)
+    if job.invalid_reason is not None:
+        raise JobInvalid(f"job {job_id!r} is invalid ({job.invalid_reason}); repair it with a PUT before "
+                         "triggering it", details={"job_id": job_id, "invalid_reason": job.invalid_reason})
     run_id = new_run_id(now)
     lease: Lease | None = None
     if job.overlap_policy.uses_job_lease:

@@ -39,6 +39,7 @@ from typing import Any
 from cronhive import cron
 from cronhive.enums import FINAL_RUN_STATUSES as FINAL_RUN_STATUSES
 from cronhive.enums import JobStatus, LeaseScope, MisfirePolicy, OverlapPolicy, RunStatus, SchedulerRole, Trigger
+from cronhive.errors import ValidationError
 from cronhive.leases import Lease, host_and_pid, pid_of
 
 UTC = UTC
@@ -50,6 +51,9 @@ JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 MISFIRE_POLICIES = tuple(member.value for member in MisfirePolicy)
 OVERLAP_POLICIES = tuple(member.value for member in OverlapPolicy)
 JOB_STATUSES = tuple(member.value for member in JobStatus)
+#: What ``GET /jobs?status=`` filters on (the ``enabled`` flag): an invalid job is
+#: listed under its flag, with ``status: "invalid"``.
+JOB_STATUS_FILTERS = (JobStatus.ACTIVE.value, JobStatus.DISABLED.value)
 
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_POLICIES: dict[str, Any] = {
@@ -61,6 +65,15 @@ DEFAULT_POLICIES: dict[str, Any] = {
     "max_retries": 0,
 }
 MAX_FIRE_ALL = 100
+#: The bounds of each integer policy (as the API validates them): a stored value outside
+#: them makes the job invalid.
+WEEK_S = 7 * 86400
+POLICY_RANGES: dict[str, tuple[int, int]] = {
+    "misfire_grace_s": (0, WEEK_S),
+    "jitter_s": (0, 3600),
+    "timeout_s": (1, WEEK_S),
+    "max_retries": (0, 20),
+}
 
 
 def utcnow() -> datetime:
@@ -190,10 +203,19 @@ class Job:
     lease_term: int | None = 0
     disabled_reason: str | None = None
     buffered_run_id: str | None = None
+    #: Why the stored document is not a valid job (which field, and why), or None.
+    #: The store edge decodes such a document anyway (each bad field as its
+    #: default, a bad ``name``/``schedule``/``handler`` as ""): it is shown with
+    #: status ``invalid``, never planned or run, and repaired by a full ``PUT``.
+    invalid_reason: str | None = None
+    #: The fields that make it invalid (a repairing ``PUT`` must give each of them).
+    invalid_fields: tuple[str, ...] = ()
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
     def status(self) -> JobStatus:
+        if self.invalid_reason is not None:
+            return JobStatus.INVALID
         return JobStatus.ACTIVE if self.enabled else JobStatus.DISABLED
 
     @property
@@ -375,8 +397,12 @@ def job_update(current: Job, changes: Mapping[str, Any], now: datetime) -> dict[
     lets the scheduler apply the misfire policy to what was missed; re-enabling
     makes the slot it was waiting for due again (``disabled_reason`` cleared).
     """
-    merged = replace(current, **changes)
+    if current.invalid_reason is not None:
+        _check_repair(current, changes)
+    merged = replace(current, **changes, invalid_reason=None, invalid_fields=())
     update: dict[str, Any] = {**changes, "updated_at": now}
+    if current.invalid_reason is not None:
+        update["disabled_reason"] = None  # repaired: the reason it was disabled for is gone
     timing_changed = any(key in changes and changes[key] != getattr(current, key) for key in TIMING_FIELDS)
     if not merged.enabled:
         update["due_at"] = None
@@ -391,6 +417,19 @@ def job_update(current: Job, changes: Mapping[str, Any], now: datetime) -> dict[
         update["due_at"] = current.next_fire_at + merged.jitter
         update["disabled_reason"] = None
     return update
+
+
+def _check_repair(current: Job, changes: Mapping[str, Any]) -> None:
+    """An update of an invalid job must give a valid value for each field that makes it
+    invalid (the schema validated what it gives): the job is valid after it. Else
+    `ValidationError` (422) naming each field still missing."""
+    missing = [name for name in current.invalid_fields if name not in changes]
+    if missing:
+        raise ValidationError(
+            f"job {current.job_id!r} is invalid ({current.invalid_reason}); a PUT that repairs it must set "
+            + ", ".join(missing),
+            details={name: ["The stored value is invalid: set it in this PUT to repair the job."]
+                     for name in missing})
 
 
 def new_run(job: Job, run_id: str, trigger: Trigger, scheduled_for: datetime, now: datetime,
@@ -441,21 +480,24 @@ class SchedulerStatus:
 
 def job_view(job: Job, now: datetime) -> dict[str, Any]:
     """The job detail the API shows (SPEC §3): every field present, null when unset."""
+    invalid = job.invalid_reason is not None
     return {
         "job_id": job.job_id,
-        "name": job.name,
-        "schedule": job.schedule,
+        # an invalid job's missing (or non-text) name, schedule or handler shows as null
+        "name": job.name or None if invalid else job.name,
+        "schedule": job.schedule or None if invalid else job.schedule,
         "timezone": job.timezone,
-        "handler": job.handler,
+        "handler": job.handler or None if invalid else job.handler,
         "args": job.args,
         "enabled": job.enabled,
         "status": job.status,
+        "invalid_reason": job.invalid_reason,
         "lock_acquired": job.lock_acquired(now),
         "last_triggered_at": format_instant(job.last_triggered_at),
         "last_run_id": job.last_run_id,
         "last_run_status": job.last_run_status,
         "last_run_duration_ms": job.last_run_duration_ms,
-        "next_trigger_at": format_instant(job.due_at) if job.enabled else None,
+        "next_trigger_at": format_instant(job.due_at) if job.enabled and not invalid else None,
         "created_at": format_instant(job.created_at),
         "updated_at": format_instant(job.updated_at),
         "disabled_reason": job.disabled_reason,

@@ -53,6 +53,13 @@ class DuplicateJob(Conflict):
     code = "duplicate_job"
 
 
+class JobInvalid(Conflict):
+    """The job's stored document is not a valid job (`Job.invalid_reason`): it cannot
+    run until a ``PUT`` repairs it."""
+
+    code = "job_invalid"
+
+
 class LeaseHeld(Conflict):
     """The job's lease is held by another run, so this run may not start now."""
 

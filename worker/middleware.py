@@ -56,7 +56,7 @@ from cronhive.worker.attempts import (
     set_current_attempt,
     worker_name,
 )
-from cronhive.worker.decisions import Abandon, Acknowledge, Decision, Skip, Start, Wait
+from cronhive.worker.decisions import Abandon, Acknowledge, Decision, Fail, Skip, Start, Wait
 from cronhive.worker.keeper import LeaseKeeper
 from cronhive.worker.records import (
     AFTER_ATTEMPT,
@@ -72,6 +72,9 @@ log = logging.getLogger("cronhive.worker")
 MAX_BACKOFF_MS = 3_600_000
 #: How often a queued fire_all slot looks again whether the older ones have started.
 SLOT_QUEUE_POLL_MS = 500
+#: How long a run whose handler is not registered here (but is on another live worker)
+#: waits before it is delivered again, to a worker that has it (rolling deploys).
+HANDLER_ELSEWHERE_WAIT_MS = 1000
 #: Rounds of read–claim–start before a delivery that keeps losing races gives up.
 MAX_START_ROUNDS = 3
 #: Exceptions that end a started attempt as its outcome (anything the handler raises, the
@@ -124,8 +127,11 @@ class RunLifecycle(Middleware):
         keeper: LeaseKeeper,
         *,
         worker: str | None = None,
+        handlers: frozenset[str] | None = None,
     ) -> None:
         self.store = store
+        #: the handlers this process has (None: not checked before a start)
+        self.handlers = handlers
         self.clock = clock
         self.settings = settings
         self.keeper = keeper
@@ -191,6 +197,9 @@ class RunLifecycle(Middleware):
         if not isinstance(decision, Start):
             return decision, run, job, now
         assert run is not None and job is not None
+        broken = self._cannot_run(run, job, now, after_attempt)
+        if broken is not None:
+            return broken, run, job, now
         behind = self._behind_older_slots(run, job, now)
         if behind is not None:
             return behind, run, job, now
@@ -211,6 +220,28 @@ class RunLifecycle(Middleware):
         self.keeper.track(attempt)
         log.info("run started (token %d)", lease.token, extra=attempt.log_extra())
         return attempt, run, job, now
+
+    def _cannot_run(self, run: Run, job: Job, now: datetime, after_attempt: int | None) -> Decision | None:
+        """A not-started run whose job cannot run: its document is not a valid job, or its
+        handler is not registered here. The rule for a handler missing here (a rolling
+        deploy: not every worker has it yet, or any more): if a live worker of this queue
+        lists it in its heartbeat, the message waits `HANDLER_ELSEWHERE_WAIT_MS` and is
+        delivered again (retries not consumed) until a worker that has it runs it; if none
+        does, the run is recorded ``failed`` (``handler_not_found``) at once, without
+        retries, and the job is disabled with that reason."""
+        if run.status.started:
+            return None  # a dead attempt's replacement: the actor records what happens
+        if job.invalid_reason is not None:
+            reason = f"invalid job document: {job.invalid_reason}"
+            return Fail(bounded_error(ErrorType.INVALID_JOB, reason), reason)
+        if self.handlers is None or job.handler in self.handlers:
+            return None
+        queue = self.settings.runs_queue
+        if self.store.handler_on_other_workers(job.handler, queue, self.worker, now):
+            return Wait(HANDLER_ELSEWHERE_WAIT_MS, after_attempt,
+                        f"handler {job.handler!r} is not registered here; left to a worker that has it")
+        reason = f"handler {job.handler!r} is not registered on any live worker of queue {queue}"
+        return Fail(bounded_error(ErrorType.HANDLER_NOT_FOUND, reason), reason)
 
     def _behind_older_slots(self, run: Run, job: Job, now: datetime) -> Decision | None:
         """``fire_all`` under ``forbid`` runs its slots oldest first: a slot run waits
@@ -282,7 +313,27 @@ class RunLifecycle(Middleware):
         elif isinstance(decision, Abandon):
             assert run is not None
             abandon_dead_attempt(self.store, run, now, decision.reason)  # counted there
+        elif isinstance(decision, Fail):
+            assert run is not None
+            self._fail_unstarted(run, decision, now, extra)
         raise SkipMessage(type(decision).__name__)
+
+    def _fail_unstarted(self, run: Run, decision: Fail, now: datetime, extra: dict[str, Any]) -> None:
+        """Record a run that cannot run ``failed`` (``last_run_*`` on its job, releasing the
+        job lease the run had reserved) and disable its job: one WARNING line each."""
+        if not self.store.fail_unstarted_run(run.run_id, decision.error, now):
+            return  # another delivery got there first
+        metrics.WORKER_RUNS.labels(outcome=RunStatus.FAILED).inc()
+        log.warning("run failed without starting: %s: %s", decision.error.type, decision.error.message, extra=extra)
+        reservation = None
+        if run.lease_token is not None and run.lease_scope != LeaseScope.RUN:
+            reservation = Lease(LeaseScope.JOB, run.job_id, reservation_holder(run.run_id), int(run.lease_token),
+                                now, run.run_id)
+        if not self.store.record_job_outcome(run.job_id, run.run_id, RunStatus.FAILED, None, reservation) \
+                and reservation is not None:
+            self.store.record_job_outcome(run.job_id, run.run_id, RunStatus.FAILED, None, None)
+        if self.store.disable_broken_job(run.job_id, decision.disable_reason, now):
+            log.warning("job disabled: %s", decision.disable_reason, extra=extra)
 
     def _start_later(self, broker: Broker, message: MessageProxy) -> None:
         """After an unexpected failure (MongoDB unreachable...): publish the message again,

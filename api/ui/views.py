@@ -39,7 +39,7 @@ from cronhive.api.ui.security import (
     token_fingerprint,
     token_matches,
 )
-from cronhive.domain import JOB_STATUSES, job_view, run_view
+from cronhive.domain import JOB_STATUS_FILTERS, job_view, run_view
 from cronhive.errors import CronhiveError, DuplicateJob, LeaseHeld, NotFound, Unavailable
 from cronhive.job_search import find_jobs
 from cronhive.store import MongoStore
@@ -262,7 +262,7 @@ def activity_chart(activity: stats.RunActivity) -> dict[str, Any]:
 def overview() -> str:
     now = svc().clock.now()
     status = request.args.get("status") or None
-    status = status if status in JOB_STATUSES else None
+    status = status if status in JOB_STATUS_FILTERS else None
     handler = (request.args.get("handler") or "").strip()[:200] or None
     text = (request.args.get("q") or "").strip()[:200]
     page = find_jobs(store(), page_arg(), JOBS_PER_PAGE, status=status, handler=handler, text=text)
@@ -313,6 +313,8 @@ def job_page(job_id: str) -> str:
     now = svc().clock.now()
     context = job_live_context(job_id, page_arg(), now)
     job = context["job"]
+    if job["invalid_reason"] is not None:  # nothing to preview: it never fires until repaired
+        return render_template("job.html", fires=[], **context)
     _, tz, fires = actions.preview_fires(svc(), {"schedule": job["schedule"], "timezone": job["timezone"],
                                                         "count": FIRES_SHOWN})
     return render_template("job.html", fires=present.fire_rows(fires, tz, now), **context)

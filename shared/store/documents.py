@@ -16,8 +16,13 @@ read here writes back the very document it was read from):
   ``timeout_s``: no time limit, the timestamps...). A stored null ``args`` or
   policy other than ``timeout_s`` — no version writes one — reads as its default,
   as every reader always treated it.
-* Enumerations are stored as their plain strings (`StrEnum`); an unknown string
-  raises `ValueError` here.
+* Enumerations are stored as their plain strings (`StrEnum`); an unknown run
+  status or trigger raises `ValueError` here.
+* A job document that cannot be a job (``name``, ``schedule`` or ``handler``
+  missing or not text, an unparsable schedule or time zone, a policy of the wrong
+  type or out of range...) decodes as an *invalid* job (`Job.invalid_reason`),
+  never raises: the API shows it (status ``invalid``), the scheduler disables it,
+  a worker never runs it, a full ``PUT`` repairs it.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from cronhive import cron
 from cronhive.domain import (
     DEFAULT_POLICIES,
     DEFAULT_TIMEZONE,
+    POLICY_RANGES,
     AttemptEnd,
     AttemptRecord,
     AttemptStart,
@@ -39,6 +46,7 @@ from cronhive.domain import (
     Stored,
 )
 from cronhive.enums import LeaseScope, MisfirePolicy, OverlapPolicy, RunStatus, Trigger
+from cronhive.errors import InvalidSchedule
 from cronhive.leases import Lease
 from cronhive.slots import JobAdvance
 
@@ -159,30 +167,132 @@ def attempt_to_doc(record: AttemptRecord) -> Document:
 _JOB_KNOWN = frozenset(JOB_KEYS)
 
 
-def _policy(doc: Mapping[str, Any], key: str) -> Any:
-    value = doc.get(key)
-    return DEFAULT_POLICIES[key] if value is None else value
+class _JobDecoder:
+    """Reads a job document's definition fields, noting each one that cannot be part of a
+    job (missing, of the wrong type, out of range, an unparsable schedule or time zone)
+    instead of raising: such a document decodes as an *invalid* job (`Job.invalid_reason`
+    says which fields and why), so every reader can show it and none crashes on it."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.doc = doc
+        self.defects: dict[str, str] = {}
+
+    def bad(self, key: str, why: str) -> None:
+        self.defects.setdefault(key, why)
+
+    def text(self, key: str) -> str:
+        value = self.doc.get(key)
+        if value is None:
+            self.bad(key, "missing")
+        elif not isinstance(value, str):
+            self.bad(key, f"a {type(value).__name__}, not a string")
+        elif not value.strip():
+            self.bad(key, "empty")
+        else:
+            return value
+        return ""
+
+    def schedule(self) -> str:
+        value = self.text("schedule")
+        if value:
+            try:
+                cron.parse_schedule(value)
+            except InvalidSchedule as exc:
+                self.bad("schedule", f"{value[:100]!r} does not parse: {exc.message}")
+        return value
+
+    def timezone(self) -> str | None:
+        if "timezone" not in self.doc:
+            return DEFAULT_TIMEZONE
+        value = self.doc["timezone"]
+        if value is None:
+            return None  # a stored null: computed as UTC
+        if not isinstance(value, str):
+            self.bad("timezone", f"a {type(value).__name__}, not a string")
+            return None
+        try:
+            cron.load_timezone(value)
+        except InvalidSchedule as exc:
+            self.bad("timezone", exc.message)
+        return value
+
+    def args(self) -> dict[str, Any]:
+        value = self.doc.get("args")
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.bad("args", f"a {type(value).__name__}, not an object")
+            return {}
+        return value
+
+    def enabled(self) -> bool:
+        value = self.doc.get("enabled")
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self.bad("enabled", f"a {type(value).__name__}, not a boolean")
+            return False
+        return value
+
+    def choice(self, key: str, kind: type[MisfirePolicy] | type[OverlapPolicy]) -> Any:
+        value = self.doc.get(key)
+        if value is None:
+            return DEFAULT_POLICIES[key]
+        try:
+            return kind(value)
+        except ValueError:
+            self.bad(key, f"{str(value)[:40]!r} is not one of {', '.join(kind)}")
+            return DEFAULT_POLICIES[key]
+
+    def integer(self, key: str, *, nullable: bool = False) -> Any:
+        if key not in self.doc:
+            return DEFAULT_POLICIES[key]
+        value = self.doc[key]
+        if value is None:
+            return None if nullable else DEFAULT_POLICIES[key]
+        low, high = POLICY_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.bad(key, f"a {type(value).__name__}, not an integer")
+        elif not low <= value <= high:
+            self.bad(key, f"{value} is outside {low}..{high}")
+        else:
+            return value
+        return DEFAULT_POLICIES[key]
+
+    def reason(self) -> str | None:
+        if not self.defects:
+            return None
+        return "; ".join(f"{key}: {why}" for key, why in self.defects.items())
+
+
+def _run_status_or_none(value: Any) -> RunStatus | None:
+    """``last_run_status`` as stored; an unknown value (no version writes one) reads as None."""
+    try:
+        return RunStatus(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def job_from_doc(doc: Mapping[str, Any]) -> Job:
     """The job a ``jobs`` document holds (see the module docstring for absent fields).
-    A projection without ``name``/``args`` (planning reads none) gives them empty."""
+    A projection without ``args`` (planning reads none) gives it empty. A document that
+    cannot be a job decodes as an invalid one (`_JobDecoder`), never raises."""
     job_id = doc["_id"]
-    last_status = doc.get("last_run_status")
+    check = _JobDecoder(doc)
     return Job(
         job_id=job_id,
-        name=doc.get("name", ""),
-        schedule=doc["schedule"],
-        handler=doc["handler"],
-        timezone=doc.get("timezone", DEFAULT_TIMEZONE),
-        args=doc.get("args") or {},
-        enabled=bool(doc.get("enabled")),
-        misfire_policy=MisfirePolicy(_policy(doc, "misfire_policy")),
-        misfire_grace_s=_policy(doc, "misfire_grace_s"),
-        overlap_policy=OverlapPolicy(_policy(doc, "overlap_policy")),
-        jitter_s=_policy(doc, "jitter_s"),
-        timeout_s=doc.get("timeout_s", DEFAULT_POLICIES["timeout_s"]),
-        max_retries=_policy(doc, "max_retries"),
+        name=check.text("name"),
+        schedule=check.schedule(),
+        handler=check.text("handler"),
+        timezone=check.timezone(),
+        args=check.args(),
+        enabled=check.enabled(),
+        misfire_policy=check.choice("misfire_policy", MisfirePolicy),
+        misfire_grace_s=check.integer("misfire_grace_s"),
+        overlap_policy=check.choice("overlap_policy", OverlapPolicy),
+        jitter_s=check.integer("jitter_s"),
+        timeout_s=check.integer("timeout_s", nullable=True),
+        max_retries=check.integer("max_retries"),
         created_at=doc.get("created_at"),
         updated_at=doc.get("updated_at"),
         revision=doc.get("revision"),
@@ -190,12 +300,14 @@ def job_from_doc(doc: Mapping[str, Any]) -> Job:
         due_at=doc.get("due_at"),
         last_triggered_at=doc.get("last_triggered_at"),
         last_run_id=doc.get("last_run_id"),
-        last_run_status=RunStatus(last_status) if last_status is not None else None,
+        last_run_status=_run_status_or_none(doc.get("last_run_status")),
         last_run_duration_ms=doc.get("last_run_duration_ms"),
         lease=_lease_or_none(LeaseScope.JOB, job_id, doc.get(LEASE_FIELD)),
         lease_term=doc.get(TERM_FIELD),
         disabled_reason=doc.get("disabled_reason"),
         buffered_run_id=doc.get("buffered_run_id"),
+        invalid_reason=check.reason(),
+        invalid_fields=tuple(check.defects),
         stored=_stored(doc, _JOB_KNOWN),
     )
 

@@ -105,6 +105,23 @@ class JobStore(StoreBase):
             raise _not_found(job_id)
 
     @translated
+    def disable_broken_job(self, job_id: str, reason: str, now: datetime) -> bool:
+        """A worker disables a job it found it cannot run (handler unknown to every live
+        worker, invalid document), with ``disabled_reason``; False if already disabled."""
+        result = self.jobs.update_one(
+            {"_id": job_id, "enabled": {"$ne": False}},
+            {"$set": {"enabled": False, "due_at": None, "disabled_reason": reason, "updated_at": now},
+             "$inc": {"revision": 1}})
+        return result.modified_count == 1
+
+    @translated
+    def handler_on_other_workers(self, handler: str, queue: str, worker: str, now: datetime) -> bool:
+        """Whether a live worker other than ``worker``, consuming ``queue``, lists ``handler``
+        in its heartbeat (collection ``workers``, see `cronhive.heartbeats`)."""
+        query = {"expires_at": {"$gt": now}, "queue": queue, "handlers": handler, "_id": {"$ne": worker}}
+        return self.db["workers"].count_documents(query, limit=1) > 0
+
+    @translated
     def note_triggered(self, job_id: str, at: datetime) -> None:
         """``last_triggered_at`` moves forward only (a slower concurrent trigger does not move it back)."""
         self.jobs.update_one({"_id": job_id}, {"$max": {"last_triggered_at": at}})

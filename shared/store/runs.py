@@ -130,6 +130,17 @@ class RunStore(StoreBase):
         return self.runs.update_one(query, update).modified_count == 1
 
     @translated
+    def fail_unstarted_run(self, run_id: str, error: RunError, now: datetime) -> bool:
+        """A run that never started becomes ``failed`` with ``error``, no attempt made
+        (its job cannot run: handler unknown to every worker, invalid document)."""
+        result = self.runs.update_one(
+            {"_id": run_id, "status": {"$in": list(NOT_STARTED)}},
+            {"$set": {"status": RunStatus.FAILED, "finished_at": now, "error": error_to_doc(error),
+                      "retry_at": None}},
+        )
+        return result.modified_count == 1
+
+    @translated
     def skip_run(self, run_id: str, error: RunError, now: datetime) -> bool:
         """A run that never started becomes ``skipped`` (e.g. ``forbid``: another run holds the lease)."""
         result = self.runs.update_one(
