@@ -388,9 +388,9 @@ class ApiLoad:
             payload = response.json()
         except ValueError:
             payload = None
-        shaped = (page and response.status_code < 400) or isinstance(payload, dict) and (
-            response.status_code < 400 or (
-                set(payload) >= {"error"} and set(payload["error"]) == {"code", "message", "details"}))
+        error_shaped = isinstance(payload, dict) and (response.status_code < 400 or (
+            set(payload) >= {"error"} and set(payload["error"]) == {"code", "message", "details"}))
+        shaped = (page and response.status_code < 400) or error_shaped
         self._keep(Answer(at, method, path, response.status_code, shaped))
         return payload if response.status_code < 300 else None
 
