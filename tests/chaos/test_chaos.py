@@ -239,8 +239,8 @@ def test_corrupt_job_documents_written_while_everything_runs(make_cluster: Any) 
     with ApiLoad(cluster.api_url, [w.job_id for w in watched], probed_job_ids=probed) as load:
         time.sleep(3)
         for round_ in range(rounds):
-            for (kind, change, field), job_id in zip(CORRUPTIONS, corrupt_ids, strict=True):
-                job_id = job_id if round_ == 0 else f"{job_id}_{round_}"
+            for (_, change, field), first_id in zip(CORRUPTIONS, corrupt_ids, strict=True):
+                job_id = first_id if round_ == 0 else f"{first_id}_{round_}"
                 if round_:
                     create(cluster, job_id, schedule="0 0 1 1 *")
                 corrupt_now(cluster, job_id, change)
