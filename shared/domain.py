@@ -210,6 +210,10 @@ class Job:
     invalid_reason: str | None = None
     #: The fields that make it invalid (a repairing ``PUT`` must give each of them).
     invalid_fields: tuple[str, ...] = ()
+    #: Which creation of this ``job_id`` it is (random, set at create; None for a job an
+    #: older version created). Its runs carry it (`Run.job_incarnation`): a run of a
+    #: deleted job never touches a job re-created with the same id.
+    incarnation: str | None = None
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -288,11 +292,18 @@ class Run:
     lease_scope: LeaseScope | None = None
     retry_at: datetime | None = None
     attempts: tuple[AttemptRecord, ...] = ()
+    #: `Job.incarnation` of the job it was created for
+    job_incarnation: str | None = None
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
     def scheduled(self) -> bool:
         return self.trigger == Trigger.SCHEDULE
+
+    def belongs_to(self, job: Job | None) -> bool:
+        """``job`` is the very job this run was created for, not another one re-created
+        with the same id after that one was deleted."""
+        return job is not None and job.job_id == self.job_id and job.incarnation == self.job_incarnation
 
     def attempt_lease_doc_id(self) -> str:
         """The id of the document the current attempt's lease lives on."""
@@ -378,6 +389,7 @@ def new_job(job_id: str, fields: Mapping[str, Any], now: datetime) -> Job:
         max_retries=policy["max_retries"],
         created_at=now,
         updated_at=now,
+        incarnation=secrets.token_hex(8),
     )
     if not job.enabled:
         return job  # it gets its first slot when enabled
@@ -436,7 +448,7 @@ def new_run(job: Job, run_id: str, trigger: Trigger, scheduled_for: datetime, no
             lease: Lease | None, status: RunStatus = RunStatus.PENDING) -> Run:
     """A run as first written: not started, reserving ``lease``'s token when given."""
     return Run(run_id=run_id, job_id=job.job_id, trigger=trigger, scheduled_for=scheduled_for, status=status,
-               lease_token=lease.token if lease else None, created_at=now)
+               lease_token=lease.token if lease else None, created_at=now, job_incarnation=job.incarnation)
 
 
 @dataclass(frozen=True)

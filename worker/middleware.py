@@ -191,7 +191,7 @@ class RunLifecycle(Middleware):
         """One round: read, decide, claim, compare-and-set. None = lost a race, read again."""
         now = self.clock.now()
         run = self.store.find_run(run_id)
-        job = self.store.find_job(run.job_id) if run else None
+        job = self._job_of(run)
         decision = decisions.decide(run, job, now, lease_s=self.lease_s, redelivered=redelivered,
                                     after_attempt=after_attempt)
         if not isinstance(decision, Start):
@@ -207,7 +207,7 @@ class RunLifecycle(Middleware):
         lease = self._claim(run, job, number, now)
         if lease is None:
             own_lease = not job.overlap_policy.uses_job_lease
-            job = self.store.find_job(run.job_id)
+            job = self._job_of(run)
             if own_lease:
                 run = self.store.find_run(run_id) or run
             refused = decisions.decide_refused(run, job, now, lease_s=self.lease_s, redelivered=redelivered,
@@ -220,6 +220,12 @@ class RunLifecycle(Middleware):
         self.keeper.track(attempt)
         log.info("run started (token %d)", lease.token, extra=attempt.log_extra())
         return attempt, run, job, now
+
+    def _job_of(self, run: Run | None) -> Job | None:
+        """The run's job, if it still exists — the very job the run was created for: one
+        re-created with the same id since (another `Job.incarnation`) is not it."""
+        job = self.store.find_job(run.job_id) if run is not None else None
+        return job if run is not None and run.belongs_to(job) else None
 
     def _cannot_run(self, run: Run, job: Job, now: datetime, after_attempt: int | None) -> Decision | None:
         """A not-started run whose job cannot run: its document is not a valid job, or its
@@ -272,6 +278,7 @@ class RunLifecycle(Middleware):
             timeout_s=job.timeout_s,
             max_retries=job.max_retries,
             started_at=now,
+            job_incarnation=job.incarnation,
         )
 
     def _claim(self, run: Run, job: Job, number: int, now: datetime) -> Lease | None:
@@ -329,9 +336,10 @@ class RunLifecycle(Middleware):
         if run.lease_token is not None and run.lease_scope != LeaseScope.RUN:
             reservation = Lease(LeaseScope.JOB, run.job_id, reservation_holder(run.run_id), int(run.lease_token),
                                 now, run.run_id)
-        if not self.store.record_job_outcome(run.job_id, run.run_id, RunStatus.FAILED, None, reservation) \
-                and reservation is not None:
-            self.store.record_job_outcome(run.job_id, run.run_id, RunStatus.FAILED, None, None)
+        incarnation = run.job_incarnation
+        if not self.store.record_job_outcome(run.job_id, run.run_id, RunStatus.FAILED, None, reservation,
+                                             incarnation) and reservation is not None:
+            self.store.record_job_outcome(run.job_id, run.run_id, RunStatus.FAILED, None, None, incarnation)
         if self.store.disable_broken_job(run.job_id, decision.disable_reason, now):
             log.warning("job disabled: %s", decision.disable_reason, extra=extra)
 
@@ -412,7 +420,8 @@ class RunLifecycle(Middleware):
         if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
             return self._rejected(attempt, status)
         job_lease = None if own_lease else attempt.lease
-        if not self.store.record_job_outcome(attempt.job_id, attempt.run_id, status, duration_ms, job_lease) and job_lease:
+        if not self.store.record_job_outcome(attempt.job_id, attempt.run_id, status, duration_ms, job_lease,
+                                             attempt.job_incarnation) and job_lease:
             log.warning("the job lease was no longer held at the end of the run; job outcome not recorded",
                         extra=attempt.log_extra())
         metrics.WORKER_RUNS.labels(outcome=status).inc()

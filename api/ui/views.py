@@ -284,12 +284,13 @@ def overview_live() -> str:
 
 def job_live_context(job_id: str, page: int, now: datetime) -> dict[str, Any]:
     ready = store()
-    job = job_view(ready.get_job(job_id), now)
-    recent_docs, total = ready.list_runs(job_id, 1, CHART_RUNS)
+    stored = ready.get_job(job_id)
+    job = job_view(stored, now)
+    recent_docs, total = ready.list_runs(job_id, 1, CHART_RUNS, stored.incarnation)
     if page == 1:
         table_docs = recent_docs[:RUNS_PER_PAGE]
     else:
-        table_docs, total = ready.list_runs(job_id, page, RUNS_PER_PAGE)
+        table_docs, total = ready.list_runs(job_id, page, RUNS_PER_PAGE, stored.incarnation)
     recent = [run_view(doc) for doc in reversed(recent_docs)]  # oldest first
     return {
         "job": job,

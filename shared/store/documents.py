@@ -60,7 +60,7 @@ JOB_KEYS = (
     "_id", "name", "schedule", "timezone", "handler", "args", "enabled", "misfire_policy", "misfire_grace_s",
     "overlap_policy", "jitter_s", "timeout_s", "max_retries", "created_at", "updated_at", "revision",
     "next_fire_at", "due_at", "last_triggered_at", "last_run_id", "last_run_status", "last_run_duration_ms",
-    "lease", "lease_term", "disabled_reason", "buffered_run_id",
+    "lease", "lease_term", "disabled_reason", "buffered_run_id", "incarnation",
 )
 #: What a job field absent from its document reads as (any field not listed: None).
 JOB_ABSENT: dict[str, Any] = {"timezone": DEFAULT_TIMEZONE, "args": {}, "enabled": False, "name": "",
@@ -69,7 +69,7 @@ JOB_ABSENT: dict[str, Any] = {"timezone": DEFAULT_TIMEZONE, "args": {}, "enabled
 #: A run document's keys as first written (`new_run`); the rest follow as first set.
 RUN_KEYS = (
     "_id", "job_id", "trigger", "scheduled_for", "status", "attempt", "lease_token", "worker", "created_at",
-    "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error",
+    "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "job_incarnation",
 )
 RUN_LATER_KEYS = ("sched_term", "lease_term", "lease", "lease_holder", "lease_scope", "retry_at", "attempts")
 RUN_ABSENT: dict[str, Any] = {"attempt": 0, "attempts": []}
@@ -308,6 +308,7 @@ def job_from_doc(doc: Mapping[str, Any]) -> Job:
         buffered_run_id=doc.get("buffered_run_id"),
         invalid_reason=check.reason(),
         invalid_fields=tuple(check.defects),
+        incarnation=doc.get("incarnation"),
         stored=_stored(doc, _JOB_KNOWN),
     )
 
@@ -341,6 +342,7 @@ def job_to_doc(job: Job) -> Document:
         "lease_term": job.lease_term,
         "disabled_reason": job.disabled_reason,
         "buffered_run_id": job.buffered_run_id,
+        "incarnation": job.incarnation,
     }
     return _laid_out(full, job.stored, JOB_KEYS, JOB_ABSENT)
 
@@ -397,6 +399,7 @@ def run_from_doc(doc: Mapping[str, Any]) -> Run:
         lease_scope=LeaseScope(scope) if scope is not None else None,
         retry_at=doc.get("retry_at"),
         attempts=tuple(attempt_from_doc(record) for record in doc.get("attempts") or ()),
+        job_incarnation=doc.get("job_incarnation"),
         stored=_stored(doc, _RUN_KNOWN),
     )
 
@@ -426,6 +429,7 @@ def run_to_doc(run: Run) -> Document:
         "lease_scope": run.lease_scope,
         "retry_at": run.retry_at,
         "attempts": [attempt_to_doc(record) for record in run.attempts],
+        "job_incarnation": run.job_incarnation,
     }
     return _laid_out(full, run.stored, RUN_KEYS, RUN_ABSENT)
 

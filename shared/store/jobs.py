@@ -100,9 +100,19 @@ class JobStore(StoreBase):
 
     @translated
     def delete_job(self, job_id: str) -> None:
-        """Remove a job; its run history stays until retention removes it."""
-        if self.jobs.delete_one({"_id": job_id}).deleted_count == 0:
+        """Remove a job, its lease (on the document) and its run history (and with it the
+        run leases of ``allow`` runs): a job re-created with the same id starts clean.
+
+        The job goes first, then the runs of that incarnation (`Job.incarnation`), so a
+        job re-created meanwhile keeps its own runs. A run written for the deleted job
+        after that (a trigger or a slot racing the delete), or left because MongoDB failed
+        in between, still carries the old incarnation: no history shows it (`list_runs`),
+        no worker runs it (it is recorded ``skipped``), no write of it reaches the new job,
+        and retention removes it."""
+        doc = self.jobs.find_one_and_delete({"_id": job_id}, projection={"incarnation": 1})
+        if doc is None:
             raise _not_found(job_id)
+        self.runs.delete_many({"job_id": job_id, "job_incarnation": doc.get("incarnation")})
 
     @translated
     def disable_broken_job(self, job_id: str, reason: str, now: datetime) -> bool:
@@ -138,10 +148,12 @@ class JobStore(StoreBase):
 
     @translated
     def record_job_outcome(self, job_id: str, run_id: str, status: RunStatus, duration_ms: int | None,
-                           lease: Lease | None) -> bool:
+                           lease: Lease | None, incarnation: str | None) -> bool:
         """The job's ``last_run_*``; under a job lease, released in the same update
-        (filtered on its holder and token, so only the holder can)."""
+        (filtered on its holder and token, so only the holder can). Only on the job's
+        ``incarnation`` the run was created for: never on a job re-created with its id."""
         outcome = {"last_run_id": run_id, "last_run_status": status, "last_run_duration_ms": duration_ms}
         if lease is None:
-            return self.jobs.update_one({"_id": job_id}, {"$set": outcome}).modified_count == 1
-        return leases.release(self.jobs, lease, extra_set=outcome)
+            query = {"_id": job_id, "incarnation": incarnation}
+            return self.jobs.update_one(query, {"$set": outcome}).modified_count == 1
+        return leases.release(self.jobs, lease, extra_set=outcome, extra_filter={"incarnation": incarnation})

@@ -68,9 +68,10 @@ class RunStore(StoreBase):
         return self.runs.count_documents(query, limit=limit)
 
     @translated
-    def list_runs(self, job_id: str, page: int, limit: int) -> tuple[list[Run], int]:
-        """A job's runs, newest first (index "job_history")."""
-        query = {"job_id": job_id}
+    def list_runs(self, job_id: str, page: int, limit: int, incarnation: str | None) -> tuple[list[Run], int]:
+        """A job's runs, newest first (index "job_history"): those of its ``incarnation``
+        (`Job.incarnation`), never a deleted job's of the same id."""
+        query = {"job_id": job_id, "job_incarnation": incarnation}
         total = self.runs.count_documents(query)
         cursor = (
             self.runs.find(query)
