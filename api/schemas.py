@@ -401,6 +401,10 @@ class RunSchema(Schema):
     duration_ms = _count(nullable=True)
     lateness_ms = fields.Integer(required=True, allow_none=True)
     error = fields.Dict(required=True, allow_none=True)
+    retry_at = fields.DateTime(required=True, allow_none=True, metadata={
+        "example": "2026-03-26T08:00:27Z",
+        "description": "While a failed run waits out its backoff (status queued): when its next attempt is "
+                       "due. Null otherwise."})
     attempts = fields.List(fields.Nested(AttemptSchema), required=True,
                            metadata={"description": "One record per finished attempt, oldest first."})
 

@@ -539,6 +539,7 @@ def run_view(run: Run) -> dict[str, Any]:
         "duration_ms": run.duration_ms,
         "lateness_ms": run.lateness_ms,
         "error": run.error.view() if run.error else None,
+        "retry_at": format_instant(run.retry_at) if run.status == RunStatus.QUEUED else None,
         "attempts": [attempt_view(record) for record in run.attempts],
     }
 

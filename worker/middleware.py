@@ -84,8 +84,9 @@ HANDLER_OUTCOMES: tuple[type[BaseException], ...] = (Exception, Interrupt)
 
 
 def backoff_ms(attempt: int, base_ms: int) -> int:
-    """Delay before the retry that follows ``attempt``: ``base × 2^(attempt-1)``, with
-    Dramatiq's jitter (up to twice that), capped at an hour."""
+    """Delay before the retry that follows ``attempt``: Dramatiq's ``compute_backoff`` —
+    ``int(base × 2^(attempt-1) × U(1, 2))`` ms, and ``int(1 h × U(0.5, 1))`` once that
+    passes an hour (README "Retries")."""
     return compute_backoff(max(attempt - 1, 0), factor=base_ms, jitter=True, max_backoff=MAX_BACKOFF_MS)[1]
 
 
@@ -405,6 +406,10 @@ class RunLifecycle(Middleware):
         record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
         if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
             return self._rejected(attempt, status)
+        # the job shows the failed attempt while its retry waits (last_run_*), written before
+        # the lease is handed over: the retry cannot start, hence not finish, before that
+        self.store.record_job_outcome(attempt.job_id, attempt.run_id, status, duration_ms, None,
+                                      attempt.job_incarnation)
         until = retry_at + timedelta(seconds=self.lease_s)
         self.store.hand_over_lease(attempt.lease, reservation_holder(attempt.run_id), until)
         metrics.WORKER_RUNS.labels(outcome=f"{status}_retried").inc()

@@ -299,6 +299,8 @@ def job_live_context(job_id: str, page: int, now: datetime) -> dict[str, Any]:
         "runs_page": page,
         "runs_pages": max(1, -(-total // RUNS_PER_PAGE)),
         "strip": [(run, *present.slot_outcome(run)) for run in recent],
+        # a failed run waiting out its backoff holds the lease, but nothing runs
+        "retry": next((run for run in reversed(recent) if run["retry_at"]), None),
         "chart": {
             "labels": [present.utc_text(run["created_at"])[11:19] for run in recent],
             "duration": [run["duration_ms"] for run in recent],

@@ -123,7 +123,7 @@ def legacy_app(legacy: MongoStore, settings: Settings) -> Iterator[Any]:
 
 #: Fields the API has gained since the fixture's version: runs show ``attempts[]``
 #: (issue 11) and an error's ``traceback`` (issue 14); nothing else may differ.
-ADDED_RUN_FIELDS = ("attempts",)
+ADDED_RUN_FIELDS = ("attempts", "retry_at")
 ADDED_JOB_FIELDS = ("invalid_reason",)
 #: Answers changed on purpose since: a job whose time zone left tzdata is ``invalid``
 #: (issue 14: a stored document that cannot be a job), no longer ``disabled``.
