@@ -40,7 +40,16 @@ from cronhive.api.ui.security import (
     token_matches,
 )
 from cronhive.domain import JOB_STATUS_FILTERS, job_view, run_view
-from cronhive.errors import CronhiveError, DuplicateJob, LeaseHeld, NotFound, Unavailable
+from cronhive.errors import (
+    Conflict,
+    CronhiveError,
+    DuplicateJob,
+    JobInvalid,
+    LeaseHeld,
+    NotFound,
+    Unavailable,
+    ValidationError,
+)
 from cronhive.job_search import find_jobs
 from cronhive.store import MongoStore
 
@@ -181,6 +190,10 @@ def domain_error(exc: CronhiveError) -> tuple[str, int]:
     if isinstance(exc, NotFound):
         what = "run" if exc.code == "run_not_found" else "job"
         return error_page(404, f"No such {what}", exc.message)
+    if isinstance(exc, Conflict):
+        return error_page(409, "Not done", exc.message)
+    if isinstance(exc, ValidationError):
+        return error_page(422, "Not valid", exc.message)
     if isinstance(exc, Unavailable):
         current_app.logger.warning("dashboard: dependency unavailable: %s", exc.message)
         return error_page(503, "Service unavailable", f"{exc.message}. This page retries when you reload it.")
@@ -333,7 +346,7 @@ def job_live(job_id: str) -> str:
 def trigger(job_id: str) -> BaseResponse:
     try:
         result = actions.trigger(svc(), job_id)
-    except LeaseHeld as exc:
+    except (LeaseHeld, JobInvalid) as exc:
         session().flash("error", f"Not triggered: {exc.message}.")
     else:
         session().flash("ok", f"Run {result.run_id} queued.")
@@ -343,15 +356,23 @@ def trigger(job_id: str) -> BaseResponse:
 @ui_bp.post("/jobs/<job_id>/pause")
 @action
 def pause(job_id: str) -> BaseResponse:
-    actions.update_job(svc(), job_id, {"enabled": False})
-    session().flash("ok", "Job paused: no slot fires until it is resumed.")
+    try:
+        actions.update_job(svc(), job_id, {"enabled": False})
+    except ValidationError as exc:  # an invalid job: only an edit of its bad fields repairs it
+        session().flash("error", f"Not paused: {exc.message}.")
+    else:
+        session().flash("ok", "Job paused: no slot fires until it is resumed.")
     return redirect_to("ui.job_page", job_id=job_id)
 
 
 @ui_bp.post("/jobs/<job_id>/resume")
 @action
 def resume(job_id: str) -> BaseResponse:
-    doc, now = actions.update_job(svc(), job_id, {"enabled": True})
+    try:
+        doc, now = actions.update_job(svc(), job_id, {"enabled": True})
+    except ValidationError as exc:
+        session().flash("error", f"Not resumed: {exc.message}.")
+        return redirect_to("ui.job_page", job_id=job_id)
     nxt = job_view(doc, now)["next_trigger_at"]
     session().flash("ok", f"Job resumed; next fire {present.utc_text(nxt)}.")
     return redirect_to("ui.job_page", job_id=job_id)
@@ -367,7 +388,7 @@ def delete_confirm(job_id: str) -> str:
 @action
 def delete(job_id: str) -> BaseResponse:
     actions.delete_job(svc(), job_id)
-    session().flash("ok", f"Job {job_id} deleted; its run history stays until retention removes it.")
+    session().flash("ok", f"Job {job_id} deleted, with its run history.")
     return redirect_to("ui.overview")
 
 

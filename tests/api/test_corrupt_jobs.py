@@ -5,6 +5,7 @@ it, and a full ``PUT`` repairs it (issue 14, item 1)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -112,3 +113,27 @@ def test_the_status_filter_lists_an_invalid_job_under_its_enabled_flag(
     active = client.get(f"{CANONICAL}/jobs?status=active").get_json()["data"]
     assert [job["status"] for job in active] == ["active", "active", "invalid"]
     assert_error(client.get(f"{CANONICAL}/jobs?status=invalid"), 400, "invalid_query")
+
+
+def test_the_dashboards_actions_on_an_invalid_job_say_why_and_its_edit_form_repairs_it(
+        client: FlaskClient, store: MongoStore, jobs: list[str]) -> None:
+    broken = jobs[1]
+    corrupt(store, broken, {"$set": {"schedule": "not a schedule"}})
+    page = client.get(f"/ui/jobs/{broken}").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token, page[:300]
+    form = {"csrf_token": token.group(1)}
+    for action, words in (("trigger", "Not triggered"), ("pause", "Not paused"), ("resume", "Not resumed")):
+        response = client.post(f"/ui/jobs/{broken}/{action}", data=form)
+        assert response.status_code == 303, (action, response.get_data(as_text=True)[:300])
+        shown = client.get(f"/ui/jobs/{broken}").get_data(as_text=True)
+        assert words in shown and "schedule" in shown, action
+    assert store.runs.count_documents({"job_id": broken}) == 0
+
+    edited = client.post(f"/ui/jobs/{broken}/edit", data={
+        **form, "name": "Job 1", "schedule": "0 6 * * *", "timezone": "UTC", "handler": "noop", "args": "{}",
+        "enabled_shown": "1", "enabled": "on", "misfire_policy": "fire_once", "misfire_grace_s": "60",
+        "overlap_policy": "forbid", "jitter_s": "0", "timeout_s": "3600", "max_retries": "0"})
+    assert edited.status_code == 303, edited.get_data(as_text=True)[:500]
+    job = client.get(f"{CANONICAL}/jobs/{broken}").get_json()
+    assert (job["status"], job["schedule"], job["invalid_reason"]) == ("active", "0 6 * * *", None)
