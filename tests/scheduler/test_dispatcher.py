@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cronhive.broker import RUN_ACTOR
-from cronhive.domain import new_run
+from cronhive.domain import new_run, utcnow
 from cronhive.enums import Trigger
 from cronhive.leases import reservation_holder
 from cronhive.scheduler.dispatcher import MANUAL_PENDING_S, Dispatcher
@@ -42,7 +42,9 @@ def published_ids(messages: Messages) -> list[str]:
 
 def test_every_slot_gets_exactly_one_run_published_once(store: MongoStore, make_dispatcher: Callable[..., Dispatcher],
                                                         clock: FakeClock, messages: Messages) -> None:
-    jobs = [create_job(store, f"every_{i}", misfire_policy="fire_all", overlap_policy="allow") for i in range(3)]
+    at = utcnow()  # one creation instant: created across a second boundary, they would not share slots
+    jobs = [create_job(store, f"every_{i}", at=at, misfire_policy="fire_all", overlap_policy="allow")
+            for i in range(3)]
     first = jobs[0]["next_fire_at"]
     dispatcher = make_dispatcher(term=7)
     clock.set(first + timedelta(seconds=2, milliseconds=500))
@@ -315,7 +317,8 @@ def test_a_corrupt_job_document_is_disabled_with_its_reason_never_fired_and_the_
 
 def test_a_lost_leadership_stops_publishing_at_once(
         store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
-    jobs = [create_job(store, f"fenced_{i}", overlap_policy="allow") for i in range(5)]
+    at = utcnow()  # one creation instant: created across a second boundary, they would not share a slot
+    jobs = [create_job(store, f"fenced_{i}", at=at, overlap_policy="allow") for i in range(5)]
     dispatcher = make_dispatcher()
     guard = dispatcher.guard
     real_publish = dispatcher.publisher.publish_run

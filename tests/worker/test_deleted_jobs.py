@@ -108,7 +108,8 @@ def test_messages_queued_before_a_delete_and_consumed_after_the_re_create_change
     old = cluster.job(job_id, events, overlap_policy=overlap)
     first = cluster.wait_final(cluster.trigger(job_id))
     assert first["status"] == "succeeded"
-    assert cluster.store.jobs.find_one({"_id": job_id})["last_run_id"] == first["_id"]
+    wait_for(lambda: cluster.store.jobs.find_one({"_id": job_id})["last_run_id"] == first["_id"], 5,
+             "the outcome on the job (written right after the run's)")
     held = cluster.held_run(old)  # queued, not yet delivered
 
     cluster.store.delete_job(job_id)
@@ -131,7 +132,8 @@ def test_messages_queued_before_a_delete_and_consumed_after_the_re_create_change
     assert again["status"] == "succeeded" and again["job_incarnation"] == new.incarnation
     runs, total = cluster.store.list_runs(job_id, 1, 100, new.incarnation)
     assert total == 1 and runs[0].run_id == again["_id"]
-    assert cluster.store.jobs.find_one({"_id": job_id})["last_run_id"] == again["_id"]
+    wait_for(lambda: cluster.store.jobs.find_one({"_id": job_id})["last_run_id"] == again["_id"], 5,
+             "the new run's outcome on the job")
 
 
 @pytest.mark.parametrize("overlap", ["forbid", "allow"])

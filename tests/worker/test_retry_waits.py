@@ -78,7 +78,8 @@ def test_a_retry_waiting_out_its_backoff_is_shown_as_what_it_is(
     delay_ms = (instant(waiting["retry_at"]) - instant(first["finished_at"])).total_seconds() * 1000
     assert BACKOFF_MS - 1000 <= delay_ms <= 2 * BACKOFF_MS + 1000, delay_ms  # whole seconds shown
 
-    job = client.get(f"{API}/jobs/flaky").get_json()
+    job = wait_for(lambda: (shown := client.get(f"{API}/jobs/flaky").get_json())["last_run_id"] == run_id and shown,
+                   5, "the failed attempt on the job (written right after the run's)")
     assert (job["last_run_id"], job["last_run_status"]) == (run_id, "failed")
     assert job["last_run_duration_ms"] == first["duration_ms"]
     assert job["lock_acquired"] is True  # the retry keeps the lease: a trigger would overlap it
@@ -98,7 +99,8 @@ def test_a_retry_waiting_out_its_backoff_is_shown_as_what_it_is(
                     2 * BACKOFF_MS / 1000 + 15, "the retry to succeed")
     assert done["attempt"] == 2 and done["retry_at"] is None and done["error"] is None
     assert [(a["attempt"], a["status"]) for a in done["attempts"]] == [(1, "failed"), (2, "succeeded")]
-    job = client.get(f"{API}/jobs/flaky").get_json()
+    job = wait_for(lambda: (shown := client.get(f"{API}/jobs/flaky").get_json())["last_run_status"] == "succeeded"
+                   and shown, 5, "the final outcome on the job")
     assert (job["last_run_status"], job["lock_acquired"]) == ("succeeded", False)
     assert client.post(f"{API}/jobs/flaky/trigger").status_code == 202
 
