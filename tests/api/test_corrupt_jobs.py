@@ -103,7 +103,9 @@ def test_a_document_with_only_an_id_is_listed_and_deleted(client: FlaskClient, s
     bare = next(job for job in page.get_json()["data"] if job["job_id"] == "bare")
     assert bare["status"] == "invalid"
     assert bare["invalid_reason"] == "name: missing; schedule: missing; handler: missing"
-    assert client.get("/ui/").status_code == 200
+    overview = client.get("/ui/")
+    assert overview.status_code == 200 and ">bare</a>" in overview.get_data(as_text=True)  # named by its id
+    assert ">None<" not in client.get("/ui/jobs/bare").get_data(as_text=True)
     assert client.delete(f"{CANONICAL}/jobs/bare").status_code == 200
 
 
