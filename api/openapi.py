@@ -9,7 +9,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from cronhive.api import schemas
-from cronhive.domain import JOB_ID_PATTERN, JOB_STATUSES
+from cronhive.domain import JOB_ID_PATTERN, JOB_STATUS_FILTERS
 
 BASE = "/api/v1/cron"
 
@@ -146,7 +146,7 @@ def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
                 "operationId": "listJobs",
                 "parameters": [
                     *_page_params(),
-                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(JOB_STATUSES)}},
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(JOB_STATUS_FILTERS)}},
                     {"name": "handler", "in": "query", "schema": {
                         "type": "string", "minLength": 1, "maxLength": schemas.MAX_HANDLER_LENGTH,
                         "pattern": schemas.TEXT_PATTERN}},

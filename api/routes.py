@@ -240,8 +240,8 @@ def list_runs(job_id: str) -> Response:
     query = load_query(schemas.PageQuerySchema())
     page, limit = query.get("page", 1), query.get("limit", 20)
     store = services().ready_store()
-    store.get_job(job_id)
-    docs, total = store.list_runs(job_id, page, limit)
+    job = store.get_job(job_id)
+    docs, total = store.list_runs(job_id, page, limit, job.incarnation)
     return jsonify(page_of([run_summary_view(doc) for doc in docs], page, limit, total))
 
 

@@ -17,6 +17,7 @@ from cronhive import cron
 from cronhive.domain import (
     JOB_ID_PATTERN,
     JOB_ID_RE,
+    JOB_STATUS_FILTERS,
     JOB_STATUSES,
     MAX_LOG_BYTES,
     MAX_OUTPUT_BYTES,
@@ -392,7 +393,7 @@ class PageQuerySchema(Schema):
 
 
 class JobListQuerySchema(PageQuerySchema):
-    status = fields.String(validate=validate.OneOf(JOB_STATUSES))
+    status = fields.String(validate=validate.OneOf(JOB_STATUS_FILTERS))
     handler = Text(validate=validate.Length(min=1, max=MAX_HANDLER_LENGTH))
 
 
@@ -414,16 +415,26 @@ class PaginationSchema(Schema):
     total = _count()
 
 
+_NULL_WHEN_INVALID = "Null only for an invalid job whose stored value is missing or not text."
+
+
 class JobSchema(Schema):
     job_id = fields.String(required=True, validate=validate.Length(min=1, max=64),
                            metadata={"pattern": JOB_ID_PATTERN})
-    name = fields.String(required=True)
-    schedule = fields.String(required=True)
-    timezone = fields.String(required=True)
-    handler = fields.String(required=True, metadata={"description": "A handler name (see GET /handlers)."})
+    name = fields.String(required=True, allow_none=True, metadata={"description": _NULL_WHEN_INVALID})
+    schedule = fields.String(required=True, allow_none=True, metadata={"description": _NULL_WHEN_INVALID})
+    timezone = fields.String(required=True, allow_none=True)
+    handler = fields.String(required=True, allow_none=True, metadata={
+        "description": "A handler name (see GET /handlers). " + _NULL_WHEN_INVALID})
     args = fields.Dict(required=True, metadata={"description": ARGS_DESCRIPTION})
     enabled = fields.Boolean(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
+    status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES), metadata={
+        "description": "active (enabled), disabled, or invalid: the stored document is not a valid job "
+                       "(see invalid_reason); an invalid job never fires, and a PUT that sets each field "
+                       "named in invalid_reason repairs it."})
+    invalid_reason = fields.String(required=True, allow_none=True, metadata={
+        "description": "For an invalid job: which fields of its stored document are not valid and why "
+                       "(e.g. \"schedule: missing\"); null otherwise."})
     lock_acquired = fields.Boolean(required=True)
     last_triggered_at = _instant()
     last_run_id = fields.String(required=True, allow_none=True)
@@ -497,6 +508,10 @@ class RunSchema(Schema):
     duration_ms = _count(nullable=True)
     lateness_ms = fields.Integer(required=True, allow_none=True)
     error = fields.Dict(required=True, allow_none=True)
+    retry_at = fields.DateTime(required=True, allow_none=True, metadata={
+        "example": "2026-03-26T08:00:27Z",
+        "description": "While a failed run waits out its backoff (status queued): when its next attempt is "
+                       "due. Null otherwise."})
     attempts = fields.List(fields.Nested(AttemptSchema), required=True,
                            metadata={"description": "One record per finished attempt, oldest first."})
     output = fields.Raw(required=True, allow_none=True, metadata={

@@ -17,7 +17,9 @@ One `Dispatcher.run_pass` (leader only) does, in this order:
 
    a. plan each job's slots (`cronhive.slots.plan_slots`: misfire policy, next
       slot, jitter) and decide overlap (`scheduler.overlap.resolve`); a job whose
-      schedule cannot be computed is disabled with a reason;
+      schedule cannot be computed, or whose document is not a valid job
+      (`Job.invalid_reason`), is disabled with a reason (one WARNING line) and
+      never fired;
    b. insert every slot's run in one unordered ``insert_many`` — ``pending`` to
       publish, ``skipped`` for misfire/overlap — with deterministic ids
       (`cronhive.slots.slot_run_id`) so a slot keeps its run across failover; a
@@ -206,6 +208,10 @@ class Dispatcher:
             if planned_runs >= self.batch:  # bound every write of the pass; the rest stay due
                 result.more = True
                 break
+            if job.invalid_reason is not None:  # never fired: disabled, with the reason
+                if not self._disable(job, f"invalid job document: {job.invalid_reason}", now):
+                    result.changed += 1
+                continue
             try:
                 plan = plan_slots(job, now)
             except UncomputableSchedule as exc:

@@ -49,6 +49,7 @@ from cronhive.enums import (
     SchedulerRole,
     Trigger,
 )
+from cronhive.errors import ValidationError
 from cronhive.leases import Lease, host_and_pid, pid_of
 
 UTC = UTC
@@ -60,6 +61,9 @@ JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 MISFIRE_POLICIES = tuple(member.value for member in MisfirePolicy)
 OVERLAP_POLICIES = tuple(member.value for member in OverlapPolicy)
 JOB_STATUSES = tuple(member.value for member in JobStatus)
+#: What ``GET /jobs?status=`` filters on (the ``enabled`` flag): an invalid job is
+#: listed under its flag, with ``status: "invalid"``.
+JOB_STATUS_FILTERS = (JobStatus.ACTIVE.value, JobStatus.DISABLED.value)
 
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_POLICIES: dict[str, Any] = {
@@ -71,6 +75,15 @@ DEFAULT_POLICIES: dict[str, Any] = {
     "max_retries": 0,
 }
 MAX_FIRE_ALL = 100
+#: The bounds of each integer policy (as the API validates them): a stored value outside
+#: them makes the job invalid.
+WEEK_S = 7 * 86400
+POLICY_RANGES: dict[str, tuple[int, int]] = {
+    "misfire_grace_s": (0, WEEK_S),
+    "jitter_s": (0, 3600),
+    "timeout_s": (1, WEEK_S),
+    "max_retries": (0, 20),
+}
 
 
 def utcnow() -> datetime:
@@ -262,10 +275,23 @@ class Job:
     disabled_reason: str | None = None
     buffered_run_id: str | None = None
     notify: Notify | None = None
+    #: Why the stored document is not a valid job (which field, and why), or None.
+    #: The store edge decodes such a document anyway (each bad field as its
+    #: default, a bad ``name``/``schedule``/``handler`` as ""): it is shown with
+    #: status ``invalid``, never planned or run, and repaired by a full ``PUT``.
+    invalid_reason: str | None = None
+    #: The fields that make it invalid (a repairing ``PUT`` must give each of them).
+    invalid_fields: tuple[str, ...] = ()
+    #: Which creation of this ``job_id`` it is (random, set at create; None for a job an
+    #: older version created). Its runs carry it (`Run.job_incarnation`): a run of a
+    #: deleted job never touches a job re-created with the same id.
+    incarnation: str | None = None
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
     def status(self) -> JobStatus:
+        if self.invalid_reason is not None:
+            return JobStatus.INVALID
         return JobStatus.ACTIVE if self.enabled else JobStatus.DISABLED
 
     @property
@@ -342,11 +368,18 @@ class Run:
     notifications: tuple[Notification, ...] = ()
     #: when the deliverer should next look at its pending notifications (None: none pending)
     notify_due: datetime | None = None
+    #: `Job.incarnation` of the job it was created for
+    job_incarnation: str | None = None
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
     def scheduled(self) -> bool:
         return self.trigger == Trigger.SCHEDULE
+
+    def belongs_to(self, job: Job | None) -> bool:
+        """``job`` is the very job this run was created for, not another one re-created
+        with the same id after that one was deleted."""
+        return job is not None and job.job_id == self.job_id and job.incarnation == self.job_incarnation
 
     def attempt_lease_doc_id(self) -> str:
         """The id of the document the current attempt's lease lives on."""
@@ -437,6 +470,7 @@ def new_job(job_id: str, fields: Mapping[str, Any], now: datetime) -> Job:
         created_at=now,
         updated_at=now,
         notify=fields.get("notify"),
+        incarnation=secrets.token_hex(8),
     )
     if not job.enabled:
         return job  # it gets its first slot when enabled
@@ -456,8 +490,12 @@ def job_update(current: Job, changes: Mapping[str, Any], now: datetime) -> dict[
     lets the scheduler apply the misfire policy to what was missed; re-enabling
     makes the slot it was waiting for due again (``disabled_reason`` cleared).
     """
-    merged = replace(current, **changes)
+    if current.invalid_reason is not None:
+        _check_repair(current, changes)
+    merged = replace(current, **changes, invalid_reason=None, invalid_fields=())
     update: dict[str, Any] = {**changes, "updated_at": now}
+    if current.invalid_reason is not None:
+        update["disabled_reason"] = None  # repaired: the reason it was disabled for is gone
     timing_changed = any(key in changes and changes[key] != getattr(current, key) for key in TIMING_FIELDS)
     if not merged.enabled:
         update["due_at"] = None
@@ -474,11 +512,24 @@ def job_update(current: Job, changes: Mapping[str, Any], now: datetime) -> dict[
     return update
 
 
+def _check_repair(current: Job, changes: Mapping[str, Any]) -> None:
+    """An update of an invalid job must give a valid value for each field that makes it
+    invalid (the schema validated what it gives): the job is valid after it. Else
+    `ValidationError` (422) naming each field still missing."""
+    missing = [name for name in current.invalid_fields if name not in changes]
+    if missing:
+        raise ValidationError(
+            f"job {current.job_id!r} is invalid ({current.invalid_reason}); a PUT that repairs it must set "
+            + ", ".join(missing),
+            details={name: ["The stored value is invalid: set it in this PUT to repair the job."]
+                     for name in missing})
+
+
 def new_run(job: Job, run_id: str, trigger: Trigger, scheduled_for: datetime, now: datetime,
             lease: Lease | None, status: RunStatus = RunStatus.PENDING) -> Run:
     """A run as first written: not started, reserving ``lease``'s token when given."""
     return Run(run_id=run_id, job_id=job.job_id, trigger=trigger, scheduled_for=scheduled_for, status=status,
-               lease_token=lease.token if lease else None, created_at=now)
+               lease_token=lease.token if lease else None, created_at=now, job_incarnation=job.incarnation)
 
 
 @dataclass(frozen=True)
@@ -522,21 +573,24 @@ class SchedulerStatus:
 
 def job_view(job: Job, now: datetime) -> dict[str, Any]:
     """The job detail the API shows (SPEC §3): every field present, null when unset."""
+    invalid = job.invalid_reason is not None
     return {
         "job_id": job.job_id,
-        "name": job.name,
-        "schedule": job.schedule,
+        # an invalid job's missing (or non-text) name, schedule or handler shows as null
+        "name": job.name or None if invalid else job.name,
+        "schedule": job.schedule or None if invalid else job.schedule,
         "timezone": job.timezone,
-        "handler": job.handler,
+        "handler": job.handler or None if invalid else job.handler,
         "args": job.args,
         "enabled": job.enabled,
         "status": job.status,
+        "invalid_reason": job.invalid_reason,
         "lock_acquired": job.lock_acquired(now),
         "last_triggered_at": format_instant(job.last_triggered_at),
         "last_run_id": job.last_run_id,
         "last_run_status": job.last_run_status,
         "last_run_duration_ms": job.last_run_duration_ms,
-        "next_trigger_at": format_instant(job.due_at) if job.enabled else None,
+        "next_trigger_at": format_instant(job.due_at) if job.enabled and not invalid else None,
         "created_at": format_instant(job.created_at),
         "updated_at": format_instant(job.updated_at),
         "disabled_reason": job.disabled_reason,
@@ -567,6 +621,7 @@ def run_view(run: Run) -> dict[str, Any]:
         "duration_ms": run.duration_ms,
         "lateness_ms": run.lateness_ms,
         "error": run.error.view() if run.error else None,
+        "retry_at": format_instant(run.retry_at) if run.status == RunStatus.QUEUED else None,
         "attempts": [attempt_view(record) for record in run.attempts],
         "output": run.output.output,
         "output_truncated": run.output.truncated,

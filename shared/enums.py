@@ -77,8 +77,14 @@ class OverlapPolicy(StrEnum):
 
 
 class JobStatus(StrEnum):
+    """What a job is: ``active`` (enabled), ``disabled``, or ``invalid`` — its stored
+    document cannot be a job (a field missing, of the wrong type, an unparsable
+    schedule or time zone: see the job's ``invalid_reason``). An invalid job never
+    fires; a full ``PUT`` repairs it."""
+
     ACTIVE = "active"
     DISABLED = "disabled"
+    INVALID = "invalid"
 
 
 class LeaseScope(StrEnum):
@@ -104,6 +110,10 @@ class ErrorType(StrEnum):
     ABANDONED = "abandoned"
     JOB_NOT_FOUND = "job_not_found"
     JOB_DELETED = "job_deleted"
+    #: no live worker (of the run's queue) has the job's handler registered
+    HANDLER_NOT_FOUND = "handler_not_found"
+    #: the job's stored document is not a valid job (see its ``invalid_reason``)
+    INVALID_JOB = "invalid_job"
     #: the built-in ``http`` handler (`cronhive.http_calls`)
     HTTP_ERROR = "http_error"
     UNEXPECTED_STATUS = "unexpected_status"

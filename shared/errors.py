@@ -58,6 +58,11 @@ class PreconditionFailed(CronhiveError):
     is not at the revision the client saw (412 in the API)."""
 
     code = "precondition_failed"
+class JobInvalid(Conflict):
+    """The job's stored document is not a valid job (`Job.invalid_reason`): it cannot
+    run until a ``PUT`` repairs it."""
+
+    code = "job_invalid"
 
 
 class LeaseHeld(Conflict):

@@ -128,7 +128,7 @@ def upcoming_fires(store: MongoStore, now: datetime, horizon: timedelta, limit: 
         jobs = _soonest_due(store, now, horizon, limit)
     fires: list[UpcomingFire] = []
     for job in jobs:
-        if job.due_at is None:
+        if job.due_at is None or job.invalid_reason is not None:  # an invalid job never fires
             continue
         jitter = job.jitter
         slot = job.next_fire_at or job.due_at - jitter

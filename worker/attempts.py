@@ -81,6 +81,8 @@ class Attempt:
     timeout_s: int | None
     max_retries: int
     started_at: datetime
+    #: the `Job.incarnation` it runs for (its outcome is written on that job only)
+    job_incarnation: str | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
     thread_id: int = field(default_factory=threading.get_ident)
     #: set by the keeper when a renewal found the lease gone

@@ -77,7 +77,7 @@ def build_broker(
     worker = worker or worker_name()
     keeper = LeaseKeeper(store, clock, settings.job_lease_s)
     middleware: list[Middleware] = [
-        RunLifecycle(store, clock, settings, keeper, worker=worker),
+        RunLifecycle(store, clock, settings, keeper, worker=worker, handlers=frozenset(registry.names())),
         TimeLimit(time_limit=NO_TIMEOUT_MS, interval=250),
         *(extra_middleware or []),
     ]

@@ -78,7 +78,17 @@ class Abandon:
     reason: str
 
 
-Decision = Start | Acknowledge | Wait | Skip | Abandon
+@dataclass(frozen=True)
+class Fail:
+    """Record the not-started run ``failed`` with ``error`` at once, no attempt made, and
+    disable its job with ``disable_reason``: it cannot run (its handler is registered on
+    no live worker, or its document is not a valid job)."""
+
+    error: RunError
+    disable_reason: str
+
+
+Decision = Start | Acknowledge | Wait | Skip | Abandon | Fail
 
 
 def millis(delta: timedelta) -> int:

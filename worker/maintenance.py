@@ -108,6 +108,7 @@ class Reaper:
         report = ReapReport(recovered=[], abandoned=[])
         for run in self.store.running_runs(REAP_BATCH):
             job = self.store.find_job(run.job_id)
+            job = job if run.belongs_to(job) else None  # re-created since: not this run's job
             if attempt_alive(run, job, now):
                 continue
             attempt = run.attempt

@@ -67,7 +67,7 @@ from cronhive.worker.attempts import (
     set_current_attempt,
     worker_name,
 )
-from cronhive.worker.decisions import Abandon, Acknowledge, Decision, Skip, Start, Wait
+from cronhive.worker.decisions import Abandon, Acknowledge, Decision, Fail, Skip, Start, Wait
 from cronhive.worker.keeper import LeaseKeeper
 from cronhive.worker.records import (
     AFTER_ATTEMPT,
@@ -83,6 +83,9 @@ log = logging.getLogger("cronhive.worker")
 MAX_BACKOFF_MS = 3_600_000
 #: How often a queued fire_all slot looks again whether the older ones have started.
 SLOT_QUEUE_POLL_MS = 500
+#: How long a run whose handler is not registered here (but is on another live worker)
+#: waits before it is delivered again, to a worker that has it (rolling deploys).
+HANDLER_ELSEWHERE_WAIT_MS = 1000
 #: Rounds of read–claim–start before a delivery that keeps losing races gives up.
 MAX_START_ROUNDS = 3
 #: Exceptions that end a started attempt as its outcome (anything the handler raises, the
@@ -92,8 +95,9 @@ HANDLER_OUTCOMES: tuple[type[BaseException], ...] = (Exception, Interrupt)
 
 
 def backoff_ms(attempt: int, base_ms: int) -> int:
-    """Delay before the retry that follows ``attempt``: ``base × 2^(attempt-1)``, with
-    Dramatiq's jitter (up to twice that), capped at an hour."""
+    """Delay before the retry that follows ``attempt``: Dramatiq's ``compute_backoff`` —
+    ``int(base × 2^(attempt-1) × U(1, 2))`` ms, and ``int(1 h × U(0.5, 1))`` once that
+    passes an hour (README "Retries")."""
     return compute_backoff(max(attempt - 1, 0), factor=base_ms, jitter=True, max_backoff=MAX_BACKOFF_MS)[1]
 
 
@@ -135,8 +139,11 @@ class RunLifecycle(Middleware):
         keeper: LeaseKeeper,
         *,
         worker: str | None = None,
+        handlers: frozenset[str] | None = None,
     ) -> None:
         self.store = store
+        #: the handlers this process has (None: not checked before a start)
+        self.handlers = handlers
         self.clock = clock
         self.settings = settings
         self.keeper = keeper
@@ -196,12 +203,15 @@ class RunLifecycle(Middleware):
         """One round: read, decide, claim, compare-and-set. None = lost a race, read again."""
         now = self.clock.now()
         run = self.store.find_run(run_id)
-        job = self.store.find_job(run.job_id) if run else None
+        job = self._job_of(run)
         decision = decisions.decide(run, job, now, lease_s=self.lease_s, redelivered=redelivered,
                                     after_attempt=after_attempt)
         if not isinstance(decision, Start):
             return decision, run, job, now
         assert run is not None and job is not None
+        broken = self._cannot_run(run, job, now, after_attempt)
+        if broken is not None:
+            return broken, run, job, now
         behind = self._behind_older_slots(run, job, now)
         if behind is not None:
             return behind, run, job, now
@@ -209,7 +219,7 @@ class RunLifecycle(Middleware):
         lease = self._claim(run, job, number, now)
         if lease is None:
             own_lease = not job.overlap_policy.uses_job_lease
-            job = self.store.find_job(run.job_id)
+            job = self._job_of(run)
             if own_lease:
                 run = self.store.find_run(run_id) or run
             refused = decisions.decide_refused(run, job, now, lease_s=self.lease_s, redelivered=redelivered,
@@ -222,6 +232,34 @@ class RunLifecycle(Middleware):
         self.keeper.track(attempt)
         log.info("run started (token %d)", lease.token, extra=attempt.log_extra())
         return attempt, run, job, now
+
+    def _job_of(self, run: Run | None) -> Job | None:
+        """The run's job, if it still exists — the very job the run was created for: one
+        re-created with the same id since (another `Job.incarnation`) is not it."""
+        job = self.store.find_job(run.job_id) if run is not None else None
+        return job if run is not None and run.belongs_to(job) else None
+
+    def _cannot_run(self, run: Run, job: Job, now: datetime, after_attempt: int | None) -> Decision | None:
+        """A not-started run whose job cannot run: its document is not a valid job, or its
+        handler is not registered here. The rule for a handler missing here (a rolling
+        deploy: not every worker has it yet, or any more): if a live worker of this queue
+        lists it in its heartbeat, the message waits `HANDLER_ELSEWHERE_WAIT_MS` and is
+        delivered again (retries not consumed) until a worker that has it runs it; if none
+        does, the run is recorded ``failed`` (``handler_not_found``) at once, without
+        retries, and the job is disabled with that reason."""
+        if run.status.started:
+            return None  # a dead attempt's replacement: the actor records what happens
+        if job.invalid_reason is not None:
+            reason = f"invalid job document: {job.invalid_reason}"
+            return Fail(bounded_error(ErrorType.INVALID_JOB, reason), reason)
+        if self.handlers is None or job.handler in self.handlers:
+            return None
+        queue = self.settings.runs_queue
+        if self.store.handler_on_other_workers(job.handler, queue, self.worker, now):
+            return Wait(HANDLER_ELSEWHERE_WAIT_MS, after_attempt,
+                        f"handler {job.handler!r} is not registered here; left to a worker that has it")
+        reason = f"handler {job.handler!r} is not registered on any live worker of queue {queue}"
+        return Fail(bounded_error(ErrorType.HANDLER_NOT_FOUND, reason), reason)
 
     def _behind_older_slots(self, run: Run, job: Job, now: datetime) -> Decision | None:
         """``fire_all`` under ``forbid`` runs its slots oldest first: a slot run waits
@@ -255,6 +293,7 @@ class RunLifecycle(Middleware):
             notify=job.notify,
             job_name=job.name,
             previous_status=job.last_run_status,
+            job_incarnation=job.incarnation,
         )
 
     def _claim(self, run: Run, job: Job, number: int, now: datetime) -> Lease | None:
@@ -297,7 +336,28 @@ class RunLifecycle(Middleware):
         elif isinstance(decision, Abandon):
             assert run is not None
             abandon_dead_attempt(self.store, run, now, decision.reason, job)  # counted there
+        elif isinstance(decision, Fail):
+            assert run is not None
+            self._fail_unstarted(run, decision, now, extra)
         raise SkipMessage(type(decision).__name__)
+
+    def _fail_unstarted(self, run: Run, decision: Fail, now: datetime, extra: dict[str, Any]) -> None:
+        """Record a run that cannot run ``failed`` (``last_run_*`` on its job, releasing the
+        job lease the run had reserved) and disable its job: one WARNING line each."""
+        if not self.store.fail_unstarted_run(run.run_id, decision.error, now):
+            return  # another delivery got there first
+        metrics.WORKER_RUNS.labels(outcome=RunStatus.FAILED).inc()
+        log.warning("run failed without starting: %s: %s", decision.error.type, decision.error.message, extra=extra)
+        reservation = None
+        if run.lease_token is not None and run.lease_scope != LeaseScope.RUN:
+            reservation = Lease(LeaseScope.JOB, run.job_id, reservation_holder(run.run_id), int(run.lease_token),
+                                now, run.run_id)
+        incarnation = run.job_incarnation
+        if not self.store.record_job_outcome(run.job_id, run.run_id, RunStatus.FAILED, None, reservation,
+                                             incarnation) and reservation is not None:
+            self.store.record_job_outcome(run.job_id, run.run_id, RunStatus.FAILED, None, None, incarnation)
+        if self.store.disable_broken_job(run.job_id, decision.disable_reason, now):
+            log.warning("job disabled: %s", decision.disable_reason, extra=extra)
 
     def _start_later(self, broker: Broker, message: MessageProxy) -> None:
         """After an unexpected failure (MongoDB unreachable...): publish the message again,
@@ -368,6 +428,10 @@ class RunLifecycle(Middleware):
         record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
         if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
             return self._rejected(attempt, status)
+        # the job shows the failed attempt while its retry waits (last_run_*), written before
+        # the lease is handed over: the retry cannot start, hence not finish, before that
+        self.store.record_job_outcome(attempt.job_id, attempt.run_id, status, duration_ms, None,
+                                      attempt.job_incarnation)
         until = retry_at + timedelta(seconds=self.lease_s)
         self.store.hand_over_lease(attempt.lease, reservation_holder(attempt.run_id), until)
         metrics.WORKER_RUNS.labels(outcome=f"{status}_retried").inc()
@@ -387,7 +451,8 @@ class RunLifecycle(Middleware):
         if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
             return self._rejected(attempt, status)
         job_lease = None if own_lease else attempt.lease
-        if not self.store.record_job_outcome(attempt.job_id, attempt.run_id, status, duration_ms, job_lease) and job_lease:
+        if not self.store.record_job_outcome(attempt.job_id, attempt.run_id, status, duration_ms, job_lease,
+                                             attempt.job_incarnation) and job_lease:
             log.warning("the job lease was no longer held at the end of the run; job outcome not recorded",
                         extra=attempt.log_extra())
         metrics.WORKER_RUNS.labels(outcome=status).inc()

@@ -63,7 +63,7 @@ def abandon_dead_attempt(store: WorkerStore, run: Run, now: datetime, reason: st
     if not store.finish_run_attempt(run.run_id, run.attempt, run.lease_token, end, dead_attempt_record(run, reason)):
         return False
     lease = None if own_lease else run.attempt_lease()
-    store.record_job_outcome(run.job_id, run.run_id, RunStatus.ABANDONED, None, lease)
+    store.record_job_outcome(run.job_id, run.run_id, RunStatus.ABANDONED, None, lease, run.job_incarnation)
     metrics.WORKER_RUNS.labels(outcome=RunStatus.ABANDONED).inc()
     log.warning("run abandoned: %s", reason,
                 extra={"job_id": run.job_id, "run_id": run.run_id, "attempt": run.attempt, "worker": run.worker})

@@ -98,6 +98,9 @@ def form_of_job(job: dict[str, Any]) -> JobForm:
     """The edit form, filled from a job view."""
     values = {key: job.get(key) for key in ("job_id", "name", "schedule", "timezone", "handler", "enabled",
                                             *DEFAULT_POLICIES)}
+    for key in ("name", "schedule", "timezone", "handler"):  # an invalid job's missing field: an empty box
+        if values[key] is None:
+            values[key] = ""
     values["args"] = json.dumps(job.get("args") or {}, indent=2, ensure_ascii=False)
     return JobForm(values=values, creating=False)
 

@@ -41,9 +41,18 @@ from cronhive.api.ui.security import (
     session_principal,
     sign_in,
 )
-from cronhive.domain import JOB_STATUSES, job_view, run_view
+from cronhive.domain import JOB_STATUS_FILTERS, job_view, run_view
 from cronhive.enums import JobStatus, ReadAccess
-from cronhive.errors import CronhiveError, DuplicateJob, LeaseHeld, NotFound, Unavailable
+from cronhive.errors import (
+    Conflict,
+    CronhiveError,
+    DuplicateJob,
+    JobInvalid,
+    LeaseHeld,
+    NotFound,
+    Unavailable,
+    ValidationError,
+)
 from cronhive.store import JobPosition, MongoStore
 
 if TYPE_CHECKING:
@@ -213,6 +222,10 @@ def domain_error(exc: CronhiveError) -> tuple[str, int]:
     if isinstance(exc, NotFound):
         what = "run" if exc.code == "run_not_found" else "job"
         return error_page(404, f"No such {what}", exc.message)
+    if isinstance(exc, Conflict):
+        return error_page(409, "Not done", exc.message)
+    if isinstance(exc, ValidationError):
+        return error_page(422, "Not valid", exc.message)
     if isinstance(exc, Unavailable):
         current_app.logger.warning("dashboard: dependency unavailable: %s", exc.message)
         return error_page(503, "Service unavailable", f"{exc.message}. This page retries when you reload it.")
@@ -298,7 +311,7 @@ def activity_chart(activity: stats.RunActivity) -> dict[str, Any]:
 def overview() -> str:
     now = svc().clock.now()
     status = request.args.get("status") or None
-    status = status if status in JOB_STATUSES else None
+    status = status if status in JOB_STATUS_FILTERS else None
     handler = (request.args.get("handler") or "").strip()[:200] or None
     text = (request.args.get("q") or "").strip()[:200]
     page = store().browse_jobs(JOBS_PER_PAGE, now, after=JobPosition.parse(request.args.get("after")),
@@ -323,12 +336,13 @@ def overview_live() -> str:
 
 def job_live_context(job_id: str, page: int, now: datetime) -> dict[str, Any]:
     ready = store()
-    job = job_view(ready.get_job(job_id), now)
-    recent_docs, total = ready.list_runs(job_id, 1, CHART_RUNS)
+    stored = ready.get_job(job_id)
+    job = job_view(stored, now)
+    recent_docs, total = ready.list_runs(job_id, 1, CHART_RUNS, stored.incarnation)
     if page == 1:
         table_docs = recent_docs[:RUNS_PER_PAGE]
     else:
-        table_docs, total = ready.list_runs(job_id, page, RUNS_PER_PAGE)
+        table_docs, total = ready.list_runs(job_id, page, RUNS_PER_PAGE, stored.incarnation)
     recent = [run_view(doc) for doc in reversed(recent_docs)]  # oldest first
     return {
         "job": job,
@@ -337,6 +351,8 @@ def job_live_context(job_id: str, page: int, now: datetime) -> dict[str, Any]:
         "runs_page": page,
         "runs_pages": max(1, -(-total // RUNS_PER_PAGE)),
         "strip": [(run, *present.slot_outcome(run)) for run in recent],
+        # a failed run waiting out its backoff holds the lease, but nothing runs
+        "retry": next((run for run in reversed(recent) if run["retry_at"]), None),
         "chart": {
             "labels": [present.utc_text(run["created_at"])[11:19] for run in recent],
             "duration": [run["duration_ms"] for run in recent],
@@ -352,6 +368,8 @@ def job_page(job_id: str) -> str:
     now = svc().clock.now()
     context = job_live_context(job_id, page_arg(), now)
     job = context["job"]
+    if job["invalid_reason"] is not None:  # nothing to preview: it never fires until repaired
+        return render_template("job.html", fires=[], **context)
     _, tz, fires = actions.preview_fires(svc(), {"schedule": job["schedule"], "timezone": job["timezone"],
                                                         "count": FIRES_SHOWN})
     return render_template("job.html", fires=present.fire_rows(fires, tz, now), **context)
@@ -367,7 +385,7 @@ def job_live(job_id: str) -> str:
 def trigger(job_id: str) -> BaseResponse:
     try:
         result = actions.trigger(svc(), job_id)
-    except LeaseHeld as exc:
+    except (LeaseHeld, JobInvalid) as exc:
         session().flash("error", f"Not triggered: {exc.message}.")
     else:
         session().flash("ok", f"Run {result.run_id} queued.")
@@ -377,15 +395,23 @@ def trigger(job_id: str) -> BaseResponse:
 @ui_bp.post("/jobs/<job_id>/pause")
 @action
 def pause(job_id: str) -> BaseResponse:
-    actions.update_job(svc(), job_id, {"enabled": False}, actor=actor())
-    session().flash("ok", "Job paused: no slot fires until it is resumed.")
+    try:
+        actions.update_job(svc(), job_id, {"enabled": False}, actor=actor())
+    except ValidationError as exc:  # an invalid job: only an edit of its bad fields repairs it
+        session().flash("error", f"Not paused: {exc.message}.")
+    else:
+        session().flash("ok", "Job paused: no slot fires until it is resumed.")
     return redirect_to("ui.job_page", job_id=job_id)
 
 
 @ui_bp.post("/jobs/<job_id>/resume")
 @action
 def resume(job_id: str) -> BaseResponse:
-    doc, now = actions.update_job(svc(), job_id, {"enabled": True}, actor=actor())
+    try:
+        doc, now = actions.update_job(svc(), job_id, {"enabled": True}, actor=actor())
+    except ValidationError as exc:
+        session().flash("error", f"Not resumed: {exc.message}.")
+        return redirect_to("ui.job_page", job_id=job_id)
     nxt = job_view(doc, now)["next_trigger_at"]
     session().flash("ok", f"Job resumed; next fire {present.utc_text(nxt)}.")
     return redirect_to("ui.job_page", job_id=job_id)
@@ -401,7 +427,7 @@ def delete_confirm(job_id: str) -> str:
 @action
 def delete(job_id: str) -> BaseResponse:
     actions.delete_job(svc(), job_id, actor=actor())
-    session().flash("ok", f"Job {job_id} deleted; its run history stays until retention removes it.")
+    session().flash("ok", f"Job {job_id} deleted, with its run history.")
     return redirect_to("ui.overview")
 
 

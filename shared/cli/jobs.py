@@ -211,6 +211,7 @@ JOB_COLUMNS: list[Column] = [
     ("TIMEZONE", lambda job: job.get("timezone")),
     ("HANDLER", lambda job: job.get("handler")),
     ("STATUS", lambda job: job.get("status")),
+    ("INVALID_REASON", lambda job: shorten(job.get("invalid_reason"), 60)),
     ("NEXT_TRIGGER_AT", lambda job: job.get("next_trigger_at")),
     ("LAST_RUN", lambda job: job.get("last_run_status")),
     ("LAST_MS", lambda job: job.get("last_run_duration_ms")),

@@ -16,8 +16,13 @@ read here writes back the very document it was read from):
   ``timeout_s``: no time limit, the timestamps...). A stored null ``args`` or
   policy other than ``timeout_s`` — no version writes one — reads as its default,
   as every reader always treated it.
-* Enumerations are stored as their plain strings (`StrEnum`); an unknown string
-  raises `ValueError` here.
+* Enumerations are stored as their plain strings (`StrEnum`); an unknown run
+  status or trigger raises `ValueError` here.
+* A job document that cannot be a job (``name``, ``schedule`` or ``handler``
+  missing or not text, an unparsable schedule or time zone, a policy of the wrong
+  type or out of range...) decodes as an *invalid* job (`Job.invalid_reason`),
+  never raises: the API shows it (status ``invalid``), the scheduler disables it,
+  a worker never runs it, a full ``PUT`` repairs it.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from cronhive import cron
 from cronhive.domain import (
     DEFAULT_POLICIES,
     DEFAULT_TIMEZONE,
+    POLICY_RANGES,
     AttemptEnd,
     AttemptRecord,
     AttemptStart,
@@ -52,6 +59,7 @@ from cronhive.enums import (
     RunStatus,
     Trigger,
 )
+from cronhive.errors import InvalidSchedule
 from cronhive.idempotency import IdempotencyRecord, StoredResponse
 from cronhive.leases import Lease
 from cronhive.revisions import Revision
@@ -67,7 +75,7 @@ JOB_KEYS = (
     "_id", "name", "schedule", "timezone", "handler", "args", "enabled", "misfire_policy", "misfire_grace_s",
     "overlap_policy", "jitter_s", "timeout_s", "max_retries", "created_at", "updated_at", "revision",
     "next_fire_at", "due_at", "last_triggered_at", "last_run_id", "last_run_status", "last_run_duration_ms",
-    "lease", "lease_term", "disabled_reason", "buffered_run_id",
+    "lease", "lease_term", "disabled_reason", "buffered_run_id", "incarnation",
 )
 #: What a job field absent from its document reads as (any field not listed: None).
 JOB_ABSENT: dict[str, Any] = {"timezone": DEFAULT_TIMEZONE, "args": {}, "enabled": False, "name": "",
@@ -76,7 +84,7 @@ JOB_ABSENT: dict[str, Any] = {"timezone": DEFAULT_TIMEZONE, "args": {}, "enabled
 #: A run document's keys as first written (`new_run`); the rest follow as first set.
 RUN_KEYS = (
     "_id", "job_id", "trigger", "scheduled_for", "status", "attempt", "lease_token", "worker", "created_at",
-    "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error",
+    "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "job_incarnation",
 )
 RUN_LATER_KEYS = ("sched_term", "lease_term", "lease", "lease_holder", "lease_scope", "retry_at", "attempts")
 #: Written only when there is something to keep (run output, log, notifications).
@@ -194,30 +202,132 @@ def job_update_set(update: Mapping[str, Any]) -> Document:
     return {key: notify_to_doc(value) if key == "notify" else value for key, value in update.items()}
 
 
-def _policy(doc: Mapping[str, Any], key: str) -> Any:
-    value = doc.get(key)
-    return DEFAULT_POLICIES[key] if value is None else value
+class _JobDecoder:
+    """Reads a job document's definition fields, noting each one that cannot be part of a
+    job (missing, of the wrong type, out of range, an unparsable schedule or time zone)
+    instead of raising: such a document decodes as an *invalid* job (`Job.invalid_reason`
+    says which fields and why), so every reader can show it and none crashes on it."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.doc = doc
+        self.defects: dict[str, str] = {}
+
+    def bad(self, key: str, why: str) -> None:
+        self.defects.setdefault(key, why)
+
+    def text(self, key: str) -> str:
+        value = self.doc.get(key)
+        if value is None:
+            self.bad(key, "missing")
+        elif not isinstance(value, str):
+            self.bad(key, f"a {type(value).__name__}, not a string")
+        elif not value.strip():
+            self.bad(key, "empty")
+        else:
+            return value
+        return ""
+
+    def schedule(self) -> str:
+        value = self.text("schedule")
+        if value:
+            try:
+                cron.parse_schedule(value)
+            except InvalidSchedule as exc:
+                self.bad("schedule", f"{value[:100]!r} does not parse: {exc.message}")
+        return value
+
+    def timezone(self) -> str | None:
+        if "timezone" not in self.doc:
+            return DEFAULT_TIMEZONE
+        value = self.doc["timezone"]
+        if value is None:
+            return None  # a stored null: computed as UTC
+        if not isinstance(value, str):
+            self.bad("timezone", f"a {type(value).__name__}, not a string")
+            return None
+        try:
+            cron.load_timezone(value)
+        except InvalidSchedule as exc:
+            self.bad("timezone", exc.message)
+        return value
+
+    def args(self) -> dict[str, Any]:
+        value = self.doc.get("args")
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.bad("args", f"a {type(value).__name__}, not an object")
+            return {}
+        return value
+
+    def enabled(self) -> bool:
+        value = self.doc.get("enabled")
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self.bad("enabled", f"a {type(value).__name__}, not a boolean")
+            return False
+        return value
+
+    def choice(self, key: str, kind: type[MisfirePolicy] | type[OverlapPolicy]) -> Any:
+        value = self.doc.get(key)
+        if value is None:
+            return DEFAULT_POLICIES[key]
+        try:
+            return kind(value)
+        except ValueError:
+            self.bad(key, f"{str(value)[:40]!r} is not one of {', '.join(kind)}")
+            return DEFAULT_POLICIES[key]
+
+    def integer(self, key: str, *, nullable: bool = False) -> Any:
+        if key not in self.doc:
+            return DEFAULT_POLICIES[key]
+        value = self.doc[key]
+        if value is None:
+            return None if nullable else DEFAULT_POLICIES[key]
+        low, high = POLICY_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.bad(key, f"a {type(value).__name__}, not an integer")
+        elif not low <= value <= high:
+            self.bad(key, f"{value} is outside {low}..{high}")
+        else:
+            return value
+        return DEFAULT_POLICIES[key]
+
+    def reason(self) -> str | None:
+        if not self.defects:
+            return None
+        return "; ".join(f"{key}: {why}" for key, why in self.defects.items())
+
+
+def _run_status_or_none(value: Any) -> RunStatus | None:
+    """``last_run_status`` as stored; an unknown value (no version writes one) reads as None."""
+    try:
+        return RunStatus(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def job_from_doc(doc: Mapping[str, Any]) -> Job:
     """The job a ``jobs`` document holds (see the module docstring for absent fields).
-    A projection without ``name``/``args`` (planning reads none) gives them empty."""
+    A projection without ``args`` (planning reads none) gives it empty. A document that
+    cannot be a job decodes as an invalid one (`_JobDecoder`), never raises."""
     job_id = doc["_id"]
-    last_status = doc.get("last_run_status")
+    check = _JobDecoder(doc)
     return Job(
         job_id=job_id,
-        name=doc.get("name", ""),
-        schedule=doc["schedule"],
-        handler=doc["handler"],
-        timezone=doc.get("timezone", DEFAULT_TIMEZONE),
-        args=doc.get("args") or {},
-        enabled=bool(doc.get("enabled")),
-        misfire_policy=MisfirePolicy(_policy(doc, "misfire_policy")),
-        misfire_grace_s=_policy(doc, "misfire_grace_s"),
-        overlap_policy=OverlapPolicy(_policy(doc, "overlap_policy")),
-        jitter_s=_policy(doc, "jitter_s"),
-        timeout_s=doc.get("timeout_s", DEFAULT_POLICIES["timeout_s"]),
-        max_retries=_policy(doc, "max_retries"),
+        name=check.text("name"),
+        schedule=check.schedule(),
+        handler=check.text("handler"),
+        timezone=check.timezone(),
+        args=check.args(),
+        enabled=check.enabled(),
+        misfire_policy=check.choice("misfire_policy", MisfirePolicy),
+        misfire_grace_s=check.integer("misfire_grace_s"),
+        overlap_policy=check.choice("overlap_policy", OverlapPolicy),
+        jitter_s=check.integer("jitter_s"),
+        timeout_s=check.integer("timeout_s", nullable=True),
+        max_retries=check.integer("max_retries"),
         created_at=doc.get("created_at"),
         updated_at=doc.get("updated_at"),
         revision=doc.get("revision"),
@@ -225,13 +335,16 @@ def job_from_doc(doc: Mapping[str, Any]) -> Job:
         due_at=doc.get("due_at"),
         last_triggered_at=doc.get("last_triggered_at"),
         last_run_id=doc.get("last_run_id"),
-        last_run_status=RunStatus(last_status) if last_status is not None else None,
+        last_run_status=_run_status_or_none(doc.get("last_run_status")),
         last_run_duration_ms=doc.get("last_run_duration_ms"),
         lease=_lease_or_none(LeaseScope.JOB, job_id, doc.get(LEASE_FIELD)),
         lease_term=doc.get(TERM_FIELD),
         disabled_reason=doc.get("disabled_reason"),
         buffered_run_id=doc.get("buffered_run_id"),
         notify=notify_from_doc(doc.get("notify")),
+        invalid_reason=check.reason(),
+        invalid_fields=tuple(check.defects),
+        incarnation=doc.get("incarnation"),
         stored=_stored(doc, _JOB_KNOWN),
     )
 
@@ -266,6 +379,7 @@ def job_to_doc(job: Job) -> Document:
         "disabled_reason": job.disabled_reason,
         "buffered_run_id": job.buffered_run_id,
         "notify": notify_to_doc(job.notify),
+        "incarnation": job.incarnation,
     }
     return _laid_out(full, job.stored, JOB_KEYS, JOB_ABSENT)
 
@@ -376,6 +490,7 @@ def run_from_doc(doc: Mapping[str, Any]) -> Run:
         output=output_from_doc(doc),
         notifications=tuple(notification_from_doc(item) for item in doc.get("notifications") or ()),
         notify_due=doc.get("notify_due"),
+        job_incarnation=doc.get("job_incarnation"),
         stored=_stored(doc, _RUN_KNOWN),
     )
 
@@ -410,6 +525,7 @@ def run_to_doc(run: Run) -> Document:
         "log": run.output.log,
         "notifications": [notification_to_doc(item) for item in run.notifications],
         "notify_due": run.notify_due,
+        "job_incarnation": run.job_incarnation,
     }
     return _laid_out(full, run.stored, RUN_KEYS, RUN_ABSENT)
 

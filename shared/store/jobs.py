@@ -126,10 +126,18 @@ class JobStore(RevisionStore):
     @translated
     def delete_job(self, job_id: str, now: datetime | None = None, *, actor: str | None = None,
                    expected_revision: int | None = None) -> None:
-        """Remove a job; its run history stays until retention removes it, its revisions
-        for good (the last one: this delete). ``expected_revision`` as in `update_job`.
+        """Remove a job, its lease (on the document) and its run history (and with it the
+        run leases of ``allow`` runs): a job re-created with the same id starts clean. Its
+        revisions stay for good (the last one: this delete). ``expected_revision`` as in
+        `update_job`.
+
         The delete's revision is inserted first, then the job deleted on condition it is
-        still at the revision read (see `cronhive.store.revisions`)."""
+        still at the revision read (see `cronhive.store.revisions`), then the runs of that
+        incarnation (`Job.incarnation`), so a job re-created meanwhile keeps its own runs.
+        A run written for the deleted job after that (a trigger or a slot racing the
+        delete), or left because MongoDB failed in between, still carries the old
+        incarnation: no history shows it (`list_runs`), no worker runs it (it is recorded
+        ``skipped``), no write of it reaches the new job, and retention removes it."""
         at = now or self.database_now()
         for _ in range(MAX_UPDATE_ATTEMPTS):
             current = self.get_job(job_id)
@@ -141,6 +149,7 @@ class JobStore(RevisionStore):
                 time.sleep(DELETE_BACKOFF_S)  # another delete in flight, or the job just changed
                 continue
             if self.jobs.delete_one({"_id": job_id, "revision": current.revision}).deleted_count == 1:
+                self.runs.delete_many({"job_id": job_id, "job_incarnation": current.incarnation})
                 return
             self.withdraw_revision(record)  # the job changed (or went) meanwhile: compute again
         raise Conflict(f"job {job_id!r} is being changed concurrently; retry", details={"job_id": job_id})
@@ -152,6 +161,23 @@ class JobStore(RevisionStore):
         if taken is None or not taken.deleted or taken.at > at - STALE_DELETE:
             return False
         return self.replace_stale_revision(taken, record)
+
+    @translated
+    def disable_broken_job(self, job_id: str, reason: str, now: datetime) -> bool:
+        """A worker disables a job it found it cannot run (handler unknown to every live
+        worker, invalid document), with ``disabled_reason``; False if already disabled."""
+        result = self.jobs.update_one(
+            {"_id": job_id, "enabled": {"$ne": False}},
+            {"$set": {"enabled": False, "due_at": None, "disabled_reason": reason, "updated_at": now},
+             "$inc": {"revision": 1}})
+        return result.modified_count == 1
+
+    @translated
+    def handler_on_other_workers(self, handler: str, queue: str, worker: str, now: datetime) -> bool:
+        """Whether a live worker other than ``worker``, consuming ``queue``, lists ``handler``
+        in its heartbeat (collection ``workers``, see `cronhive.heartbeats`)."""
+        query = {"expires_at": {"$gt": now}, "queue": queue, "handlers": handler, "_id": {"$ne": worker}}
+        return self.db["workers"].count_documents(query, limit=1) > 0
 
     @translated
     def note_triggered(self, job_id: str, at: datetime) -> None:
@@ -170,10 +196,12 @@ class JobStore(RevisionStore):
 
     @translated
     def record_job_outcome(self, job_id: str, run_id: str, status: RunStatus, duration_ms: int | None,
-                           lease: Lease | None) -> bool:
+                           lease: Lease | None, incarnation: str | None) -> bool:
         """The job's ``last_run_*``; under a job lease, released in the same update
-        (filtered on its holder and token, so only the holder can)."""
+        (filtered on its holder and token, so only the holder can). Only on the job's
+        ``incarnation`` the run was created for: never on a job re-created with its id."""
         outcome = {"last_run_id": run_id, "last_run_status": status, "last_run_duration_ms": duration_ms}
         if lease is None:
-            return self.jobs.update_one({"_id": job_id}, {"$set": outcome}).modified_count == 1
-        return leases.release(self.jobs, lease, extra_set=outcome)
+            query = {"_id": job_id, "incarnation": incarnation}
+            return self.jobs.update_one(query, {"$set": outcome}).modified_count == 1
+        return leases.release(self.jobs, lease, extra_set=outcome, extra_filter={"incarnation": incarnation})

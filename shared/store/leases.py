@@ -100,9 +100,11 @@ def renew(coll: Collection[Document], lease: Lease, ms: int, now: datetime) -> L
     return lease_from_doc(lease.scope, lease.doc_id, doc[LEASE_FIELD])
 
 
-def release(coll: Collection[Document], lease: Lease, extra_set: Document | None = None) -> bool:
+def release(coll: Collection[Document], lease: Lease, extra_set: Document | None = None,
+            extra_filter: Document | None = None) -> bool:
     """Free a lease; only its holder (same token) can. Returns whether it was ours."""
-    return coll.update_one(lease_filter(lease), {"$set": {LEASE_FIELD: None, **(extra_set or {})}}).modified_count == 1
+    query = {**lease_filter(lease), **(extra_filter or {})}
+    return coll.update_one(query, {"$set": {LEASE_FIELD: None, **(extra_set or {})}}).modified_count == 1
 
 
 def hand_over(coll: Collection[Document], lease: Lease, holder: str, until: datetime) -> bool:

@@ -71,10 +71,11 @@ class RunStore(StoreBase):
         return self.runs.count_documents(query, limit=limit)
 
     @translated
-    def list_runs(self, job_id: str, page: int, limit: int) -> tuple[list[Run], int]:
-        """A job's runs, newest first (index "job_history"), without their ``log`` (shown by
-        `get_run` only: a page of runs stays light)."""
-        query = {"job_id": job_id}
+    def list_runs(self, job_id: str, page: int, limit: int, incarnation: str | None) -> tuple[list[Run], int]:
+        """A job's runs, newest first (index "job_history"): those of its ``incarnation``
+        (`Job.incarnation`), never a deleted job's of the same id; without their ``log``
+        (shown by `get_run` only: a page of runs stays light)."""
+        query = {"job_id": job_id, "job_incarnation": incarnation}
         total = self.runs.count_documents(query)
         cursor = (
             self.runs.find(query, {"log": 0})
@@ -135,6 +136,17 @@ class RunStore(StoreBase):
         outbox_set, outbox_push = outbox_update(end.notifications, end.finished_at)
         update = {"$set": {**attempt_end_set(end), **outbox_set}, "$push": {**_push_attempt(record), **outbox_push}}
         return self.runs.update_one(query, update).modified_count == 1
+
+    @translated
+    def fail_unstarted_run(self, run_id: str, error: RunError, now: datetime) -> bool:
+        """A run that never started becomes ``failed`` with ``error``, no attempt made
+        (its job cannot run: handler unknown to every worker, invalid document)."""
+        result = self.runs.update_one(
+            {"_id": run_id, "status": {"$in": list(NOT_STARTED)}},
+            {"$set": {"status": RunStatus.FAILED, "finished_at": now, "error": error_to_doc(error),
+                      "retry_at": None}},
+        )
+        return result.modified_count == 1
 
     @translated
     def skip_run(self, run_id: str, error: RunError, now: datetime,

@@ -29,8 +29,9 @@ from cronhive.store.revisions import RevisionStore
 LEADER_LEASE_ID = "scheduler"
 #: A slot run an earlier leader wrote but never committed is still one of these.
 DRAFT_STATUSES = [RunStatus.PENDING, RunStatus.SKIPPED]
-#: Planning reads neither (``args`` may be large): `due_jobs` leaves them out.
-_NOT_PLANNED = {"args": 0, "name": 0}
+#: Planning does not read ``args`` (it may be large): `due_jobs` leaves it out. The name
+#: is read (bounded): a job without one is invalid, and is disabled rather than fired.
+_NOT_PLANNED = {"args": 0}
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 DUPLICATE_KEY = 11000
 
@@ -50,7 +51,7 @@ class SchedulingStore(RevisionStore):
     @translated
     def due_jobs(self, now: datetime, limit: int) -> list[Job]:
         """Jobs due at ``now``, earliest first (index "due": a range scan, no ``$or``), read
-        without ``args`` and ``name`` (planning reads neither; they come back empty)."""
+        without ``args`` (planning does not read it; it comes back empty)."""
         cursor = self.jobs.find({"due_at": {"$lte": now}}, _NOT_PLANNED)
         return [job_from_doc(doc) for doc in cursor.sort("due_at", ASCENDING).limit(limit)]
 

@@ -264,3 +264,30 @@ def test_delete_removes_the_job(client: FlaskClient, base: str) -> None:
     assert_error(client.get(f"{base}/jobs/{job['job_id']}"), 404)
     assert_error(client.delete(f"{base}/jobs/{job['job_id']}"), 404, "job_not_found")
     assert client.get(f"{base}/jobs").get_json()["pagination"]["total"] == 0
+
+
+def test_a_job_re_created_after_a_delete_starts_with_no_history_lease_or_last_run(
+        client: FlaskClient, store: MongoStore, clock: FakeClock) -> None:
+    create(client, job_id="again", overlap_policy="forbid")
+    triggered = client.post(f"{CANONICAL}/jobs/again/trigger").get_json()  # holds the job's lease
+    store.jobs.update_one({"_id": "again"}, {"$set": {"last_run_id": triggered["run_id"],
+                                                      "last_run_status": "succeeded", "last_run_duration_ms": 5}})
+    assert client.get(f"{CANONICAL}/jobs/again/runs").get_json()["pagination"]["total"] == 1
+    assert client.get(f"{CANONICAL}/jobs/again").get_json()["lock_acquired"] is True
+
+    assert client.delete(f"{CANONICAL}/jobs/again").status_code == 200
+    assert store.runs.count_documents({"job_id": "again"}) == 0
+    again = create(client, job_id="again", overlap_policy="forbid")
+    assert again["job_id"] == "again" and again["lock_acquired"] is False
+    assert (again["last_run_id"], again["last_run_status"], again["last_run_duration_ms"]) == (None, None, None)
+    assert again["last_triggered_at"] is None
+    assert client.get(f"{CANONICAL}/jobs/again/runs").get_json() == {
+        "data": [], "pagination": {"page": 1, "limit": 20, "total": 0}}
+    # a run written for the deleted job racing the delete (its old incarnation) stays out of the new history
+    store.runs.insert_one({"_id": "run_straggler", "job_id": "again", "trigger": "manual", "status": "queued",
+                           "created_at": clock.now(), "job_incarnation": "deleted-one"})
+    assert client.get(f"{CANONICAL}/jobs/again/runs").get_json()["pagination"]["total"] == 0
+    second = client.post(f"{CANONICAL}/jobs/again/trigger")
+    assert second.status_code == 202  # no lease left over from the deleted job
+    assert [run["run_id"] for run in client.get(f"{CANONICAL}/jobs/again/runs").get_json()["data"]] == [
+        second.get_json()["run_id"]]

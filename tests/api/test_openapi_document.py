@@ -58,8 +58,8 @@ def test_every_instant_is_a_date_time(document: dict[str, Any]) -> None:
     instants = {
         "Job": ["last_triggered_at", "next_trigger_at", "created_at", "updated_at"],
         "Trigger": ["triggered_at"],
-        "Run": ["scheduled_for", "created_at", "queued_at", "started_at", "finished_at"],
-        "RunSummary": ["scheduled_for", "created_at", "queued_at", "started_at", "finished_at"],
+        "Run": ["scheduled_for", "created_at", "queued_at", "started_at", "finished_at", "retry_at"],
+        "RunSummary": ["scheduled_for", "created_at", "queued_at", "started_at", "finished_at", "retry_at"],
         "Scheduler": ["lease_expires_at"],
         "Preview": ["after"],
         "Attempt": ["started_at", "finished_at"],

@@ -15,7 +15,7 @@ from cronhive.store.documents import run_to_doc
 from tests.api.conftest import CANONICAL, SEED_NOW, FakeClock, assert_error, create
 
 RUN_FIELDS = {"run_id", "job_id", "trigger", "scheduled_for", "status", "attempt", "worker", "created_at",
-              "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "attempts",
+              "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "retry_at", "attempts",
               "output", "output_truncated", "log", "notifications"}
 
 
@@ -82,8 +82,8 @@ def test_a_run_shows_every_field_with_instants_in_whole_seconds(client: FlaskCli
         "status": "failed", "attempt": 2, "worker": "host-a:4242", "created_at": "2026-03-26T10:00:00Z",
         "queued_at": "2026-03-26T10:00:00Z", "started_at": "2026-03-26T10:00:01Z",
         "finished_at": "2026-03-26T10:00:03Z", "duration_ms": 2250, "lateness_ms": 1250,
-        "error": {"type": "HandlerFailed", "message": "disk full", "traceback": None}, "attempts": [],
-        "output": None, "output_truncated": False, "log": None, "notifications": [],
+        "error": {"type": "HandlerFailed", "message": "disk full", "traceback": None}, "retry_at": None,
+        "attempts": [], "output": None, "output_truncated": False, "log": None, "notifications": [],
     }
     # a run list shows every field but the log (GET /runs/:run_id does)
     assert client.get(f"{base}/jobs/report/runs").get_json()["data"] == [

@@ -343,9 +343,13 @@ class Answer:
 class ApiLoad:
     """Mixed API requests from a few threads until stopped; every answer kept."""
 
-    def __init__(self, api_url: str, watched_job_ids: list[str], threads: int = 2, pause_s: float = 0.05) -> None:
+    def __init__(self, api_url: str, watched_job_ids: list[str], threads: int = 2, pause_s: float = 0.05,
+                 probed_job_ids: list[str] | None = None) -> None:
         self.api_url = api_url
         self.watched = watched_job_ids
+        #: jobs the load also triggers, updates in part and views on the dashboard
+        #: (e.g. corrupt ones, which must answer 409/422/200, never a 5xx); the list may grow
+        self.probed = probed_job_ids if probed_job_ids is not None else []
         self.threads = threads
         self.pause_s = pause_s
         self.answers: list[Answer] = []
@@ -369,10 +373,14 @@ class ApiLoad:
         for thread in self._workers:
             thread.join(30)
 
-    def _call(self, session: requests.Session, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, session: requests.Session, method: str, path: str, body: Any = None, *,
+              page: bool = False) -> Any:
+        """One request to ``BASE + path`` (``page``: to the dashboard's ``path``, which answers
+        HTML while it works); its answer is kept."""
         at = utcnow()
         try:
-            response = session.request(method, self.api_url + BASE + path, json=body, timeout=15)
+            response = session.request(method, self.api_url + (path if page else BASE + path), json=body,
+                                       timeout=15)
         except requests.RequestException as exc:
             self._keep(Answer(at, method, path, None, False, f"{type(exc).__name__}: {exc}"[:300]))
             return None
@@ -380,10 +388,26 @@ class ApiLoad:
             payload = response.json()
         except ValueError:
             payload = None
-        shaped = isinstance(payload, dict) and (response.status_code < 400 or (
+        error_shaped = isinstance(payload, dict) and (response.status_code < 400 or (
             set(payload) >= {"error"} and set(payload["error"]) == {"code", "message", "details"}))
+        shaped = (page and response.status_code < 400) or error_shaped
         self._keep(Answer(at, method, path, response.status_code, shaped))
         return payload if response.status_code < 300 else None
+
+    def _probe(self, session: requests.Session, rng: random.Random, job_id: str) -> None:
+        what = rng.random()
+        if what < 0.25:
+            self._call(session, "GET", f"/jobs/{job_id}")
+        elif what < 0.4:
+            self._call(session, "POST", f"/jobs/{job_id}/trigger")
+        elif what < 0.55:
+            self._call(session, "PUT", f"/jobs/{job_id}", {"max_retries": rng.randrange(3)})
+        elif what < 0.7:
+            self._call(session, "GET", f"/jobs/{job_id}/runs?limit=5")
+        elif what < 0.85:
+            self._call(session, "GET", f"/ui/jobs/{job_id}", page=True)
+        else:
+            self._call(session, "GET", "/ui/", page=True)
 
     def _keep(self, answer: Answer) -> None:
         with self._lock:
@@ -397,7 +421,9 @@ class ApiLoad:
         while not self._stop.is_set():
             count += 1
             choice = rng.random()
-            if choice < 0.3:
+            if self.probed and rng.random() < 0.3:
+                self._probe(session, rng, rng.choice(self.probed))
+            elif choice < 0.3:
                 self._call(session, "GET", f"/jobs?page=1&limit={rng.choice([5, 20, 50])}")
             elif choice < 0.45 and self.watched:
                 job_id = rng.choice(self.watched)

@@ -197,3 +197,109 @@ def test_a_scheduler_whose_clock_is_30_s_ahead(make_cluster: Any, tmp_path: Path
     assert early == [], [(r["_id"], r["scheduled_for"], r["started_at"]) for r in early[:5]]
     clock_lines = [e for e in skewed.events() if "off the database clock" in str(e.get("event"))]
     assert clock_lines, "the skewed scheduler said its clock is off"
+
+
+#: How each corrupt job's document is broken (job id suffix, the write, the field its
+#: invalid_reason names): written straight into the store while everything runs.
+CORRUPTIONS: list[tuple[str, dict[str, Any], str]] = [
+    ("no_schedule", {"$unset": {"schedule": ""}}, "schedule"),
+    ("no_name", {"$unset": {"name": ""}}, "name"),
+    ("no_handler", {"$unset": {"handler": ""}}, "handler"),
+    ("schedule_int", {"$set": {"schedule": 7}}, "schedule"),
+    ("schedule_unparsable", {"$set": {"schedule": "99 * * * *"}}, "schedule"),
+    ("bad_timezone", {"$set": {"timezone": "Mars/Olympus_Mons"}}, "timezone"),
+    ("policy_int", {"$set": {"overlap_policy": 3}}, "overlap_policy"),
+]
+
+
+def corrupt_now(cluster: ChaosCluster, job_id: str, change: dict[str, Any]) -> None:
+    """Break a job's document and make it due at once (as if it were due all along)."""
+    now = utcnow()
+    write = {**change, "$set": {**change.get("$set", {}), "due_at": now, "next_fire_at": now}}
+    assert cluster.store.jobs.update_one({"_id": job_id}, write).matched_count == 1
+
+
+def test_corrupt_job_documents_written_while_everything_runs(make_cluster: Any) -> None:
+    """Job documents broken by hand (a field missing, of the wrong type, an unparsable
+    schedule or time zone), documents an old version could have left (no schedule; only
+    an id), and a job whose handler no worker has, written straight into the store while
+    a ``*/2 s`` stream and the API load (probing the broken jobs: their detail, trigger,
+    partial PUT, runs and dashboard pages) run: no 5xx ever; each broken job is shown
+    ``invalid``, never fires and is disabled with its reason in one log line; the
+    handler-less job's runs fail ``handler_not_found`` at once and it is disabled; the
+    other jobs' slots stay exactly-once; a full PUT repairs a broken job, which then fires."""
+    cluster = make_cluster()
+    watched = stream_jobs(cluster, "healthy")
+    api = cluster.api_url + BASE
+    corrupt_ids = [create(cluster, f"corrupt_{kind}", schedule="0 0 1 1 *").job_id for kind, _, _ in CORRUPTIONS]
+    rounds = 3 if FULL else 1
+    probed: list[str] = []
+    fields: dict[str, str] = {}
+    start = utcnow()
+    with ApiLoad(cluster.api_url, [w.job_id for w in watched], probed_job_ids=probed) as load:
+        time.sleep(3)
+        for round_ in range(rounds):
+            for (_, change, field), first_id in zip(CORRUPTIONS, corrupt_ids, strict=True):
+                job_id = first_id if round_ == 0 else f"{first_id}_{round_}"
+                if round_:
+                    create(cluster, job_id, schedule="0 0 1 1 *")
+                corrupt_now(cluster, job_id, change)
+                fields[job_id] = field
+                probed.append(job_id)
+                time.sleep(0.5)
+            now = utcnow()
+            raw = [  # never through the API: an old version's documents
+                {"_id": f"raw_old_{round_}", "name": "old", "handler": "chaos_work", "enabled": True, "due_at": now,
+                 "next_fire_at": now, "created_at": now, "revision": 1},
+                {"_id": f"raw_bare_{round_}", "enabled": True, "due_at": now},
+            ]
+            cluster.store.jobs.insert_many(raw)
+            fields.update({f"raw_old_{round_}": "schedule", f"raw_bare_{round_}": "name"})
+            probed.extend(doc["_id"] for doc in raw)
+            time.sleep(3)
+        cluster.store.jobs.insert_one({  # valid, but its handler was retired from every worker
+            "_id": "retired", "name": "retired", "schedule": EVERY_2S, "timezone": "UTC", "handler": "retired_handler",
+            "args": {}, "enabled": True, "created_at": utcnow(), "revision": 1, "due_at": utcnow(),
+            "next_fire_at": utcnow()})
+        time.sleep(4 if FULL else 3)
+        repaired_at = utcnow()
+        repair = requests.put(f"{api}/jobs/{corrupt_ids[0]}", timeout=15, json={
+            "schedule": EVERY_2S, "enabled": True, "args": {"seconds": HANDLER_S}})
+        assert repair.status_code == 200 and repair.json()["status"] == "active", repair.text
+        probed.remove(corrupt_ids[0])
+        time.sleep(5)
+        report = finish(cluster, watched, start, load)
+    assert_clean(report)
+    probes = [a for a in load.answers if any(a.path.startswith(p) for p in
+                                             (*(f"/jobs/{j}" for j in fields), "/ui/"))]
+    assert len(probes) >= 20 and all(a.status is not None and a.status < 500 for a in probes)
+
+    store = cluster.store
+    disabled_lines = [event for proc in cluster.of_role("scheduler") for event in proc.events()
+                      if "job disabled" in str(event.get("event"))]
+    for job_id, field in fields.items():
+        if job_id == corrupt_ids[0]:
+            continue
+        shown = requests.get(f"{api}/jobs/{job_id}", timeout=15)
+        assert shown.status_code == 200, shown.text
+        view = shown.json()
+        assert view["status"] == "invalid" and f"{field}: " in view["invalid_reason"], view
+        assert store.runs.count_documents({"job_id": job_id}) == 0, f"{job_id} fired"
+        doc = store.jobs.find_one({"_id": job_id})
+        assert doc["enabled"] is False and doc["disabled_reason"].startswith("invalid job document: "), doc
+        assert len([e for e in disabled_lines if e.get("job_id") == job_id]) == 1, job_id
+    assert store.runs.count_documents({"job_id": corrupt_ids[0], "created_at": {"$lt": repaired_at}}) == 0
+    after_repair = list(store.runs.find({"job_id": corrupt_ids[0]}))
+    assert after_repair and all(run["status"] == "succeeded" for run in after_repair), after_repair
+
+    retired_runs = list(store.runs.find({"job_id": "retired"}))
+    assert 1 <= len(retired_runs) <= 2, retired_runs
+    assert all(run["status"] == "failed" and run["error"]["type"] == "handler_not_found" and run["attempt"] == 0
+               for run in retired_runs), retired_runs
+    retired = store.jobs.find_one({"_id": "retired"})
+    assert retired["enabled"] is False and "retired_handler" in retired["disabled_reason"]
+    assert all(proc.restarts == 0 for proc in cluster.of_role("scheduler") + cluster.of_role("worker"))
+    print(f"\ncorrupt documents: {len(fields)} broken jobs, {report.slots} slots audited, {report.executed} "
+          f"fire_all slots executed, {report.answers} API answers {dict(sorted(report.statuses.items(), key=str))}, "
+          f"{len(probes)} probes of the broken jobs, {len(disabled_lines)} 'job disabled' lines, "
+          f"{len(retired_runs)} handler_not_found run(s)")

@@ -9,6 +9,7 @@ import uuid
 
 import pika.exceptions
 import pytest
+from pymongo import MongoClient
 
 from tests import services
 from tests.cli.conftest import RunningApi, run_console_script
@@ -78,6 +79,29 @@ def test_get_prints_json_by_default_and_a_record_as_table(cli, running_api: Runn
     assert record["job_id"] == [job_id]
     assert record["timezone"] == ["America/New_York"]
     assert record["last_run_status"] == ["-"]  # null shown as "-"
+
+
+def test_an_invalid_job_is_listed_and_shown_with_its_reason(cli, running_api: RunningApi,
+                                                             mongodb_uri: str) -> None:
+    job_id = new_id("broken")
+    create(cli, running_api, job_id)
+    with MongoClient(mongodb_uri) as client:  # a document an old version or a hand wrote
+        client[running_api.db_name]["jobs"].update_one({"_id": job_id}, {"$unset": {"schedule": ""}})
+
+    shown = cli("get", job_id, "--api-url", running_api.url, "--output", "table")
+    assert shown.code == 0, shown.err
+    record = {fields[0]: fields[1:] for fields in table_lines(shown.out)}
+    assert record["status"] == ["invalid"] and record["invalid_reason"] == ["schedule:", "missing"]
+
+    listed = cli("list", "--api-url", running_api.url, "--limit", "100", "--output", "table")
+    assert listed.code == 0, listed.err
+    line = next(line for line in listed.out.splitlines() if line.startswith(job_id))
+    assert "invalid" in line and "schedule: missing" in line
+
+    repaired = cli("update", job_id, "--api-url", running_api.url, "--token", running_api.token,
+                   "--schedule", "0 5 * * *")
+    assert repaired.code == 0, repaired.err
+    assert repaired.json()["status"] == "active"
 
 
 def test_connection_options_work_before_the_command_too(cli, running_api: RunningApi) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cronhive.broker import RUN_ACTOR, Published, RunPublisher
-from cronhive.domain import new_run
+from cronhive.domain import new_run, utcnow
 from cronhive.enums import Trigger
 from cronhive.leases import reservation_holder
 from cronhive.scheduler.dispatcher import MANUAL_PENDING_S, Dispatcher, log_skipped
@@ -46,7 +46,9 @@ def published_ids(messages: Messages) -> list[str]:
 
 def test_every_slot_gets_exactly_one_run_published_once(store: MongoStore, make_dispatcher: Callable[..., Dispatcher],
                                                         clock: FakeClock, messages: Messages) -> None:
-    jobs = [create_job(store, f"every_{i}", misfire_policy="fire_all", overlap_policy="allow") for i in range(3)]
+    at = utcnow()  # one creation instant: created across a second boundary, they would not share slots
+    jobs = [create_job(store, f"every_{i}", at=at, misfire_policy="fire_all", overlap_policy="allow")
+            for i in range(3)]
     first = jobs[0]["next_fire_at"]
     dispatcher = make_dispatcher(term=7)
     clock.set(first + timedelta(seconds=2, milliseconds=500))
@@ -290,9 +292,37 @@ def test_a_job_whose_schedule_can_no_longer_be_computed_is_disabled_and_the_rest
     assert [message["kwargs"]["job_id"] for message in messages()] == ["healthy"]
 
 
+@pytest.mark.parametrize("change,field", [
+    ({"$unset": {"schedule": ""}}, "schedule"),
+    ({"$unset": {"name": ""}}, "name"),
+    ({"$unset": {"handler": ""}}, "handler"),
+    ({"$set": {"schedule": ["*/5 * * * *"]}}, "schedule"),
+    ({"$set": {"overlap_policy": 7}}, "overlap_policy"),
+], ids=["no-schedule", "no-name", "no-handler", "schedule-list", "policy-int"])
+def test_a_corrupt_job_document_is_disabled_with_its_reason_never_fired_and_the_rest_fire(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages,
+        caplog: pytest.LogCaptureFixture, change: dict[str, Any], field: str) -> None:
+    broken = create_job(store, "broken", overlap_policy="allow")
+    create_job(store, "healthy", overlap_policy="allow")
+    store.jobs.update_one({"_id": "broken"}, change)
+    clock.set(broken["next_fire_at"] + timedelta(milliseconds=5))
+    dispatcher = make_dispatcher(term=3)
+    with caplog.at_level("WARNING", logger="cronhive.scheduler.dispatch"):
+        dispatcher.run_pass()
+        dispatcher.run_pass()  # disabled: not due any more, nothing more said
+    stored = store.jobs.find_one({"_id": "broken"})
+    assert stored["enabled"] is False and stored["due_at"] is None and stored["sched_term"] == 3
+    assert stored["disabled_reason"].startswith(f"invalid job document: {field}: "), stored["disabled_reason"]
+    assert runs_of(store, "broken") == []
+    assert [message["kwargs"]["job_id"] for message in messages()] == ["healthy"]
+    lines = [record for record in caplog.records if "disabled" in record.getMessage()]
+    assert len(lines) == 1 and field in lines[0].getMessage() and lines[0].job_id == "broken"
+
+
 def test_a_lost_leadership_stops_publishing_at_once(
         store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
-    jobs = [create_job(store, f"fenced_{i}", overlap_policy="allow") for i in range(5)]
+    at = utcnow()  # one creation instant: created across a second boundary, they would not share a slot
+    jobs = [create_job(store, f"fenced_{i}", at=at, overlap_policy="allow") for i in range(5)]
     dispatcher = make_dispatcher(publish_chunk=1)
     guard = dispatcher.guard
     real_publish = dispatcher.publisher.publish_runs

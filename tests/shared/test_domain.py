@@ -157,6 +157,7 @@ def test_run_view() -> None:
         "created_at": "2026-03-26T10:00:00Z", "queued_at": "2026-03-26T10:00:00Z",
         "started_at": "2026-03-26T10:00:01Z", "finished_at": "2026-03-26T10:00:05Z",
         "duration_ms": 3500, "lateness_ms": 1500, "error": {"type": "HandlerFailed", "message": "boom", "traceback": None},
+        "retry_at": None,
         "attempts": [{"attempt": 1, "worker": "host:11", "status": "failed", "started_at": "2026-03-26T10:00:00Z",
                       "finished_at": "2026-03-26T10:00:00Z", "duration_ms": 900,
                       "error": {"type": "HandlerFailed", "message": "first", "traceback": None}}],
@@ -167,7 +168,8 @@ def test_run_view() -> None:
 def test_run_view_of_a_fresh_run_has_nulls() -> None:
     view = run_view({"_id": "r", "job_id": "j", "trigger": "schedule", "status": "pending"})
     assert view["attempt"] == 0
-    for key in ("scheduled_for", "worker", "started_at", "finished_at", "duration_ms", "lateness_ms", "error"):
+    for key in ("scheduled_for", "worker", "started_at", "finished_at", "duration_ms", "lateness_ms", "error",
+                "retry_at"):
         assert key in view and view[key] is None
 
 

@@ -68,11 +68,11 @@ def test_server_time_is_the_databases_clock(store: MongoStore) -> None:
 
 
 RUN_KEYS = ["_id", "job_id", "trigger", "scheduled_for", "status", "attempt", "lease_token", "worker", "created_at",
-            "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error"]
+            "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "job_incarnation"]
 JOB_KEYS = ["_id", "name", "schedule", "timezone", "handler", "args", "enabled", "misfire_policy", "misfire_grace_s",
             "overlap_policy", "jitter_s", "timeout_s", "max_retries", "created_at", "updated_at", "revision",
             "next_fire_at", "due_at", "last_triggered_at", "last_run_id", "last_run_status", "last_run_duration_ms",
-            "lease", "lease_term", "disabled_reason", "buffered_run_id"]
+            "lease", "lease_term", "disabled_reason", "buffered_run_id", "incarnation"]
 
 
 def test_create_job_writes_the_whole_document(store: MongoStore) -> None:
@@ -87,6 +87,7 @@ def test_create_job_writes_the_whole_document(store: MongoStore) -> None:
     assert doc["next_fire_at"] == datetime(2026, 3, 27, 8, tzinfo=UTC)
     assert doc["due_at"] == doc["next_fire_at"] + jitter_offset(doc["_id"], 30)
     assert (doc["lease"], doc["lease_term"], doc["buffered_run_id"]) == (None, 0, None)
+    assert isinstance(doc["incarnation"], str) and len(doc["incarnation"]) == 16  # which creation of the id
     for key in ("last_triggered_at", "last_run_id", "last_run_status", "last_run_duration_ms", "disabled_reason"):
         assert doc[key] is None
     for key, default in DEFAULT_POLICIES.items():
@@ -272,12 +273,13 @@ def test_runs_are_listed_newest_first_and_deleted(store: MongoStore) -> None:
     job = store.create_job(fields(job_id="j"), T0)
     for i in range(3):
         store.insert_run(new_run(job, f"run_{i}", Trigger.MANUAL, T0, T0 + timedelta(seconds=i), None))
-    runs, total = store.list_runs("j", 1, 2)
+    runs, total = store.list_runs("j", 1, 2, job.incarnation)
     assert [run.run_id for run in runs] == ["run_2", "run_1"] and total == 3
     store.delete_run("run_2")
     with pytest.raises(RunNotFound):
         store.get_run("run_2")
-    assert store.list_runs("other", 1, 20) == ([], 0)
+    assert store.list_runs("other", 1, 20, job.incarnation) == ([], 0)
+    assert store.list_runs("j", 1, 20, "another-incarnation") == ([], 0)  # a deleted job's runs of that id
 
 
 def test_one_scheduled_run_per_slot(store: MongoStore) -> None:

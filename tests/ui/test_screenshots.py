@@ -53,7 +53,7 @@ def history(stack: Stack, job_id: str, count: int, rng: random.Random, every: ti
             runs.append(run)
         store.runs.insert_many([run_to_doc(run) for run in runs])
         newest = runs[0]
-        store.record_job_outcome(job_id, newest.run_id, newest.status, newest.duration_ms, None)
+        store.record_job_outcome(job_id, newest.run_id, newest.status, newest.duration_ms, None, job.incarnation)
     finally:
         client.close()
 
