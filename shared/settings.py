@@ -239,14 +239,13 @@ class Settings:
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigurationError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         self.destination_guard()  # a bad HTTP_HANDLER_ALLOWED_HOSTS entry is a ConfigurationError
+        self._validate_tokens()
 
     def destination_guard(self) -> DestinationGuard:
         """The SSRF guard of the ``http`` handler and of notifications (HTTP_HANDLER_ALLOWED_HOSTS)."""
         from cronhive.http_calls import DestinationGuard
 
         return DestinationGuard.parse(self.http_handler_allowed_hosts)
-
-        self._validate_tokens()
 
     def _validate_tokens(self) -> None:
         names = [token.name for token in self.api_tokens]
