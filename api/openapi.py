@@ -9,7 +9,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from cronhive.api import schemas
-from cronhive.domain import JOB_ID_PATTERN, JOB_STATUSES
+from cronhive.domain import JOB_FILTER_STATUSES, JOB_ID_PATTERN, TAG_PATTERN
+from cronhive.windows import WINDOW_STATES
 
 BASE = "/api/v1/cron"
 
@@ -19,7 +20,7 @@ _ERR = {"content": {"application/json": {"schema": "Error"}}}
 _STATUS_TEXTS = {
     400: "Malformed JSON body or query parameters",
     401: "Missing or wrong bearer token",
-    404: "Unknown job or run",
+    404: "Unknown job, run or maintenance window",
     405: "The path does not serve this method (the Allow header lists those it does)",
     409: "Conflict",
     413: "Body over 64 KiB",
@@ -60,6 +61,7 @@ def _body(schema: str, example: dict[str, Any]) -> dict[str, Any]:
 #: The seed contract's request examples.
 CREATE_EXAMPLE = {"name": "Daily Reminder Check", "schedule": "0 8 * * *", "handler": "reminder_scheduler", "enabled": True}
 UPDATE_EXAMPLE = {"schedule": "0 7 * * *", "enabled": True}
+MAINTENANCE_EXAMPLE = {"tags": ["billing"], "end": "2099-01-01T03:00:00Z", "reason": "database upgrade"}
 PREVIEW_EXAMPLE = {"schedule": "30 2 * * *", "timezone": "Europe/Berlin", "after": "2026-03-28T00:00:00Z", "count": 3}
 
 
@@ -72,6 +74,8 @@ def _page_params() -> list[dict[str, Any]]:
 
 _JOB_ID = {"name": "job_id", "in": "path", "required": True,
            "schema": {"type": "string", "pattern": JOB_ID_PATTERN, "minLength": 1, "maxLength": 64}}
+_MAINTENANCE_ID = {"name": "maintenance_id", "in": "path", "required": True,
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
 
@@ -102,6 +106,10 @@ def build_spec(secured: bool) -> dict[str, Any]:
         "PreviewResult": schemas.PreviewResultSchema,
         "Scheduler": schemas.SchedulerSchema,
         "WorkerList": schemas.WorkerListSchema,
+        "Maintenance": schemas.MaintenanceSchema,
+        "MaintenanceList": schemas.MaintenanceListSchema,
+        "MaintenanceCreate": schemas.MaintenanceCreateSchema,
+        "SlotList": schemas.SlotListSchema,
         "Error": schemas.ErrorSchema,
     }.items():
         spec.components.schema(name, schema=schema)
@@ -117,7 +125,9 @@ def build_spec(secured: bool) -> dict[str, Any]:
                 "operationId": "listJobs",
                 "parameters": [
                     *_page_params(),
-                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(JOB_STATUSES)}},
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(JOB_FILTER_STATUSES)}},
+                    {"name": "tag", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 64,
+                                                              "pattern": TAG_PATTERN}},
                     {"name": "handler", "in": "query", "schema": {
                         "type": "string", "minLength": 1, "maxLength": schemas.MAX_HANDLER_LENGTH,
                         "pattern": schemas.TEXT_PATTERN}},
@@ -198,5 +208,46 @@ def build_spec(secured: bool) -> dict[str, Any]:
                              "requestBody": _body("Preview", PREVIEW_EXAMPLE),
                              "responses": {"200": _ok("Fire instants", "PreviewResult"),
                                            **_errors(*_BODY, 503)}}},
+    )
+    spec.path(
+        path=f"{BASE}/jobs/{{job_id}}/slots",
+        parameters=[_JOB_ID],
+        operations={
+            "get": {"summary": "The slot ledger: every slot the job's schedule named in a range, and what became "
+                               "of it (at most 1,000 slots; default: the last 100 up to now)",
+                    "operationId": "listSlots",
+                    "parameters": [
+                        {"name": "from", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                        {"name": "to", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                    ],
+                    "responses": {"200": _ok("The slots, oldest first", "SlotList"), **_errors(400, 404, 422, 503)}},
+        },
+    )
+    spec.path(
+        path=f"{BASE}/maintenance",
+        operations={
+            "get": {"summary": "Maintenance windows, latest start first", "operationId": "listMaintenance",
+                    "parameters": [*_page_params(), {"name": "status", "in": "query", "schema": {
+                        "type": "string", "enum": list(WINDOW_STATES)}}],
+                    "responses": {"200": _ok("A page of windows", "MaintenanceList"), **_errors(400, 503)}},
+            "post": {"summary": "Pause the jobs of some tags or ids until a given end", "operationId":
+                     "createMaintenance", "requestBody": _body("MaintenanceCreate", MAINTENANCE_EXAMPLE), **security,
+                     "responses": {
+                         "201": {**_ok("Created", "Maintenance"),
+                                 "headers": {"Location": {"schema": {"type": "string"}}}},
+                         **_errors(*_BODY, *mutating_errors, 503)}},
+        },
+    )
+    spec.path(
+        path=f"{BASE}/maintenance/{{maintenance_id}}",
+        parameters=[_MAINTENANCE_ID],
+        operations={
+            "get": {"summary": "One maintenance window", "operationId": "getMaintenance",
+                    "responses": {"200": _ok("The window", "Maintenance"), **_errors(404, 503)}},
+            "delete": {"summary": "End a maintenance window now (an upcoming one never opens)",
+                       "operationId": "endMaintenance", **security,
+                       "responses": {"200": _ok("The window, ended", "Maintenance"),
+                                     **_errors(*mutating_errors, 404, 503)}},
+        },
     )
     return spec.to_dict()

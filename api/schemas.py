@@ -14,8 +14,19 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from cronhive import cron
-from cronhive.domain import JOB_ID_PATTERN, JOB_ID_RE, JOB_STATUSES, MISFIRE_POLICIES, OVERLAP_POLICIES
+from cronhive.domain import (
+    JOB_FILTER_STATUSES,
+    JOB_ID_PATTERN,
+    JOB_ID_RE,
+    JOB_STATUSES,
+    MAX_TAGS,
+    MISFIRE_POLICIES,
+    OVERLAP_POLICIES,
+    TAG_PATTERN,
+    TAG_RE,
+)
 from cronhive.errors import InvalidSchedule
+from cronhive.windows import MAX_REASON_LENGTH, MAX_WINDOW_JOBS, WINDOW_STATES
 
 MAX_ARGS_BYTES = 16 * 1024
 MAX_ARGS_DEPTH = 16
@@ -55,6 +66,36 @@ class JobId(fields.String):
         if JOB_ID_RE.fullmatch(text) is None:
             raise ValidationError(f"job_id must match {JOB_ID_PATTERN}.")
         return text
+
+
+class Tag(fields.String):
+    """A tag: ``^[a-z0-9][a-z0-9_.-]{0,63}$`` matched in full."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if TAG_RE.fullmatch(text) is None:
+            raise ValidationError(f"A tag must match {TAG_PATTERN}.")
+        return text
+
+
+def tag_field(**kwargs: Any) -> Tag:
+    return Tag(validate=validate.Length(min=1, max=64), metadata={"pattern": TAG_PATTERN, "example": "billing"},
+               **kwargs)
+
+
+class TagList(fields.List[str]):
+    """At most `MAX_TAGS` distinct tags."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
+        tags = super()._deserialize(value, attr, data, **kwargs)
+        if len(set(tags)) != len(tags):
+            raise ValidationError("Give each tag once.")
+        return tags
+
+
+def tags_field(description: str, maximum: int = MAX_TAGS) -> TagList:
+    return TagList(tag_field(), validate=validate.Length(max=maximum),
+                   metadata={"uniqueItems": True, "example": ["billing", "nightly"], "description": description})
 
 
 class Text(fields.String):
@@ -239,6 +280,8 @@ class JobCreateSchema(Schema):
     jitter_s = _policy_fields()["jitter_s"]
     timeout_s = _policy_fields()["timeout_s"]
     max_retries = _policy_fields()["max_retries"]
+    tags = tags_field(f"Labels (at most {MAX_TAGS}, distinct) to select jobs by: GET /jobs?tag=, maintenance "
+                      "windows, cronhive apply --selector.")
 
     _handlers: frozenset[str] = frozenset()
 
@@ -293,8 +336,43 @@ class PageQuerySchema(Schema):
 
 
 class JobListQuerySchema(PageQuerySchema):
-    status = fields.String(validate=validate.OneOf(JOB_STATUSES))
+    status = fields.String(validate=validate.OneOf(JOB_FILTER_STATUSES))
     handler = Text(validate=validate.Length(min=1, max=MAX_HANDLER_LENGTH))
+    tag = tag_field()
+
+
+class MaintenanceCreateSchema(Schema):
+    """``tags`` or ``job_ids`` (exactly one), ``end`` after ``start`` (default: now) and in the future."""
+
+    tags = tags_field("The jobs carrying any of these tags (give tags or job_ids).")
+    job_ids = fields.List(JobId(validate=validate.Length(min=1, max=64), metadata={"pattern": JOB_ID_PATTERN}),
+                          validate=validate.Length(min=1, max=MAX_WINDOW_JOBS),
+                          metadata={"description": "These jobs (give tags or job_ids)."})
+    start = Instant(metadata={"example": "2026-03-28T01:00:00Z", "description": "Default: now."})
+    end = Instant(required=True, metadata={"example": "2026-03-28T03:00:00Z",
+                                           "description": "Exclusive; after start and in the future."})
+    reason = Text(validate=validate.Length(min=1, max=MAX_REASON_LENGTH), metadata={"example": "database upgrade"})
+
+    @validates_schema
+    def one_selector(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if ("tags" in data) == ("job_ids" in data):
+            raise ValidationError("Give exactly one of tags and job_ids.", field_name="_schema")
+        if "tags" in data and not data["tags"]:
+            raise ValidationError("Give at least one tag.", field_name="tags")
+
+    @validates_schema(skip_on_field_errors=True)
+    def ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "start" in data and data["end"] <= data["start"]:
+            raise ValidationError("end must be after start.", field_name="end")
+
+
+class MaintenanceListQuerySchema(PageQuerySchema):
+    status = fields.String(validate=validate.OneOf(WINDOW_STATES))
+
+
+class SlotQuerySchema(Schema):
+    from_ = Instant(data_key="from")
+    to = Instant()
 
 
 # -- response schemas (documentation only) ------------------------------------
@@ -340,6 +418,10 @@ class JobSchema(Schema):
     jitter_s = _count(0, MAX_JITTER_S)
     timeout_s = _count(1, WEEK_S)
     max_retries = _count(0, 20)
+    tags = fields.List(fields.String(metadata={"pattern": TAG_PATTERN}), required=True)
+    paused_until = fields.DateTime(required=True, allow_none=True, metadata={
+        "example": "2026-03-28T03:00:00Z",
+        "description": "While an open maintenance window names the job (status paused): when it ends."})
 
 
 class JobListSchema(Schema):
@@ -432,6 +514,40 @@ class WorkerSchema(Schema):
 
 class WorkerListSchema(Schema):
     data = fields.List(fields.Nested(WorkerSchema), required=True)
+
+
+class MaintenanceSchema(Schema):
+    maintenance_id = fields.String(required=True, metadata={"example": "mnt_20260328_010000_1a2b3c4d"})
+    tags = fields.List(fields.String(), required=True, allow_none=True)
+    job_ids = fields.List(fields.String(), required=True, allow_none=True)
+    start = _instant(nullable=False)
+    end = _instant(nullable=False)
+    planned_end = _instant(nullable=False)
+    reason = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(WINDOW_STATES))
+    ended_early = fields.Boolean(required=True)
+    created_at = _instant()
+
+
+class MaintenanceListSchema(Schema):
+    data = fields.List(fields.Nested(MaintenanceSchema), required=True)
+    pagination = fields.Nested(PaginationSchema, required=True)
+
+
+SLOT_OUTCOMES = ("pending", "queued", "running", "succeeded", "failed", "timed_out", "skipped", "abandoned",
+                 "coalesced", "missed")
+
+
+class SlotSchema(Schema):
+    scheduled_for = _instant(nullable=False)
+    outcome = fields.String(required=True, validate=validate.OneOf(SLOT_OUTCOMES))
+    run_id = fields.String(required=True, allow_none=True)
+    reason = fields.String(required=True, allow_none=True, metadata={
+        "description": "Why a slot was skipped (its run's error type: misfire, overlap, maintenance ...)."})
+
+
+class SlotListSchema(Schema):
+    data = fields.List(fields.Nested(SlotSchema), required=True)
 
 
 class ErrorBodySchema(Schema):

@@ -59,6 +59,7 @@ from cronhive.scheduler.metrics import SchedulerMetrics
 from cronhive.settings import redact_url
 from cronhive.slots import JobAdvance, SlotRun, UncomputableSchedule, plan_slots
 from cronhive.store.protocols import SchedulerStore
+from cronhive.windows import MaintenanceWindow
 
 log = logging.getLogger("cronhive.scheduler.dispatch")
 
@@ -177,12 +178,13 @@ class Dispatcher:
         about ``batch`` runs: the rest stay due (``result.more``)."""
         batch = _Batch()
         planned_runs = 0
+        windows = self._windows(jobs, now)
         for job in jobs:
             if planned_runs >= self.batch:  # bound every write of the pass; the rest stay due
                 result.more = True
                 break
             try:
-                plan = plan_slots(job, now)
+                plan = plan_slots(job, now, windows)
             except UncomputableSchedule as exc:
                 if not self._disable(job, exc.message, now):
                     result.changed += 1  # changed meanwhile: planned again next pass
@@ -195,6 +197,12 @@ class Dispatcher:
             batch.advances.append(advance)
             planned_runs += len(runs)
         return batch
+
+    def _windows(self, jobs: list[Job], now: datetime) -> list[MaintenanceWindow]:
+        """The maintenance windows that may hold a due slot of ``jobs``: one read per pass
+        (those overlapping the earliest slot waited for up to ``now``)."""
+        slots = [job.next_fire_at for job in jobs if job.next_fire_at is not None]
+        return self.store.windows_between(min(slots), now) if slots else []
 
     def _commit(self, batch: _Batch, jobs_by_id: dict[str, Job], now: datetime,
                 result: PassResult) -> tuple[set[str], set[str], int]:
@@ -254,8 +262,10 @@ class Dispatcher:
     def _slot_run(job: Job, run: SlotRun, now: datetime, term: int) -> Run:
         """The run a slot gets: ``pending`` (to publish) or ``skipped`` with why, in ``term``."""
         status = RunStatus.PENDING if run.fire else RunStatus.SKIPPED
+        covers_from, covers_until = run.covers or (None, None)
         created = replace(new_run(job, run.run_id, Trigger.SCHEDULE, run.slot, now, None, status),
-                          lease_token=run.lease_token, sched_term=term)
+                          lease_token=run.lease_token, sched_term=term, covers_from=covers_from,
+                          covers_until=covers_until)
         if run.fire:
             return created
         return replace(created, error=RunError(run.skip_type or ErrorType.MISFIRE, run.message or ""), finished_at=now)

@@ -50,6 +50,11 @@ JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 MISFIRE_POLICIES = tuple(member.value for member in MisfirePolicy)
 OVERLAP_POLICIES = tuple(member.value for member in OverlapPolicy)
 JOB_STATUSES = tuple(member.value for member in JobStatus)
+#: What ``GET /jobs?status=`` filters on (``paused`` is a computed view).
+JOB_FILTER_STATUSES = (JobStatus.ACTIVE.value, JobStatus.DISABLED.value)
+TAG_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+TAG_RE = re.compile(TAG_PATTERN)
+MAX_TAGS = 20
 
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_POLICIES: dict[str, Any] = {
@@ -177,6 +182,7 @@ class Job:
     jitter_s: int = 0
     timeout_s: int | None = 3600
     max_retries: int = 0
+    tags: tuple[str, ...] = ()
     created_at: datetime | None = None
     updated_at: datetime | None = None
     revision: int | None = 1
@@ -266,6 +272,10 @@ class Run:
     lease_scope: LeaseScope | None = None
     retry_at: datetime | None = None
     attempts: tuple[AttemptRecord, ...] = ()
+    #: the slots ``[covers_from, covers_until)`` without a run of their own that this run
+    #: stands for: coalesced into it (``fire_once`` catch-up) or skipped with it
+    covers_from: datetime | None = None
+    covers_until: datetime | None = None
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -354,6 +364,7 @@ def new_job(job_id: str, fields: Mapping[str, Any], now: datetime) -> Job:
         jitter_s=policy["jitter_s"],
         timeout_s=policy["timeout_s"],
         max_retries=policy["max_retries"],
+        tags=tuple(fields.get("tags") or ()),
         created_at=now,
         updated_at=now,
     )
@@ -375,7 +386,8 @@ def job_update(current: Job, changes: Mapping[str, Any], now: datetime) -> dict[
     lets the scheduler apply the misfire policy to what was missed; re-enabling
     makes the slot it was waiting for due again (``disabled_reason`` cleared).
     """
-    merged = replace(current, **changes)
+    typed: dict[str, Any] = {key: tuple(value) if key == "tags" else value for key, value in changes.items()}
+    merged = replace(current, **typed)
     update: dict[str, Any] = {**changes, "updated_at": now}
     timing_changed = any(key in changes and changes[key] != getattr(current, key) for key in TIMING_FIELDS)
     if not merged.enabled:
@@ -439,8 +451,11 @@ class SchedulerStatus:
 # -- views --------------------------------------------------------------------------
 
 
-def job_view(job: Job, now: datetime) -> dict[str, Any]:
-    """The job detail the API shows (SPEC §3): every field present, null when unset."""
+def job_view(job: Job, now: datetime, paused_until: datetime | None = None) -> dict[str, Any]:
+    """The job detail the API shows (SPEC §3): every field present, null when unset.
+    ``paused_until``: the end of the open maintenance window that names the job
+    (`cronhive.windows.paused_until`): its status then shows ``paused``."""
+    status = JobStatus.PAUSED if job.enabled and paused_until is not None else job.status
     return {
         "job_id": job.job_id,
         "name": job.name,
@@ -449,7 +464,7 @@ def job_view(job: Job, now: datetime) -> dict[str, Any]:
         "handler": job.handler,
         "args": job.args,
         "enabled": job.enabled,
-        "status": job.status,
+        "status": status,
         "lock_acquired": job.lock_acquired(now),
         "last_triggered_at": format_instant(job.last_triggered_at),
         "last_run_id": job.last_run_id,
@@ -465,6 +480,8 @@ def job_view(job: Job, now: datetime) -> dict[str, Any]:
         "jitter_s": job.jitter_s,
         "timeout_s": job.timeout_s,
         "max_retries": job.max_retries,
+        "tags": list(job.tags),
+        "paused_until": format_instant(paused_until) if status == JobStatus.PAUSED else None,
     }
 
 

@@ -79,6 +79,8 @@ class OverlapPolicy(StrEnum):
 class JobStatus(StrEnum):
     ACTIVE = "active"
     DISABLED = "disabled"
+    #: shown (never stored) while an open maintenance window names the enabled job
+    PAUSED = "paused"
 
 
 class LeaseScope(StrEnum):
@@ -104,6 +106,7 @@ class ErrorType(StrEnum):
     ABANDONED = "abandoned"
     JOB_NOT_FOUND = "job_not_found"
     JOB_DELETED = "job_deleted"
+    MAINTENANCE = "maintenance"
 
 
 class SchedulerRole(StrEnum):

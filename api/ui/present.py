@@ -21,6 +21,7 @@ from cronhive.errors import InvalidSchedule
 STATUS_CLASS = {
     "pending": "queued", "queued": "queued", "running": "running", "succeeded": "ok", "failed": "bad",
     "timed_out": "bad", "abandoned": "bad", "skipped": "skip", "active": "ok", "disabled": "off",
+    "paused": "skip", "coalesced": "coalesced", "missed": "missed",
 }
 
 

@@ -39,7 +39,7 @@ from cronhive.api.ui.security import (
     token_fingerprint,
     token_matches,
 )
-from cronhive.domain import JOB_STATUSES, job_view, run_view
+from cronhive.domain import JOB_FILTER_STATUSES, job_view, run_view
 from cronhive.errors import CronhiveError, DuplicateJob, LeaseHeld, NotFound, Unavailable
 from cronhive.job_search import find_jobs
 from cronhive.store import MongoStore
@@ -262,11 +262,11 @@ def activity_chart(activity: stats.RunActivity) -> dict[str, Any]:
 def overview() -> str:
     now = svc().clock.now()
     status = request.args.get("status") or None
-    status = status if status in JOB_STATUSES else None
+    status = status if status in JOB_FILTER_STATUSES else None
     handler = (request.args.get("handler") or "").strip()[:200] or None
     text = (request.args.get("q") or "").strip()[:200]
     page = find_jobs(store(), page_arg(), JOBS_PER_PAGE, status=status, handler=handler, text=text)
-    jobs = [job_view(doc, now) for doc in page.docs]
+    jobs = actions.job_views(svc(), page.docs, now)
     filters = {"q": text, "status": status or "", "handler": handler or ""}
     unfiltered = not (status or handler or text)
     return render_template("overview.html", jobs=jobs, jobs_page=page, filters=filters,
@@ -284,7 +284,7 @@ def overview_live() -> str:
 
 def job_live_context(job_id: str, page: int, now: datetime) -> dict[str, Any]:
     ready = store()
-    job = job_view(ready.get_job(job_id), now)
+    job = actions.one_job_view(svc(), ready.get_job(job_id), now)
     recent_docs, total = ready.list_runs(job_id, 1, CHART_RUNS)
     if page == 1:
         table_docs = recent_docs[:RUNS_PER_PAGE]

@@ -8,6 +8,8 @@
   heartbeats and the leadership status;
 * `cronhive.store.leases.LeaseStore` — the one lease implementation, for leases
   of every scope;
+* `cronhive.store.maintenance.MaintenanceStore` — maintenance windows;
+* `cronhive.store.ledger.LedgerStore` — the slot ledger's and the slot audit's reads;
 * `cronhive.store.documents` — the edge: documents ↔ typed values.
 
 Each process sees the store only through its interface
@@ -36,12 +38,14 @@ from cronhive.settings import Settings
 from cronhive.store.base import LEASES, SCHEDULERS, Document, translate_errors, translated
 from cronhive.store.jobs import JobStore
 from cronhive.store.leases import LeaseStore
+from cronhive.store.ledger import LedgerStore
+from cronhive.store.maintenance import MaintenanceStore
 from cronhive.store.protocols import ApiStore, SchedulerStore, WorkerStore
 from cronhive.store.runs import RunStore
 from cronhive.store.scheduling import LEADER_LEASE_ID, SchedulingStore
 
 
-class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore):
+class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore, MaintenanceStore, LedgerStore):
     """Access to cronhive's collections. Create with `open`, close with `close`."""
 
     @classmethod
@@ -77,6 +81,9 @@ class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore):
             partialFilterExpression={"trigger": Trigger.SCHEDULE},
         )
         self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="by_status")
+        self.jobs.create_index([("tags", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)], name="by_tag")
+        self.runs.create_index([("job_id", ASCENDING), ("covers_until", ASCENDING)], name="covering")
+        self.ensure_maintenance_indexes()
 
     @translated
     def ping(self) -> None:

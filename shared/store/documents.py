@@ -41,6 +41,7 @@ from cronhive.domain import (
 from cronhive.enums import LeaseScope, MisfirePolicy, OverlapPolicy, RunStatus, Trigger
 from cronhive.leases import Lease
 from cronhive.slots import JobAdvance
+from cronhive.windows import MaintenanceWindow
 
 Document = dict[str, Any]
 
@@ -52,18 +53,19 @@ JOB_KEYS = (
     "_id", "name", "schedule", "timezone", "handler", "args", "enabled", "misfire_policy", "misfire_grace_s",
     "overlap_policy", "jitter_s", "timeout_s", "max_retries", "created_at", "updated_at", "revision",
     "next_fire_at", "due_at", "last_triggered_at", "last_run_id", "last_run_status", "last_run_duration_ms",
-    "lease", "lease_term", "disabled_reason", "buffered_run_id",
+    "lease", "lease_term", "disabled_reason", "buffered_run_id", "tags",
 )
 #: What a job field absent from its document reads as (any field not listed: None).
 JOB_ABSENT: dict[str, Any] = {"timezone": DEFAULT_TIMEZONE, "args": {}, "enabled": False, "name": "",
-                              **DEFAULT_POLICIES}
+                              "tags": [], **DEFAULT_POLICIES}
 
 #: A run document's keys as first written (`new_run`); the rest follow as first set.
 RUN_KEYS = (
     "_id", "job_id", "trigger", "scheduled_for", "status", "attempt", "lease_token", "worker", "created_at",
     "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error",
 )
-RUN_LATER_KEYS = ("sched_term", "lease_term", "lease", "lease_holder", "lease_scope", "retry_at", "attempts")
+RUN_LATER_KEYS = ("sched_term", "lease_term", "lease", "lease_holder", "lease_scope", "retry_at", "attempts",
+                  "covers_from", "covers_until")
 RUN_ABSENT: dict[str, Any] = {"attempt": 0, "attempts": []}
 
 
@@ -196,6 +198,7 @@ def job_from_doc(doc: Mapping[str, Any]) -> Job:
         lease_term=doc.get(TERM_FIELD),
         disabled_reason=doc.get("disabled_reason"),
         buffered_run_id=doc.get("buffered_run_id"),
+        tags=tuple(doc.get("tags") or ()),
         stored=_stored(doc, _JOB_KNOWN),
     )
 
@@ -229,6 +232,7 @@ def job_to_doc(job: Job) -> Document:
         "lease_term": job.lease_term,
         "disabled_reason": job.disabled_reason,
         "buffered_run_id": job.buffered_run_id,
+        "tags": list(job.tags),
     }
     return _laid_out(full, job.stored, JOB_KEYS, JOB_ABSENT)
 
@@ -285,6 +289,8 @@ def run_from_doc(doc: Mapping[str, Any]) -> Run:
         lease_scope=LeaseScope(scope) if scope is not None else None,
         retry_at=doc.get("retry_at"),
         attempts=tuple(attempt_from_doc(record) for record in doc.get("attempts") or ()),
+        covers_from=doc.get("covers_from"),
+        covers_until=doc.get("covers_until"),
         stored=_stored(doc, _RUN_KNOWN),
     )
 
@@ -314,6 +320,8 @@ def run_to_doc(run: Run) -> Document:
         "lease_scope": run.lease_scope,
         "retry_at": run.retry_at,
         "attempts": [attempt_to_doc(record) for record in run.attempts],
+        "covers_from": run.covers_from,
+        "covers_until": run.covers_until,
     }
     return _laid_out(full, run.stored, RUN_KEYS, RUN_ABSENT)
 
@@ -351,6 +359,22 @@ def attempt_end_set(end: AttemptEnd) -> Document:
     return fields
 
 
+# -- maintenance windows ------------------------------------------------------------------
+
+
+def window_from_doc(doc: Mapping[str, Any]) -> MaintenanceWindow:
+    return MaintenanceWindow(maintenance_id=doc["_id"], start=doc["start"], end=doc["end"],
+                             tags=tuple(doc.get("tags") or ()), job_ids=tuple(doc.get("job_ids") or ()),
+                             reason=doc.get("reason"), created_at=doc.get("created_at"),
+                             planned_end=doc.get("planned_end"), ended_early_at=doc.get("ended_early_at"))
+
+
+def window_to_doc(window: MaintenanceWindow) -> Document:
+    return {"_id": window.maintenance_id, "tags": list(window.tags), "job_ids": list(window.job_ids),
+            "start": window.start, "end": window.end, "planned_end": window.planned_end or window.end,
+            "reason": window.reason, "created_at": window.created_at, "ended_early_at": window.ended_early_at}
+
+
 def heartbeat_set(beat: Heartbeat) -> Document:
     return {"role": beat.role, "term": beat.term, "host": beat.host, "pid": beat.pid}
 
@@ -373,4 +397,6 @@ __all__ = [
     "lease_to_doc",
     "run_from_doc",
     "run_to_doc",
+    "window_from_doc",
+    "window_to_doc",
 ]

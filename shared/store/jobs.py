@@ -66,9 +66,11 @@ class JobStore(StoreBase):
 
     @translated
     def list_jobs(self, page: int, limit: int, *, status: JobStatus | None = None,
-                  handler: str | None = None) -> tuple[list[Job], int]:
-        """One page in creation order (then id), and the total matching."""
+                  handler: str | None = None, tag: str | None = None) -> tuple[list[Job], int]:
+        """One page in creation order (then id), and the total matching (``tag``: index "by_tag")."""
         query: Document = {}
+        if tag is not None:
+            query["tags"] = tag
         if status is not None:
             query["enabled"] = status == JobStatus.ACTIVE
         if handler is not None:
