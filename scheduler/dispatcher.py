@@ -16,8 +16,10 @@ One `Dispatcher.run_pass` (leader only) does, in this order:
    ``due_at`` first (index "due"):
 
    a. plan each job's slots (`cronhive.slots.plan_slots`: misfire policy, next
-      slot, jitter) and decide overlap (`scheduler.overlap.resolve`); a job whose
-      schedule cannot be computed is disabled with a reason;
+      slot, jitter, the maintenance windows — read once per batch, those overlapping
+      the earliest slot waited for up to now — whose slots are recorded ``skipped``)
+      and decide overlap (`scheduler.overlap.resolve`); a job whose schedule cannot
+      be computed is disabled with a reason;
    b. insert every slot's run in one unordered ``insert_many`` — ``pending`` to
       publish, ``skipped`` for misfire/overlap — with deterministic ids
       (`cronhive.slots.slot_run_id`) so a slot keeps its run across failover; a
@@ -32,7 +34,7 @@ One `Dispatcher.run_pass` (leader only) does, in this order:
    e. mark the confirmed runs ``queued`` in one ``update_many`` (``queued_at``:
       when the last confirm of the pass came).
 
-   So a dispatched batch costs five MongoDB commands whatever its size (plus
+   So a dispatched batch costs six MongoDB commands whatever its size (plus
    one per adopted draft after a failover); the documents written per fired run
    are its insert, its share of the job update and its ``queued`` mark.
 
