@@ -1,7 +1,8 @@
 """The scheduler process's main loop: leadership, dispatch passes and sleeping.
 
 Each step: read the database clock; let `Leadership.maintain` renew, claim or
-step down and heartbeat as due; as leader, run one `Dispatcher.run_pass`. Then
+step down and heartbeat as due; as leader, run one `Dispatcher.run_pass` and, every 15 s, the slot audit
+(`cronhive.scheduler.audit`). Then
 sleep until the earliest of
 
 * the next due instant (the earliest ``due_at``, index "due"),
@@ -29,6 +30,7 @@ from datetime import datetime, timedelta
 from cronhive.broker import RunPublisher
 from cronhive.clock import Clock
 from cronhive.errors import StoreUnavailable
+from cronhive.scheduler.audit import SlotAuditor
 from cronhive.scheduler.dispatcher import Dispatcher
 from cronhive.scheduler.leadership import Leadership, LeadershipLost
 from cronhive.scheduler.metrics import SchedulerMetrics
@@ -58,6 +60,7 @@ class SchedulerLoop:
         self.dispatcher = Dispatcher(store, publisher, clock, self.leadership.guard,
                                      job_lease_s=settings.job_lease_s, batch=settings.scheduler_batch,
                                      metrics=self.metrics)
+        self.auditor = SlotAuditor(store, clock, self.leadership.guard, self.metrics)
         self.max_sleep = timedelta(milliseconds=settings.scheduler_max_sleep_ms)
         self.stopping = threading.Event()
         self.store_down = False
@@ -111,6 +114,7 @@ class SchedulerLoop:
             result = self.dispatcher.run_pass()
             if result.more:
                 return 0.0
+            self._audit()
             if result.changed:  # plan it again soon, but never spin on a job that keeps changing
                 pause = CHANGED_RETRY_S
             due = self.store.earliest_due_at()
@@ -123,6 +127,17 @@ class SchedulerLoop:
         if action is not None:
             wake.append(action)
         return max(pause, self._seconds_until(min(wake)))
+
+    def _audit(self) -> None:
+        """The slot audit, when due (`cronhive.scheduler.audit`); a bug in it never stops dispatching."""
+        if not self.auditor.due():
+            return
+        try:
+            self.auditor.audit()
+        except (StoreUnavailable, LeadershipLost):
+            raise
+        except Exception:
+            log.exception("slot audit failed", extra={"holder": self.holder})
 
     def _observe_role(self) -> None:
         """Tell the dispatcher and the metrics when the term held changed (elected,
