@@ -116,14 +116,29 @@ def create_window(svc: Services, payload: Any) -> tuple[MaintenanceWindow, datet
 def job_slots(svc: Services, job_id: str, query: dict[str, Any]) -> list[LedgerSlot]:
     """The slot ledger of a job (`cronhive.ledger`) over ``[from, to]``: by default the
     last 100 slots up to now; 422 for more than 1,000 slots or ``from`` after ``to``."""
-    store = svc.ready_store()
-    job = store.get_job(job_id)
+    job = svc.ready_store().get_job(job_id)
     now = svc.clock.now()
     spans = ledger.spans_of(job)
     high = query.get("to") or now
     low = query.get("from_") or ledger.default_from(spans, high)
     if low > high:
         raise marshmallow.ValidationError({"from": ["from must not be after to."]})
-    runs = store.ledger_runs(job_id, low, high, 2 * ledger.MAX_LEDGER_SLOTS + 1)
-    windows = store.windows_between(low, high)
-    return ledger.ledger(job.job_id, job.tags, spans, runs, windows, low, high, now)
+    return ledger_between(svc, job, spans, low, high, now)[0]
+
+
+def ledger_between(svc: Services, job: Job, spans: list[ledger.ScheduleSpan], low: datetime, high: datetime,
+                   now: datetime) -> tuple[list[LedgerSlot], list[MaintenanceWindow]]:
+    """The ledger of ``job`` over ``[low, high]`` at ``now`` (two reads: its runs, the
+    windows), and the windows read (those overlapping the range)."""
+    store = svc.ready_store()
+    runs = store.ledger_runs(job.job_id, low, high, 2 * ledger.MAX_LEDGER_SLOTS + 1)
+    windows = store.windows_between(low, max(high, now))
+    return ledger.ledger(job.job_id, job.tags, spans, runs, windows, low, high, now), windows
+
+
+def recent_slots(svc: Services, job: Job, now: datetime, count: int) -> tuple[dict[str, Any], list[LedgerSlot]]:
+    """The job's view and its latest ``count`` slots up to ``now`` (the dashboard's job
+    page): the windows are read once, for both."""
+    spans = ledger.spans_of(job)
+    slots, windows = ledger_between(svc, job, spans, ledger.default_from(spans, now, count), now, now)
+    return job_view(job, now, paused_until(job, windows, now)), slots

@@ -55,6 +55,8 @@ ui_bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates",
 JOBS_PER_PAGE = 20
 RUNS_PER_PAGE = 20
 CHART_RUNS = 50
+#: Slots of the ledger the job page's strip shows (manual runs join them).
+STRIP_SLOTS = 40
 UPCOMING_LIMIT = 12
 UPCOMING_HORIZON = timedelta(hours=1)
 LIVE_RUNS = 10
@@ -284,7 +286,7 @@ def overview_live() -> str:
 
 def job_live_context(job_id: str, page: int, now: datetime) -> dict[str, Any]:
     ready = store()
-    job = actions.one_job_view(svc(), ready.get_job(job_id), now)
+    job, slots = actions.recent_slots(svc(), ready.get_job(job_id), now, STRIP_SLOTS)
     recent_docs, total = ready.list_runs(job_id, 1, CHART_RUNS)
     if page == 1:
         table_docs = recent_docs[:RUNS_PER_PAGE]
@@ -297,7 +299,7 @@ def job_live_context(job_id: str, page: int, now: datetime) -> dict[str, Any]:
         "runs_total": total,
         "runs_page": page,
         "runs_pages": max(1, -(-total // RUNS_PER_PAGE)),
-        "strip": [(run, *present.slot_outcome(run)) for run in recent],
+        "strip": present.slot_strip([slot.view() for slot in slots], recent)[-CHART_RUNS:],
         "chart": {
             "labels": [present.utc_text(run["created_at"])[11:19] for run in recent],
             "duration": [run["duration_ms"] for run in recent],
