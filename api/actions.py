@@ -27,22 +27,25 @@ if TYPE_CHECKING:
     from cronhive.api.app import Services
 
 
-def create_job(svc: Services, payload: Any) -> tuple[Job, datetime]:
-    """Register a job from an API body; the stored document and the instant it was written."""
+def create_job(svc: Services, payload: Any, *, actor: str | None = None) -> tuple[Job, datetime]:
+    """Register a job from an API body; the stored document and the instant it was written.
+    ``actor``: who asked (the name its revision records)."""
     fields = schemas.JobCreateSchema.with_handlers(frozenset(svc.handlers.names())).load(payload)
     store = svc.ready_store()
     now = svc.clock.now()
-    return store.create_job(fields, now), now
+    return store.create_job(fields, now, actor=actor), now
 
 
-def update_job(svc: Services, job_id: str, payload: Any) -> tuple[Job, datetime]:
-    """Apply a partial update (an API ``PUT`` body); the job as stored after it."""
+def update_job(svc: Services, job_id: str, payload: Any, *, actor: str | None = None,
+               expected_revision: int | None = None) -> tuple[Job, datetime]:
+    """Apply a partial update (an API ``PUT`` body); the job as stored after it.
+    ``expected_revision`` (``If-Match``): `PreconditionFailed` unless the job is at it."""
     changes = schemas.JobUpdateSchema.with_handlers(frozenset(svc.handlers.names())).load(payload)
     store = svc.ready_store()
     if ("schedule" in changes) != ("jitter_s" in changes):  # both sent: the schema checked them
         check_jitter_against_stored(store.get_job(job_id), changes)
     now = svc.clock.now()
-    return store.update_job(job_id, changes, now), now
+    return store.update_job(job_id, changes, now, actor=actor, expected_revision=expected_revision), now
 
 
 def check_jitter_against_stored(stored: Job, changes: dict[str, Any]) -> None:
@@ -59,8 +62,8 @@ def check_jitter_against_stored(stored: Job, changes: dict[str, Any]) -> None:
         return
 
 
-def delete_job(svc: Services, job_id: str) -> None:
-    svc.ready_store().delete_job(job_id)
+def delete_job(svc: Services, job_id: str, *, actor: str | None = None, expected_revision: int | None = None) -> None:
+    svc.ready_store().delete_job(job_id, svc.clock.now(), actor=actor, expected_revision=expected_revision)
 
 
 def trigger(svc: Services, job_id: str) -> TriggerResult:
@@ -116,11 +119,12 @@ def create_window(svc: Services, payload: Any) -> tuple[MaintenanceWindow, datet
 def job_slots(svc: Services, job_id: str, query: dict[str, Any]) -> list[LedgerSlot]:
     """The slot ledger of a job (`cronhive.ledger`) over ``[from, to]``: by default the
     last 100 slots up to now; 422 for more than 1,000 slots or ``from`` after ``to``."""
-    job = svc.ready_store().get_job(job_id)
+    store = svc.ready_store()
+    job = store.get_job(job_id)
     now = svc.clock.now()
-    spans = ledger.spans_of(job)
+    spans = ledger.spans_of(job, store.ledger_history(job))
     high = query.get("to") or now
-    low = query.get("from_") or ledger.default_from(spans, high)
+    low = query.get("from") or ledger.default_from(spans, high)
     if low > high:
         raise marshmallow.ValidationError({"from": ["from must not be after to."]})
     return ledger_between(svc, job, spans, low, high, now)[0]
@@ -139,6 +143,6 @@ def ledger_between(svc: Services, job: Job, spans: list[ledger.ScheduleSpan], lo
 def recent_slots(svc: Services, job: Job, now: datetime, count: int) -> tuple[dict[str, Any], list[LedgerSlot]]:
     """The job's view and its latest ``count`` slots up to ``now`` (the dashboard's job
     page): the windows are read once, for both."""
-    spans = ledger.spans_of(job)
+    spans = ledger.spans_of(job, svc.ready_store().ledger_history(job))
     slots, windows = ledger_between(svc, job, spans, ledger.default_from(spans, now, count), now, now)
     return job_view(job, now, paused_until(job, windows, now)), slots

@@ -15,6 +15,7 @@ from cronhive.errors import (
     CronhiveError,
     LeaseHeld,
     NotFound,
+    PreconditionFailed,
     Unavailable,
     ValidationError,
 )
@@ -43,6 +44,7 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
@@ -66,6 +68,8 @@ def register_error_handlers(app: Flask) -> None:
     def domain_error(exc: CronhiveError) -> tuple[Response, int]:
         if isinstance(exc, NotFound):
             return error_response(404, exc.code, exc.message, exc.details)
+        if isinstance(exc, PreconditionFailed):
+            return error_response(412, exc.code, exc.message, exc.details)
         if isinstance(exc, LeaseHeld):
             return error_response(409, exc.code, exc.message, exc.details, lock_acquired=False)
         if isinstance(exc, Conflict):

@@ -101,6 +101,8 @@ def build_spec(secured: bool) -> dict[str, Any]:
         "Trigger": schemas.TriggerSchema,
         "Run": schemas.RunSchema,
         "RunList": schemas.RunListSchema,
+        "Revision": schemas.RevisionSchema,
+        "RevisionList": schemas.RevisionListSchema,
         "HandlerList": schemas.HandlerListSchema,
         "Preview": schemas.PreviewSchema,
         "PreviewResult": schemas.PreviewResultSchema,
@@ -176,6 +178,17 @@ def build_spec(secured: bool) -> dict[str, Any]:
             "get": {"summary": "A job's run history, newest first", "operationId": "listRuns",
                     "parameters": _page_params(),
                     "responses": {"200": _ok("A page of runs", "RunList"), **_errors(400, 404, 503)}},
+        },
+    )
+    spec.path(
+        path=f"{BASE}/jobs/{{job_id}}/revisions",
+        parameters=[_JOB_ID],
+        operations={
+            "get": {"summary": "Who changed the job, when and how: its revisions, newest first "
+                               "(answered for a deleted job too)",
+                    "operationId": "listRevisions",
+                    "parameters": _page_params(),
+                    "responses": {"200": _ok("A page of revisions", "RevisionList"), **_errors(400, 404, 503)}},
         },
     )
     spec.path(

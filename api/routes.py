@@ -12,10 +12,11 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import marshmallow
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
 from cronhive import heartbeats
 from cronhive.api import actions, schemas
+from cronhive.api.auth import ADMIN_ACTOR, current_actor
 from cronhive.api.errors import ApiError
 from cronhive.api.openapi import BASE, build_spec
 from cronhive.domain import format_instant, run_view
@@ -162,6 +163,7 @@ def mutating(view: Callable[P, R]) -> Callable[P, R]:
             given = request.headers.get("Authorization", "")
             if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())):
                 raise ApiError(401, "unauthorized", "A valid bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
+            g.cronhive_actor = ADMIN_ACTOR
         return view(*args, **kwargs)
 
     return wrapper
@@ -185,7 +187,7 @@ def list_jobs() -> Response:
 
 @mutating
 def create_job() -> tuple[Response, int, dict[str, str]]:
-    doc, now = actions.create_job(services(), json_body())
+    doc, now = actions.create_job(services(), json_body(), actor=current_actor())
     location = url_for(f"{request.blueprint}.get_job", job_id=doc.job_id)
     return jsonify(actions.one_job_view(services(), doc, now)), 201, {"Location": location}
 
@@ -197,14 +199,22 @@ def get_job(job_id: str) -> Response:
 
 @mutating
 def update_job(job_id: str) -> Response:
-    doc, now = actions.update_job(services(), job_id, json_body())
+    doc, now = actions.update_job(services(), job_id, json_body(), actor=current_actor())
     return jsonify(actions.one_job_view(services(), doc, now))
 
 
 @mutating
 def delete_job(job_id: str) -> Response:
-    actions.delete_job(services(), job_id)
+    actions.delete_job(services(), job_id, actor=current_actor())
     return jsonify({"deleted": True, "job_id": job_id})
+
+
+def list_revisions(job_id: str) -> Response:
+    """The job's revisions, newest first (a deleted job's too)."""
+    query = load_query(schemas.PageQuerySchema())
+    page, limit = query.get("page", 1), query.get("limit", 20)
+    revisions, total = services().ready_store().job_revisions(job_id, page, limit)
+    return jsonify(page_of([revision.view() for revision in revisions], page, limit, total))
 
 
 @mutating
@@ -296,6 +306,7 @@ ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("/jobs/<job_id>/trigger", trigger, ["POST"]),
     ("/jobs/<job_id>/runs", list_runs, ["GET"]),
     ("/jobs/<job_id>/slots", list_slots, ["GET"]),
+    ("/jobs/<job_id>/revisions", list_revisions, ["GET"]),
     ("/runs/<run_id>", get_run, ["GET"]),
     ("/handlers", list_handlers, ["GET"]),
     ("/scheduler", scheduler_status, ["GET"]),

@@ -25,10 +25,12 @@ from cronhive.domain import (
     TAG_PATTERN,
     TAG_RE,
 )
+from cronhive.enums import RevisionAction
 from cronhive.errors import InvalidSchedule
 from cronhive.windows import MAX_REASON_LENGTH, MAX_WINDOW_JOBS, WINDOW_STATES
 
 MAX_ARGS_BYTES = 16 * 1024
+REVISION_ACTIONS = tuple(action.value for action in RevisionAction)
 MAX_ARGS_DEPTH = 16
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_NAME_LENGTH = 200
@@ -370,9 +372,8 @@ class MaintenanceListQuerySchema(PageQuerySchema):
     status = fields.String(validate=validate.OneOf(WINDOW_STATES))
 
 
-class SlotQuerySchema(Schema):
-    from_ = Instant(data_key="from")
-    to = Instant()
+#: ``GET /jobs/:id/slots?from=&to=`` (``from`` is a keyword: the schema is built from a dict).
+SlotQuerySchema = Schema.from_dict({"from": Instant(), "to": Instant()}, name="SlotQuerySchema")
 
 
 # -- response schemas (documentation only) ------------------------------------
@@ -472,6 +473,25 @@ class RunSchema(Schema):
 
 class RunListSchema(Schema):
     data = fields.List(fields.Nested(RunSchema), required=True)
+    pagination = fields.Nested(PaginationSchema, required=True)
+
+
+class RevisionSchema(Schema):
+    revision = fields.Integer(required=True, validate=validate.Range(min=1),
+                              metadata={"description": "The job's revision this change made (its ETag)."})
+    at = _instant(nullable=False)
+    actor = fields.String(required=True, allow_none=True, metadata={
+        "description": "The name of the token that made the change (anonymous when no token is configured, "
+                       "scheduler for a job it disabled; null: lost to a crash between the job's write and "
+                       "its revision's, the revision repaired from the job)."})
+    action = fields.String(required=True, validate=validate.OneOf(REVISION_ACTIONS))
+    changes = fields.Dict(required=True, keys=fields.String(), values=fields.List(fields.Raw(allow_none=True)),
+                          metadata={"description": "{field: [old, new]} for each field the change set "
+                                                   "(create: old null; delete: new null)."})
+
+
+class RevisionListSchema(Schema):
+    data = fields.List(fields.Nested(RevisionSchema), required=True)
     pagination = fields.Nested(PaginationSchema, required=True)
 
 

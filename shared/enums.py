@@ -109,6 +109,16 @@ class ErrorType(StrEnum):
     MAINTENANCE = "maintenance"
 
 
+class RevisionAction(StrEnum):
+    """What a job revision records (`cronhive.revisions`): a definition change."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
 class SchedulerRole(StrEnum):
     """A scheduler process's role in its heartbeat."""
 
@@ -124,6 +134,7 @@ __all__ = [
     "LeaseScope",
     "MisfirePolicy",
     "OverlapPolicy",
+    "RevisionAction",
     "RunStatus",
     "SchedulerRole",
     "Trigger",

@@ -53,6 +53,13 @@ class DuplicateJob(Conflict):
     code = "duplicate_job"
 
 
+class PreconditionFailed(CronhiveError):
+    """A conditional write (``If-Match``) whose condition no longer holds: the job
+    is not at the revision the client saw (412 in the API)."""
+
+    code = "precondition_failed"
+
+
 class LeaseHeld(Conflict):
     """The job's lease is held by another run, so this run may not start now."""
 

@@ -2,8 +2,9 @@
 it. Pure: the runs, windows and schedule history are passed in, and so is ``now``.
 
 The schedule "as it was at that time" is a list of `ScheduleSpan`\\ s, each the
-job's timing fields over ``(start, end]`` (`spans_of` builds them; the one place
-that knows where the history comes from). A slot's outcome, first match wins:
+job's timing fields over ``(start, end]``, built from the job's revisions
+(`spans_of`: each revision's definition is in force from its instant to the next
+revision's; none while the job is disabled or deleted). A slot's outcome, first match wins:
 
 1. the slot has a run of its own (``trigger`` schedule): the run's status
    (``succeeded``, ``failed``, ``skipped`` …), ``reason`` its error type
@@ -28,9 +29,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cronhive import cron
-from cronhive.domain import Job, Run, format_instant, jitter_offset
+from cronhive.domain import DEFAULT_TIMEZONE, Job, Run, format_instant, jitter_offset
 from cronhive.enums import ErrorType, RunStatus
 from cronhive.errors import ValidationError
+from cronhive.revisions import Revision
 from cronhive.slots import latest_fires
 from cronhive.windows import MaintenanceWindow, window_holding, windows_of
 
@@ -72,12 +74,32 @@ def span_of(job: Job, start: datetime | None, end: datetime | None) -> ScheduleS
                         timedelta(seconds=float(job.misfire_grace_s)))
 
 
-def spans_of(job: Job) -> list[ScheduleSpan]:
-    """The job's schedule history. Without revisions: its current definition since it
-    was created, up to its last change when it is disabled now."""
+def spans_of(job: Job, history: Sequence[Revision] = ()) -> list[ScheduleSpan]:
+    """The job's schedule history: from its revisions (`cronhive.revisions`; each one's
+    definition in force from its instant to the next one's, none while disabled or
+    deleted); without any (a job older than revisions), its current definition since
+    it was created, up to its last change when it is disabled now."""
+    if history:
+        return spans_from_history(job.job_id, history)
     if not job.enabled:
         return [span_of(job, job.created_at, job.updated_at)] if job.updated_at else []
     return [span_of(job, job.created_at, None)]
+
+
+def spans_from_history(job_id: str, history: Sequence[Revision]) -> list[ScheduleSpan]:
+    """The spans the revisions of a job define (any order)."""
+    ordered = sorted(history, key=lambda revision: revision.revision)
+    spans: list[ScheduleSpan] = []
+    for index, revision in enumerate(ordered):
+        definition = revision.definition
+        if revision.deleted or not definition.get("enabled", True):
+            continue
+        end = ordered[index + 1].at if index + 1 < len(ordered) else None
+        spans.append(ScheduleSpan(revision.at, end, str(definition["schedule"]),
+                                  str(definition.get("timezone") or DEFAULT_TIMEZONE),
+                                  jitter_offset(job_id, int(definition.get("jitter_s") or 0)),
+                                  timedelta(seconds=float(definition.get("misfire_grace_s") or 0))))
+    return spans
 
 
 @dataclass(frozen=True)
@@ -197,5 +219,6 @@ __all__ = [
     "missed_slots",
     "slot_instants",
     "span_of",
+    "spans_from_history",
     "spans_of",
 ]

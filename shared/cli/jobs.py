@@ -7,6 +7,7 @@
     cronhive jobs delete JOB_ID
     cronhive jobs trigger JOB_ID
     cronhive jobs runs JOB_ID [--page N] [--limit N]
+    cronhive jobs history JOB_ID [--page N] [--limit N]
 
 Standard library only (argparse, urllib, json), so it works wherever cronhive is
 installed. It talks to ``--api-url``, else ``$CRONHIVE_API_URL``, else the API
@@ -15,7 +16,7 @@ address such as ``0.0.0.0`` connecting to the loopback; default
 ``http://127.0.0.1:8080``), waits ``--http-timeout`` seconds for an answer, and
 sends ``--token`` (default ``$API_TOKEN``) as ``Authorization: Bearer``. These
 options go before or after the command name. ``--output table`` is the default
-of ``list`` and ``runs``, ``--output json`` (the API's answer as is) of the others.
+of ``list``, ``runs`` and ``history``, ``--output json`` (the API's answer as is) of the others.
 
 Exit codes: 0 done; 1 the API refused (its error message is printed); 2 a usage
 error, or the API could not be reached (one line naming the URL and the reason).
@@ -55,7 +56,7 @@ EXIT_UNREACHABLE = 2
 EXIT_USAGE = 2
 
 #: Commands whose default output is a table (the others print the API's JSON).
-TABLE_BY_DEFAULT = frozenset({"list", "runs"})
+TABLE_BY_DEFAULT = frozenset({"list", "runs", "history"})
 
 NAME_WIDTH = 40
 
@@ -136,6 +137,9 @@ class ApiClient:
     def list_runs(self, job_id: str, page: int | None, limit: int | None) -> Any:
         return self.call("GET", f"/jobs/{quote(job_id)}/runs", query={"page": page, "limit": limit})
 
+    def list_revisions(self, job_id: str, page: int | None, limit: int | None) -> Any:
+        return self.call("GET", f"/jobs/{quote(job_id)}/revisions", query={"page": page, "limit": limit})
+
 
 def quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
@@ -199,6 +203,30 @@ RUN_COLUMNS: list[Column] = [
     ("DURATION_MS", lambda run: run.get("duration_ms")),
     ("WORKER", lambda run: run.get("worker")),
     ("ERROR", lambda run: error_text(run.get("error"))),
+]
+
+
+def changes_text(changes: Any) -> str:
+    """A revision's ``changes`` as ``field: old → new`` items (JSON values), ``;``-separated."""
+    if not isinstance(changes, dict) or not changes:
+        return "-"
+    items = []
+    for name, pair in changes.items():
+        old, new = pair if isinstance(pair, list) and len(pair) == 2 else (None, pair)
+        items.append(f"{name}: {change_value(old)} → {change_value(new)}")
+    return "; ".join(items)
+
+
+def change_value(value: Any) -> str:
+    return shorten(json.dumps(value, ensure_ascii=False, separators=(",", ":")), 60)  # type: ignore[no-any-return]
+
+
+REVISION_COLUMNS: list[Column] = [
+    ("REVISION", lambda revision: revision.get("revision")),
+    ("AT", lambda revision: revision.get("at")),
+    ("ACTOR", lambda revision: revision.get("actor")),
+    ("ACTION", lambda revision: revision.get("action")),
+    ("CHANGES", lambda revision: changes_text(revision.get("changes"))),
 ]
 
 
@@ -292,6 +320,9 @@ def run_command(args: argparse.Namespace, client: ApiClient, out: TextIO) -> Non
     elif command == "runs":
         body = client.list_runs(args.job_id, args.page, args.limit)
         emit(body, output, lambda b: render_page(b, RUN_COLUMNS, "run"), out)
+    elif command == "history":
+        body = client.list_revisions(args.job_id, args.page, args.limit)
+        emit(body, output, lambda b: render_page(b, REVISION_COLUMNS, "revision"), out)
     elif command == "get":
         emit(client.get_job(args.job_id), output, render_record, out)
     elif command == "create":
@@ -456,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser("runs", parents=[common], allow_abbrev=False, help="a job's run history, newest first (table)")
     runs.add_argument("job_id", metavar="JOB_ID")
     add_paging_flags(runs)
+
+    history = commands.add_parser("history", parents=[common], allow_abbrev=False,
+                                  help="who changed a job, when and how: its revisions, newest first (table)")
+    history.add_argument("job_id", metavar="JOB_ID")
+    add_paging_flags(history)
     return parser
 
 

@@ -10,6 +10,8 @@
   of every scope;
 * `cronhive.store.maintenance.MaintenanceStore` — maintenance windows;
 * `cronhive.store.ledger.LedgerStore` — the slot ledger's and the slot audit's reads;
+* `cronhive.store.revisions.RevisionStore` — each job change's revision (the
+  jobs' and the scheduler's writes record them);
 * `cronhive.store.documents` — the edge: documents ↔ typed values.
 
 Each process sees the store only through its interface
@@ -84,6 +86,7 @@ class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore, MaintenanceSto
         self.jobs.create_index([("tags", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)], name="by_tag")
         self.runs.create_index([("job_id", ASCENDING), ("covers_until", ASCENDING)], name="covering")
         self.ensure_maintenance_indexes()
+        self.ensure_revision_indexes()
 
     @translated
     def ping(self) -> None:

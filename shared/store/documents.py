@@ -38,8 +38,9 @@ from cronhive.domain import (
     RunError,
     Stored,
 )
-from cronhive.enums import LeaseScope, MisfirePolicy, OverlapPolicy, RunStatus, Trigger
+from cronhive.enums import LeaseScope, MisfirePolicy, OverlapPolicy, RevisionAction, RunStatus, Trigger
 from cronhive.leases import Lease
+from cronhive.revisions import Revision
 from cronhive.slots import JobAdvance
 from cronhive.windows import MaintenanceWindow
 
@@ -379,6 +380,42 @@ def heartbeat_set(beat: Heartbeat) -> Document:
     return {"role": beat.role, "term": beat.term, "host": beat.host, "pid": beat.pid}
 
 
+# -- job revisions ---------------------------------------------------------------------------
+
+
+def revision_doc_id(job_id: str, revision: int) -> str:
+    """A revision's ``_id``: ``job_id:revision`` (``:`` never occurs in a job id)."""
+    return f"{job_id}:{revision}"
+
+
+def revision_to_doc(revision: Revision) -> Document:
+    """The ``job_revisions`` document of ``revision`` (``changes`` as ``{field: [old, new]}``)."""
+    return {
+        "_id": revision_doc_id(revision.job_id, revision.revision),
+        "job_id": revision.job_id,
+        "revision": revision.revision,
+        "at": revision.at,
+        "actor": revision.actor,
+        "action": revision.action,
+        "changes": {name: [old, new] for name, (old, new) in revision.changes.items()},
+        "definition": dict(revision.definition),
+        "write_id": revision.write_id,
+    }
+
+
+def revision_from_doc(doc: Mapping[str, Any]) -> Revision:
+    return Revision(
+        job_id=doc["job_id"],
+        revision=doc["revision"],
+        at=doc["at"],
+        actor=doc.get("actor"),
+        action=RevisionAction(doc["action"]),
+        changes={name: (pair[0], pair[1]) for name, pair in (doc.get("changes") or {}).items()},
+        definition=doc.get("definition") or {},
+        write_id=doc.get("write_id") or "",
+    )
+
+
 __all__ = [
     "Document",
     "advance_write",
@@ -395,6 +432,9 @@ __all__ = [
     "lease_filter",
     "lease_from_doc",
     "lease_to_doc",
+    "revision_doc_id",
+    "revision_from_doc",
+    "revision_to_doc",
     "run_from_doc",
     "run_to_doc",
     "window_from_doc",

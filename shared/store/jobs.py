@@ -8,8 +8,10 @@ Every schedule computation is the domain's (`cronhive.domain.new_job`,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
@@ -17,35 +19,52 @@ from pymongo.errors import DuplicateKeyError
 
 from cronhive.domain import Job, job_id_for_name, job_update, new_job
 from cronhive.enums import JobStatus, RunStatus
-from cronhive.errors import Conflict, DuplicateJob, JobNotFound
+from cronhive.errors import Conflict, DuplicateJob, JobNotFound, PreconditionFailed
 from cronhive.leases import Lease
+from cronhive.revisions import Revision, definition_of, deletion
 from cronhive.store import leases
-from cronhive.store.base import Document, StoreBase, translated
+from cronhive.store.base import Document, translated
 from cronhive.store.documents import job_from_doc, job_to_doc
+from cronhive.store.revisions import RevisionStore, new_write_id
 
 MAX_GENERATED_ID_ATTEMPTS = 50
 MAX_UPDATE_ATTEMPTS = 10
+#: A delete record older than this whose job still exists was left by a crashed delete.
+STALE_DELETE = timedelta(seconds=30)
+#: How long a delete waits for another one in flight on the same job, per attempt.
+DELETE_BACKOFF_S = 0.05
 
 
 def _not_found(job_id: str) -> JobNotFound:
     return JobNotFound(f"job {job_id!r} not found", details={"job_id": job_id})
 
 
-class JobStore(StoreBase):
-    """The ``jobs`` collection."""
+def _precondition_failed(job: Job, expected: int) -> PreconditionFailed:
+    return PreconditionFailed(
+        f"job {job.job_id!r} is at revision {job.revision}, not {expected}: it changed since it was read",
+        details={"job_id": job.job_id, "revision": job.revision, "if_match": expected})
+
+
+class JobStore(RevisionStore):
+    """The ``jobs`` collection (and each change's revision, `cronhive.store.revisions`)."""
 
     @translated
-    def create_job(self, fields: Mapping[str, Any], now: datetime) -> Job:
+    def create_job(self, fields: Mapping[str, Any], now: datetime, *, actor: str | None = None) -> Job:
         """Insert a job. ``fields`` are validated API fields; ``job_id`` optional.
 
         A given ``job_id`` that exists raises `DuplicateJob`; a generated one
-        (``job_`` + slug of the name) gets a numeric suffix until unique.
+        (``job_`` + slug of the name) gets a numeric suffix until unique. Its
+        revision continues the numbering of a deleted job of the same id.
         """
         given_id = fields.get("job_id")
         for attempt in range(MAX_GENERATED_ID_ATTEMPTS):
             job = new_job(given_id or job_id_for_name(fields["name"], attempt), fields, now)
+            previous = self.latest_revision(job.job_id)
+            if previous is not None:
+                job = replace(job, revision=previous.revision + 1)
             try:
                 self.jobs.insert_one(job_to_doc(job))
+                self.record_change(None, job, actor, now)
                 return job
             except DuplicateKeyError:
                 if given_id:
@@ -85,26 +104,59 @@ class JobStore(StoreBase):
         return [job_from_doc(doc) for doc in cursor], total
 
     @translated
-    def update_job(self, job_id: str, changes: Mapping[str, Any], now: datetime) -> Job:
+    def update_job(self, job_id: str, changes: Mapping[str, Any], now: datetime, *, actor: str | None = None,
+                   expected_revision: int | None = None) -> Job:
         """Apply a partial update (`cronhive.domain.job_update` decides what it sets),
         by compare-and-set on the revision it was computed from: a concurrent change
-        makes it compute again from the fresh job, and `Conflict` after a few tries."""
+        makes it compute again from the fresh job, and `Conflict` after a few tries.
+        ``expected_revision`` (``If-Match``): `PreconditionFailed` unless the job is at
+        it — the compare-and-set's own condition, so of writers racing from the same
+        revision exactly one succeeds. Writes the change's revision (by ``actor``)."""
         for _ in range(MAX_UPDATE_ATTEMPTS):
             current = self.get_job(job_id)
+            if expected_revision is not None and current.revision != expected_revision:
+                raise _precondition_failed(current, expected_revision)
+            self.repair_head(current, now)
             doc = self.jobs.find_one_and_update(
                 {"_id": job_id, "revision": current.revision},
                 {"$set": job_update(current, changes, now), "$inc": {"revision": 1}},
                 return_document=ReturnDocument.AFTER,
             )
             if doc is not None:
-                return job_from_doc(doc)
+                updated = job_from_doc(doc)
+                self.record_change(definition_of(current), updated, actor, now)
+                return updated
         raise Conflict(f"job {job_id!r} is being changed concurrently; retry", details={"job_id": job_id})
 
     @translated
-    def delete_job(self, job_id: str) -> None:
-        """Remove a job; its run history stays until retention removes it."""
-        if self.jobs.delete_one({"_id": job_id}).deleted_count == 0:
-            raise _not_found(job_id)
+    def delete_job(self, job_id: str, now: datetime | None = None, *, actor: str | None = None,
+                   expected_revision: int | None = None) -> None:
+        """Remove a job; its run history stays until retention removes it, its revisions
+        for good (the last one: this delete). ``expected_revision`` as in `update_job`.
+        The delete's revision is inserted first, then the job deleted on condition it is
+        still at the revision read (see `cronhive.store.revisions`)."""
+        at = now or self.database_now()
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            current = self.get_job(job_id)
+            if expected_revision is not None and current.revision != expected_revision:
+                raise _precondition_failed(current, expected_revision)
+            self.repair_head(current, at)
+            record = deletion(current, actor, at, new_write_id())
+            if not self.insert_revision(record) and not self._take_over_stale_delete(record, at):
+                time.sleep(DELETE_BACKOFF_S)  # another delete in flight, or the job just changed
+                continue
+            if self.jobs.delete_one({"_id": job_id, "revision": current.revision}).deleted_count == 1:
+                return
+            self.withdraw_revision(record)  # the job changed (or went) meanwhile: compute again
+        raise Conflict(f"job {job_id!r} is being changed concurrently; retry", details={"job_id": job_id})
+
+    def _take_over_stale_delete(self, record: Revision, at: datetime) -> bool:
+        """Revision ``record``'s number is taken: by a delete that crashed long ago (its
+        job still here) — replace it — or by a change still in flight (False)."""
+        taken = self.find_revision(record.job_id, record.revision)
+        if taken is None or not taken.deleted or taken.at > at - STALE_DELETE:
+            return False
+        return self.replace_stale_revision(taken, record)
 
     @translated
     def note_triggered(self, job_id: str, at: datetime) -> None:

@@ -12,8 +12,10 @@ from pymongo.errors import DuplicateKeyError
 
 from cronhive.domain import Job, Run
 from cronhive.enums import Trigger
+from cronhive.revisions import Revision
 from cronhive.store.base import Document, StoreBase, translated
-from cronhive.store.documents import job_from_doc, run_from_doc
+from cronhive.store.documents import job_from_doc, revision_from_doc, run_from_doc
+from cronhive.store.revisions import REVISIONS
 
 #: The slot audit's watermark: a document of ``leases``.
 AUDIT_ID = "slot_audit"
@@ -38,6 +40,13 @@ class LedgerStore(StoreBase):
         """The job's scheduled runs in ``[low, high]`` and the runs covering part of it, in one query."""
         docs = self.runs.find(_ledger_query([job_id], low, high), _LEDGER_FIELDS).limit(limit)
         return [run_from_doc(doc) for doc in docs]
+
+    @translated
+    def ledger_history(self, job: Job, limit: int = 10_000) -> list[Revision]:
+        """The job's revisions up to its own (one read, oldest first): its schedule history."""
+        query = {"job_id": job.job_id, "revision": {"$lte": int(job.revision or 0)}}
+        docs = self.db[REVISIONS].find(query).sort("revision", ASCENDING).limit(limit)
+        return [revision_from_doc(doc) for doc in docs]
 
     @translated
     def ledger_runs_of(self, job_ids: list[str], low: datetime, high: datetime, limit: int) -> list[Run]:

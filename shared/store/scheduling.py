@@ -10,17 +10,20 @@ also compare-and-set on what was read (`cronhive.slots.JobAdvance`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
-from pymongo import ASCENDING, UpdateMany, UpdateOne
+from pymongo import ASCENDING, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from cronhive.domain import Heartbeat, Job, Run, RunError, SchedulerStatus
 from cronhive.enums import LeaseScope, RunStatus
+from cronhive.revisions import SCHEDULER_ACTOR, definition_of
 from cronhive.slots import JobAdvance
 from cronhive.store import leases
-from cronhive.store.base import Document, StoreBase, translated
+from cronhive.store.base import Document, translated
 from cronhive.store.documents import advance_write, error_to_doc, heartbeat_set, job_from_doc, run_from_doc, run_to_doc
+from cronhive.store.revisions import RevisionStore
 
 #: The leader lease's document in ``leases``.
 LEADER_LEASE_ID = "scheduler"
@@ -41,7 +44,7 @@ def _group_key(expect: Document, changes: Document, triggered: bool) -> str:
     return repr((sorted(expect.items()), sorted(changes.items()), triggered))
 
 
-class SchedulingStore(StoreBase):
+class SchedulingStore(RevisionStore):
     """What the leader reads and writes, heartbeats, and ``GET /scheduler``."""
 
     @translated
@@ -161,7 +164,15 @@ class SchedulingStore(StoreBase):
         query = {"_id": job_id, "revision": revision, **fenced(term)}
         update = {"$set": {"enabled": False, "due_at": None, "disabled_reason": reason, "updated_at": now,
                            "sched_term": term}, "$inc": {"revision": 1}}
-        return self.jobs.update_one(query, update).modified_count == 1
+        doc = self.jobs.find_one_and_update(query, update, return_document=ReturnDocument.BEFORE)
+        if doc is None:
+            return False
+        before = job_from_doc(doc)
+        self.repair_head(before, now)
+        after = replace(before, enabled=False, due_at=None, disabled_reason=reason, updated_at=now,
+                        revision=int(before.revision or 0) + 1)
+        self.record_change(definition_of(before), after, SCHEDULER_ACTOR, now)
+        return True
 
     # -- heartbeats and status -----------------------------------------------------
 

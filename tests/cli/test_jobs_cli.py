@@ -297,3 +297,28 @@ def test_unreachable_api_prints_one_clear_line_and_exits_2() -> None:
         assert result.code == 2
         assert result.out == ""
         assert result.err.splitlines() == [f"cronhive: cannot reach the API at {url}: Connection refused"]
+
+
+# -- history ----------------------------------------------------------------------
+
+
+def test_history_lists_who_changed_what_newest_first(cli, running_api: RunningApi) -> None:
+    job_id = new_id()
+    create(cli, running_api, job_id)
+    assert cli("update", job_id, "--schedule", "0 4 * * *", "--api-url", running_api.url,
+               "--token", running_api.token).code == 0
+    assert cli("update", job_id, "--disabled", "--api-url", running_api.url, "--token", running_api.token).code == 0
+
+    result = cli("history", job_id, "--api-url", running_api.url)
+    assert result.code == 0, result.err
+    lines = table_lines(result.out)
+    assert lines[0] == ["REVISION", "AT", "ACTOR", "ACTION", "CHANGES"]
+    assert [line[0] for line in lines[1:4]] == ["3", "2", "1"]
+    assert lines[1][2:] == ["admin", "pause", "enabled:", "true", "→", "false"]
+    assert " ".join(lines[2][4:]) == 'schedule: "0 3 * * *" → "0 4 * * *"'
+    assert lines[3][3] == "create"
+    assert result.out.strip().endswith("page 1 of 1 (3 revisions in all)")
+    as_json = cli("history", job_id, "--api-url", running_api.url, "-o", "json").json()
+    assert as_json["data"][0]["changes"] == {"enabled": [True, False]}
+    missing = cli("history", new_id(), "--api-url", running_api.url)
+    assert missing.code == 1 and "job_not_found" in missing.err
