@@ -18,15 +18,18 @@ _ERR = {"content": {"application/json": {"schema": "Error"}}}
 
 #: Every status the API answers besides its successes; each in the one error shape.
 _STATUS_TEXTS = {
-    400: "Malformed JSON body or query parameters",
+    400: "Malformed JSON body or query parameters (or a malformed Idempotency-Key)",
     401: "Missing or wrong bearer token",
+    403: "The token may only read (a read token of API_TOKENS), and this request changes something",
     404: "Unknown job, run or maintenance window",
     405: "The path does not serve this method (the Allow header lists those it does)",
-    409: "Conflict",
+    409: "Conflict (for a request with an Idempotency-Key: the first request with that key is still in progress)",
+    412: "If-Match does not name the job's current revision (its ETag): it changed since it was read",
     413: "Body over 64 KiB",
     414: "URL longer than the server accepts",
     415: "Body not sent as application/json",
-    422: "A field fails validation (details name each field)",
+    422: "A field fails validation (details name each field); idempotency_key_reused: the Idempotency-Key was "
+         "used with another request",
     503: "MongoDB or RabbitMQ unreachable; retry after Retry-After seconds",
 }
 _STATUS_HEADERS = {
@@ -54,6 +57,23 @@ def _ok(description: str, schema: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+#: A strong entity tag: the job's revision.
+_ETAG = {"ETag": {"description": "The job's revision as a strong entity tag (\"7\"); send it back as If-Match.",
+                  "schema": {"type": "string", "example": '"7"'}}}
+_REPLAYED = {"Idempotent-Replayed": {
+    "description": "true: this is the stored response of an earlier request with the same Idempotency-Key.",
+    "schema": {"type": "string", "enum": ["true"]}}}
+_IF_MATCH = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string", "example": '"7"'},
+             "description": "The job's ETag as read: the change applies only while the job is still at that revision "
+                            "(412 otherwise); * or absent: unconditional."}
+_IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[\x21-\x7e]+$"},
+                    "description": "A key of the client's choosing: the first response is kept 24 h per token, "
+                                   "endpoint and key, and a repeat with the same body answers it again "
+                                   "(Idempotent-Replayed: true) with no second effect; the same key with another "
+                                   "body is 422 idempotency_key_reused, a repeat while the first is in progress 409."}
+
+
 def _body(schema: str, example: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}
 
@@ -79,11 +99,12 @@ _MAINTENANCE_ID = {"name": "maintenance_id", "in": "path", "required": True,
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
 
-def build_spec(secured: bool) -> dict[str, Any]:
-    """The document. ``secured`` (an API_TOKEN is set): the bearer scheme, required
-    by the mutating operations, which then also answer 401. ``handler`` is a plain
-    string: the names a deployment knows come from ``GET /handlers``, never an enum
-    frozen into generated clients."""
+def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
+    """The document. ``secured`` (API_TOKEN or API_TOKENS set): the bearer scheme,
+    required by the mutating operations, which then also answer 401 and 403 (a read
+    token). ``reads_secured`` (API_READS=token): the reads need it too (and answer
+    401). ``handler`` is a plain string: the names a deployment knows come from
+    ``GET /handlers``, never an enum frozen into generated clients."""
     spec = APISpec(
         title="cronhive",
         version="1.0.0",
@@ -115,10 +136,15 @@ def build_spec(secured: bool) -> dict[str, Any]:
         "Error": schemas.ErrorSchema,
     }.items():
         spec.components.schema(name, schema=schema)
-    mutating_errors = (401,) if secured else ()
+    mutating_errors = (401, 403) if secured else ()
     if secured:
-        spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+        spec.components.security_scheme("bearer", {
+            "type": "http", "scheme": "bearer",
+            "description": "API_TOKEN (admin) or a named token of API_TOKENS (admin, or read: refused every write "
+                           "with 403); the token's name is the actor of the changes it makes."})
     security: dict[str, list[dict[str, list[str]]]] = {"security": [{"bearer": []}]} if secured else {}
+    read_security = security if reads_secured else {}
+    read_errors = (401,) if reads_secured else ()
     spec.path(
         path=f"{BASE}/jobs",
         operations={
@@ -134,15 +160,18 @@ def build_spec(secured: bool) -> dict[str, Any]:
                         "type": "string", "minLength": 1, "maxLength": schemas.MAX_HANDLER_LENGTH,
                         "pattern": schemas.TEXT_PATTERN}},
                 ],
-                "responses": {"200": _ok("A page of jobs", "JobList"), **_errors(400, 503)},
+                **read_security,
+                "responses": {"200": _ok("A page of jobs", "JobList"), **_errors(400, *read_errors, 503)},
             },
             "post": {
                 "summary": "Register a new cron job",
                 "operationId": "createJob",
+                "parameters": [_IDEMPOTENCY_KEY],
                 "requestBody": _body("JobCreate", CREATE_EXAMPLE),
                 **security,
                 "responses": {
-                    "201": {**_ok("Created", "Job"), "headers": {"Location": {"schema": {"type": "string"}}}},
+                    "201": {**_ok("Created", "Job"),
+                            "headers": {"Location": {"schema": {"type": "string"}}, **_ETAG, **_REPLAYED}},
                     **_errors(*_BODY, *mutating_errors, 409, 503),
                 },
             },
@@ -152,23 +181,28 @@ def build_spec(secured: bool) -> dict[str, Any]:
         path=f"{BASE}/jobs/{{job_id}}",
         parameters=[_JOB_ID],
         operations={
-            "get": {"summary": "Get details for a specific cron job", "operationId": "getJob",
-                    "responses": {"200": _ok("The job", "Job"), **_errors(404, 503)}},
+            "get": {"summary": "Get details for a specific cron job", "operationId": "getJob", **read_security,
+                    "responses": {"200": {**_ok("The job", "Job"), "headers": _ETAG},
+                                  **_errors(*read_errors, 404, 503)}},
             "put": {"summary": "Update cron schedule or enable/disable a job", "operationId": "updateJob",
+                    "parameters": [_IF_MATCH],
                     "requestBody": _body("JobUpdate", UPDATE_EXAMPLE), **security,
-                    "responses": {"200": _ok("The updated job", "Job"),
-                                  **_errors(*_BODY, *mutating_errors, 404, 409, 503)}},
-            "delete": {"summary": "Unregister a cron job", "operationId": "deleteJob", **security,
-                       "responses": {"200": _ok("Deleted", "Deleted"), **_errors(*mutating_errors, 404, 503)}},
+                    "responses": {"200": {**_ok("The updated job", "Job"), "headers": _ETAG},
+                                  **_errors(*_BODY, *mutating_errors, 404, 409, 412, 503)}},
+            "delete": {"summary": "Unregister a cron job", "operationId": "deleteJob", "parameters": [_IF_MATCH],
+                       **security,
+                       "responses": {"200": _ok("Deleted", "Deleted"),
+                                     **_errors(*mutating_errors, 404, 409, 412, 503)}},
         },
     )
     spec.path(
         path=f"{BASE}/jobs/{{job_id}}/trigger",
         parameters=[_JOB_ID],
         operations={
-            "post": {"summary": "Manually trigger a cron job immediately", "operationId": "triggerJob", **security,
-                     "responses": {"202": _ok("Run queued", "Trigger"),
-                                   **_errors(*mutating_errors, 404, 409, 503)}},
+            "post": {"summary": "Manually trigger a cron job immediately", "operationId": "triggerJob",
+                     "parameters": [_IDEMPOTENCY_KEY], **security,
+                     "responses": {"202": {**_ok("Run queued", "Trigger"), "headers": _REPLAYED},
+                                   **_errors(400, *mutating_errors, 404, 409, 422, 503)}},
         },
     )
     spec.path(
@@ -176,8 +210,8 @@ def build_spec(secured: bool) -> dict[str, Any]:
         parameters=[_JOB_ID],
         operations={
             "get": {"summary": "A job's run history, newest first", "operationId": "listRuns",
-                    "parameters": _page_params(),
-                    "responses": {"200": _ok("A page of runs", "RunList"), **_errors(400, 404, 503)}},
+                    "parameters": _page_params(), **read_security,
+                    "responses": {"200": _ok("A page of runs", "RunList"), **_errors(400, *read_errors, 404, 503)}},
         },
     )
     spec.path(
@@ -187,40 +221,43 @@ def build_spec(secured: bool) -> dict[str, Any]:
             "get": {"summary": "Who changed the job, when and how: its revisions, newest first "
                                "(answered for a deleted job too)",
                     "operationId": "listRevisions",
-                    "parameters": _page_params(),
-                    "responses": {"200": _ok("A page of revisions", "RevisionList"), **_errors(400, 404, 503)}},
+                    "parameters": _page_params(), **read_security,
+                    "responses": {"200": _ok("A page of revisions", "RevisionList"),
+                                  **_errors(400, *read_errors, 404, 503)}},
         },
     )
     spec.path(
         path=f"{BASE}/runs/{{run_id}}",
         parameters=[_RUN_ID],
         operations={
-            "get": {"summary": "One run", "operationId": "getRun",
-                    "responses": {"200": _ok("The run", "Run"), **_errors(404, 503)}},
+            "get": {"summary": "One run", "operationId": "getRun", **read_security,
+                    "responses": {"200": _ok("The run", "Run"), **_errors(*read_errors, 404, 503)}},
         },
     )
     spec.path(
         path=f"{BASE}/handlers",
         operations={"get": {"summary": "The handler names workers can run", "operationId": "listHandlers",
-                            "responses": {"200": _ok("Handlers", "HandlerList"), **_errors()}}},
+                            **read_security,
+                            "responses": {"200": _ok("Handlers", "HandlerList"), **_errors(*read_errors)}}},
     )
     spec.path(
         path=f"{BASE}/scheduler",
         operations={"get": {"summary": "The scheduler leader and standbys", "operationId": "getScheduler",
-                            "responses": {"200": _ok("Leadership", "Scheduler"), **_errors(503)}}},
+                            **read_security,
+                            "responses": {"200": _ok("Leadership", "Scheduler"), **_errors(*read_errors, 503)}}},
     )
     spec.path(
         path=f"{BASE}/workers",
         operations={"get": {"summary": "The worker processes alive (their heartbeat has not expired)",
-                            "operationId": "listWorkers",
-                            "responses": {"200": _ok("Workers", "WorkerList"), **_errors(503)}}},
+                            "operationId": "listWorkers", **read_security,
+                            "responses": {"200": _ok("Workers", "WorkerList"), **_errors(*read_errors, 503)}}},
     )
     spec.path(
         path=f"{BASE}/schedules/preview",
         operations={"post": {"summary": "The next fire instants of a schedule", "operationId": "previewSchedule",
-                             "requestBody": _body("Preview", PREVIEW_EXAMPLE),
+                             "requestBody": _body("Preview", PREVIEW_EXAMPLE), **read_security,
                              "responses": {"200": _ok("Fire instants", "PreviewResult"),
-                                           **_errors(*_BODY, 503)}}},
+                                           **_errors(*_BODY, *read_errors, 503)}}},
     )
     spec.path(
         path=f"{BASE}/jobs/{{job_id}}/slots",

@@ -3,23 +3,23 @@ seed's doubled prefix ``/api/v1/cron/api/v1/cron`` as an alias."""
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 import re
 from collections.abc import Callable
-from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import marshmallow
-from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from cronhive import heartbeats
 from cronhive.api import actions, schemas
-from cronhive.api.auth import ADMIN_ACTOR, current_actor
+from cronhive.api.auth import current_actor, guard_request, mutating, reads_only
 from cronhive.api.errors import ApiError
+from cronhive.api.idempotency import idempotent
 from cronhive.api.openapi import BASE, build_spec
-from cronhive.domain import format_instant, run_view
+from cronhive.domain import Job, format_instant, run_view
+from cronhive.enums import ReadAccess
 from cronhive.errors import Unavailable
 
 P = ParamSpec("P")
@@ -153,22 +153,6 @@ def load_query(schema: marshmallow.Schema) -> dict[str, Any]:
     return loaded
 
 
-def mutating(view: Callable[P, R]) -> Callable[P, R]:
-    """Require ``Authorization: Bearer <API_TOKEN>`` when a token is configured."""
-
-    @wraps(view)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        token = services().settings.api_token
-        if token:
-            given = request.headers.get("Authorization", "")
-            if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())):
-                raise ApiError(401, "unauthorized", "A valid bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
-            g.cronhive_actor = ADMIN_ACTOR
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
 def page_of(items: list[dict[str, Any]], page: int, limit: int, total: int) -> dict[str, Any]:
     return {"data": items, "pagination": {"page": page, "limit": limit, "total": total}}
 
@@ -185,27 +169,57 @@ def list_jobs() -> Response:
     return jsonify(page_of(actions.job_views(services(), docs, now), page, limit, total))
 
 
+def etag_of(job: Job) -> str:
+    """A job's strong entity tag: its revision, quoted (``"7"``)."""
+    return f'"{job.revision}"'
+
+
+def with_etag(response: Response, job: Job) -> Response:
+    response.headers["ETag"] = etag_of(job)
+    return response
+
+
+def expected_revision(job_id: str) -> int | None:
+    """The revision ``If-Match`` requires (None: no header, or ``*``). Entity tags are
+    compared strongly: a weak (``W/"7"``) or malformed one never matches, so the write
+    is refused (412). Of several tags, the one naming the job's current revision (the
+    store's compare-and-set then decides)."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    revisions = [int(tag[1:-1]) for tag in (part.strip() for part in header.split(","))
+                 if len(tag) > 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit() and len(tag) < 22]
+    if len(revisions) > 1:
+        current = services().ready_store().get_job(job_id).revision
+        return current if current in revisions else revisions[0]
+    return revisions[0] if revisions else -1
+
+
 @mutating
-def create_job() -> tuple[Response, int, dict[str, str]]:
+@idempotent
+def create_job() -> Response:
     doc, now = actions.create_job(services(), json_body(), actor=current_actor())
-    location = url_for(f"{request.blueprint}.get_job", job_id=doc.job_id)
-    return jsonify(actions.one_job_view(services(), doc, now)), 201, {"Location": location}
+    response = with_etag(jsonify(actions.one_job_view(services(), doc, now)), doc)
+    response.status_code = 201
+    response.headers["Location"] = url_for(f"{request.blueprint}.get_job", job_id=doc.job_id)
+    return response
 
 
 def get_job(job_id: str) -> Response:
     doc = services().ready_store().get_job(job_id)
-    return jsonify(actions.one_job_view(services(), doc, services().clock.now()))
+    return with_etag(jsonify(actions.one_job_view(services(), doc, services().clock.now())), doc)
 
 
 @mutating
 def update_job(job_id: str) -> Response:
-    doc, now = actions.update_job(services(), job_id, json_body(), actor=current_actor())
-    return jsonify(actions.one_job_view(services(), doc, now))
+    doc, now = actions.update_job(services(), job_id, json_body(), actor=current_actor(),
+                                  expected_revision=expected_revision(job_id))
+    return with_etag(jsonify(actions.one_job_view(services(), doc, now)), doc)
 
 
 @mutating
 def delete_job(job_id: str) -> Response:
-    actions.delete_job(services(), job_id, actor=current_actor())
+    actions.delete_job(services(), job_id, actor=current_actor(), expected_revision=expected_revision(job_id))
     return jsonify({"deleted": True, "job_id": job_id})
 
 
@@ -218,6 +232,7 @@ def list_revisions(job_id: str) -> Response:
 
 
 @mutating
+@idempotent
 def trigger(job_id: str) -> tuple[Response, int]:
     return jsonify(actions.trigger_view(actions.trigger(services(), job_id))), 202
 
@@ -261,6 +276,7 @@ def list_workers() -> Response:
     return jsonify({"data": [beat.view() for beat in beats]})
 
 
+@reads_only
 def preview() -> Response:
     schedule, tz, fires = actions.preview_fires(services(), json_body())
     return jsonify({"schedule": schedule, "timezone": tz, "fires": [format_instant(f) for f in fires]})
@@ -293,8 +309,8 @@ def end_maintenance(maintenance_id: str) -> Response:
 
 
 def openapi() -> Response:
-    svc = services()
-    return jsonify(build_spec(secured=bool(svc.settings.api_token)))
+    settings = services().settings
+    return jsonify(build_spec(secured=settings.auth_required, reads_secured=settings.api_reads == ReadAccess.TOKEN))
 
 
 ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
@@ -320,6 +336,7 @@ ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
 ]
 
 for _blueprint in (bp, alias_bp):
+    _blueprint.before_request(guard_request)
     for _rule, _view, _methods in ROUTES:
         _blueprint.add_url_rule(_rule, view_func=_view, methods=_methods)
 

@@ -119,6 +119,20 @@ class RevisionAction(StrEnum):
     RESUME = "resume"
 
 
+class TokenRole(StrEnum):
+    """What an API token may do: ``admin`` reads and writes, ``read`` only reads."""
+
+    ADMIN = "admin"
+    READ = "read"
+
+
+class ReadAccess(StrEnum):
+    """``API_READS``: whether reading needs a token."""
+
+    PUBLIC = "public"
+    TOKEN = "token"
+
+
 class SchedulerRole(StrEnum):
     """A scheduler process's role in its heartbeat."""
 
@@ -134,8 +148,10 @@ __all__ = [
     "LeaseScope",
     "MisfirePolicy",
     "OverlapPolicy",
+    "ReadAccess",
     "RevisionAction",
     "RunStatus",
     "SchedulerRole",
+    "TokenRole",
     "Trigger",
 ]

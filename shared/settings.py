@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from cronhive.enums import ReadAccess, TokenRole
 from cronhive.errors import ConfigurationError
 
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017"
 MIN_UI_SECRET_KEY_LENGTH = 32
+#: A token's name: the actor of every change it makes (revisions).
+TOKEN_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+_TOKEN_NAME = re.compile(TOKEN_NAME_PATTERN)
+#: The actor name of the unnamed API_TOKEN, and names changes carry without a token.
+ADMIN_TOKEN_NAME = "admin"
+RESERVED_TOKEN_NAMES = frozenset({"anonymous", "scheduler"})
 
 #: env var -> (settings field, default as text, description). The README table.
 VARIABLES: dict[str, tuple[str, str, str]] = {
@@ -30,7 +38,9 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "API_HOST": ("api_host", "127.0.0.1", "Address the API binds to."),
     "API_PORT": ("api_port", "8080", "Port the API binds to."),
     "API_WORKERS": ("api_workers", "2", "gunicorn worker processes for the API."),
-    "API_TOKEN": ("api_token", "unset", "When set, every mutating endpoint requires `Authorization: Bearer <token>`, and every action of the dashboard a sign-in with it."),
+    "API_TOKEN": ("api_token", "unset", "When set, every mutating endpoint requires `Authorization: Bearer <token>`, and every action of the dashboard a sign-in with it. An unnamed admin token: its changes' actor is `admin`."),
+    "API_TOKENS": ("api_tokens", "unset", "Named tokens beside `API_TOKEN`: `name:secret[:read],…` (names `[a-z0-9][a-z0-9_.-]{0,63}`, the actor of every change the token makes; `:read` gives a token that may only read, refused every write with 403; `:admin`, the default, reads and writes). Any token set: a write without one is 401."),
+    "API_READS": ("api_reads", "public", "`public`: reads need no token (the seed's contract). `token`: every read needs a token too (`read` or admin), `/healthz`, `/readyz`, `/metrics` and the OpenAPI document stay open, and the dashboard's pages need a sign-in."),
     "UI_SECRET_KEY": ("ui_secret_key", "unset", "Key (at least 32 characters) that signs the dashboard's session cookie (sign-in, CSRF token). Unset: a random key is generated once per deployment and kept in MongoDB (collection `ui_keys`), so every API process and replica signs alike; set it to keep that key out of the database."),
     "DATA_DIR": ("data_dir", "./.data", "Where the embedded MongoDB keeps its files under `make up`."),
     "EMBEDDED_MONGODB_PORT": ("embedded_mongodb_port", "27017", "Port of the embedded MongoDB under `make up`."),
@@ -75,6 +85,54 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    """One named token of ``API_TOKENS`` (or the unnamed ``API_TOKEN``, named ``admin``).
+    The secret is never shown (not in ``repr``, not in errors)."""
+
+    name: str
+    secret: str = field(repr=False)
+    role: TokenRole = TokenRole.ADMIN
+
+    @property
+    def can_write(self) -> bool:
+        return self.role == TokenRole.ADMIN
+
+
+def parse_api_tokens(raw: str) -> tuple[ApiToken, ...]:
+    """``name:secret[:read|:admin],…`` → tokens; `ConfigurationError` naming the entry
+    (by position and name, never its secret) when one cannot be used."""
+    tokens: list[ApiToken] = []
+    for position, entry in enumerate((part.strip() for part in raw.split(",")), start=1):
+        if not entry:
+            continue
+        parts = entry.split(":")
+        name = parts[0]
+        where = f"API_TOKENS entry {position}" + (f" ({name!r})" if _TOKEN_NAME.match(name) else "")
+        if len(parts) not in (2, 3):
+            raise ConfigurationError(f"{where} must be name:secret or name:secret:read (a secret cannot hold ':' or ',')")
+        if not _TOKEN_NAME.match(name):
+            raise ConfigurationError(f"{where}: the name must match {TOKEN_NAME_PATTERN}")
+        if name in RESERVED_TOKEN_NAMES:
+            raise ConfigurationError(f"{where}: the name {name!r} is reserved")
+        secret = parts[1]
+        if not secret or any(char.isspace() for char in secret):
+            raise ConfigurationError(f"{where}: the secret must be non-empty, without spaces")
+        role_text = parts[2] if len(parts) == 3 else TokenRole.ADMIN.value
+        if role_text not in {role.value for role in TokenRole}:
+            raise ConfigurationError(f"{where}: the role must be read or admin, got {role_text[:20]!r}")
+        tokens.append(ApiToken(name, secret, TokenRole(role_text)))
+    return tuple(tokens)
+
+
+def _read_access(env: Mapping[str, str]) -> ReadAccess:
+    raw = (env.get("API_READS") or ReadAccess.PUBLIC.value).strip().lower()
+    try:
+        return ReadAccess(raw)
+    except ValueError:
+        raise ConfigurationError(f"API_READS must be public or token, got {raw[:40]!r}") from None
+
+
+@dataclass(frozen=True)
 class Settings:
     mongodb_uri: str = DEFAULT_MONGODB_URI
     mongodb_db: str = "cronhive"
@@ -84,8 +142,10 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_workers: int = 2
-    api_token: str | None = None
-    ui_secret_key: str | None = None
+    api_token: str | None = field(default=None, repr=False)
+    api_tokens: tuple[ApiToken, ...] = field(default_factory=tuple)
+    api_reads: ReadAccess = ReadAccess.PUBLIC
+    ui_secret_key: str | None = field(default=None, repr=False)
     data_dir: str = "./.data"
     embedded_mongodb_port: int = 27017
     handler_modules: tuple[str, ...] = field(default_factory=tuple)
@@ -117,6 +177,8 @@ class Settings:
             api_port=_int(env, "API_PORT", 8080, minimum=0),
             api_workers=_int(env, "API_WORKERS", 2, minimum=1),
             api_token=env.get("API_TOKEN") or None,
+            api_tokens=parse_api_tokens(env.get("API_TOKENS") or ""),
+            api_reads=_read_access(env),
             ui_secret_key=env.get("UI_SECRET_KEY") or None,
             data_dir=env.get("DATA_DIR") or "./.data",
             embedded_mongodb_port=_int(env, "EMBEDDED_MONGODB_PORT", 27017, minimum=1),
@@ -147,6 +209,32 @@ class Settings:
             raise ConfigurationError(f"UI_SECRET_KEY must be at least {MIN_UI_SECRET_KEY_LENGTH} characters long")
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigurationError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+
+        self._validate_tokens()
+
+    def _validate_tokens(self) -> None:
+        names = [token.name for token in self.api_tokens]
+        if len(set(names)) != len(names):
+            raise ConfigurationError("API_TOKENS names each token once (a name is the actor of its changes)")
+        if self.api_token and ADMIN_TOKEN_NAME in names:
+            raise ConfigurationError(f"API_TOKENS cannot name a token {ADMIN_TOKEN_NAME!r} while API_TOKEN is set "
+                                     "(API_TOKEN is the admin token)")
+        secrets = [token.secret for token in self.tokens]
+        if len(set(secrets)) != len(secrets):
+            raise ConfigurationError("two API tokens have the same secret (each token needs its own)")
+        if self.api_reads == ReadAccess.TOKEN and not self.tokens:
+            raise ConfigurationError("API_READS=token needs a token to read with (set API_TOKEN or API_TOKENS)")
+
+    @property
+    def tokens(self) -> tuple[ApiToken, ...]:
+        """Every configured token: ``API_TOKEN`` (named ``admin``) first, then ``API_TOKENS``."""
+        unnamed = (ApiToken(ADMIN_TOKEN_NAME, self.api_token),) if self.api_token else ()
+        return unnamed + self.api_tokens
+
+    @property
+    def auth_required(self) -> bool:
+        """A token is configured: writes need one (and reads too under ``API_READS=token``)."""
+        return bool(self.api_token or self.api_tokens)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

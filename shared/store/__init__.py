@@ -12,6 +12,7 @@
 * `cronhive.store.ledger.LedgerStore` — the slot ledger's and the slot audit's reads;
 * `cronhive.store.revisions.RevisionStore` — each job change's revision (the
   jobs' and the scheduler's writes record them);
+* `cronhive.store.idempotency.IdempotencyStore` — the API's Idempotency-Key records;
 * `cronhive.store.documents` — the edge: documents ↔ typed values.
 
 Each process sees the store only through its interface
@@ -38,6 +39,7 @@ from cronhive.enums import Trigger
 from cronhive.errors import StoreUnavailable
 from cronhive.settings import Settings
 from cronhive.store.base import LEASES, SCHEDULERS, Document, translate_errors, translated
+from cronhive.store.idempotency import IdempotencyStore
 from cronhive.store.jobs import JobStore
 from cronhive.store.leases import LeaseStore
 from cronhive.store.ledger import LedgerStore
@@ -47,7 +49,8 @@ from cronhive.store.runs import RunStore
 from cronhive.store.scheduling import LEADER_LEASE_ID, SchedulingStore
 
 
-class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore, MaintenanceStore, LedgerStore):
+class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore, IdempotencyStore, MaintenanceStore,
+                 LedgerStore):
     """Access to cronhive's collections. Create with `open`, close with `close`."""
 
     @classmethod
@@ -87,6 +90,7 @@ class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore, MaintenanceSto
         self.runs.create_index([("job_id", ASCENDING), ("covers_until", ASCENDING)], name="covering")
         self.ensure_maintenance_indexes()
         self.ensure_revision_indexes()
+        self.ensure_idempotency_indexes()
 
     @translated
     def ping(self) -> None:

@@ -39,6 +39,7 @@ from cronhive.domain import (
     Stored,
 )
 from cronhive.enums import LeaseScope, MisfirePolicy, OverlapPolicy, RevisionAction, RunStatus, Trigger
+from cronhive.idempotency import IdempotencyRecord, StoredResponse
 from cronhive.leases import Lease
 from cronhive.revisions import Revision
 from cronhive.slots import JobAdvance
@@ -416,6 +417,43 @@ def revision_from_doc(doc: Mapping[str, Any]) -> Revision:
     )
 
 
+# -- idempotency keys -------------------------------------------------------------------------
+
+
+def idempotency_to_doc(record: IdempotencyRecord) -> Document:
+    response = record.response
+    return {
+        "_id": record.key_id,
+        "actor": record.actor,
+        "endpoint": record.endpoint,
+        "fingerprint": record.fingerprint,
+        "claim": record.claim,
+        "claimed_until": record.claimed_until,
+        "expires_at": record.expires_at,
+        "response": stored_response_to_doc(response) if response is not None else None,
+    }
+
+
+def stored_response_to_doc(response: StoredResponse) -> Document:
+    return {"status": response.status, "body": response.body, "headers": [list(pair) for pair in response.headers]}
+
+
+def idempotency_from_doc(doc: Mapping[str, Any]) -> IdempotencyRecord:
+    response = doc.get("response")
+    return IdempotencyRecord(
+        key_id=doc["_id"],
+        actor=doc["actor"],
+        endpoint=doc["endpoint"],
+        fingerprint=doc["fingerprint"],
+        claim=doc["claim"],
+        claimed_until=doc["claimed_until"],
+        expires_at=doc["expires_at"],
+        response=StoredResponse(response["status"], bytes(response["body"]),
+                                tuple((str(name), str(value)) for name, value in response["headers"]))
+        if response else None,
+    )
+
+
 __all__ = [
     "Document",
     "advance_write",
@@ -426,6 +464,8 @@ __all__ = [
     "claimable_filter",
     "error_to_doc",
     "heartbeat_set",
+    "idempotency_from_doc",
+    "idempotency_to_doc",
     "job_from_doc",
     "job_to_doc",
     "lease_as_read",
@@ -437,6 +477,7 @@ __all__ = [
     "revision_to_doc",
     "run_from_doc",
     "run_to_doc",
+    "stored_response_to_doc",
     "window_from_doc",
     "window_to_doc",
 ]

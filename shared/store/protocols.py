@@ -24,6 +24,7 @@ from cronhive.domain import (
     SchedulerStatus,
 )
 from cronhive.enums import JobStatus, LeaseScope, RunStatus
+from cronhive.idempotency import IdempotencyRecord, StoredResponse
 from cronhive.leases import Lease
 from cronhive.revisions import Revision
 from cronhive.slots import JobAdvance
@@ -112,6 +113,12 @@ class ApiStore(Connection, TriggerStore, Protocol):
     def ledger_runs(self, job_id: str, low: datetime, high: datetime, limit: int) -> list[Run]: ...
 
     def ledger_history(self, job: Job, limit: int = 10_000) -> list[Revision]: ...
+
+    def claim_idempotency_key(self, record: IdempotencyRecord, now: datetime) -> IdempotencyRecord | None: ...
+
+    def complete_idempotency_key(self, key_id: str, claim: str, response: StoredResponse) -> bool: ...
+
+    def release_idempotency_key(self, key_id: str, claim: str) -> None: ...
 
 
 class SchedulerStore(Connection, Leases, Protocol):
