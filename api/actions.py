@@ -100,7 +100,7 @@ def one_job_view(svc: Services, job: Job, now: datetime) -> dict[str, Any]:
     return job_views(svc, [job], now)[0]
 
 
-def create_window(svc: Services, payload: Any) -> tuple[MaintenanceWindow, datetime]:
+def create_window(svc: Services, payload: Any, actor: str | None = None) -> tuple[MaintenanceWindow, datetime]:
     """Open (or plan) a maintenance window from an API body."""
     body = schemas.MaintenanceCreateSchema().load(payload)
     store = svc.ready_store()
@@ -112,7 +112,7 @@ def create_window(svc: Services, payload: Any) -> tuple[MaintenanceWindow, datet
         raise marshmallow.ValidationError({"end": ["end must be after start."]})
     window = MaintenanceWindow(maintenance_id=new_maintenance_id(now), start=start, end=body["end"],
                                tags=tuple(body.get("tags") or ()), job_ids=tuple(body.get("job_ids") or ()),
-                               reason=body.get("reason"), created_at=now, planned_end=body["end"])
+                               reason=body.get("reason"), created_at=now, planned_end=body["end"], created_by=actor)
     return store.create_window(window), now
 
 

@@ -292,7 +292,7 @@ def list_maintenance() -> Response:
 
 @mutating
 def create_maintenance() -> tuple[Response, int, dict[str, str]]:
-    window, now = actions.create_window(services(), json_body())
+    window, now = actions.create_window(services(), json_body(), actor=current_actor())
     location = url_for(f"{request.blueprint}.get_maintenance", maintenance_id=window.maintenance_id)
     return jsonify(window.view(now)), 201, {"Location": location}
 
@@ -305,7 +305,7 @@ def get_maintenance(maintenance_id: str) -> Response:
 @mutating
 def end_maintenance(maintenance_id: str) -> Response:
     now = services().clock.now()
-    return jsonify(services().ready_store().end_window(maintenance_id, now).view(now))
+    return jsonify(services().ready_store().end_window(maintenance_id, now, current_actor()).view(now))
 
 
 def openapi() -> Response:

@@ -547,6 +547,8 @@ class MaintenanceSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(WINDOW_STATES))
     ended_early = fields.Boolean(required=True)
     created_at = _instant()
+    created_by = fields.String(required=True, allow_none=True, metadata={"description": "The token's name (actor)."})
+    ended_by = fields.String(required=True, allow_none=True, metadata={"description": "Who ended it early."})
 
 
 class MaintenanceListSchema(Schema):

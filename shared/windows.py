@@ -55,6 +55,9 @@ class MaintenanceWindow:
     created_at: datetime | None = None
     planned_end: datetime | None = None
     ended_early_at: datetime | None = None
+    #: the actors (token names) that opened it and ended it early
+    created_by: str | None = None
+    ended_by: str | None = None
 
     def state(self, now: datetime) -> WindowState:
         if now < self.start:
@@ -86,6 +89,8 @@ class MaintenanceWindow:
             "status": self.state(now),
             "ended_early": self.ended_early_at is not None,
             "created_at": format_instant(self.created_at),
+            "created_by": self.created_by,
+            "ended_by": self.ended_by,
         }
 
 

@@ -368,13 +368,15 @@ def window_from_doc(doc: Mapping[str, Any]) -> MaintenanceWindow:
     return MaintenanceWindow(maintenance_id=doc["_id"], start=doc["start"], end=doc["end"],
                              tags=tuple(doc.get("tags") or ()), job_ids=tuple(doc.get("job_ids") or ()),
                              reason=doc.get("reason"), created_at=doc.get("created_at"),
-                             planned_end=doc.get("planned_end"), ended_early_at=doc.get("ended_early_at"))
+                             planned_end=doc.get("planned_end"), ended_early_at=doc.get("ended_early_at"),
+                             created_by=doc.get("created_by"), ended_by=doc.get("ended_by"))
 
 
 def window_to_doc(window: MaintenanceWindow) -> Document:
     return {"_id": window.maintenance_id, "tags": list(window.tags), "job_ids": list(window.job_ids),
             "start": window.start, "end": window.end, "planned_end": window.planned_end or window.end,
-            "reason": window.reason, "created_at": window.created_at, "ended_early_at": window.ended_early_at}
+            "reason": window.reason, "created_at": window.created_at, "ended_early_at": window.ended_early_at,
+            "created_by": window.created_by, "ended_by": window.ended_by}
 
 
 def heartbeat_set(beat: Heartbeat) -> Document:

@@ -73,13 +73,13 @@ class MaintenanceStore(StoreBase):
         return [window_from_doc(doc) for doc in cursor], total
 
     @translated
-    def end_window(self, maintenance_id: str, now: datetime) -> MaintenanceWindow:
+    def end_window(self, maintenance_id: str, now: datetime, actor: str | None = None) -> MaintenanceWindow:
         """End a window at ``now`` (an upcoming one is cancelled: it then never opens).
         A window that has already ended is left as it is."""
         window = self.get_window(maintenance_id)
         if window.end <= now:
             return window
-        changes = {"end": now, "ended_early_at": now, "start": min(window.start, now)}
+        changes = {"end": now, "ended_early_at": now, "start": min(window.start, now), "ended_by": actor}
         doc = self.maintenance.find_one_and_update({"_id": maintenance_id, "end": window.end}, {"$set": changes},
                                                    return_document=ReturnDocument.AFTER)
         return window_from_doc(doc) if doc is not None else self.get_window(maintenance_id)

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from cronhive.api.app import close_app, create_app
+from cronhive.settings import Settings, parse_api_tokens
 from cronhive.store import MongoStore
 from tests.api.conftest import CANONICAL, SEED_NOW, FakeClock, create
 
@@ -124,3 +126,21 @@ def test_invalid_windows_are_a_422(client: FlaskClient, clock: FakeClock, body: 
     response = client.post(MAINT, json=body)
     assert response.status_code == 422, response.get_json()
     assert field in response.get_json()["error"]["details"], response.get_json()
+
+
+def test_windows_need_a_write_token_and_record_its_name(settings: Settings, store: MongoStore) -> None:
+    app = create_app(settings.replace(api_tokens=parse_api_tokens("ops:s3cret-ops,viewer:s3cret-view:read")))
+    try:
+        client = app.test_client()
+        body = {"tags": ["billing"], "end": "2099-01-01T00:00:00Z"}
+        assert client.post(MAINT, json=body).status_code == 401
+        assert client.post(MAINT, json=body, headers={"Authorization": "Bearer s3cret-view"}).status_code == 403
+        created = client.post(MAINT, json=body, headers={"Authorization": "Bearer s3cret-ops"}).get_json()
+        assert created["created_by"] == "ops" and created["ended_by"] is None
+        path = f"{MAINT}/{created['maintenance_id']}"
+        assert client.delete(path, headers={"Authorization": "Bearer s3cret-view"}).status_code == 403
+        assert client.get(path).status_code == 200  # reads stay public
+        ended = client.delete(path, headers={"Authorization": "Bearer s3cret-ops"}).get_json()
+        assert (ended["status"], ended["ended_by"]) == ("ended", "ops")
+    finally:
+        close_app(app)

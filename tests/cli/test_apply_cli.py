@@ -8,6 +8,7 @@ The tests share one API process: every test's jobs carry a tag of its own, and
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cronhive.cli.apply import HeaderClient, apply_jobs
 from cronhive.cli.apply import main as apply_main
 from tests.cli.conftest import CLIENT_ENV, CliResult, RunningApi, run_console_script
 
@@ -191,3 +193,27 @@ def test_the_console_script_takes_the_options_after_the_subcommand(running_api: 
     listed = run_console_script("export", "--selector", f"tag={tag}", env={"CRONHIVE_API_URL": running_api.url})
     assert listed.code == 0 and yaml.safe_load(listed.out)[0]["job_id"] == f"{tag}-report"
     assert run_console_script("apply", "--help").out.startswith("usage: cronhive apply")
+
+
+class RacedClient(HeaderClient):
+    """Someone else changes the job between apply's read of it (with its ETag) and its PUT."""
+
+    def job_with_etag(self, job_id: str) -> tuple[dict[str, Any], str | None]:
+        current, etag = super().job_with_etag(job_id)
+        self.call("PUT", f"/jobs/{job_id}", body={"max_retries": 5})  # no If-Match: it wins
+        return current, etag
+
+
+def test_an_update_is_sent_with_if_match_so_a_change_made_meanwhile_is_not_overwritten(
+        run: Cli, running_api: RunningApi, tag: str, tmp_path: Path) -> None:
+    job = fleet(tag)[0]
+    assert run("apply", "-f", write(tmp_path / "v1.yaml", [job]), *connect(running_api)).code == 0
+    client = RacedClient(api_url=running_api.url, token=running_api.token)
+    out, err = io.StringIO(), io.StringIO()
+    outcome = apply_jobs(client, [{**job, "schedule": "0 5 * * *"}], dry_run=False, prune_tag=None, out=out, err=err)
+    assert out.getvalue() == f'~ update {tag}-report schedule: "0 3 * * *" → "0 5 * * *"\n'
+    assert outcome.failed == [f"{tag}-report"] and "HTTP 412 precondition_failed" in err.getvalue()
+    current = running_api.get(f"/jobs/{tag}-report")
+    assert (current["schedule"], current["max_retries"]) == ("0 3 * * *", 5)  # the other change stands, alone
+    again = run("apply", "-f", write(tmp_path / "v2.yaml", [{**job, "schedule": "0 5 * * *"}]), *connect(running_api))
+    assert again.code == 0 and again.out.splitlines()[-1] == "0 created, 1 updated, 0 deleted"
