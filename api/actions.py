@@ -19,6 +19,7 @@ from cronhive import cron, ledger
 from cronhive.api import schemas
 from cronhive.dispatch import TriggerResult, trigger_job
 from cronhive.domain import Job, format_instant, job_view
+from cronhive.enums import JobStatus
 from cronhive.errors import InvalidSchedule
 from cronhive.ledger import LedgerSlot
 from cronhive.windows import MaintenanceWindow, new_maintenance_id, paused_until
@@ -94,6 +95,18 @@ def job_views(svc: Services, jobs: list[Job], now: datetime) -> list[dict[str, A
     window names it (the open windows are read once, whatever the number of jobs)."""
     windows = svc.ready_store().open_windows(now) if jobs else []
     return [job_view(job, now, paused_until(job, windows, now)) for job in jobs]
+
+
+def list_jobs(svc: Services, page: int, limit: int, *, status: str | None, handler: str | None,
+              tag: str | None) -> tuple[list[Job], int, list[dict[str, Any]]]:
+    """One page of ``GET /jobs`` and its views; ``status`` ``paused``/``active`` decided
+    by the windows open now (read once, for the filter and the views)."""
+    store = svc.ready_store()
+    now = svc.clock.now()
+    windows = store.open_windows(now)
+    jobs, total = store.list_jobs(page, limit, status=JobStatus(status) if status else None, handler=handler,
+                                  tag=tag, open_windows=windows)
+    return jobs, total, [job_view(job, now, paused_until(job, windows, now)) for job in jobs]
 
 
 def one_job_view(svc: Services, job: Job, now: datetime) -> dict[str, Any]:

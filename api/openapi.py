@@ -9,7 +9,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from cronhive.api import schemas
-from cronhive.domain import JOB_FILTER_STATUSES, JOB_ID_PATTERN, TAG_PATTERN
+from cronhive.domain import JOB_ID_PATTERN, JOB_STATUSES, TAG_PATTERN
 from cronhive.windows import WINDOW_STATES
 
 BASE = "/api/v1/cron"
@@ -153,7 +153,7 @@ def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
                 "operationId": "listJobs",
                 "parameters": [
                     *_page_params(),
-                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(JOB_FILTER_STATUSES)}},
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(JOB_STATUSES)}},
                     {"name": "tag", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 64,
                                                               "pattern": TAG_PATTERN}},
                     {"name": "handler", "in": "query", "schema": {

@@ -163,10 +163,9 @@ def page_of(items: list[dict[str, Any]], page: int, limit: int, total: int) -> d
 def list_jobs() -> Response:
     query = load_query(schemas.JobListQuerySchema())
     page, limit = query.get("page", 1), query.get("limit", 20)
-    docs, total = services().ready_store().list_jobs(page, limit, status=query.get("status"), handler=query.get("handler"),
-                                                     tag=query.get("tag"))
-    now = services().clock.now()
-    return jsonify(page_of(actions.job_views(services(), docs, now), page, limit, total))
+    _, total, views = actions.list_jobs(services(), page, limit, status=query.get("status"),
+                                        handler=query.get("handler"), tag=query.get("tag"))
+    return jsonify(page_of(views, page, limit, total))
 
 
 def etag_of(job: Job) -> str:

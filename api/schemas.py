@@ -15,7 +15,6 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from cronhive import cron
 from cronhive.domain import (
-    JOB_FILTER_STATUSES,
     JOB_ID_PATTERN,
     JOB_ID_RE,
     JOB_STATUSES,
@@ -338,7 +337,7 @@ class PageQuerySchema(Schema):
 
 
 class JobListQuerySchema(PageQuerySchema):
-    status = fields.String(validate=validate.OneOf(JOB_FILTER_STATUSES))
+    status = fields.String(validate=validate.OneOf(JOB_STATUSES))
     handler = Text(validate=validate.Length(min=1, max=MAX_HANDLER_LENGTH))
     tag = tag_field()
 

@@ -9,7 +9,7 @@ what its process uses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -79,7 +79,8 @@ class ApiStore(Connection, TriggerStore, Protocol):
     def create_job(self, fields: Mapping[str, Any], now: datetime, *, actor: str | None = None) -> Job: ...
 
     def list_jobs(self, page: int, limit: int, *, status: JobStatus | None = None,
-                  handler: str | None = None, tag: str | None = None) -> tuple[list[Job], int]: ...
+                  handler: str | None = None, tag: str | None = None,
+                  open_windows: Sequence[MaintenanceWindow] = ()) -> tuple[list[Job], int]: ...
 
     def update_job(self, job_id: str, changes: Mapping[str, Any], now: datetime, *, actor: str | None = None,
                    expected_revision: int | None = None) -> Job: ...

@@ -72,11 +72,16 @@ def test_a_window_pauses_its_jobs_while_open_and_ends_by_itself(client: FlaskCli
 
     assert status("tagged") == ("active", None)
     assert status("byid") == ("paused", "2026-03-26T10:30:00Z")
+    assert [job["job_id"] for job in client.get(f"{CANONICAL}/jobs?status=paused").get_json()["data"]] == ["byid"]
     clock.set(SEED_NOW.replace(hour=11, minute=30))
     assert status("tagged") == ("paused", end) and status("byid") == ("active", None)
     assert status("other") == ("active", None) and status("off") == ("disabled", None)
     listed = {job["job_id"]: job["status"] for job in client.get(f"{CANONICAL}/jobs").get_json()["data"]}
     assert listed == {"tagged": "paused", "byid": "active", "other": "active", "off": "disabled"}
+    for wanted, expected in (("paused", ["tagged"]), ("active", ["byid", "other"]), ("disabled", ["off"])):
+        page = client.get(f"{CANONICAL}/jobs?status={wanted}").get_json()
+        assert [job["job_id"] for job in page["data"]] == expected and page["pagination"]["total"] == len(expected)
+    assert client.get(f"{CANONICAL}/jobs?status=paused&tag=other").get_json()["data"] == []
     # manual triggers still run during a window
     assert client.post(f"{CANONICAL}/jobs/tagged/trigger").status_code == 202
     states = {w["maintenance_id"]: w["status"] for w in client.get(MAINT).get_json()["data"]}

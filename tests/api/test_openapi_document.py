@@ -181,7 +181,7 @@ def test_tags_and_the_maintenance_and_ledger_rules_are_declared(document: dict[s
     assert set(schema(document, "Job")["status"]["enum"]) == {"active", "disabled", "paused"}
     query = {p["name"]: p["schema"] for p in document["paths"][JOBS]["get"]["parameters"]}
     assert query["tag"]["pattern"] == "^[a-z0-9][a-z0-9_.-]{0,63}$"
-    assert set(query["status"]["enum"]) == {"active", "disabled"}
+    assert set(query["status"]["enum"]) == {"active", "disabled", "paused"}
     create = document["components"]["schemas"]["MaintenanceCreate"]
     assert create["required"] == ["end"] and schema(document, "MaintenanceCreate")["tags"]["maxItems"] == 20
     assert set(schema(document, "Maintenance")["status"]["enum"]) == {"upcoming", "active", "ended"}
