@@ -1,4 +1,5 @@
-"""The leader's slot audit: every `AUDIT_INTERVAL_S` it counts the slots that became
+"""The leader's slot audit: every `AUDIT_INTERVAL_S`, in a thread beside the
+dispatching loop (`cronhive.scheduler.loop`), it counts the slots that became
 ``missed`` (`cronhive.ledger`: past due plus grace, no run, none standing for them,
 no maintenance window holding them) in ``cronhive_slots_missed_total`` — an
 alert on it says the schedulers lost slots (or were all down and have not caught
@@ -29,12 +30,13 @@ from datetime import datetime, timedelta
 from cronhive import ledger
 from cronhive.clock import Clock
 from cronhive.domain import Job, Run
+from cronhive.scheduler.leadership import LeadershipLost
 from cronhive.scheduler.metrics import SchedulerMetrics
 from cronhive.store.protocols import SchedulerStore
 
 log = logging.getLogger("cronhive.scheduler.audit")
 
-AUDIT_INTERVAL_S = 15.0
+AUDIT_INTERVAL_S = 30.0
 #: The most of the past one audit looks at.
 AUDIT_SPAN = timedelta(minutes=10)
 #: How long after due plus grace a slot without a run counts as missed.
@@ -44,7 +46,8 @@ AUDIT_PAGE = 500
 MAX_SLOTS_PER_JOB = 1000
 _TICK = timedelta(microseconds=1)
 
-Guard = Callable[[datetime], int]
+#: The term this process leads in, or None when it is not the leader.
+TermOf = Callable[[], "int | None"]
 
 
 def delay_of(job: Job) -> timedelta:
@@ -64,11 +67,11 @@ def judged_range(job: Job, since: datetime, now: datetime) -> tuple[datetime, da
 class SlotAuditor:
     """Counts missed slots for the leader (see the module docstring)."""
 
-    def __init__(self, store: SchedulerStore, clock: Clock, guard: Guard, metrics: SchedulerMetrics, *,
+    def __init__(self, store: SchedulerStore, clock: Clock, term_of: TermOf, metrics: SchedulerMetrics, *,
                  interval_s: float = AUDIT_INTERVAL_S) -> None:
         self.store = store
         self.clock = clock
-        self.guard = guard
+        self.term_of = term_of
         self.metrics = metrics
         self.interval_s = interval_s
         self._next = 0.0  # time.monotonic() of the next audit
@@ -76,20 +79,28 @@ class SlotAuditor:
     def due(self) -> bool:
         return time.monotonic() >= self._next
 
+    def _term(self) -> int:
+        term = self.term_of()
+        if term is None:
+            raise LeadershipLost("the slot audit runs on the leader only")
+        return term
+
     def audit(self) -> int | None:
         """One audit; the number of missed slots it counted (None: another leader's audit
-        moved the watermark meanwhile, or this was the first audit, which only sets it)."""
+        moved the watermark meanwhile, or this was the first audit, which only sets it).
+        Reads the leader's term, never renews the lease: safe off the loop's thread."""
         self._next = time.monotonic() + self.interval_s
         now = self.clock.now()
+        term = self._term()
         seen = self.store.audit_watermark()
         if seen is None:
-            self.store.advance_audit_watermark(None, now, self.guard(now))
+            self.store.advance_audit_watermark(None, now, term)
             return None
         since = max(seen, now - AUDIT_SPAN)
         if since >= now:
             return 0
         missed = self._missed(since, now)
-        if not self.store.advance_audit_watermark(seen, now, self.guard(self.clock.now())):
+        if not self.store.advance_audit_watermark(seen, now, self._term()):
             return None
         total = sum(len(slots) for slots in missed.values())
         self.metrics.slots_missed(total)

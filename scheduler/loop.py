@@ -1,8 +1,8 @@
 """The scheduler process's main loop: leadership, dispatch passes and sleeping.
 
 Each step: read the database clock; let `Leadership.maintain` renew, claim or
-step down and heartbeat as due; as leader, run one `Dispatcher.run_pass` and, every 15 s, the slot audit
-(`cronhive.scheduler.audit`). Then
+step down and heartbeat as due; as leader, run one `Dispatcher.run_pass` and, every 30 s, start the slot audit
+(`cronhive.scheduler.audit`) in a thread of its own. Then
 sleep until the earliest of
 
 * the next due instant (the earliest ``due_at``, index "due"),
@@ -43,6 +43,8 @@ STORE_BACKOFF_MIN_S = 0.5
 STORE_BACKOFF_MAX_S = 5.0
 #: After an unexpected error (a bug), wait at least this long before the next step.
 ERROR_BACKOFF_S = 1.0
+#: How long a stopping scheduler waits for a running slot audit.
+AUDIT_JOIN_S = 5.0
 #: A job changed while being dispatched is planned again after this pause.
 CHANGED_RETRY_S = 0.02
 
@@ -60,7 +62,8 @@ class SchedulerLoop:
         self.dispatcher = Dispatcher(store, publisher, clock, self.leadership.guard,
                                      job_lease_s=settings.job_lease_s, batch=settings.scheduler_batch,
                                      metrics=self.metrics)
-        self.auditor = SlotAuditor(store, clock, self.leadership.guard, self.metrics)
+        self.auditor = SlotAuditor(store, clock, self._leader_term, self.metrics)
+        self._audit_thread: threading.Thread | None = None
         self.max_sleep = timedelta(milliseconds=settings.scheduler_max_sleep_ms)
         self.stopping = threading.Event()
         self.store_down = False
@@ -81,6 +84,8 @@ class SchedulerLoop:
             while not self.stopping.is_set():
                 self.stopping.wait(self.step())
         finally:
+            if self._audit_thread is not None:
+                self._audit_thread.join(AUDIT_JOIN_S)
             self.leadership.resign(self.clock.now())
             self.metrics.leadership(False, None)
             log.info("scheduler stopped", extra={"holder": self.holder})
@@ -128,15 +133,24 @@ class SchedulerLoop:
             wake.append(action)
         return max(pause, self._seconds_until(min(wake)))
 
+    def _leader_term(self) -> int | None:
+        """The term held now, for the audit thread (reads only: never renews)."""
+        return self.leadership.term if self.leadership.is_leader(self.clock.now()) else None
+
     def _audit(self) -> None:
-        """The slot audit, when due (`cronhive.scheduler.audit`); a bug in it never stops dispatching."""
-        if not self.auditor.due():
+        """Start the slot audit (`cronhive.scheduler.audit`) in its thread when due and
+        none runs: its reads never hold up dispatching."""
+        if not self.auditor.due() or (self._audit_thread is not None and self._audit_thread.is_alive()):
             return
+        self._audit_thread = threading.Thread(target=self._run_audit, name="slot-audit", daemon=True)
+        self._audit_thread.start()
+
+    def _run_audit(self) -> None:
         try:
             self.auditor.audit()
-        except (StoreUnavailable, LeadershipLost):
-            raise
-        except Exception:
+        except (StoreUnavailable, LeadershipLost) as exc:
+            log.info("slot audit skipped: %s", exc, extra={"holder": self.holder})
+        except Exception:  # a bug in the audit never stops the scheduler
             log.exception("slot audit failed", extra={"holder": self.holder})
 
     def _observe_role(self) -> None:

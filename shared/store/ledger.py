@@ -23,7 +23,8 @@ AUDIT_ID = "slot_audit"
 _LEDGER_FIELDS = {"job_id": 1, "trigger": 1, "status": 1, "scheduled_for": 1, "error": 1, "covers_from": 1,
                   "covers_until": 1}
 #: What the audit reads of a job.
-_AUDIT_JOB_FIELDS = {"args": 0, "name": 0, "lease": 0}
+_AUDIT_JOB_FIELDS = {"schedule": 1, "handler": 1, "timezone": 1, "enabled": 1, "jitter_s": 1, "misfire_grace_s": 1,
+                     "tags": 1, "created_at": 1, "updated_at": 1, "revision": 1}
 
 
 def _ledger_query(job_ids: list[str], low: datetime, high: datetime) -> Document:

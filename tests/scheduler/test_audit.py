@@ -17,7 +17,7 @@ from cronhive.scheduler.metrics import SchedulerMetrics
 from cronhive.slots import slot_run_id
 from cronhive.store import MongoStore
 from cronhive.windows import MaintenanceWindow
-from tests.scheduler.conftest import FakeClock, Term, create_job
+from tests.scheduler.conftest import FakeClock, create_job
 
 
 def missed_total() -> float:
@@ -36,7 +36,7 @@ def test_lost_slots_are_counted_once_and_nothing_else_is(
                                           tags=("maint",)))
     metrics = SchedulerMetrics()
     clock.set(first - timedelta(seconds=1))
-    auditor = SlotAuditor(store, clock, Term(1), metrics)
+    auditor = SlotAuditor(store, clock, lambda: 1, metrics)
     assert auditor.audit() is None  # the first audit only sets the watermark
     dispatcher = make_dispatcher()
     for second in [*range(5), *range(9, 17)]:  # the scheduler was away from 5 to 8
@@ -53,7 +53,7 @@ def test_lost_slots_are_counted_once_and_nothing_else_is(
     assert missed_total() == before + 2
     clock.advance(1)
     assert auditor.audit() == 0  # counted once
-    successor = SlotAuditor(store, clock, Term(2), metrics)  # another leader: the watermark is in MongoDB
+    successor = SlotAuditor(store, clock, lambda: 2, metrics)  # another leader: the watermark is in MongoDB
     clock.advance(1)
     assert successor.audit() == 0
     assert missed_total() == before + 2
@@ -68,7 +68,7 @@ def test_lost_slots_are_counted_once_and_nothing_else_is(
 
 def test_a_stale_leaders_audit_is_dropped(store: MongoStore, clock: FakeClock) -> None:
     metrics = SchedulerMetrics()
-    old, new = SlotAuditor(store, clock, Term(1), metrics), SlotAuditor(store, clock, Term(2), metrics)
+    old, new = SlotAuditor(store, clock, lambda: 1, metrics), SlotAuditor(store, clock, lambda: 2, metrics)
     assert new.audit() is None
     clock.advance(1)
     assert new.audit() == 0
