@@ -37,6 +37,20 @@ Misfire policies (``misfire_policy``; ``misfire_grace_s`` default 60)
         were due, the latest 100 run and one ``skipped`` run at ``S1`` records that
         the older ones were not.
 
+Maintenance windows (`cronhive.windows`, passed in)
+    A due slot inside a window that names the job is recorded as one ``skipped``
+    run of type ``maintenance`` and is no part of the misfire decision: the
+    policy above decides only over the due slots outside every window, so a
+    window's slots are never replayed once it has ended.
+
+What a run stands for (``SlotPlan.covers``)
+    The one run a ``fire_once`` catch-up fires (or skips) at ``Sk`` stands for
+    the due slots ``[S1, Sk)`` that get no run of their own (coalesced into it);
+    the ``skip`` note at ``S(k-1)`` (or ``Sk``) for those it skipped; the
+    ``fire_all`` note at ``S1`` for those beyond the cap. The run records the
+    range (``covers_from``, ``covers_until``), which the slot ledger
+    (`cronhive.ledger`) reads.
+
 After the plan, the job waits for the first slot after ``now - jitter``.
 A job whose schedule cannot be computed any more (its time zone vanished from
 the tz database, a corrupt expression) raises `UncomputableSchedule`; the

@@ -82,6 +82,8 @@ def test_a_window_pauses_its_jobs_while_open_and_ends_by_itself(client: FlaskCli
         page = client.get(f"{CANONICAL}/jobs?status={wanted}").get_json()
         assert [job["job_id"] for job in page["data"]] == expected and page["pagination"]["total"] == len(expected)
     assert client.get(f"{CANONICAL}/jobs?status=paused&tag=other").get_json()["data"] == []
+    page = client.get("/ui/jobs/tagged").get_data(as_text=True)
+    assert "maintenance window until 2026-03-26 12:00:00 UTC" in page and 'class="badge skip"' in page
     # manual triggers still run during a window
     assert client.post(f"{CANONICAL}/jobs/tagged/trigger").status_code == 202
     states = {w["maintenance_id"]: w["status"] for w in client.get(MAINT).get_json()["data"]}
