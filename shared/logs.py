@@ -8,7 +8,8 @@ such as "Failed to process message execute_run(...)").
 
 Credentials never reach the output: any ``scheme://user:password@`` in the
 event text or a traceback is written ``scheme://user:***@`` (a safety net behind
-`cronhive.settings.redact_url`, for URLs that libraries put in their messages).
+`cronhive.settings.redact_url`, for URLs that libraries put in their messages),
+any ``Bearer <token>`` ``Bearer ***``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ RUN_ACTOR = "execute_run"
 
 #: ``scheme://user:password@`` — the password part is replaced.
 _CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@\"']*:)(?P<password>[^\s@/\"']*)@")
+#: ``Bearer <token>`` (an Authorization header a library put in its message) — the token is replaced.
+_BEARER = re.compile(r"(?P<head>\bBearer\s+)[^\s\"',;]+", re.IGNORECASE)
 
 ContextProvider = Callable[[], "Mapping[str, Any] | None"]
 _providers: list[ContextProvider] = []
@@ -37,8 +40,10 @@ _providers_lock = threading.Lock()
 
 
 def scrub_credentials(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@`` replaced by ``***``."""
-    return _CREDENTIALS.sub(lambda match: f"{match.group('head')}***@", text)
+    """``text`` with the password of every ``scheme://user:password@`` and the token of
+    every ``Bearer <token>`` replaced by ``***``."""
+    text = _CREDENTIALS.sub(lambda match: f"{match.group('head')}***@", text)
+    return _BEARER.sub(lambda match: f"{match.group('head')}***", text)
 
 
 def add_context_provider(provider: ContextProvider) -> None:

@@ -23,7 +23,8 @@ from cronhive.domain import Job, format_instant
 from cronhive.enums import RevisionAction
 
 #: The fields of a job that make its definition: what a revision snapshots and diffs.
-#: (A new mutable job field is added here, and nothing else changes.)
+#: (A new mutable job field is added here, and nothing else changes; a field the
+#: `Job` does not have — ``tags`` until jobs carry them — is left out.)
 DEFINITION_FIELDS: tuple[str, ...] = (
     "name", "schedule", "timezone", "handler", "args", "enabled", "misfire_policy", "misfire_grace_s",
     "overlap_policy", "jitter_s", "timeout_s", "max_retries", "disabled_reason", "tags",

@@ -6,17 +6,21 @@ Session
     (HMAC-SHA256) by ``UI_SECRET_KEY`` or, when unset, by the deployment's key in
     MongoDB (`cronhive.keys`): every API process and replica verifies what any
     other signed. It holds the CSRF token, the pending flash messages and, once
-    signed in, a *fingerprint* of the API token (HMAC-SHA256 keyed by the token),
-    never the token itself: the cookie does not reveal the token, a forged cookie
-    needs the token, and changing ``API_TOKEN`` signs everybody out. Sessions
-    last `SESSION_MAX_AGE_S`.
+    signed in, the token's name and a *fingerprint* of it (HMAC-SHA256 keyed by
+    the token), never the token itself: the cookie does not reveal the token, a
+    forged cookie needs the token, and changing a token signs its sessions out.
+    Any configured token signs in (``API_TOKEN``, named ``admin``, or one of
+    ``API_TOKENS``); its name is the actor of the changes made from the session.
+    Sessions last `SESSION_MAX_AGE_S`.
 
 Actions
-    Reading is public, like the API's GETs. Every POST carries the session's
-    CSRF token (a hidden ``csrf_token`` field), and is refused (403) without it or
-    when the browser says it comes from another site (``Origin`` /
-    ``Sec-Fetch-Site``). With ``API_TOKEN`` set, every action also needs a signed-in
-    session (401 and the sign-in form otherwise).
+    Reading is public, like the API's GETs (with ``API_READS=token`` every page
+    needs a signed-in session). Every POST carries the session's CSRF token (a
+    hidden ``csrf_token`` field), and is refused (403) without it or when the
+    browser says it comes from another site (``Origin`` / ``Sec-Fetch-Site``).
+    With a token configured, every action also needs a session signed in with an
+    admin token (401 and the sign-in form without a session; 403 for a ``read``
+    token's).
 
 Headers
     Every dashboard response carries a Content-Security-Policy that allows
@@ -38,8 +42,9 @@ from urllib.parse import urlsplit
 from flask import Response, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from cronhive.api.auth import OPEN, Principal, identify
 from cronhive.keys import deployment_key
-from cronhive.settings import Settings
+from cronhive.settings import ADMIN_TOKEN_NAME, Settings
 from cronhive.store import MongoStore
 
 COOKIE = "cronhive_ui"
@@ -147,17 +152,38 @@ def save_session(keys: SessionKeys, session: UiSession, response: Response) -> N
     response.vary.add("Cookie")
 
 
-def signed_in(settings: Settings, session: UiSession) -> bool:
-    """True when actions are allowed: no API_TOKEN, or the session signed in with the current one."""
-    if not settings.api_token:
-        return True
+def session_principal(settings: Settings, session: UiSession) -> Principal | None:
+    """Who the session acts as: everybody (`OPEN`) when no token is configured, else the
+    token it signed in with while that token still has the same secret, else None."""
+    if not settings.auth_required:
+        return OPEN
     held = session.get("auth")
-    return isinstance(held, str) and hmac.compare_digest(held, token_fingerprint(settings.api_token))
+    name = session.get("who", ADMIN_TOKEN_NAME)  # sessions from before named tokens: API_TOKEN's
+    if not isinstance(held, str) or not isinstance(name, str):
+        return None
+    for token in settings.tokens:
+        if token.name == name and hmac.compare_digest(held, token_fingerprint(token.secret)):
+            return Principal(token.name, token.role)
+    return None
 
 
-def token_matches(settings: Settings, given: str) -> bool:
-    token = settings.api_token or ""
-    return bool(token) and hmac.compare_digest(given.encode(), token.encode())
+def signed_in(settings: Settings, session: UiSession) -> bool:
+    """True when actions are allowed: no token configured, or the session signed in
+    with an admin token that is still configured."""
+    principal = session_principal(settings, session)
+    return principal is not None and principal.can_write
+
+
+def sign_in(settings: Settings, session: UiSession, given: str) -> Principal | None:
+    """Sign ``session`` in with the token ``given`` (None: no such token)."""
+    principal = identify(settings, given)
+    if principal is None:
+        return None
+    secret = next(token.secret for token in settings.tokens if token.name == principal.name)
+    session.clear()
+    session.set("auth", token_fingerprint(secret))
+    session.set("who", principal.name)
+    return principal
 
 
 def same_origin_request() -> bool:

@@ -27,6 +27,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from cronhive import heartbeats, stats
 from cronhive.api import actions, schemas
+from cronhive.api.auth import Principal
 from cronhive.api.ui import forms, present
 from cronhive.api.ui.security import (
     SessionKeys,
@@ -35,11 +36,11 @@ from cronhive.api.ui.security import (
     csrf_ok,
     load_session,
     save_session,
-    signed_in,
-    token_fingerprint,
-    token_matches,
+    session_principal,
+    sign_in,
 )
 from cronhive.domain import JOB_FILTER_STATUSES, job_view, run_view
+from cronhive.enums import ReadAccess
 from cronhive.errors import CronhiveError, DuplicateJob, LeaseHeld, NotFound, Unavailable
 from cronhive.job_search import find_jobs
 from cronhive.store import MongoStore
@@ -104,7 +105,36 @@ def store() -> MongoStore:
 
 
 def auth_required() -> bool:
-    return bool(svc().settings.api_token)
+    return svc().settings.auth_required
+
+
+def principal() -> Principal | None:
+    """Who this dashboard session acts as (None: not signed in while a token is configured)."""
+    return session_principal(svc().settings, session())
+
+
+def actor() -> str | None:
+    """The actor of a change made from this session (its token's name)."""
+    who = principal()
+    return who.name if who is not None else None
+
+
+#: Pages that open without a sign-in under API_READS=token.
+OPEN_PAGES = frozenset({"ui.signin_form", "ui.signin", "ui.signout", "ui.static"})
+
+
+@ui_bp.before_request
+def reads_need_a_session() -> BaseResponse | None:
+    """Under ``API_READS=token`` every page but the sign-in needs a signed-in session."""
+    if svc().settings.api_reads != ReadAccess.TOKEN or request.endpoint in OPEN_PAGES:
+        return None
+    try:
+        if principal() is not None:
+            return None
+    except Unavailable:
+        pass
+    target = request.full_path if request.method == "GET" else None
+    return redirect(url_for("ui.signin_form", next=target), code=303)
 
 
 # -- request plumbing -------------------------------------------------------------
@@ -140,13 +170,14 @@ def template_context() -> dict[str, Any]:
     if request.blueprint != "ui":
         return {}
     try:
-        allowed = signed_in(svc().settings, session())
+        who = principal()
     except Unavailable:  # the session key could not be read: show the page, offer no action
-        allowed = False
+        who = None
     return {
         "auth_required": auth_required(),
-        "is_signed_in": auth_required() and allowed,
-        "can_act": allowed,
+        "is_signed_in": auth_required() and who is not None,
+        "signed_in_as": who.name if who is not None else None,
+        "can_act": who is not None and who.can_write,
         "p": present,
         "live_interval_ms": LIVE_INTERVAL_MS,
     }
@@ -206,8 +237,8 @@ def unknown(anything: str) -> tuple[str, int]:
 
 
 def action(view: F) -> F:
-    """A POST the dashboard accepts only with the session's CSRF token and, with
-    API_TOKEN set, a signed-in session."""
+    """A POST the dashboard accepts only with the session's CSRF token and, with a
+    token configured, a session signed in with an admin token."""
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -215,10 +246,15 @@ def action(view: F) -> F:
             return error_page(403, "Form expired",
                               "This form was not sent from this dashboard's page, or it has expired. "
                               "Go back, reload the page and try again.")
-        if not signed_in(svc().settings, session()):
+        who = principal()
+        if who is None:
             back = safe_next(request.form.get("next") or referring_page(), url_for("ui.overview"))
             return render_template("signin.html", next=back, now=svc().clock.now(),
                                    refused="Sign in with the API token to do this."), 401
+        if not who.can_write:
+            return error_page(403, "Read-only token",
+                              f"You are signed in with {who.name!r}, a token that may only read. "
+                              "Sign in with an admin token to trigger, pause, edit or delete.")
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -340,7 +376,7 @@ def trigger(job_id: str) -> BaseResponse:
 @ui_bp.post("/jobs/<job_id>/pause")
 @action
 def pause(job_id: str) -> BaseResponse:
-    actions.update_job(svc(), job_id, {"enabled": False})
+    actions.update_job(svc(), job_id, {"enabled": False}, actor=actor())
     session().flash("ok", "Job paused: no slot fires until it is resumed.")
     return redirect_to("ui.job_page", job_id=job_id)
 
@@ -348,7 +384,7 @@ def pause(job_id: str) -> BaseResponse:
 @ui_bp.post("/jobs/<job_id>/resume")
 @action
 def resume(job_id: str) -> BaseResponse:
-    doc, now = actions.update_job(svc(), job_id, {"enabled": True})
+    doc, now = actions.update_job(svc(), job_id, {"enabled": True}, actor=actor())
     nxt = job_view(doc, now)["next_trigger_at"]
     session().flash("ok", f"Job resumed; next fire {present.utc_text(nxt)}.")
     return redirect_to("ui.job_page", job_id=job_id)
@@ -363,7 +399,7 @@ def delete_confirm(job_id: str) -> str:
 @ui_bp.post("/jobs/<job_id>/delete")
 @action
 def delete(job_id: str) -> BaseResponse:
-    actions.delete_job(svc(), job_id)
+    actions.delete_job(svc(), job_id, actor=actor())
     session().flash("ok", f"Job {job_id} deleted; its run history stays until retention removes it.")
     return redirect_to("ui.overview")
 
@@ -389,7 +425,7 @@ def create_job() -> BaseResponse | tuple[str, int]:
         schemas.JobCreateSchema.with_handlers(frozenset(svc().handlers.names())).validate(payload)), **problems}
     if not errors:
         try:
-            doc, _ = actions.create_job(svc(), payload)
+            doc, _ = actions.create_job(svc(), payload, actor=actor())
         except marshmallow.ValidationError as exc:
             errors = forms.flatten_errors(exc.messages)
         except DuplicateJob as exc:
@@ -415,7 +451,7 @@ def update_job(job_id: str) -> BaseResponse | tuple[str, int]:
         schemas.JobUpdateSchema.with_handlers(frozenset(svc().handlers.names())).validate(payload)), **problems}
     if not errors:
         try:
-            actions.update_job(svc(), job_id, payload)
+            actions.update_job(svc(), job_id, payload, actor=actor())
         except marshmallow.ValidationError as exc:
             errors = forms.flatten_errors(exc.messages)
         else:
@@ -485,13 +521,13 @@ def signin() -> BaseResponse | tuple[str, int]:
         return error_page(403, "Form expired", "Reload the sign-in page and try again.")
     if not auth_required():
         return redirect(back, code=303)
-    if not token_matches(svc().settings, request.form.get("token", "")):
-        return render_template("signin.html", next=back, now=now, refused="That is not the API token."), 401
     current = session()
-    current.clear()
-    current.set("auth", token_fingerprint(svc().settings.api_token or ""))
+    who = sign_in(svc().settings, current, request.form.get("token", ""))
+    if who is None:
+        return render_template("signin.html", next=back, now=now,
+                               refused="That is not the API token (nor one of API_TOKENS)."), 401
     current.csrf_token()  # a new CSRF token for the signed-in session
-    current.flash("ok", "Signed in.")
+    current.flash("ok", f"Signed in as {who.name}" + ("." if who.can_write else " (read-only)."))
     return redirect(back, code=303)
 
 

@@ -30,13 +30,10 @@ error.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,10 +46,7 @@ from cronhive.cli.jobs import (
     ApiUnreachable,
     add_connection_options,
     configured_api_url,
-    decode_json,
-    describe_failure,
     quote,
-    refusal,
 )
 from cronhive.settings import redact_url
 
@@ -72,26 +66,8 @@ class FileRefused(Exception):
 
 
 class HeaderClient(ApiClient):
-    """`ApiClient` that also answers the response headers and sends extra ones (If-Match)."""
-
-    def exchange(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None,
-                 headers: dict[str, str] | None = None) -> tuple[Any, dict[str, str]]:
-        sent = {"Accept": "application/json", "User-Agent": "cronhive-cli", **(headers or {})}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            sent["Content-Type"] = "application/json"
-        if self.token:
-            sent["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(self.url(path, query), data=data, method=method, headers=sent)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return decode_json(response.read()), dict(response.headers.items())
-        except urllib.error.HTTPError as exc:
-            with exc:
-                raise refusal(exc.code, exc.reason, exc.read()) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-            raise ApiUnreachable(describe_failure(exc, self.timeout_s)) from None
+    """`ApiClient` with what apply and export need: every job, a page at a time, and a
+    job with its ETag (`ApiClient.exchange` answers the headers)."""
 
     def all_jobs(self, tag: str | None = None) -> list[dict[str, Any]]:
         """Every job (``tag``: those carrying it), in creation order, a page of 100 at a time."""
@@ -107,15 +83,7 @@ class HeaderClient(ApiClient):
 
     def job_with_etag(self, job_id: str) -> tuple[dict[str, Any], str | None]:
         body, headers = self.exchange("GET", f"/jobs/{quote(job_id)}")
-        return body, _header(headers, "ETag")
-
-
-def _header(headers: dict[str, str], name: str) -> str | None:
-    return next((value for key, value in headers.items() if key.lower() == name.lower()), None)
-
-
-def _if_match(etag: str | None) -> dict[str, str]:
-    return {"If-Match": etag} if etag else {}
+        return body, headers.get("etag")
 
 
 # -- the file ----------------------------------------------------------------------
@@ -255,12 +223,12 @@ def _update(client: HeaderClient, entry: dict[str, Any], outcome: Outcome, dry_r
         out.write(f"~ update {job_id} {name}: {shown(old)} → {shown(new)}\n")
     body = {name: new for name, (_, new) in changes.items()}
     _change(outcome, "updated", job_id, err, dry_run,
-            lambda: client.exchange("PUT", f"/jobs/{quote(job_id)}", body=body, headers=_if_match(etag)))
+            lambda: client.update_job(job_id, body, if_match=etag))
 
 
 def _delete(client: HeaderClient, job_id: str) -> Any:
     _, etag = client.job_with_etag(job_id)
-    return client.exchange("DELETE", f"/jobs/{quote(job_id)}", headers=_if_match(etag))
+    return client.delete_job(job_id, if_match=etag)
 
 
 def _change(outcome: Outcome, counter: str, job_id: str, err: TextIO, dry_run: bool, send: Any) -> None:

@@ -3,8 +3,8 @@
     cronhive jobs list [--page N] [--limit N] [--status active|disabled] [--handler NAME]
     cronhive jobs get JOB_ID
     cronhive jobs create --name NAME --schedule CRON --handler NAME [policy flags]
-    cronhive jobs update JOB_ID [--schedule CRON] [--disabled] [...]
-    cronhive jobs delete JOB_ID
+    cronhive jobs update JOB_ID [--schedule CRON] [--disabled] [...] [--if-match REVISION]
+    cronhive jobs delete JOB_ID [--if-match REVISION]
     cronhive jobs trigger JOB_ID
     cronhive jobs runs JOB_ID [--page N] [--limit N]
     cronhive jobs history JOB_ID [--page N] [--limit N]
@@ -17,6 +17,8 @@ address such as ``0.0.0.0`` connecting to the loopback; default
 sends ``--token`` (default ``$API_TOKEN``) as ``Authorization: Bearer``. These
 options go before or after the command name. ``--output table`` is the default
 of ``list``, ``runs`` and ``history``, ``--output json`` (the API's answer as is) of the others.
+``update`` and ``delete`` send ``If-Match``: the job's ETag as read just before, or
+``--if-match REVISION``, so a change made meanwhile is a 412, not overwritten.
 
 Exit codes: 0 done; 1 the API refused (its error message is printed); 2 a usage
 error, or the API could not be reached (one line naming the URL and the reason).
@@ -96,19 +98,26 @@ class ApiClient:
         suffix = f"?{urllib.parse.urlencode(given)}" if given else ""
         return f"{self.api_url.rstrip('/')}{API_BASE}{path}{suffix}"
 
-    def call(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None) -> Any:
+    def call(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None,
+             headers: Mapping[str, str] | None = None) -> Any:
         """The decoded JSON answer; `ApiRefused` for an error status, `ApiUnreachable` for no answer."""
-        headers = {"Accept": "application/json", "User-Agent": "cronhive-cli"}
+        return self.exchange(method, path, query=query, body=body, headers=headers)[0]
+
+    def exchange(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None,
+                 headers: Mapping[str, str] | None = None) -> tuple[Any, dict[str, str]]:
+        """The decoded JSON answer and the response's headers (names lower-cased)."""
+        sent = {"Accept": "application/json", "User-Agent": "cronhive-cli", **(headers or {})}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+            sent["Content-Type"] = "application/json"
         if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(self.url(path, query), data=data, method=method, headers=headers)
+            sent["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.url(path, query), data=data, method=method, headers=sent)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return decode_json(response.read())
+                received = {name.lower(): value for name, value in response.headers.items()}
+                return decode_json(response.read()), received
         except urllib.error.HTTPError as exc:
             with exc:
                 raise refusal(exc.code, exc.reason, exc.read()) from None
@@ -122,14 +131,19 @@ class ApiClient:
     def get_job(self, job_id: str) -> Any:
         return self.call("GET", f"/jobs/{quote(job_id)}")
 
+    def job_etag(self, job_id: str) -> str | None:
+        """The job's current ``ETag`` (its revision, ``"7"``)."""
+        return self.exchange("GET", f"/jobs/{quote(job_id)}")[1].get("etag")
+
     def create_job(self, fields: dict[str, Any]) -> Any:
         return self.call("POST", "/jobs", body=fields)
 
-    def update_job(self, job_id: str, changes: dict[str, Any]) -> Any:
-        return self.call("PUT", f"/jobs/{quote(job_id)}", body=changes)
+    def update_job(self, job_id: str, changes: dict[str, Any], if_match: str | None = None) -> Any:
+        """``PUT``; with ``if_match`` (an ETag) only while the job is still at that revision (412 otherwise)."""
+        return self.call("PUT", f"/jobs/{quote(job_id)}", body=changes, headers=if_match_header(if_match))
 
-    def delete_job(self, job_id: str) -> Any:
-        return self.call("DELETE", f"/jobs/{quote(job_id)}")
+    def delete_job(self, job_id: str, if_match: str | None = None) -> Any:
+        return self.call("DELETE", f"/jobs/{quote(job_id)}", headers=if_match_header(if_match))
 
     def trigger_job(self, job_id: str) -> Any:
         return self.call("POST", f"/jobs/{quote(job_id)}/trigger")
@@ -139,6 +153,15 @@ class ApiClient:
 
     def list_revisions(self, job_id: str, page: int | None, limit: int | None) -> Any:
         return self.call("GET", f"/jobs/{quote(job_id)}/revisions", query={"page": page, "limit": limit})
+
+
+def if_match_header(etag: str | None) -> dict[str, str]:
+    return {"If-Match": etag} if etag else {}
+
+
+def as_etag(revision: str) -> str:
+    """``--if-match``: a revision number (``7``) or an ETag as the API sends it (``"7"``)."""
+    return f'"{revision}"' if revision.isdigit() else revision
 
 
 def quote(segment: str) -> str:
@@ -328,9 +351,11 @@ def run_command(args: argparse.Namespace, client: ApiClient, out: TextIO) -> Non
     elif command == "create":
         emit(client.create_job(job_fields(args)), output, render_record, out)
     elif command == "update":
-        emit(client.update_job(args.job_id, job_fields(args)), output, render_record, out)
+        etag = as_etag(args.if_match) if args.if_match else client.job_etag(args.job_id)
+        emit(client.update_job(args.job_id, job_fields(args), etag), output, render_record, out)
     elif command == "delete":
-        emit(client.delete_job(args.job_id), output, render_record, out)
+        etag = as_etag(args.if_match) if args.if_match else client.job_etag(args.job_id)
+        emit(client.delete_job(args.job_id, etag), output, render_record, out)
     elif command == "trigger":
         emit(client.trigger_job(args.job_id), output, render_record, out)
     else:  # argparse only lets known commands through
@@ -445,6 +470,12 @@ def add_job_flags(parser: argparse.ArgumentParser, *, create: bool) -> None:
         parser.add_argument("--job-id", help="the id ([a-z0-9][a-z0-9_-]{0,63}); generated from the name when absent")
 
 
+def add_if_match_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--if-match", metavar="REVISION",
+                        help="change the job only while it is at this revision (its ETag, e.g. 7; "
+                             "default: the revision read just before); 412 if it changed")
+
+
 def add_paging_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--page", type=positive_int, help="page number (default 1)")
     parser.add_argument("--limit", type=positive_int, help="items per page, 1-100 (default 20)")
@@ -477,9 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     update = commands.add_parser("update", parents=[common], allow_abbrev=False, help="change some fields of a job")
     update.add_argument("job_id", metavar="JOB_ID")
     add_job_flags(update, create=False)
+    add_if_match_flag(update)
 
     delete = commands.add_parser("delete", parents=[common], allow_abbrev=False, help="delete a job")
     delete.add_argument("job_id", metavar="JOB_ID")
+    add_if_match_flag(delete)
 
     trigger = commands.add_parser("trigger", parents=[common], allow_abbrev=False, help="run a job now (works on disabled jobs too)")
     trigger.add_argument("job_id", metavar="JOB_ID")
@@ -522,6 +555,8 @@ def print_refusal(exc: ApiRefused, err: TextIO) -> None:
         err.write(f"  {line}\n")
     if exc.status == 401:
         err.write(f"  pass --token or set {TOKEN_ENV}\n")
+    if exc.status == 412:
+        err.write("  the job changed since its revision was read (see `cronhive jobs history JOB_ID`); read it again and retry\n")
 
 
 def detail_lines(details: Any, prefix: str = "") -> list[str]:

@@ -322,3 +322,36 @@ def test_history_lists_who_changed_what_newest_first(cli, running_api: RunningAp
     assert as_json["data"][0]["changes"] == {"enabled": [True, False]}
     missing = cli("history", new_id(), "--api-url", running_api.url)
     assert missing.code == 1 and "job_not_found" in missing.err
+
+
+# -- If-Match -----------------------------------------------------------------------
+
+
+def test_update_and_delete_send_if_match(cli, running_api: RunningApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cronhive.cli.jobs import ApiClient
+
+    job_id = new_id()
+    create(cli, running_api, job_id)
+    sent: list[tuple[str, dict[str, str]]] = []
+    real = ApiClient.exchange
+
+    def recording(self, method, path, **kwargs):
+        sent.append((method, dict(kwargs.get("headers") or {})))
+        return real(self, method, path, **kwargs)
+
+    monkeypatch.setattr(ApiClient, "exchange", recording)
+    auth = ("--api-url", running_api.url, "--token", running_api.token)
+    assert cli("update", job_id, "--name", "renamed", *auth).code == 0
+    assert sent == [("GET", {}), ("PUT", {"If-Match": '"1"'})]  # the ETag read just before
+
+    stale = cli("update", job_id, "--name", "again", "--if-match", "1", *auth)
+    assert stale.code == 1
+    assert "precondition_failed" in stale.err and "HTTP 412" in stale.err and "jobs history" in stale.err
+    assert running_api.get(f"/jobs/{job_id}")["name"] == "renamed"
+    refused = cli("delete", job_id, "--if-match", "1", *auth)
+    assert refused.code == 1 and "412" in refused.err and running_api.status_of(f"/jobs/{job_id}") == 200
+
+    sent.clear()
+    assert cli("delete", job_id, "--if-match", '"2"', *auth).code == 0
+    assert sent == [("DELETE", {"If-Match": '"2"'})]
+    assert running_api.status_of(f"/jobs/{job_id}") == 404

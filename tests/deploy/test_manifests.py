@@ -43,7 +43,7 @@ DOCKERIGNORE = REPO / ".dockerignore"
 #: What the scheduler and worker serve on METRICS_HOST:METRICS_PORT (shared/ops_server.py).
 OPS_PATHS = {"/healthz", "/readyz", "/metrics"}
 #: Credentials: in the Kubernetes Secret, never in the ConfigMap.
-SECRET_VARIABLES = {"MONGODB_URI", "RABBITMQ_URL", "API_TOKEN", "UI_SECRET_KEY"}
+SECRET_VARIABLES = {"MONGODB_URI", "RABBITMQ_URL", "API_TOKEN", "API_TOKENS", "UI_SECRET_KEY"}
 #: Settings only `make up`'s embedded MongoDB reads; deployments need not set them.
 LOCAL_ONLY_VARIABLES = {"DATA_DIR", "EMBEDDED_MONGODB_PORT"}
 #: The documented variables of the third-party images (not cronhive settings), by image repository.

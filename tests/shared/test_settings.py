@@ -141,3 +141,54 @@ def test_the_dashboards_secret_key_is_optional_and_long_when_given() -> None:
     assert Settings.from_env({"UI_SECRET_KEY": "k" * 32}).ui_secret_key == "k" * 32
     with pytest.raises(ConfigurationError, match="UI_SECRET_KEY"):
         Settings.from_env({"UI_SECRET_KEY": "short"})
+
+
+# -- API_TOKENS and API_READS ---------------------------------------------------------
+
+
+def test_named_tokens_are_parsed_with_their_roles() -> None:
+    from cronhive.enums import ReadAccess, TokenRole
+    from cronhive.settings import ApiToken
+
+    settings = Settings.from_env({"API_TOKEN": "root-secret", "API_READS": "token",
+                                  "API_TOKENS": " ci:ci-s3cret , grafana:g-s3cret:read ,ops.team-1:o:admin,"})
+    assert settings.api_tokens == (ApiToken("ci", "ci-s3cret"), ApiToken("grafana", "g-s3cret", TokenRole.READ),
+                                   ApiToken("ops.team-1", "o", TokenRole.ADMIN))
+    assert [(t.name, t.can_write) for t in settings.tokens] == [
+        ("admin", True), ("ci", True), ("grafana", False), ("ops.team-1", True)]
+    assert settings.api_reads == ReadAccess.TOKEN and settings.auth_required
+    for secret in ("root-secret", "ci-s3cret", "g-s3cret"):
+        assert secret not in repr(settings)
+    open_settings = Settings.from_env({})
+    assert open_settings.api_reads == ReadAccess.PUBLIC and not open_settings.auth_required
+    assert Settings.from_env({"API_TOKENS": "ci:x"}).auth_required
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"API_TOKENS": "ci"}, "API_TOKENS entry 1 ('ci') must be name:secret"),
+    ({"API_TOKENS": "ci:a:b:read"}, "a secret cannot hold ':'"),
+    ({"API_TOKENS": "ok:s1,Bad Name:s2"}, "API_TOKENS entry 2: the name must match"),
+    ({"API_TOKENS": "ci:"}, "the secret must be non-empty"),
+    ({"API_TOKENS": "ci:has space"}, "the secret must be non-empty, without spaces"),
+    ({"API_TOKENS": "ci:s:write"}, "the role must be read or admin, got 'write'"),
+    ({"API_TOKENS": "anonymous:s"}, "reserved"),
+    ({"API_TOKENS": "scheduler:s"}, "reserved"),
+    ({"API_TOKENS": "ci:s1,ci:s2"}, "names each token once"),
+    ({"API_TOKENS": "a:same,b:same"}, "the same secret"),
+    ({"API_TOKENS": "b:same", "API_TOKEN": "same"}, "the same secret"),
+    ({"API_TOKENS": "admin:s", "API_TOKEN": "t"}, "cannot name a token 'admin'"),
+    ({"API_READS": "private"}, "API_READS must be public or token, got 'private'"),
+    ({"API_READS": "token"}, "API_READS=token needs a token"),
+])
+def test_bad_tokens_stop_the_start_with_a_message_that_hides_the_secret(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_env(env)
+    message = str(refused.value)
+    assert expected in message, message
+    for secret in ("s1", "s2", "same", "has space", "a:b"):
+        assert f":{secret}" not in message and f"'{secret}'" not in message, message
+
+
+def test_admin_alone_is_allowed_without_api_token() -> None:
+    settings = Settings.from_env({"API_TOKENS": "admin:s"})
+    assert [t.name for t in settings.tokens] == ["admin"]
