@@ -281,11 +281,12 @@ def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
                         "type": "string", "enum": list(WINDOW_STATES)}}],
                     "responses": {"200": _ok("A page of windows", "MaintenanceList"), **_errors(400, 503)}},
             "post": {"summary": "Pause the jobs of some tags or ids until a given end", "operationId":
-                     "createMaintenance", "requestBody": _body("MaintenanceCreate", MAINTENANCE_EXAMPLE), **security,
+                     "createMaintenance", "parameters": [_IDEMPOTENCY_KEY],
+                     "requestBody": _body("MaintenanceCreate", MAINTENANCE_EXAMPLE), **security,
                      "responses": {
                          "201": {**_ok("Created", "Maintenance"),
-                                 "headers": {"Location": {"schema": {"type": "string"}}}},
-                         **_errors(*_BODY, *mutating_errors, 503)}},
+                                 "headers": {"Location": {"schema": {"type": "string"}}, **_REPLAYED}},
+                         **_errors(*_BODY, *mutating_errors, 409, 503)}},
         },
     )
     spec.path(

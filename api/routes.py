@@ -290,6 +290,7 @@ def list_maintenance() -> Response:
 
 
 @mutating
+@idempotent
 def create_maintenance() -> tuple[Response, int, dict[str, str]]:
     window, now = actions.create_window(services(), json_body(), actor=current_actor())
     location = url_for(f"{request.blueprint}.get_maintenance", maintenance_id=window.maintenance_id)

@@ -151,3 +151,16 @@ def test_windows_need_a_write_token_and_record_its_name(settings: Settings, stor
         assert (ended["status"], ended["ended_by"]) == ("ended", "ops")
     finally:
         close_app(app)
+
+
+def test_an_idempotency_key_opens_one_window_however_often_the_request_is_sent(client: FlaskClient,
+                                                                               store: MongoStore) -> None:
+    body = {"tags": ["billing"], "end": "2099-01-01T00:00:00Z", "reason": "upgrade"}
+    headers = {"Idempotency-Key": "mw-upgrade-1"}
+    first = client.post(MAINT, json=body, headers=headers)
+    again = client.post(MAINT, json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true" and again.get_json() == first.get_json()
+    assert store.maintenance.count_documents({}) == 1
+    reused = client.post(MAINT, json={**body, "reason": "other"}, headers=headers)
+    assert reused.status_code == 422 and reused.get_json()["error"]["code"] == "idempotency_key_reused"
