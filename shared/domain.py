@@ -50,7 +50,7 @@ JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 MISFIRE_POLICIES = tuple(member.value for member in MisfirePolicy)
 OVERLAP_POLICIES = tuple(member.value for member in OverlapPolicy)
 JOB_STATUSES = tuple(member.value for member in JobStatus)
-#: What ``GET /jobs?status=`` filters on (``paused`` is a computed view).
+#: The stored statuses (``paused`` is computed from the open maintenance windows): the dashboard's filter.
 JOB_FILTER_STATUSES = (JobStatus.ACTIVE.value, JobStatus.DISABLED.value)
 TAG_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 TAG_RE = re.compile(TAG_PATTERN)
