@@ -204,18 +204,20 @@ def slot_square(slot: dict[str, object]) -> tuple[str, str]:
 
 def slot_strip(slots: list[dict[str, object]], runs: list[dict[str, object]]) -> list[dict[str, object]]:
     """The job page's strip, oldest first: the ledger's slots (skipped, missed and
-    coalesced ones included) and the manual runs among ``runs`` (run views), each
-    ``{run_id, scheduled_for, trigger, css, label}``."""
+    coalesced ones included) and the runs among ``runs`` (run views: the manual ones,
+    and slot runs older than the ledger's range), each ``{run_id, scheduled_for,
+    trigger, css, label}``."""
     items: list[dict[str, object]] = []
     for slot in slots:
         css, label = slot_square(slot)
         items.append({"run_id": slot.get("run_id"), "scheduled_for": slot.get("scheduled_for"),
                       "trigger": "schedule", "css": css, "label": label})
-    for run in runs:
-        if run.get("trigger") == "manual":
+    shown = {item["run_id"] for item in items if item["run_id"]}
+    for run in runs:  # manual runs, and slot runs the ledger's range did not reach
+        if run.get("run_id") not in shown:
             css, label = slot_outcome(run)
             items.append({"run_id": run.get("run_id"), "scheduled_for": run.get("scheduled_for") or run.get("created_at"),
-                          "trigger": "manual", "css": css, "label": label})
+                          "trigger": run.get("trigger"), "css": css, "label": label})
     return sorted(items, key=lambda item: str(item["scheduled_for"] or ""))
 
 

@@ -55,8 +55,11 @@ JOB_KEYS = (
     "_id", "name", "schedule", "timezone", "handler", "args", "enabled", "misfire_policy", "misfire_grace_s",
     "overlap_policy", "jitter_s", "timeout_s", "max_retries", "created_at", "updated_at", "revision",
     "next_fire_at", "due_at", "last_triggered_at", "last_run_id", "last_run_status", "last_run_duration_ms",
-    "lease", "lease_term", "disabled_reason", "buffered_run_id", "tags",
+    "lease", "lease_term", "disabled_reason", "buffered_run_id",
 )
+#: Job fields written only when they differ from their absence (an untagged job's
+#: document keeps the shape every earlier version wrote).
+JOB_LATER_KEYS = ("tags",)
 #: What a job field absent from its document reads as (any field not listed: None).
 JOB_ABSENT: dict[str, Any] = {"timezone": DEFAULT_TIMEZONE, "args": {}, "enabled": False, "name": "",
                               "tags": [], **DEFAULT_POLICIES}
@@ -160,7 +163,7 @@ def attempt_to_doc(record: AttemptRecord) -> Document:
 
 # -- jobs ------------------------------------------------------------------------------------
 
-_JOB_KNOWN = frozenset(JOB_KEYS)
+_JOB_KNOWN = frozenset(JOB_KEYS + JOB_LATER_KEYS)
 
 
 def _policy(doc: Mapping[str, Any], key: str) -> Any:

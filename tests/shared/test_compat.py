@@ -122,9 +122,11 @@ def legacy_app(legacy: MongoStore, settings: Settings) -> Iterator[Any]:
 
 
 #: Fields the API has gained since the fixture's version: runs show ``attempts[]``
-#: (issue 11) and an error's ``traceback`` (issue 14); nothing else may differ.
+#: (issue 11) and an error's ``traceback`` (issue 14), jobs ``tags`` and
+#: ``paused_until`` (issue 13); nothing else may differ.
 ADDED_RUN_FIELDS = ("attempts",)
 ADDED_ERROR_FIELDS = ("traceback",)
+ADDED_JOB_FIELDS = ("tags", "paused_until")
 
 
 def without_additions(value: Any) -> Any:
@@ -136,6 +138,8 @@ def without_additions(value: Any) -> Any:
     kept = {}
     for key, item in value.items():
         if "run_id" in value and key in ADDED_RUN_FIELDS:
+            continue
+        if "schedule" in value and "run_id" not in value and key in ADDED_JOB_FIELDS:
             continue
         if key == "error" and isinstance(item, dict):
             item = {k: v for k, v in item.items() if k not in ADDED_ERROR_FIELDS}
