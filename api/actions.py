@@ -13,11 +13,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cronhive import cron
+import marshmallow
+
+from cronhive import cron, ledger
 from cronhive.api import schemas
 from cronhive.dispatch import TriggerResult, trigger_job
-from cronhive.domain import Job, format_instant
+from cronhive.domain import Job, format_instant, job_view
+from cronhive.enums import JobStatus
 from cronhive.errors import InvalidSchedule
+from cronhive.ledger import LedgerSlot
+from cronhive.windows import MaintenanceWindow, new_maintenance_id, paused_until
 
 if TYPE_CHECKING:
     from cronhive.api.app import Services
@@ -87,3 +92,74 @@ def preview_fires(svc: Services, payload: Any) -> tuple[str, str, list[datetime]
     tz = body.get("timezone", "UTC")
     after = body.get("after") or svc.clock.now()
     return body["schedule"], tz, cron.upcoming(body["schedule"], tz, after, body.get("count", 10))
+
+
+def job_views(svc: Services, jobs: list[Job], now: datetime) -> list[dict[str, Any]]:
+    """The API's views of ``jobs`` at ``now``, each ``paused`` while an open maintenance
+    window names it (the open windows are read once, whatever the number of jobs)."""
+    windows = svc.ready_store().open_windows(now) if jobs else []
+    return [job_view(job, now, paused_until(job, windows, now)) for job in jobs]
+
+
+def list_jobs(svc: Services, page: int, limit: int, *, status: str | None, handler: str | None,
+              tag: str | None) -> tuple[list[Job], int, list[dict[str, Any]]]:
+    """One page of ``GET /jobs`` and its views; ``status`` ``paused``/``active`` decided
+    by the windows open now (read once, for the filter and the views)."""
+    store = svc.ready_store()
+    now = svc.clock.now()
+    windows = store.open_windows(now)
+    jobs, total = store.list_jobs(page, limit, status=JobStatus(status) if status else None, handler=handler,
+                                  tag=tag, open_windows=windows)
+    return jobs, total, [job_view(job, now, paused_until(job, windows, now)) for job in jobs]
+
+
+def one_job_view(svc: Services, job: Job, now: datetime) -> dict[str, Any]:
+    return job_views(svc, [job], now)[0]
+
+
+def create_window(svc: Services, payload: Any, actor: str | None = None) -> tuple[MaintenanceWindow, datetime]:
+    """Open (or plan) a maintenance window from an API body."""
+    body = schemas.MaintenanceCreateSchema().load(payload)
+    store = svc.ready_store()
+    now = svc.clock.now()
+    start = body.get("start") or now
+    if body["end"] <= now:
+        raise marshmallow.ValidationError({"end": ["end must be in the future."]})
+    if body["end"] <= start:
+        raise marshmallow.ValidationError({"end": ["end must be after start."]})
+    window = MaintenanceWindow(maintenance_id=new_maintenance_id(now), start=start, end=body["end"],
+                               tags=tuple(body.get("tags") or ()), job_ids=tuple(body.get("job_ids") or ()),
+                               reason=body.get("reason"), created_at=now, planned_end=body["end"], created_by=actor)
+    return store.create_window(window), now
+
+
+def job_slots(svc: Services, job_id: str, query: dict[str, Any]) -> list[LedgerSlot]:
+    """The slot ledger of a job (`cronhive.ledger`) over ``[from, to]``: by default the
+    last 100 slots up to now; 422 for more than 1,000 slots or ``from`` after ``to``."""
+    store = svc.ready_store()
+    job = store.get_job(job_id)
+    now = svc.clock.now()
+    spans = ledger.spans_of(job, store.ledger_history(job))
+    high = query.get("to") or now
+    low = query.get("from") or ledger.default_from(spans, high)
+    if low > high:
+        raise marshmallow.ValidationError({"from": ["from must not be after to."]})
+    return ledger_between(svc, job, spans, low, high, now)[0]
+
+
+def ledger_between(svc: Services, job: Job, spans: list[ledger.ScheduleSpan], low: datetime, high: datetime,
+                   now: datetime) -> tuple[list[LedgerSlot], list[MaintenanceWindow]]:
+    """The ledger of ``job`` over ``[low, high]`` at ``now`` (two reads: its runs, the
+    windows), and the windows read (those overlapping the range)."""
+    store = svc.ready_store()
+    runs = store.ledger_runs(job.job_id, low, high, 2 * ledger.MAX_LEDGER_SLOTS + 1)
+    windows = store.windows_between(low, max(high, now))
+    return ledger.ledger(job.job_id, job.tags, spans, runs, windows, low, high, now), windows
+
+
+def recent_slots(svc: Services, job: Job, now: datetime, count: int) -> tuple[dict[str, Any], list[LedgerSlot]]:
+    """The job's view and its latest ``count`` slots up to ``now`` (the dashboard's job
+    page): the windows are read once, for both."""
+    spans = ledger.spans_of(job, svc.ready_store().ledger_history(job))
+    slots, windows = ledger_between(svc, job, spans, ledger.default_from(spans, now, count), now, now)
+    return job_view(job, now, paused_until(job, windows, now)), slots

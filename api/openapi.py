@@ -9,7 +9,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from cronhive.api import schemas
-from cronhive.domain import JOB_ID_PATTERN, JOB_STATUS_FILTERS
+from cronhive.domain import JOB_ID_PATTERN, JOB_STATUS_FILTERS, TAG_PATTERN
+from cronhive.windows import WINDOW_STATES
 
 BASE = "/api/v1/cron"
 
@@ -20,7 +21,7 @@ _STATUS_TEXTS = {
     400: "Malformed JSON body or query parameters (or a malformed Idempotency-Key)",
     401: "Missing or wrong bearer token",
     403: "The token may only read (a read token of API_TOKENS), and this request changes something",
-    404: "Unknown job or run",
+    404: "Unknown job, run or maintenance window",
     405: "The path does not serve this method (the Allow header lists those it does)",
     409: "Conflict (for a request with an Idempotency-Key: the first request with that key is still in progress)",
     412: "If-Match does not name the job's current revision (its ETag): it changed since it was read",
@@ -80,6 +81,7 @@ def _body(schema: str, example: dict[str, Any]) -> dict[str, Any]:
 #: The seed contract's request examples.
 CREATE_EXAMPLE = {"name": "Daily Reminder Check", "schedule": "0 8 * * *", "handler": "reminder_scheduler", "enabled": True}
 UPDATE_EXAMPLE = {"schedule": "0 7 * * *", "enabled": True}
+MAINTENANCE_EXAMPLE = {"tags": ["billing"], "end": "2099-01-01T03:00:00Z", "reason": "database upgrade"}
 PREVIEW_EXAMPLE = {"schedule": "30 2 * * *", "timezone": "Europe/Berlin", "after": "2026-03-28T00:00:00Z", "count": 3}
 
 
@@ -92,6 +94,8 @@ def _page_params() -> list[dict[str, Any]]:
 
 _JOB_ID = {"name": "job_id", "in": "path", "required": True,
            "schema": {"type": "string", "pattern": JOB_ID_PATTERN, "minLength": 1, "maxLength": 64}}
+_MAINTENANCE_ID = {"name": "maintenance_id", "in": "path", "required": True,
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
 
@@ -126,6 +130,10 @@ def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
         "PreviewResult": schemas.PreviewResultSchema,
         "Scheduler": schemas.SchedulerSchema,
         "WorkerList": schemas.WorkerListSchema,
+        "Maintenance": schemas.MaintenanceSchema,
+        "MaintenanceList": schemas.MaintenanceListSchema,
+        "MaintenanceCreate": schemas.MaintenanceCreateSchema,
+        "SlotList": schemas.SlotListSchema,
         "Error": schemas.ErrorSchema,
     }.items():
         spec.components.schema(name, schema=schema)
@@ -147,6 +155,8 @@ def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
                 "parameters": [
                     *_page_params(),
                     {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(JOB_STATUS_FILTERS)}},
+                    {"name": "tag", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 64,
+                                                              "pattern": TAG_PATTERN}},
                     {"name": "handler", "in": "query", "schema": {
                         "type": "string", "minLength": 1, "maxLength": schemas.MAX_HANDLER_LENGTH,
                         "pattern": schemas.TEXT_PATTERN}},
@@ -249,5 +259,47 @@ def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
                              "requestBody": _body("Preview", PREVIEW_EXAMPLE), **read_security,
                              "responses": {"200": _ok("Fire instants", "PreviewResult"),
                                            **_errors(*_BODY, *read_errors, 503)}}},
+    )
+    spec.path(
+        path=f"{BASE}/jobs/{{job_id}}/slots",
+        parameters=[_JOB_ID],
+        operations={
+            "get": {"summary": "The slot ledger: every slot the job's schedule named in a range, and what became "
+                               "of it (at most 1,000 slots; default: the last 100 up to now)",
+                    "operationId": "listSlots",
+                    "parameters": [
+                        {"name": "from", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                        {"name": "to", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                    ],
+                    "responses": {"200": _ok("The slots, oldest first", "SlotList"), **_errors(400, 404, 422, 503)}},
+        },
+    )
+    spec.path(
+        path=f"{BASE}/maintenance",
+        operations={
+            "get": {"summary": "Maintenance windows, latest start first", "operationId": "listMaintenance",
+                    "parameters": [*_page_params(), {"name": "status", "in": "query", "schema": {
+                        "type": "string", "enum": list(WINDOW_STATES)}}],
+                    "responses": {"200": _ok("A page of windows", "MaintenanceList"), **_errors(400, 503)}},
+            "post": {"summary": "Pause the jobs of some tags or ids until a given end", "operationId":
+                     "createMaintenance", "parameters": [_IDEMPOTENCY_KEY],
+                     "requestBody": _body("MaintenanceCreate", MAINTENANCE_EXAMPLE), **security,
+                     "responses": {
+                         "201": {**_ok("Created", "Maintenance"),
+                                 "headers": {"Location": {"schema": {"type": "string"}}, **_REPLAYED}},
+                         **_errors(*_BODY, *mutating_errors, 409, 503)}},
+        },
+    )
+    spec.path(
+        path=f"{BASE}/maintenance/{{maintenance_id}}",
+        parameters=[_MAINTENANCE_ID],
+        operations={
+            "get": {"summary": "One maintenance window", "operationId": "getMaintenance",
+                    "responses": {"200": _ok("The window", "Maintenance"), **_errors(404, 503)}},
+            "delete": {"summary": "End a maintenance window now (an upcoming one never opens)",
+                       "operationId": "endMaintenance", **security,
+                       "responses": {"200": _ok("The window, ended", "Maintenance"),
+                                     **_errors(*mutating_errors, 404, 503)}},
+        },
     )
     return spec.to_dict()

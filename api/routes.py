@@ -18,7 +18,7 @@ from cronhive.api.auth import current_actor, guard_request, mutating, reads_only
 from cronhive.api.errors import ApiError
 from cronhive.api.idempotency import idempotent
 from cronhive.api.openapi import BASE, build_spec
-from cronhive.domain import Job, format_instant, job_view, run_summary_view, run_view
+from cronhive.domain import Job, format_instant, run_summary_view, run_view
 from cronhive.enums import ReadAccess
 from cronhive.errors import Unavailable
 
@@ -163,9 +163,9 @@ def page_of(items: list[dict[str, Any]], page: int, limit: int, total: int) -> d
 def list_jobs() -> Response:
     query = load_query(schemas.JobListQuerySchema())
     page, limit = query.get("page", 1), query.get("limit", 20)
-    docs, total = services().ready_store().list_jobs(page, limit, status=query.get("status"), handler=query.get("handler"))
-    now = services().clock.now()
-    return jsonify(page_of([job_view(doc, now) for doc in docs], page, limit, total))
+    _, total, views = actions.list_jobs(services(), page, limit, status=query.get("status"),
+                                        handler=query.get("handler"), tag=query.get("tag"))
+    return jsonify(page_of(views, page, limit, total))
 
 
 def etag_of(job: Job) -> str:
@@ -198,7 +198,7 @@ def expected_revision(job_id: str) -> int | None:
 @idempotent
 def create_job() -> Response:
     doc, now = actions.create_job(services(), json_body(), actor=current_actor())
-    response = with_etag(jsonify(job_view(doc, now)), doc)
+    response = with_etag(jsonify(actions.one_job_view(services(), doc, now)), doc)
     response.status_code = 201
     response.headers["Location"] = url_for(f"{request.blueprint}.get_job", job_id=doc.job_id)
     return response
@@ -206,14 +206,14 @@ def create_job() -> Response:
 
 def get_job(job_id: str) -> Response:
     doc = services().ready_store().get_job(job_id)
-    return with_etag(jsonify(job_view(doc, services().clock.now())), doc)
+    return with_etag(jsonify(actions.one_job_view(services(), doc, services().clock.now())), doc)
 
 
 @mutating
 def update_job(job_id: str) -> Response:
     doc, now = actions.update_job(services(), job_id, json_body(), actor=current_actor(),
                                   expected_revision=expected_revision(job_id))
-    return with_etag(jsonify(job_view(doc, now)), doc)
+    return with_etag(jsonify(actions.one_job_view(services(), doc, now)), doc)
 
 
 @mutating
@@ -243,6 +243,11 @@ def list_runs(job_id: str) -> Response:
     job = store.get_job(job_id)
     docs, total = store.list_runs(job_id, page, limit, job.incarnation)
     return jsonify(page_of([run_summary_view(doc) for doc in docs], page, limit, total))
+
+
+def list_slots(job_id: str) -> Response:
+    query = load_query(schemas.SlotQuerySchema())
+    return jsonify({"data": [slot.view() for slot in actions.job_slots(services(), job_id, query)]})
 
 
 def get_run(run_id: str) -> Response:
@@ -276,6 +281,33 @@ def preview() -> Response:
     return jsonify({"schedule": schedule, "timezone": tz, "fires": [format_instant(f) for f in fires]})
 
 
+def list_maintenance() -> Response:
+    query = load_query(schemas.MaintenanceListQuerySchema())
+    page, limit = query.get("page", 1), query.get("limit", 20)
+    now = services().clock.now()
+    windows, total = services().ready_store().list_windows(page, limit, now, query.get("status"))
+    return jsonify(page_of([window.view(now) for window in windows], page, limit, total))
+
+
+@mutating
+@idempotent
+def create_maintenance() -> tuple[Response, int, dict[str, str]]:
+    window, now = actions.create_window(services(), json_body(), actor=current_actor())
+    location = url_for(f"{request.blueprint}.get_maintenance", maintenance_id=window.maintenance_id)
+    return jsonify(window.view(now)), 201, {"Location": location}
+
+
+def get_maintenance(maintenance_id: str) -> Response:
+    window = services().ready_store().get_window(maintenance_id)
+    return jsonify(window.view(services().clock.now()))
+
+
+@mutating
+def end_maintenance(maintenance_id: str) -> Response:
+    now = services().clock.now()
+    return jsonify(services().ready_store().end_window(maintenance_id, now, current_actor()).view(now))
+
+
 def openapi() -> Response:
     settings = services().settings
     return jsonify(build_spec(secured=settings.auth_required, reads_secured=settings.api_reads == ReadAccess.TOKEN))
@@ -289,12 +321,17 @@ ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("/jobs/<job_id>", delete_job, ["DELETE"]),
     ("/jobs/<job_id>/trigger", trigger, ["POST"]),
     ("/jobs/<job_id>/runs", list_runs, ["GET"]),
+    ("/jobs/<job_id>/slots", list_slots, ["GET"]),
     ("/jobs/<job_id>/revisions", list_revisions, ["GET"]),
     ("/runs/<run_id>", get_run, ["GET"]),
     ("/handlers", list_handlers, ["GET"]),
     ("/scheduler", scheduler_status, ["GET"]),
     ("/workers", list_workers, ["GET"]),
     ("/schedules/preview", preview, ["POST"]),
+    ("/maintenance", list_maintenance, ["GET"]),
+    ("/maintenance", create_maintenance, ["POST"]),
+    ("/maintenance/<maintenance_id>", get_maintenance, ["GET"]),
+    ("/maintenance/<maintenance_id>", end_maintenance, ["DELETE"]),
     ("/openapi.json", openapi, ["GET"]),
 ]
 

@@ -21,13 +21,17 @@ from cronhive.domain import (
     JOB_STATUSES,
     MAX_LOG_BYTES,
     MAX_OUTPUT_BYTES,
+    MAX_TAGS,
     MISFIRE_POLICIES,
     OVERLAP_POLICIES,
+    TAG_PATTERN,
+    TAG_RE,
     Notify,
 )
 from cronhive.enums import DeliveryStatus, NotifyEvent, RevisionAction
 from cronhive.errors import InvalidSchedule
 from cronhive.http_calls import DestinationGuard, header_problems, url_problems, validate_http_args
+from cronhive.windows import MAX_REASON_LENGTH, MAX_WINDOW_JOBS, WINDOW_STATES
 
 MAX_ARGS_BYTES = 16 * 1024
 REVISION_ACTIONS = tuple(action.value for action in RevisionAction)
@@ -68,6 +72,36 @@ class JobId(fields.String):
         if JOB_ID_RE.fullmatch(text) is None:
             raise ValidationError(f"job_id must match {JOB_ID_PATTERN}.")
         return text
+
+
+class Tag(fields.String):
+    """A tag: ``^[a-z0-9][a-z0-9_.-]{0,63}$`` matched in full."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if TAG_RE.fullmatch(text) is None:
+            raise ValidationError(f"A tag must match {TAG_PATTERN}.")
+        return text
+
+
+def tag_field(**kwargs: Any) -> Tag:
+    return Tag(validate=validate.Length(min=1, max=64), metadata={"pattern": TAG_PATTERN, "example": "billing"},
+               **kwargs)
+
+
+class TagList(fields.List[str]):
+    """At most `MAX_TAGS` distinct tags."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
+        tags = super()._deserialize(value, attr, data, **kwargs)
+        if len(set(tags)) != len(tags):
+            raise ValidationError("Give each tag once.")
+        return tags
+
+
+def tags_field(description: str, maximum: int = MAX_TAGS) -> TagList:
+    return TagList(tag_field(), validate=validate.Length(max=maximum),
+                   metadata={"uniqueItems": True, "example": ["billing", "nightly"], "description": description})
 
 
 class Text(fields.String):
@@ -320,6 +354,8 @@ class JobCreateSchema(Schema):
     max_retries = _policy_fields()["max_retries"]
     notify = fields.Nested(NotifySchema, allow_none=True,
                            metadata={"description": "POST a JSON notification on these run events; null: none."})
+    tags = tags_field(f"Labels (at most {MAX_TAGS}, distinct) to select jobs by: GET /jobs?tag=, maintenance "
+                      "windows, cronhive apply --selector.")
 
     _handlers: frozenset[str] = frozenset()
     _guard: DestinationGuard = DestinationGuard()
@@ -395,6 +431,40 @@ class PageQuerySchema(Schema):
 class JobListQuerySchema(PageQuerySchema):
     status = fields.String(validate=validate.OneOf(JOB_STATUS_FILTERS))
     handler = Text(validate=validate.Length(min=1, max=MAX_HANDLER_LENGTH))
+    tag = tag_field()
+
+
+class MaintenanceCreateSchema(Schema):
+    """``tags`` or ``job_ids`` (exactly one), ``end`` after ``start`` (default: now) and in the future."""
+
+    tags = tags_field("The jobs carrying any of these tags (give tags or job_ids).")
+    job_ids = fields.List(JobId(validate=validate.Length(min=1, max=64), metadata={"pattern": JOB_ID_PATTERN}),
+                          validate=validate.Length(min=1, max=MAX_WINDOW_JOBS),
+                          metadata={"description": "These jobs (give tags or job_ids)."})
+    start = Instant(metadata={"example": "2026-03-28T01:00:00Z", "description": "Default: now."})
+    end = Instant(required=True, metadata={"example": "2026-03-28T03:00:00Z",
+                                           "description": "Exclusive; after start and in the future."})
+    reason = Text(validate=validate.Length(min=1, max=MAX_REASON_LENGTH), metadata={"example": "database upgrade"})
+
+    @validates_schema
+    def one_selector(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if ("tags" in data) == ("job_ids" in data):
+            raise ValidationError("Give exactly one of tags and job_ids.", field_name="_schema")
+        if "tags" in data and not data["tags"]:
+            raise ValidationError("Give at least one tag.", field_name="tags")
+
+    @validates_schema(skip_on_field_errors=True)
+    def ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "start" in data and data["end"] <= data["start"]:
+            raise ValidationError("end must be after start.", field_name="end")
+
+
+class MaintenanceListQuerySchema(PageQuerySchema):
+    status = fields.String(validate=validate.OneOf(WINDOW_STATES))
+
+
+#: ``GET /jobs/:id/slots?from=&to=`` (``from`` is a keyword: the schema is built from a dict).
+SlotQuerySchema = Schema.from_dict({"from": Instant(), "to": Instant()}, name="SlotQuerySchema")
 
 
 # -- response schemas (documentation only) ------------------------------------
@@ -451,6 +521,10 @@ class JobSchema(Schema):
     timeout_s = _count(1, WEEK_S)
     max_retries = _count(0, 20)
     notify = fields.Nested(NotifySchema, required=True, allow_none=True)
+    tags = fields.List(fields.String(metadata={"pattern": TAG_PATTERN}), required=True)
+    paused_until = fields.DateTime(required=True, allow_none=True, metadata={
+        "example": "2026-03-28T03:00:00Z",
+        "description": "While an open maintenance window names the job (status paused): when it ends."})
 
 
 class JobListSchema(Schema):
@@ -597,6 +671,42 @@ class WorkerSchema(Schema):
 
 class WorkerListSchema(Schema):
     data = fields.List(fields.Nested(WorkerSchema), required=True)
+
+
+class MaintenanceSchema(Schema):
+    maintenance_id = fields.String(required=True, metadata={"example": "mnt_20260328_010000_1a2b3c4d"})
+    tags = fields.List(fields.String(), required=True, allow_none=True)
+    job_ids = fields.List(fields.String(), required=True, allow_none=True)
+    start = _instant(nullable=False)
+    end = _instant(nullable=False)
+    planned_end = _instant(nullable=False)
+    reason = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(WINDOW_STATES))
+    ended_early = fields.Boolean(required=True)
+    created_at = _instant()
+    created_by = fields.String(required=True, allow_none=True, metadata={"description": "The token's name (actor)."})
+    ended_by = fields.String(required=True, allow_none=True, metadata={"description": "Who ended it early."})
+
+
+class MaintenanceListSchema(Schema):
+    data = fields.List(fields.Nested(MaintenanceSchema), required=True)
+    pagination = fields.Nested(PaginationSchema, required=True)
+
+
+SLOT_OUTCOMES = ("pending", "queued", "running", "succeeded", "failed", "timed_out", "skipped", "abandoned",
+                 "coalesced", "missed")
+
+
+class SlotSchema(Schema):
+    scheduled_for = _instant(nullable=False)
+    outcome = fields.String(required=True, validate=validate.OneOf(SLOT_OUTCOMES))
+    run_id = fields.String(required=True, allow_none=True)
+    reason = fields.String(required=True, allow_none=True, metadata={
+        "description": "Why a slot was skipped (its run's error type: misfire, overlap, maintenance ...)."})
+
+
+class SlotListSchema(Schema):
+    data = fields.List(fields.Nested(SlotSchema), required=True)
 
 
 class ErrorBodySchema(Schema):

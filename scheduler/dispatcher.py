@@ -16,10 +16,11 @@ One `Dispatcher.run_pass` (leader only) does, in this order:
    ``due_at`` first (index "due"):
 
    a. plan each job's slots (`cronhive.slots.plan_slots`: misfire policy, next
-      slot, jitter) and decide overlap (`scheduler.overlap.resolve`); a job whose
-      schedule cannot be computed, or whose document is not a valid job
-      (`Job.invalid_reason`), is disabled with a reason (one WARNING line) and
-      never fired;
+      slot, jitter, the maintenance windows — read once per batch, those overlapping
+      the earliest slot waited for up to now — whose slots are recorded ``skipped``)
+      and decide overlap (`scheduler.overlap.resolve`); a job whose schedule cannot
+      be computed, or whose document is not a valid job (`Job.invalid_reason`), is
+      disabled with a reason (one WARNING line) and never fired;
    b. insert every slot's run in one unordered ``insert_many`` — ``pending`` to
       publish, ``skipped`` for misfire/overlap — with deterministic ids
       (`cronhive.slots.slot_run_id`) so a slot keeps its run across failover; a
@@ -35,7 +36,7 @@ One `Dispatcher.run_pass` (leader only) does, in this order:
    e. mark the confirmed runs ``queued`` in one ``update_many`` (``queued_at``:
       when the last confirm of the pass came).
 
-   So a dispatched batch costs five MongoDB commands whatever its size (plus
+   So a dispatched batch costs six MongoDB commands whatever its size (plus
    one per adopted draft after a failover); the documents written per fired run
    are its insert, its share of the job update and its ``queued`` mark.
 
@@ -62,6 +63,7 @@ from cronhive.scheduler.metrics import SchedulerMetrics
 from cronhive.settings import redact_url
 from cronhive.slots import JobAdvance, SlotRun, UncomputableSchedule, plan_slots
 from cronhive.store.protocols import SchedulerStore
+from cronhive.windows import MaintenanceWindow
 
 log = logging.getLogger("cronhive.scheduler.dispatch")
 
@@ -204,6 +206,7 @@ class Dispatcher:
         about ``batch`` runs: the rest stay due (``result.more``)."""
         batch = _Batch()
         planned_runs = 0
+        windows = self._windows(jobs, now)
         for job in jobs:
             if planned_runs >= self.batch:  # bound every write of the pass; the rest stay due
                 result.more = True
@@ -213,7 +216,7 @@ class Dispatcher:
                     result.changed += 1
                 continue
             try:
-                plan = plan_slots(job, now)
+                plan = plan_slots(job, now, windows)
             except UncomputableSchedule as exc:
                 if not self._disable(job, exc.message, now):
                     result.changed += 1  # changed meanwhile: planned again next pass
@@ -226,6 +229,12 @@ class Dispatcher:
             batch.advances.append(advance)
             planned_runs += len(runs)
         return batch
+
+    def _windows(self, jobs: list[Job], now: datetime) -> list[MaintenanceWindow]:
+        """The maintenance windows that may hold a due slot of ``jobs``: one read per pass
+        (those overlapping the earliest slot waited for up to ``now``)."""
+        slots = [job.next_fire_at for job in jobs if job.next_fire_at is not None]
+        return self.store.windows_between(min(slots), now) if slots else []
 
     def _commit(self, batch: _Batch, jobs_by_id: dict[str, Job], now: datetime,
                 result: PassResult) -> tuple[set[str], set[str], int]:
@@ -288,8 +297,10 @@ class Dispatcher:
     def _slot_run(job: Job, run: SlotRun, now: datetime, term: int) -> Run:
         """The run a slot gets: ``pending`` (to publish) or ``skipped`` with why, in ``term``."""
         status = RunStatus.PENDING if run.fire else RunStatus.SKIPPED
+        covers_from, covers_until = run.covers or (None, None)
         created = replace(new_run(job, run.run_id, Trigger.SCHEDULE, run.slot, now, None, status),
-                          lease_token=run.lease_token, sched_term=term)
+                          lease_token=run.lease_token, sched_term=term, covers_from=covers_from,
+                          covers_until=covers_until)
         if run.fire:
             return created
         # a skipped slot's notification rides on its run (the outbox), so a withdrawn draft takes it along

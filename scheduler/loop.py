@@ -1,7 +1,8 @@
 """The scheduler process's main loop: leadership, dispatch passes and sleeping.
 
 Each step: read the database clock; let `Leadership.maintain` renew, claim or
-step down and heartbeat as due; as leader, run one `Dispatcher.run_pass`. Then
+step down and heartbeat as due; as leader, run one `Dispatcher.run_pass` and, every 30 s, start the slot audit
+(`cronhive.scheduler.audit`) in a thread of its own. Then
 sleep until the earliest of
 
 * the next due instant (the earliest ``due_at``, index "due"),
@@ -29,6 +30,7 @@ from datetime import datetime, timedelta
 from cronhive.broker import RunPublisher
 from cronhive.clock import Clock
 from cronhive.errors import StoreUnavailable
+from cronhive.scheduler.audit import SlotAuditor
 from cronhive.scheduler.dispatcher import Dispatcher
 from cronhive.scheduler.leadership import Leadership, LeadershipLost
 from cronhive.scheduler.metrics import SchedulerMetrics
@@ -41,6 +43,8 @@ STORE_BACKOFF_MIN_S = 0.5
 STORE_BACKOFF_MAX_S = 5.0
 #: After an unexpected error (a bug), wait at least this long before the next step.
 ERROR_BACKOFF_S = 1.0
+#: How long a stopping scheduler waits for a running slot audit.
+AUDIT_JOIN_S = 5.0
 #: A job changed while being dispatched is planned again after this pause.
 CHANGED_RETRY_S = 0.02
 
@@ -58,6 +62,8 @@ class SchedulerLoop:
         self.dispatcher = Dispatcher(store, publisher, clock, self.leadership.guard,
                                      job_lease_s=settings.job_lease_s, batch=settings.scheduler_batch,
                                      metrics=self.metrics)
+        self.auditor = SlotAuditor(store, clock, self._leader_term, self.metrics)
+        self._audit_thread: threading.Thread | None = None
         self.max_sleep = timedelta(milliseconds=settings.scheduler_max_sleep_ms)
         self.stopping = threading.Event()
         self.store_down = False
@@ -78,6 +84,8 @@ class SchedulerLoop:
             while not self.stopping.is_set():
                 self.stopping.wait(self.step())
         finally:
+            if self._audit_thread is not None:
+                self._audit_thread.join(AUDIT_JOIN_S)
             self.leadership.resign(self.clock.now())
             self.metrics.leadership(False, None)
             log.info("scheduler stopped", extra={"holder": self.holder})
@@ -111,6 +119,7 @@ class SchedulerLoop:
             result = self.dispatcher.run_pass()
             if result.more:
                 return 0.0
+            self._audit()
             if result.changed:  # plan it again soon, but never spin on a job that keeps changing
                 pause = CHANGED_RETRY_S
             due = self.store.earliest_due_at()
@@ -123,6 +132,26 @@ class SchedulerLoop:
         if action is not None:
             wake.append(action)
         return max(pause, self._seconds_until(min(wake)))
+
+    def _leader_term(self) -> int | None:
+        """The term held now, for the audit thread (reads only: never renews)."""
+        return self.leadership.term if self.leadership.is_leader(self.clock.now()) else None
+
+    def _audit(self) -> None:
+        """Start the slot audit (`cronhive.scheduler.audit`) in its thread when due and
+        none runs: its reads never hold up dispatching."""
+        if not self.auditor.due() or (self._audit_thread is not None and self._audit_thread.is_alive()):
+            return
+        self._audit_thread = threading.Thread(target=self._run_audit, name="slot-audit", daemon=True)
+        self._audit_thread.start()
+
+    def _run_audit(self) -> None:
+        try:
+            self.auditor.audit()
+        except (StoreUnavailable, LeadershipLost) as exc:
+            log.info("slot audit skipped: %s", exc, extra={"holder": self.holder})
+        except Exception:  # a bug in the audit never stops the scheduler
+            log.exception("slot audit failed", extra={"holder": self.holder})
 
     def _observe_role(self) -> None:
         """Tell the dispatcher and the metrics when the term held changed (elected,

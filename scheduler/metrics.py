@@ -29,6 +29,11 @@ class SchedulerMetrics:
         if count > 0:
             metrics.SLOTS_MISSED.inc(count)
 
+    def slots_missed(self, count: int) -> None:
+        """Slots the audit found missed (``cronhive_slots_missed_total``)."""
+        if count > 0:
+            metrics.SLOTS_MISSED_AUDIT.inc(count)
+
     def unpublished(self, count: int) -> None:
         """Committed runs not yet confirmed by RabbitMQ (the leader's backlog; 0 on a standby)."""
         metrics.UNPUBLISHED_RUNS.set(count)

@@ -23,6 +23,7 @@ lease in between, the write matches nothing and the job is planned again.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from cronhive.domain import Job
@@ -34,7 +35,8 @@ from cronhive.slots import JobAdvance, SlotPlan, SlotRun, slot_run_id
 def resolve(job: Job, plan: SlotPlan, now: datetime, job_lease_s: float) -> tuple[list[SlotRun], JobAdvance]:
     """The run of every slot of ``plan`` and the job write that commits them."""
     job_id = job.job_id
-    runs = [SlotRun(slot_run_id(job_id, s.at), s.at, False, ErrorType.MISFIRE, s.message) for s in plan.skipped]
+    runs = [SlotRun(slot_run_id(job_id, s.at), s.at, False, s.type, s.message, covers=plan.covered_by(s.at))
+            for s in plan.skipped]
     fire_ids = [(slot_run_id(job_id, at), at) for at in plan.fire]
     mode = job.overlap_policy
     reservation: Lease | None = None
@@ -45,6 +47,7 @@ def resolve(job: Job, plan: SlotPlan, now: datetime, job_lease_s: float) -> tupl
         runs += contended
     else:
         runs += [SlotRun(run_id, at, True) for run_id, at in fire_ids]
+    runs = [replace(run, covers=plan.covered_by(run.slot)) if run.fire else run for run in runs]
     runs.sort(key=lambda run: run.slot)
     advance = JobAdvance(job, plan.next_fire_at, plan.due_at, any(run.fire for run in runs), lease_decided=decided,
                          buffer_decided=decided and mode == OverlapPolicy.BUFFER_ONE, reservation=reservation,

@@ -61,9 +61,15 @@ JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 MISFIRE_POLICIES = tuple(member.value for member in MisfirePolicy)
 OVERLAP_POLICIES = tuple(member.value for member in OverlapPolicy)
 JOB_STATUSES = tuple(member.value for member in JobStatus)
-#: What ``GET /jobs?status=`` filters on (the ``enabled`` flag): an invalid job is
-#: listed under its flag, with ``status: "invalid"``.
-JOB_STATUS_FILTERS = (JobStatus.ACTIVE.value, JobStatus.DISABLED.value)
+#: What ``GET /jobs?status=`` filters on: the ``enabled`` flag (an invalid job is
+#: listed under its flag, with ``status: "invalid"``) and ``paused`` (computed from
+#: the open maintenance windows; ``active`` then leaves those jobs out).
+JOB_STATUS_FILTERS = (JobStatus.ACTIVE.value, JobStatus.DISABLED.value, JobStatus.PAUSED.value)
+#: The dashboard's status filter: the stored flag only.
+JOB_FLAG_STATUSES = (JobStatus.ACTIVE.value, JobStatus.DISABLED.value)
+TAG_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+TAG_RE = re.compile(TAG_PATTERN)
+MAX_TAGS = 20
 
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_POLICIES: dict[str, Any] = {
@@ -261,6 +267,7 @@ class Job:
     jitter_s: int = 0
     timeout_s: int | None = 3600
     max_retries: int = 0
+    tags: tuple[str, ...] = ()
     created_at: datetime | None = None
     updated_at: datetime | None = None
     revision: int | None = 1
@@ -370,6 +377,10 @@ class Run:
     notify_due: datetime | None = None
     #: `Job.incarnation` of the job it was created for
     job_incarnation: str | None = None
+    #: the slots ``[covers_from, covers_until)`` without a run of their own that this run
+    #: stands for: coalesced into it (``fire_once`` catch-up) or skipped with it
+    covers_from: datetime | None = None
+    covers_until: datetime | None = None
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -467,6 +478,7 @@ def new_job(job_id: str, fields: Mapping[str, Any], now: datetime) -> Job:
         jitter_s=policy["jitter_s"],
         timeout_s=policy["timeout_s"],
         max_retries=policy["max_retries"],
+        tags=tuple(fields.get("tags") or ()),
         created_at=now,
         updated_at=now,
         notify=fields.get("notify"),
@@ -492,7 +504,8 @@ def job_update(current: Job, changes: Mapping[str, Any], now: datetime) -> dict[
     """
     if current.invalid_reason is not None:
         _check_repair(current, changes)
-    merged = replace(current, **changes, invalid_reason=None, invalid_fields=())
+    typed: dict[str, Any] = {key: tuple(value) if key == "tags" else value for key, value in changes.items()}
+    merged = replace(current, **typed, invalid_reason=None, invalid_fields=())
     update: dict[str, Any] = {**changes, "updated_at": now}
     if current.invalid_reason is not None:
         update["disabled_reason"] = None  # repaired: the reason it was disabled for is gone
@@ -571,9 +584,12 @@ class SchedulerStatus:
 # -- views --------------------------------------------------------------------------
 
 
-def job_view(job: Job, now: datetime) -> dict[str, Any]:
-    """The job detail the API shows (SPEC §3): every field present, null when unset."""
+def job_view(job: Job, now: datetime, paused_until: datetime | None = None) -> dict[str, Any]:
+    """The job detail the API shows (SPEC §3): every field present, null when unset.
+    ``paused_until``: the end of the open maintenance window that names the job
+    (`cronhive.windows.paused_until`): its status then shows ``paused``."""
     invalid = job.invalid_reason is not None
+    status = JobStatus.PAUSED if job.enabled and not invalid and paused_until is not None else job.status
     return {
         "job_id": job.job_id,
         # an invalid job's missing (or non-text) name, schedule or handler shows as null
@@ -583,7 +599,7 @@ def job_view(job: Job, now: datetime) -> dict[str, Any]:
         "handler": job.handler or None if invalid else job.handler,
         "args": job.args,
         "enabled": job.enabled,
-        "status": job.status,
+        "status": status,
         "invalid_reason": job.invalid_reason,
         "lock_acquired": job.lock_acquired(now),
         "last_triggered_at": format_instant(job.last_triggered_at),
@@ -601,6 +617,8 @@ def job_view(job: Job, now: datetime) -> dict[str, Any]:
         "timeout_s": job.timeout_s,
         "max_retries": job.max_retries,
         "notify": job.notify.view() if job.notify else None,
+        "tags": list(job.tags),
+        "paused_until": format_instant(paused_until) if status == JobStatus.PAUSED else None,
     }
 
 

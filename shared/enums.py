@@ -85,6 +85,8 @@ class JobStatus(StrEnum):
     ACTIVE = "active"
     DISABLED = "disabled"
     INVALID = "invalid"
+    #: shown (never stored) while an open maintenance window names the enabled job
+    PAUSED = "paused"
 
 
 class LeaseScope(StrEnum):
@@ -110,6 +112,7 @@ class ErrorType(StrEnum):
     ABANDONED = "abandoned"
     JOB_NOT_FOUND = "job_not_found"
     JOB_DELETED = "job_deleted"
+    MAINTENANCE = "maintenance"
     #: no live worker (of the run's queue) has the job's handler registered
     HANDLER_NOT_FOUND = "handler_not_found"
     #: the job's stored document is not a valid job (see its ``invalid_reason``)

@@ -63,6 +63,9 @@ def _scheduler_series() -> dict[str, Any]:
                                  "Slots recorded skipped (overlap or misfire policy).", ["reason"]),
         "FIRE_LATENESS": Histogram("cronhive_scheduler_fire_lateness_seconds", "Slot instant to publish confirm.",
                                    buckets=LATENCY_BUCKETS),
+        "SLOTS_MISSED_AUDIT": Counter("cronhive_slots_missed",
+                                      "Slots found missed by the leader's audit: past due plus grace and no run "
+                                      "(each slot counted once, across leaders)."),
         "UNPUBLISHED_RUNS": Gauge("cronhive_scheduler_unpublished_runs",
                                   "Runs created but not yet confirmed by RabbitMQ.", multiprocess_mode="livesum"),
     }
@@ -91,7 +94,7 @@ SERIES_GROUP: dict[str, str] = {
     "API_REQUESTS": "api", "API_LATENCY": "api",
     "SCHEDULER_IS_LEADER": "scheduler", "SCHEDULER_TERM": "scheduler", "SLOTS_FIRED": "scheduler",
     "SLOTS_MISSED": "scheduler", "SLOTS_SKIPPED": "scheduler", "FIRE_LATENESS": "scheduler",
-    "UNPUBLISHED_RUNS": "scheduler",
+    "UNPUBLISHED_RUNS": "scheduler", "SLOTS_MISSED_AUDIT": "scheduler",
     "WORKER_RUNS": "worker", "WORKER_RUN_DURATION": "worker", "LEASE_RENEW_FAILURES": "worker",
     "NOTIFICATIONS": "worker",
 }

@@ -37,6 +37,20 @@ Misfire policies (``misfire_policy``; ``misfire_grace_s`` default 60)
         were due, the latest 100 run and one ``skipped`` run at ``S1`` records that
         the older ones were not.
 
+Maintenance windows (`cronhive.windows`, passed in)
+    A due slot inside a window that names the job is recorded as one ``skipped``
+    run of type ``maintenance`` and is no part of the misfire decision: the
+    policy above decides only over the due slots outside every window, so a
+    window's slots are never replayed once it has ended.
+
+What a run stands for (``SlotPlan.covers``)
+    The one run a ``fire_once`` catch-up fires (or skips) at ``Sk`` stands for
+    the due slots ``[S1, Sk)`` that get no run of their own (coalesced into it);
+    the ``skip`` note at ``S(k-1)`` (or ``Sk``) for those it skipped; the
+    ``fire_all`` note at ``S1`` for those beyond the cap. The run records the
+    range (``covers_from``, ``covers_until``), which the slot ledger
+    (`cronhive.ledger`) reads.
+
 After the plan, the job waits for the first slot after ``now - jitter``.
 A job whose schedule cannot be computed any more (its time zone vanished from
 the tz database, a corrupt expression) raises `UncomputableSchedule`; the
@@ -50,6 +64,7 @@ they are empty (`latest_fires`), so it is cheap even after a year of downtime.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -58,6 +73,7 @@ from cronhive.domain import MAX_FIRE_ALL, Job
 from cronhive.enums import ErrorType, MisfirePolicy
 from cronhive.errors import InvalidSchedule
 from cronhive.leases import Lease
+from cronhive.windows import MaintenanceWindow, window_holding, windows_of
 
 #: Largest window `latest_fires` enumerates in one go; denser windows are halved.
 ENUMERATION_LIMIT = 512
@@ -72,10 +88,12 @@ class UncomputableSchedule(InvalidSchedule):
 
 @dataclass(frozen=True)
 class SkippedSlot:
-    """A slot recorded as a ``skipped`` run (misfire), with why."""
+    """A slot recorded as a ``skipped`` run, with why (``type``: `ErrorType.MISFIRE`, or
+    `ErrorType.MAINTENANCE` for a slot inside an open maintenance window)."""
 
     at: datetime
     message: str
+    type: ErrorType = ErrorType.MISFIRE
 
 
 @dataclass(frozen=True)
@@ -97,11 +115,18 @@ class SlotPlan:
     next_fire_at: datetime | None
     due_at: datetime | None
     missed: int = 0
+    #: ``(slot, from, until)``: the run of ``slot`` stands for the due slots in
+    #: ``[from, until)`` that get no run of their own (coalesced or skipped with it)
+    covers: tuple[tuple[datetime, datetime, datetime], ...] = ()
 
     @property
     def slots(self) -> tuple[datetime, ...]:
         """Every slot that gets a run record (fired or skipped), ascending."""
         return tuple(sorted((*self.fire, *(s.at for s in self.skipped))))
+
+    def covered_by(self, slot: datetime) -> tuple[datetime, datetime] | None:
+        """The ``[from, until)`` range the run of ``slot`` stands for, if any."""
+        return next(((low, high) for at, low, high in self.covers if at == slot), None)
 
 
 @dataclass(frozen=True)
@@ -119,6 +144,8 @@ class SlotRun:
     skip_type: ErrorType | None = None
     message: str | None = None
     lease_token: int | None = None
+    #: the ``[from, until)`` range of due slots without a run that this run stands for
+    covers: tuple[datetime, datetime] | None = None
 
 
 @dataclass(frozen=True)
@@ -199,15 +226,18 @@ def due_slots(job: Job, reference: datetime, count: int) -> tuple[list[datetime]
     return slots[-count:], len(slots) > count
 
 
-def plan_slots(job: Job, now: datetime) -> SlotPlan:
-    """The `SlotPlan` of ``job`` at ``now`` (see the module docstring).
+def plan_slots(job: Job, now: datetime, windows: Sequence[MaintenanceWindow] = ()) -> SlotPlan:
+    """The `SlotPlan` of ``job`` at ``now`` (see the module docstring). ``windows``: the
+    maintenance windows that may hold some of its due slots (those not naming the job
+    are ignored); a due slot inside one is recorded ``skipped`` (type ``maintenance``)
+    and the misfire policy decides only over the others.
 
     Raises:
         UncomputableSchedule: the stored schedule, time zone or timing state can
             no longer be computed.
     """
     try:
-        return _plan(job, now)
+        return _plan(job, now, windows_of(job, windows) if windows else [])
     except UncomputableSchedule:
         raise
     except Exception as exc:  # any failure of the pure computation: the job cannot be planned
@@ -218,7 +248,7 @@ def plan_slots(job: Job, now: datetime) -> SlotPlan:
         ) from exc
 
 
-def _plan(job: Job, now: datetime) -> SlotPlan:
+def _plan(job: Job, now: datetime, windows: list[MaintenanceWindow]) -> SlotPlan:
     job_id = job.job_id
     if not job.enabled or job.due_at is None:  # a disabled job keeps no due_at
         return SlotPlan(job_id, job.due_at is not None, (), (), job.next_fire_at, None)
@@ -231,16 +261,41 @@ def _plan(job: Job, now: datetime) -> SlotPlan:
         due_at = job.next_fire_at + jitter
         return SlotPlan(job_id, due_at != job.due_at, (), (), job.next_fire_at, due_at)
     grace = timedelta(seconds=float(job.misfire_grace_s))
-    slots, more = due_slots(job, reference, MAX_FIRE_ALL)
-    if job.misfire_policy == MisfirePolicy.FIRE_ALL:
+    due, more = due_slots(job, reference, MAX_FIRE_ALL)
+    held = [SkippedSlot(at, f"inside maintenance window {window.maintenance_id} (until {_iso(window.end)})",
+                        ErrorType.MAINTENANCE)
+            for at in due if (window := window_holding(at, windows)) is not None]
+    slots = [at for at in due if window_holding(at, windows) is None]
+    fire: list[datetime] = []
+    skipped: list[SkippedSlot] = []
+    if slots and job.misfire_policy == MisfirePolicy.FIRE_ALL:
         fire, skipped = _fire_all(job.next_fire_at, slots, more)
-    elif job.misfire_policy == MisfirePolicy.SKIP:
+    elif slots and job.misfire_policy == MisfirePolicy.SKIP:
         fire, skipped = _skip(job.next_fire_at, slots, reference, grace)
-    else:
+    elif slots:
         fire, skipped = _fire_once(slots, reference, grace)
+    covers = _covers(job, job.next_fire_at, slots, more, fire, skipped)
     missed = len(slots) + (1 if more else 0) - len(fire)
     next_fire, due_at = job.next_slot(reference)
-    return SlotPlan(job_id, True, tuple(fire), tuple(skipped), next_fire, due_at, missed)
+    return SlotPlan(job_id, True, tuple(fire), tuple(sorted([*skipped, *held], key=lambda s: s.at)), next_fire,
+                    due_at, missed, covers)
+
+
+def _covers(job: Job, first: datetime, slots: list[datetime], more: bool, fire: list[datetime],
+            skipped: list[SkippedSlot]) -> tuple[tuple[datetime, datetime, datetime], ...]:
+    """Which run stands for the due slots that get none (see `SlotPlan.covers`): under
+    ``fire_once`` and ``skip`` the one run at the end of the missed range, under
+    ``fire_all`` the note at the first slot for those beyond the cap."""
+    if job.misfire_policy == MisfirePolicy.FIRE_ALL:
+        return ((first, first, slots[0]),) if more and skipped and first < slots[0] else ()
+    records = sorted([*fire, *(s.at for s in skipped)])
+    if not records or (len(slots) <= len(records) and not more):
+        return ()
+    if job.misfire_policy == MisfirePolicy.SKIP and skipped:
+        at = skipped[0].at
+        return ((at, first, at),) if first < at else ()
+    at = records[-1]
+    return ((at, first, at),) if first < at else ()
 
 
 def _fire_all(first: datetime, slots: list[datetime], more: bool) -> tuple[list[datetime], list[SkippedSlot]]:

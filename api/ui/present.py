@@ -22,6 +22,7 @@ STATUS_CLASS = {
     "pending": "queued", "queued": "queued", "running": "running", "succeeded": "ok", "failed": "bad",
     "timed_out": "bad", "abandoned": "bad", "skipped": "skip", "active": "ok", "disabled": "off",
     "invalid": "bad",
+    "paused": "skip", "coalesced": "coalesced", "missed": "missed",
 }
 
 
@@ -182,6 +183,43 @@ def slot_outcome(run: dict[str, object]) -> tuple[str, str]:
     if status in ("failed", "timed_out", "abandoned"):
         return "bad", status.replace("_", " ")
     return status_class(status), status
+
+
+#: A ledger outcome's square: its class and its label.
+_OUTCOME_SQUARE = {
+    "succeeded": ("ok", "ran"), "failed": ("bad", "failed"), "timed_out": ("bad", "timed out"),
+    "abandoned": ("bad", "abandoned"), "skipped": ("skip", "skipped"), "missed": ("missed", "missed"),
+    "coalesced": ("coalesced", "coalesced"), "pending": ("queued", "pending"), "queued": ("queued", "queued"),
+    "running": ("running", "running"),
+}
+
+
+def slot_square(slot: dict[str, object]) -> tuple[str, str]:
+    """A ledger slot's square in the strip (`cronhive.ledger` outcomes): skipped ones say why."""
+    outcome = str(slot.get("outcome") or "")
+    css, label = _OUTCOME_SQUARE.get(outcome, (status_class(outcome), outcome))
+    if outcome == "skipped" and slot.get("reason"):
+        label = f"skipped ({slot['reason']})"
+    return css, label
+
+
+def slot_strip(slots: list[dict[str, object]], runs: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The job page's strip, oldest first: the ledger's slots (skipped, missed and
+    coalesced ones included) and the runs among ``runs`` (run views: the manual ones,
+    and slot runs older than the ledger's range), each ``{run_id, scheduled_for,
+    trigger, css, label}``."""
+    items: list[dict[str, object]] = []
+    for slot in slots:
+        css, label = slot_square(slot)
+        items.append({"run_id": slot.get("run_id"), "scheduled_for": slot.get("scheduled_for"),
+                      "trigger": "schedule", "css": css, "label": label})
+    shown = {item["run_id"] for item in items if item["run_id"]}
+    for run in runs:  # manual runs, and slot runs the ledger's range did not reach
+        if run.get("run_id") not in shown:
+            css, label = slot_outcome(run)
+            items.append({"run_id": run.get("run_id"), "scheduled_for": run.get("scheduled_for") or run.get("created_at"),
+                          "trigger": run.get("trigger"), "css": css, "label": label})
+    return sorted(items, key=lambda item: str(item["scheduled_for"] or ""))
 
 
 def lateness_class(ms: int | None) -> str:

@@ -41,7 +41,7 @@ from cronhive.api.ui.security import (
     session_principal,
     sign_in,
 )
-from cronhive.domain import JOB_STATUS_FILTERS, job_view, run_view
+from cronhive.domain import JOB_FLAG_STATUSES, job_view, run_view
 from cronhive.enums import JobStatus, ReadAccess
 from cronhive.errors import (
     Conflict,
@@ -66,6 +66,8 @@ ui_bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates",
 JOBS_PER_PAGE = 20
 RUNS_PER_PAGE = 20
 CHART_RUNS = 50
+#: Slots of the ledger the job page's strip shows (manual runs join them).
+STRIP_SLOTS = 40
 UPCOMING_LIMIT = 12
 UPCOMING_HORIZON = timedelta(hours=1)
 LIVE_RUNS = 10
@@ -311,13 +313,13 @@ def activity_chart(activity: stats.RunActivity) -> dict[str, Any]:
 def overview() -> str:
     now = svc().clock.now()
     status = request.args.get("status") or None
-    status = status if status in JOB_STATUS_FILTERS else None
+    status = status if status in JOB_FLAG_STATUSES else None
     handler = (request.args.get("handler") or "").strip()[:200] or None
     text = (request.args.get("q") or "").strip()[:200]
     page = store().browse_jobs(JOBS_PER_PAGE, now, after=JobPosition.parse(request.args.get("after")),
                                before=JobPosition.parse(request.args.get("before")),
                                status=JobStatus(status) if status else None, handler=handler, text=text)
-    jobs = [job_view(doc, now) for doc in page.jobs]
+    jobs = actions.job_views(svc(), page.jobs, now)
     filters = {"q": text, "status": status or "", "handler": handler or ""}
     live = overview_live_context(now)
     filtered = bool(status or handler or text)
@@ -337,7 +339,7 @@ def overview_live() -> str:
 def job_live_context(job_id: str, page: int, now: datetime) -> dict[str, Any]:
     ready = store()
     stored = ready.get_job(job_id)
-    job = job_view(stored, now)
+    job, slots = actions.recent_slots(svc(), stored, now, STRIP_SLOTS)
     recent_docs, total = ready.list_runs(job_id, 1, CHART_RUNS, stored.incarnation)
     if page == 1:
         table_docs = recent_docs[:RUNS_PER_PAGE]
@@ -350,7 +352,7 @@ def job_live_context(job_id: str, page: int, now: datetime) -> dict[str, Any]:
         "runs_total": total,
         "runs_page": page,
         "runs_pages": max(1, -(-total // RUNS_PER_PAGE)),
-        "strip": [(run, *present.slot_outcome(run)) for run in recent],
+        "strip": present.slot_strip([slot.view() for slot in slots], recent)[-CHART_RUNS:],
         # a failed run waiting out its backoff holds the lease, but nothing runs
         "retry": next((run for run in reversed(recent) if run["retry_at"]), None),
         "chart": {

@@ -2,7 +2,8 @@
 
 ``cronhive api|scheduler|worker`` replace themselves with the process they name
 (``python -m cronhive.api`` …), so the CLI imports none of them; ``cronhive up`` runs the
-local cluster (`cronhive.cli.up`), ``cronhive jobs`` talks to the API (`cronhive.cli.jobs`).
+local cluster (`cronhive.cli.up`), ``cronhive jobs`` talks to the API (`cronhive.cli.jobs`),
+``cronhive apply`` / ``cronhive export`` keep jobs in a file (`cronhive.cli.apply`).
 
 ``--help`` (or ``-h``) of every command prints its help and starts nothing: the
 processes answer it themselves, before reading any setting (so ``python -m
@@ -25,6 +26,8 @@ commands:
   scheduler   a scheduler process (run 2+; one is leader)
   worker      a Dramatiq worker on the runs queue (--processes N --threads N)
   jobs        operate on jobs through the API (cronhive jobs --help)
+  apply       make the API hold the jobs a YAML/JSON file lists (cronhive apply --help)
+  export      print the jobs as a file apply accepts (cronhive export --help)
 
 `cronhive COMMAND --help` describes each command; every process is configured
 by environment variables (README, Configuration).
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         from cronhive.cli.jobs import main as jobs
 
         return jobs(rest)
+    if command in ("apply", "export"):
+        from cronhive.cli.apply import main as apply
+
+        return apply(command, rest)
     print(f"cronhive: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -8,6 +8,8 @@
   heartbeats and the leadership status;
 * `cronhive.store.leases.LeaseStore` — the one lease implementation, for leases
   of every scope;
+* `cronhive.store.maintenance.MaintenanceStore` — maintenance windows;
+* `cronhive.store.ledger.LedgerStore` — the slot ledger's and the slot audit's reads;
 * `cronhive.store.revisions.RevisionStore` — each job change's revision (the
   jobs' and the scheduler's writes record them);
 * `cronhive.store.idempotency.IdempotencyStore` — the API's Idempotency-Key records;
@@ -41,12 +43,15 @@ from cronhive.store.browse import JobBrowsing, JobPosition, JobsPage
 from cronhive.store.idempotency import IdempotencyStore
 from cronhive.store.jobs import JobStore
 from cronhive.store.leases import LeaseStore
+from cronhive.store.ledger import LedgerStore
+from cronhive.store.maintenance import MaintenanceStore
 from cronhive.store.protocols import ApiStore, SchedulerStore, WorkerStore
 from cronhive.store.runs import RunStore
 from cronhive.store.scheduling import LEADER_LEASE_ID, SchedulingStore
 
 
-class MongoStore(JobStore, JobBrowsing, RunStore, SchedulingStore, LeaseStore, IdempotencyStore):
+class MongoStore(JobStore, JobBrowsing, RunStore, SchedulingStore, LeaseStore, IdempotencyStore, MaintenanceStore,
+                 LedgerStore):
     """Access to cronhive's collections. Create with `open`, close with `close`."""
 
     @classmethod
@@ -87,6 +92,9 @@ class MongoStore(JobStore, JobBrowsing, RunStore, SchedulingStore, LeaseStore, I
             partialFilterExpression={"trigger": Trigger.SCHEDULE},
         )
         self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="by_status")
+        self.jobs.create_index([("tags", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)], name="by_tag")
+        self.runs.create_index([("job_id", ASCENDING), ("covers_until", ASCENDING)], name="covering")
+        self.ensure_maintenance_indexes()
         self.ensure_revision_indexes()
         self.ensure_idempotency_indexes()
         # only runs with notifications still to deliver carry notify_due

@@ -64,6 +64,7 @@ from cronhive.idempotency import IdempotencyRecord, StoredResponse
 from cronhive.leases import Lease
 from cronhive.revisions import Revision
 from cronhive.slots import JobAdvance
+from cronhive.windows import MaintenanceWindow
 
 Document = dict[str, Any]
 
@@ -77,16 +78,20 @@ JOB_KEYS = (
     "next_fire_at", "due_at", "last_triggered_at", "last_run_id", "last_run_status", "last_run_duration_ms",
     "lease", "lease_term", "disabled_reason", "buffered_run_id", "incarnation",
 )
+#: Job fields written only when they differ from their absence (an untagged job's
+#: document keeps the shape every earlier version wrote).
+JOB_LATER_KEYS = ("tags",)
 #: What a job field absent from its document reads as (any field not listed: None).
 JOB_ABSENT: dict[str, Any] = {"timezone": DEFAULT_TIMEZONE, "args": {}, "enabled": False, "name": "",
-                              **DEFAULT_POLICIES}
+                              "tags": [], **DEFAULT_POLICIES}
 
 #: A run document's keys as first written (`new_run`); the rest follow as first set.
 RUN_KEYS = (
     "_id", "job_id", "trigger", "scheduled_for", "status", "attempt", "lease_token", "worker", "created_at",
     "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "job_incarnation",
 )
-RUN_LATER_KEYS = ("sched_term", "lease_term", "lease", "lease_holder", "lease_scope", "retry_at", "attempts")
+RUN_LATER_KEYS = ("sched_term", "lease_term", "lease", "lease_holder", "lease_scope", "retry_at", "attempts",
+                  "covers_from", "covers_until")
 #: Written only when there is something to keep (run output, log, notifications).
 RUN_OUTPUT_KEYS = ("output_json", "output_truncated", "log", "notifications", "notify_due")
 RUN_ABSENT: dict[str, Any] = {"attempt": 0, "attempts": [], "output_truncated": False, "notifications": []}
@@ -181,7 +186,7 @@ def attempt_to_doc(record: AttemptRecord) -> Document:
 
 # -- jobs ------------------------------------------------------------------------------------
 
-_JOB_KNOWN = frozenset((*JOB_KEYS, "notify"))
+_JOB_KNOWN = frozenset((*JOB_KEYS, *JOB_LATER_KEYS, "notify"))
 
 
 def notify_from_doc(doc: Any) -> Notify | None:
@@ -345,6 +350,7 @@ def job_from_doc(doc: Mapping[str, Any]) -> Job:
         invalid_reason=check.reason(),
         invalid_fields=tuple(check.defects),
         incarnation=doc.get("incarnation"),
+        tags=tuple(doc.get("tags") or ()),
         stored=_stored(doc, _JOB_KNOWN),
     )
 
@@ -380,6 +386,7 @@ def job_to_doc(job: Job) -> Document:
         "buffered_run_id": job.buffered_run_id,
         "notify": notify_to_doc(job.notify),
         "incarnation": job.incarnation,
+        "tags": list(job.tags),
     }
     return _laid_out(full, job.stored, JOB_KEYS, JOB_ABSENT)
 
@@ -491,6 +498,8 @@ def run_from_doc(doc: Mapping[str, Any]) -> Run:
         notifications=tuple(notification_from_doc(item) for item in doc.get("notifications") or ()),
         notify_due=doc.get("notify_due"),
         job_incarnation=doc.get("job_incarnation"),
+        covers_from=doc.get("covers_from"),
+        covers_until=doc.get("covers_until"),
         stored=_stored(doc, _RUN_KNOWN),
     )
 
@@ -526,6 +535,8 @@ def run_to_doc(run: Run) -> Document:
         "notifications": [notification_to_doc(item) for item in run.notifications],
         "notify_due": run.notify_due,
         "job_incarnation": run.job_incarnation,
+        "covers_from": run.covers_from,
+        "covers_until": run.covers_until,
     }
     return _laid_out(full, run.stored, RUN_KEYS, RUN_ABSENT)
 
@@ -563,6 +574,24 @@ def attempt_end_set(end: AttemptEnd) -> Document:
     if end.output is not None:
         fields.update(output_set(end.output))
     return fields
+
+
+# -- maintenance windows ------------------------------------------------------------------
+
+
+def window_from_doc(doc: Mapping[str, Any]) -> MaintenanceWindow:
+    return MaintenanceWindow(maintenance_id=doc["_id"], start=doc["start"], end=doc["end"],
+                             tags=tuple(doc.get("tags") or ()), job_ids=tuple(doc.get("job_ids") or ()),
+                             reason=doc.get("reason"), created_at=doc.get("created_at"),
+                             planned_end=doc.get("planned_end"), ended_early_at=doc.get("ended_early_at"),
+                             created_by=doc.get("created_by"), ended_by=doc.get("ended_by"))
+
+
+def window_to_doc(window: MaintenanceWindow) -> Document:
+    return {"_id": window.maintenance_id, "tags": list(window.tags), "job_ids": list(window.job_ids),
+            "start": window.start, "end": window.end, "planned_end": window.planned_end or window.end,
+            "reason": window.reason, "created_at": window.created_at, "ended_early_at": window.ended_early_at,
+            "created_by": window.created_by, "ended_by": window.ended_by}
 
 
 def heartbeat_set(beat: Heartbeat) -> Document:
@@ -674,4 +703,6 @@ __all__ = [
     "run_from_doc",
     "run_to_doc",
     "stored_response_to_doc",
+    "window_from_doc",
+    "window_to_doc",
 ]

@@ -9,7 +9,7 @@ Every schedule computation is the domain's (`cronhive.domain.new_job`,
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,10 +23,10 @@ from cronhive.errors import Conflict, DuplicateJob, JobNotFound, PreconditionFai
 from cronhive.leases import Lease
 from cronhive.revisions import Revision, definition_of, deletion
 from cronhive.store import leases
-from cronhive.store.base import translated
-from cronhive.store.browse import jobs_filter
+from cronhive.store.base import Document, translated
 from cronhive.store.documents import job_from_doc, job_to_doc, job_update_set
 from cronhive.store.revisions import RevisionStore, new_write_id
+from cronhive.windows import MaintenanceWindow
 
 MAX_GENERATED_ID_ATTEMPTS = 50
 MAX_UPDATE_ATTEMPTS = 10
@@ -44,6 +44,13 @@ def _precondition_failed(job: Job, expected: int) -> PreconditionFailed:
     return PreconditionFailed(
         f"job {job.job_id!r} is at revision {job.revision}, not {expected}: it changed since it was read",
         details={"job_id": job.job_id, "revision": job.revision, "if_match": expected})
+
+
+def _named_by(windows: Sequence[MaintenanceWindow]) -> list[Document]:
+    """The conditions matching the jobs ``windows`` name (by id or by tag)."""
+    ids = sorted({job_id for window in windows for job_id in window.job_ids})
+    tags = sorted({tag for window in windows if not window.job_ids for tag in window.tags})
+    return [*([{"_id": {"$in": ids}}] if ids else []), *([{"tags": {"$in": tags}}] if tags else [])]
 
 
 class JobStore(RevisionStore):
@@ -86,9 +93,22 @@ class JobStore(RevisionStore):
 
     @translated
     def list_jobs(self, page: int, limit: int, *, status: JobStatus | None = None,
-                  handler: str | None = None) -> tuple[list[Job], int]:
-        """One page in creation order (then id), and the total matching."""
-        query = jobs_filter(status, handler)
+                  handler: str | None = None, tag: str | None = None,
+                  open_windows: Sequence[MaintenanceWindow] = ()) -> tuple[list[Job], int]:
+        """One page in creation order (then id), and the total matching (``tag``: index "by_tag").
+        ``status`` ``paused``: the enabled jobs ``open_windows`` name; ``active``: the others."""
+        query: Document = {}
+        if tag is not None:
+            query["tags"] = tag
+        if status is not None:
+            query["enabled"] = status != JobStatus.DISABLED
+            named = _named_by(open_windows)
+            if status == JobStatus.PAUSED:
+                query["$or"] = named or [{"_id": {"$in": []}}]
+            elif status == JobStatus.ACTIVE and named:
+                query["$nor"] = named
+        if handler is not None:
+            query["handler"] = handler
         total = self.jobs.count_documents(query)
         cursor = (
             self.jobs.find(query)

@@ -23,8 +23,13 @@ OPERATIONS = {
     ("get", f"{CANONICAL}/scheduler"), ("get", f"{CANONICAL}/workers"), ("post", f"{CANONICAL}/schedules/preview"),
     ("get", f"{JOB}/revisions"),
 }
+MAINTENANCE, WINDOW = f"{CANONICAL}/maintenance", f"{CANONICAL}/maintenance/{{maintenance_id}}"
+OPERATIONS |= {("get", f"{JOB}/slots"), ("get", MAINTENANCE), ("post", MAINTENANCE), ("get", WINDOW),
+               ("delete", WINDOW)}
 WITH_BODY = {("post", JOBS), ("put", JOB), ("post", f"{CANONICAL}/schedules/preview")}
+WITH_BODY |= {("post", MAINTENANCE)}
 MUTATING = {("post", JOBS), ("put", JOB), ("delete", JOB), ("post", f"{JOB}/trigger")}
+MUTATING |= {("post", MAINTENANCE), ("delete", WINDOW)}
 #: Operations taking If-Match (412 when it does not match).
 CONDITIONAL = {("put", JOB), ("delete", JOB)}
 
@@ -56,7 +61,7 @@ def schema(document: dict[str, Any], name: str) -> dict[str, Any]:
 
 def test_every_instant_is_a_date_time(document: dict[str, Any]) -> None:
     instants = {
-        "Job": ["last_triggered_at", "next_trigger_at", "created_at", "updated_at"],
+        "Job": ["last_triggered_at", "next_trigger_at", "created_at", "updated_at", "paused_until"],
         "Trigger": ["triggered_at"],
         "Run": ["scheduled_for", "created_at", "queued_at", "started_at", "finished_at", "retry_at"],
         "RunSummary": ["scheduled_for", "created_at", "queued_at", "started_at", "finished_at", "retry_at"],
@@ -64,6 +69,9 @@ def test_every_instant_is_a_date_time(document: dict[str, Any]) -> None:
         "Preview": ["after"],
         "Attempt": ["started_at", "finished_at"],
         "Worker": ["started_at", "seen_at", "expires_at"],
+        "Maintenance": ["start", "end", "planned_end", "created_at"],
+        "MaintenanceCreate": ["start", "end"],
+        "Slot": ["scheduled_for"],
         "Revision": ["at"],
         "Notification": ["last_attempt_at", "delivered_at"],
     }
@@ -164,3 +172,24 @@ def test_the_bearer_scheme_guards_the_mutations_when_a_token_is_set(document: di
         assert operation.get("security") == ([{"bearer": []}] if (method, path) in MUTATING else None), (method, path)
         if (method, path) in MUTATING:
             assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+
+
+def test_tags_and_the_maintenance_and_ledger_rules_are_declared(document: dict[str, Any]) -> None:
+    for name in ("JobCreate", "JobUpdate"):
+        tags = schema(document, name)["tags"]
+        assert (tags["type"], tags["maxItems"], tags["uniqueItems"]) == ("array", 20, True)
+        assert tags["items"]["pattern"] == "^[a-z0-9][a-z0-9_.-]{0,63}$" and tags["items"]["maxLength"] == 64
+    assert schema(document, "Job")["paused_until"]["nullable"] is True
+    assert set(schema(document, "Job")["status"]["enum"]) == {"active", "disabled", "paused"}
+    query = {p["name"]: p["schema"] for p in document["paths"][JOBS]["get"]["parameters"]}
+    assert query["tag"]["pattern"] == "^[a-z0-9][a-z0-9_.-]{0,63}$"
+    assert set(query["status"]["enum"]) == {"active", "disabled", "paused"}
+    create = document["components"]["schemas"]["MaintenanceCreate"]
+    assert create["required"] == ["end"] and schema(document, "MaintenanceCreate")["tags"]["maxItems"] == 20
+    assert set(schema(document, "Maintenance")["status"]["enum"]) == {"upcoming", "active", "ended"}
+    assert "201" in document["paths"][MAINTENANCE]["post"]["responses"]
+    slots = document["paths"][f"{JOB}/slots"]["get"]
+    assert {p["name"] for p in slots["parameters"]} == {"from", "to"}
+    assert {"200", "404", "422"} <= set(slots["responses"])
+    assert "coalesced" in schema(document, "Slot")["outcome"]["enum"]
+    assert "missed" in schema(document, "Slot")["outcome"]["enum"]

@@ -39,6 +39,8 @@ CASES = [
     (("worker", "--help"), "usage: cronhive worker"),
     (("worker", "-h"), "usage: cronhive worker"),
     (("jobs", "--help"), "usage: cronhive jobs"),
+    (("apply", "--help"), "usage: cronhive apply"),
+    (("export", "--help"), "usage: cronhive export"),
     (("--help",), "usage: cronhive COMMAND"),
     *[(("jobs", command, "--help"), f"usage: cronhive jobs {command}") for command in JOBS_COMMANDS],
 ]

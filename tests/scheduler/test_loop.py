@@ -87,3 +87,19 @@ def test_a_job_that_keeps_changing_is_retried_without_spinning(loop_settings: Se
     monkeypatch.setattr(store, "due_jobs", always_changed)
     assert loop.step() >= 0.02
     assert store.runs.count_documents({}) == 0
+
+
+def test_the_leader_runs_the_slot_audit_in_its_own_thread_and_a_standby_never(
+        loop_settings: Settings, store: MongoStore, publisher: RunPublisher) -> None:
+    clock = FakeClock(utcnow())
+    leader = make_loop(loop_settings, store, publisher, clock, "host:1")
+    standby = make_loop(loop_settings, store, publisher, clock, "host:2")
+    leader.step()
+    standby.step()
+    assert standby._audit_thread is None
+    thread = leader._audit_thread
+    assert thread is not None and thread.name == "slot-audit"
+    thread.join(10)
+    assert store.audit_watermark() == clock.now()  # the first audit sets the watermark
+    leader.step()
+    assert leader._audit_thread is thread  # not due again for 30 s: no second audit

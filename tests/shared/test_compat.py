@@ -123,9 +123,10 @@ def legacy_app(legacy: MongoStore, settings: Settings) -> Iterator[Any]:
 
 #: Fields the API has gained since the fixture's version: runs show ``attempts[]``
 #: (issue 11) and an error's ``traceback`` (issue 14), runs their output, log and
-#: notifications and jobs their ``notify`` (issue 12); nothing else may differ.
+#: notifications and jobs their ``notify`` (issue 12), jobs ``tags`` and
+#: ``paused_until`` (issue 13); nothing else may differ.
 ADDED_RUN_FIELDS = ("attempts", "retry_at", "output", "output_truncated", "log", "notifications")
-ADDED_JOB_FIELDS = ("notify", "invalid_reason")
+ADDED_JOB_FIELDS = ("notify", "invalid_reason", "tags", "paused_until")
 #: Answers changed on purpose since: a job whose time zone left tzdata is ``invalid``
 #: (issue 14: a stored document that cannot be a job), no longer ``disabled``.
 CHANGED_JOB_STATUS = {"d-reason": "invalid"}

@@ -75,6 +75,7 @@ MUTABLE: dict[str, tuple[Any, Any]] = {
     "jitter_s": (0, 7),
     "timeout_s": (3600, 90),
     "max_retries": (0, 3),
+    "tags": ([], ["billing", "nightly"]),
 }
 
 
