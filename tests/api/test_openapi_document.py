@@ -180,7 +180,7 @@ def test_tags_and_the_maintenance_and_ledger_rules_are_declared(document: dict[s
         assert (tags["type"], tags["maxItems"], tags["uniqueItems"]) == ("array", 20, True)
         assert tags["items"]["pattern"] == "^[a-z0-9][a-z0-9_.-]{0,63}$" and tags["items"]["maxLength"] == 64
     assert schema(document, "Job")["paused_until"]["nullable"] is True
-    assert set(schema(document, "Job")["status"]["enum"]) == {"active", "disabled", "paused"}
+    assert set(schema(document, "Job")["status"]["enum"]) == {"active", "disabled", "paused", "invalid"}
     query = {p["name"]: p["schema"] for p in document["paths"][JOBS]["get"]["parameters"]}
     assert query["tag"]["pattern"] == "^[a-z0-9][a-z0-9_.-]{0,63}$"
     assert set(query["status"]["enum"]) == {"active", "disabled", "paused"}
