@@ -9,7 +9,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from cronhive.api import schemas
-from cronhive.domain import JOB_ID_PATTERN, JOB_STATUSES
+from cronhive.domain import JOB_ID_PATTERN, JOB_STATUSES, RUN_STATUSES, TRIGGERS
 
 BASE = "/api/v1/cron"
 
@@ -60,6 +60,7 @@ def _body(schema: str, example: dict[str, Any]) -> dict[str, Any]:
 #: The seed contract's request examples.
 CREATE_EXAMPLE = {"name": "Daily Reminder Check", "schedule": "0 8 * * *", "handler": "reminder_scheduler", "enabled": True}
 UPDATE_EXAMPLE = {"schedule": "0 7 * * *", "enabled": True}
+BACKFILL_EXAMPLE = {"start": "2026-03-28T00:00:00Z", "end": "2026-03-30T00:00:00Z", "reprocess": "missing"}
 PREVIEW_EXAMPLE = {"schedule": "30 2 * * *", "timezone": "Europe/Berlin", "after": "2026-03-28T00:00:00Z", "count": 3}
 
 
@@ -73,6 +74,21 @@ def _page_params() -> list[dict[str, Any]]:
 _JOB_ID = {"name": "job_id", "in": "path", "required": True,
            "schema": {"type": "string", "pattern": JOB_ID_PATTERN, "minLength": 1, "maxLength": 64}}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+_TRIGGER = {"name": "trigger", "in": "query", "schema": {"type": "string", "enum": list(TRIGGERS)}}
+
+
+def _run_search_params() -> list[dict[str, Any]]:
+    instant = {"type": "string", "format": "date-time"}
+    return [
+        *_page_params(),
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(RUN_STATUSES)}},
+        _TRIGGER,
+        {"name": "job_id", "in": "query",
+         "schema": {"type": "string", "pattern": JOB_ID_PATTERN, "minLength": 1, "maxLength": 64}},
+        {"name": "since", "in": "query", "description": "Runs created at or after this instant.", "schema": instant},
+        {"name": "until", "in": "query", "description": "Runs created before this instant (after since).",
+         "schema": instant},
+    ]
 
 
 def build_spec(secured: bool) -> dict[str, Any]:
@@ -95,6 +111,8 @@ def build_spec(secured: bool) -> dict[str, Any]:
         "JobUpdate": schemas.JobUpdateSchema,
         "Deleted": schemas.DeletedSchema,
         "Trigger": schemas.TriggerSchema,
+        "Backfill": schemas.BackfillSchema,
+        "BackfillResult": schemas.BackfillResultSchema,
         "Run": schemas.RunSchema,
         "RunList": schemas.RunListSchema,
         "HandlerList": schemas.HandlerListSchema,
@@ -160,12 +178,30 @@ def build_spec(secured: bool) -> dict[str, Any]:
         },
     )
     spec.path(
+        path=f"{BASE}/jobs/{{job_id}}/backfill",
+        parameters=[_JOB_ID],
+        operations={
+            "post": {"summary": "Run a job's past slots of [start, end) again, oldest first",
+                     "operationId": "backfillJob", "requestBody": _body("Backfill", BACKFILL_EXAMPLE), **security,
+                     "responses": {"202": _ok("Runs created and queued", "BackfillResult"),
+                                   **_errors(*_BODY, *mutating_errors, 404, 503)}},
+        },
+    )
+    spec.path(
         path=f"{BASE}/jobs/{{job_id}}/runs",
         parameters=[_JOB_ID],
         operations={
             "get": {"summary": "A job's run history, newest first", "operationId": "listRuns",
-                    "parameters": _page_params(),
+                    "parameters": [*_page_params(), _TRIGGER],
                     "responses": {"200": _ok("A page of runs", "RunList"), **_errors(400, 404, 503)}},
+        },
+    )
+    spec.path(
+        path=f"{BASE}/runs",
+        operations={
+            "get": {"summary": "Runs across jobs, newest first (filter by status, trigger, job, creation time)",
+                    "operationId": "searchRuns", "parameters": _run_search_params(),
+                    "responses": {"200": _ok("A page of runs", "RunList"), **_errors(400, 503)}},
         },
     )
     spec.path(
@@ -174,6 +210,16 @@ def build_spec(secured: bool) -> dict[str, Any]:
         operations={
             "get": {"summary": "One run", "operationId": "getRun",
                     "responses": {"200": _ok("The run", "Run"), **_errors(404, 503)}},
+        },
+    )
+    spec.path(
+        path=f"{BASE}/runs/{{run_id}}/cancel",
+        parameters=[_RUN_ID],
+        operations={
+            "post": {"summary": "Cancel a run: not started → cancelled; running → asked to stop",
+                     "operationId": "cancelRun", **security,
+                     "responses": {"202": _ok("Cancelled, or asked to stop (cancel_requested)", "Run"),
+                                   **_errors(*mutating_errors, 404, 409, 503)}},
         },
     )
     spec.path(

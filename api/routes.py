@@ -18,7 +18,8 @@ from cronhive import heartbeats
 from cronhive.api import actions, schemas
 from cronhive.api.errors import ApiError
 from cronhive.api.openapi import BASE, build_spec
-from cronhive.domain import format_instant, job_view, run_view
+from cronhive.domain import RunFilter, format_instant, job_view, run_view
+from cronhive.enums import RunStatus, Trigger
 from cronhive.errors import Unavailable
 
 P = ParamSpec("P")
@@ -211,17 +212,38 @@ def trigger(job_id: str) -> tuple[Response, int]:
     return jsonify(actions.trigger_view(actions.trigger(services(), job_id))), 202
 
 
+@mutating
+def backfill(job_id: str) -> tuple[Response, int]:
+    return jsonify(actions.backfill_view(actions.backfill(services(), job_id, json_body()))), 202
+
+
 def list_runs(job_id: str) -> Response:
-    query = load_query(schemas.PageQuerySchema())
+    query = load_query(schemas.JobRunsQuerySchema())
     page, limit = query.get("page", 1), query.get("limit", 20)
     store = services().ready_store()
     store.get_job(job_id)
-    docs, total = store.list_runs(job_id, page, limit)
+    trigger = query.get("trigger")
+    docs, total = store.list_runs(job_id, page, limit, trigger=Trigger(trigger) if trigger else None)
+    return jsonify(page_of([run_view(doc) for doc in docs], page, limit, total))
+
+
+def search_runs() -> Response:
+    query = load_query(schemas.RunSearchQuerySchema())
+    page, limit = query.get("page", 1), query.get("limit", 20)
+    status, trigger = query.get("status"), query.get("trigger")
+    where = RunFilter(status=RunStatus(status) if status else None, trigger=Trigger(trigger) if trigger else None,
+                      job_id=query.get("job_id"), since=query.get("since"), until=query.get("until"))
+    docs, total = services().ready_store().search_runs(where, page, limit)
     return jsonify(page_of([run_view(doc) for doc in docs], page, limit, total))
 
 
 def get_run(run_id: str) -> Response:
     return jsonify(run_view(services().ready_store().get_run(run_id)))
+
+
+@mutating
+def cancel_run(run_id: str) -> tuple[Response, int]:
+    return jsonify(run_view(actions.cancel_run(services(), run_id))), 202
 
 
 def list_handlers() -> Response:
@@ -262,8 +284,11 @@ ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("/jobs/<job_id>", update_job, ["PUT"]),
     ("/jobs/<job_id>", delete_job, ["DELETE"]),
     ("/jobs/<job_id>/trigger", trigger, ["POST"]),
+    ("/jobs/<job_id>/backfill", backfill, ["POST"]),
     ("/jobs/<job_id>/runs", list_runs, ["GET"]),
+    ("/runs", search_runs, ["GET"]),
     ("/runs/<run_id>", get_run, ["GET"]),
+    ("/runs/<run_id>/cancel", cancel_run, ["POST"]),
     ("/handlers", list_handlers, ["GET"]),
     ("/scheduler", scheduler_status, ["GET"]),
     ("/workers", list_workers, ["GET"]),

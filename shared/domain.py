@@ -38,7 +38,16 @@ from typing import Any
 
 from cronhive import cron
 from cronhive.enums import FINAL_RUN_STATUSES as FINAL_RUN_STATUSES
-from cronhive.enums import JobStatus, LeaseScope, MisfirePolicy, OverlapPolicy, RunStatus, SchedulerRole, Trigger
+from cronhive.enums import (
+    JobStatus,
+    LeaseScope,
+    MisfirePolicy,
+    OverlapPolicy,
+    Reprocess,
+    RunStatus,
+    SchedulerRole,
+    Trigger,
+)
 from cronhive.leases import Lease, host_and_pid, pid_of
 
 UTC = UTC
@@ -50,6 +59,9 @@ JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 MISFIRE_POLICIES = tuple(member.value for member in MisfirePolicy)
 OVERLAP_POLICIES = tuple(member.value for member in OverlapPolicy)
 JOB_STATUSES = tuple(member.value for member in JobStatus)
+RUN_STATUSES = tuple(member.value for member in RunStatus)
+TRIGGERS = tuple(member.value for member in Trigger)
+REPROCESS_CHOICES = tuple(member.value for member in Reprocess)
 
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_POLICIES: dict[str, Any] = {
@@ -61,6 +73,10 @@ DEFAULT_POLICIES: dict[str, Any] = {
     "max_retries": 0,
 }
 MAX_FIRE_ALL = 100
+#: Most slots one backfill request may cover.
+MAX_BACKFILL_SLOTS = 1000
+#: A slot at ``start_at`` is in bounds: the search for it starts this much before.
+_JUST_BEFORE = timedelta(microseconds=1)
 
 
 def utcnow() -> datetime:
@@ -190,11 +206,38 @@ class Job:
     lease_term: int | None = 0
     disabled_reason: str | None = None
     buffered_run_id: str | None = None
+    #: bounds of the schedule: no slot before ``start_at`` or at/after ``end_at``, at most ``max_fires`` fired
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    max_fires: int | None = None
+    #: scheduled runs fired while ``max_fires`` was set (counted by the scheduler's advance write)
+    fires: int = 0
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
     def status(self) -> JobStatus:
-        return JobStatus.ACTIVE if self.enabled else JobStatus.DISABLED
+        if not self.enabled:
+            return JobStatus.DISABLED
+        return JobStatus.COMPLETED if self.completed else JobStatus.ACTIVE
+
+    @property
+    def bounded(self) -> bool:
+        """It has an ``end_at`` or a ``max_fires``: its schedule can run out."""
+        return self.end_at is not None or self.max_fires is not None
+
+    @property
+    def completed(self) -> bool:
+        """Enabled, bounded, and no slot left: never due again (until a PUT extends the bounds)."""
+        return self.enabled and self.bounded and self.due_at is None
+
+    @property
+    def fires_left(self) -> int | None:
+        """Scheduled fires left under ``max_fires`` (None: unbounded)."""
+        return None if self.max_fires is None else max(0, self.max_fires - self.fires)
+
+    def in_bounds(self, slot: datetime) -> bool:
+        """``slot`` is within ``[start_at, end_at)``."""
+        return (self.start_at is None or slot >= self.start_at) and (self.end_at is None or slot < self.end_at)
 
     @property
     def queues_slots(self) -> bool:
@@ -223,12 +266,25 @@ class Job:
         next_fire = cron.next_fire(self.schedule, self.zone, after)
         return next_fire, next_fire + self.jitter
 
+    def next_bounded_slot(self, after: datetime) -> tuple[datetime, datetime] | tuple[None, None]:
+        """`next_slot` within the bounds: the first slot strictly after ``after`` and not
+        before ``start_at``; ``(None, None)`` when it is at/after ``end_at`` or no fire is
+        left under ``max_fires``."""
+        if self.fires_left == 0:
+            return None, None
+        if self.start_at is not None and after < self.start_at:
+            after = self.start_at - _JUST_BEFORE
+        next_fire, due_at = self.next_slot(after)
+        if self.end_at is not None and next_fire >= self.end_at:
+            return None, None
+        return next_fire, due_at
+
     def schedule_state(self, after: datetime) -> dict[str, datetime | None]:
-        """The scheduling fields of this job computed from ``after``: the next slot and
-        ``due_at`` when enabled; a disabled job is never due."""
+        """The scheduling fields of this job computed from ``after``: the next slot (within
+        the bounds) and ``due_at`` when enabled; a disabled or completed job is never due."""
         if not self.enabled:
             return {"due_at": None}
-        next_fire, due_at = self.next_slot(after)
+        next_fire, due_at = self.next_bounded_slot(after)
         return {"next_fire_at": next_fire, "due_at": due_at}
 
 
@@ -266,6 +322,8 @@ class Run:
     lease_scope: LeaseScope | None = None
     retry_at: datetime | None = None
     attempts: tuple[AttemptRecord, ...] = ()
+    #: ``POST /runs/:run_id/cancel`` asked its running attempt to stop
+    cancel_requested: bool = False
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -284,6 +342,18 @@ class Run:
         scope = LeaseScope.RUN if self.lease_scope == LeaseScope.RUN else LeaseScope.JOB
         return Lease(scope, self.attempt_lease_doc_id(), self.lease_holder, int(self.lease_token), datetime.min,
                      self.run_id)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """What ``GET /runs`` selects: each given field narrows (``since`` inclusive,
+    ``until`` exclusive, both on ``created_at``)."""
+
+    status: RunStatus | None = None
+    trigger: Trigger | None = None
+    job_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -356,15 +426,18 @@ def new_job(job_id: str, fields: Mapping[str, Any], now: datetime) -> Job:
         max_retries=policy["max_retries"],
         created_at=now,
         updated_at=now,
+        start_at=fields.get("start_at"),
+        end_at=fields.get("end_at"),
+        max_fires=fields.get("max_fires"),
     )
     if not job.enabled:
         return job  # it gets its first slot when enabled
-    next_fire, due_at = job.next_slot(now)
+    next_fire, due_at = job.next_bounded_slot(now)
     return replace(job, next_fire_at=next_fire, due_at=due_at)
 
 
 #: A changed one of these moves the job's next slot.
-TIMING_FIELDS = ("schedule", "timezone", "jitter_s")
+TIMING_FIELDS = ("schedule", "timezone", "jitter_s", "start_at", "end_at", "max_fires")
 
 
 def job_update(current: Job, changes: Mapping[str, Any], now: datetime) -> dict[str, Any]:
@@ -375,14 +448,16 @@ def job_update(current: Job, changes: Mapping[str, Any], now: datetime) -> dict[
     lets the scheduler apply the misfire policy to what was missed; re-enabling
     makes the slot it was waiting for due again (``disabled_reason`` cleared).
     """
-    merged = replace(current, **changes)
     update: dict[str, Any] = {**changes, "updated_at": now}
+    if current.max_fires is None and changes.get("max_fires") is not None:
+        update["fires"] = 0  # max_fires counts the fires from when it is set
+    merged = replace(current, **{key: value for key, value in update.items() if key != "updated_at"})
     timing_changed = any(key in changes and changes[key] != getattr(current, key) for key in TIMING_FIELDS)
     if not merged.enabled:
         update["due_at"] = None
         if timing_changed:
             # the old schedule's slot means nothing now; re-enabling waits for the new one
-            update["next_fire_at"] = merged.next_slot(now)[0]
+            update["next_fire_at"] = merged.next_bounded_slot(now)[0]
     elif timing_changed or current.next_fire_at is None:
         update.update(merged.schedule_state(now))
         update["disabled_reason"] = None
@@ -465,6 +540,10 @@ def job_view(job: Job, now: datetime) -> dict[str, Any]:
         "jitter_s": job.jitter_s,
         "timeout_s": job.timeout_s,
         "max_retries": job.max_retries,
+        "start_at": format_instant(job.start_at),
+        "end_at": format_instant(job.end_at),
+        "max_fires": job.max_fires,
+        "fires_left": job.fires_left,
     }
 
 
@@ -486,6 +565,7 @@ def run_view(run: Run) -> dict[str, Any]:
         "lateness_ms": run.lateness_ms,
         "error": run.error.view() if run.error else None,
         "attempts": [attempt_view(record) for record in run.attempts],
+        "cancel_requested": run.cancel_requested,
     }
 
 

@@ -19,7 +19,8 @@ class RunStatus(StrEnum):
     ``pending``: created, the publish not yet confirmed by RabbitMQ (re-published
     if never confirmed); ``queued`` only after the broker's confirm (or again while
     a retry waits out its backoff); ``running`` while an attempt holds the lease.
-    The other five are final: a final run never runs again.
+    The other six are final: a final run never runs again (``cancelled``: stopped or
+    withdrawn by ``POST /runs/:run_id/cancel``).
     """
 
     PENDING = "pending"
@@ -30,6 +31,7 @@ class RunStatus(StrEnum):
     TIMED_OUT = "timed_out"
     SKIPPED = "skipped"
     ABANDONED = "abandoned"
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
@@ -42,16 +44,27 @@ class RunStatus(StrEnum):
 
 
 FINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SKIPPED,
-                                RunStatus.ABANDONED})
+                                RunStatus.ABANDONED, RunStatus.CANCELLED})
 #: Both mean "not started": a start must not lose to the scheduler's pending → queued mark.
 NOT_STARTED = (RunStatus.PENDING, RunStatus.QUEUED)
 
 
 class Trigger(StrEnum):
-    """Why a run exists: a slot of the job's schedule, or a manual trigger."""
+    """Why a run exists: a slot of the job's schedule, a manual trigger, or a past slot
+    run again by a backfill (``POST /jobs/:id/backfill``)."""
 
     SCHEDULE = "schedule"
     MANUAL = "manual"
+    BACKFILL = "backfill"
+
+
+class Reprocess(StrEnum):
+    """Which slots of its range a backfill runs: those with no ``succeeded`` run
+    (``missing``, the default), those whose runs failed (``failed``), or every one."""
+
+    MISSING = "missing"
+    FAILED = "failed"
+    ALL = "all"
 
 
 class MisfirePolicy(StrEnum):
@@ -77,8 +90,12 @@ class OverlapPolicy(StrEnum):
 
 
 class JobStatus(StrEnum):
+    """``completed``: enabled, but its bounded schedule (``end_at``, ``max_fires``) has no
+    slot left; manual triggers and backfills still run it."""
+
     ACTIVE = "active"
     DISABLED = "disabled"
+    COMPLETED = "completed"
 
 
 class LeaseScope(StrEnum):
@@ -104,6 +121,7 @@ class ErrorType(StrEnum):
     ABANDONED = "abandoned"
     JOB_NOT_FOUND = "job_not_found"
     JOB_DELETED = "job_deleted"
+    CANCELLED = "cancelled"
 
 
 class SchedulerRole(StrEnum):
@@ -121,6 +139,7 @@ __all__ = [
     "LeaseScope",
     "MisfirePolicy",
     "OverlapPolicy",
+    "Reprocess",
     "RunStatus",
     "SchedulerRole",
     "Trigger",

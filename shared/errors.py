@@ -53,6 +53,12 @@ class DuplicateJob(Conflict):
     code = "duplicate_job"
 
 
+class RunFinished(Conflict):
+    """The run already ended: it cannot be cancelled."""
+
+    code = "run_finished"
+
+
 class LeaseHeld(Conflict):
     """The job's lease is held by another run, so this run may not start now."""
 

@@ -55,7 +55,7 @@ from datetime import UTC, datetime, timedelta
 
 from cronhive import cron
 from cronhive.domain import MAX_FIRE_ALL, Job
-from cronhive.enums import ErrorType, MisfirePolicy
+from cronhive.enums import ErrorType, MisfirePolicy, Trigger
 from cronhive.errors import InvalidSchedule
 from cronhive.leases import Lease
 
@@ -143,22 +143,34 @@ class JobAdvance:
     buffer_decided: bool = False
     reservation: Lease | None = None
     buffered_run_id: str | None = None
+    #: slots fired by this write that count against ``max_fires`` (0 for an unbounded job)
+    fired_counted: int = 0
 
     @property
     def job_id(self) -> str:
         return self.job.job_id
 
 
-def slot_run_id(job_id: str, slot: datetime) -> str:
+def slot_run_id(job_id: str, slot: datetime, trigger: Trigger = Trigger.SCHEDULE) -> str:
     """The id of the run of one slot: ``run_YYYYMMDD_HHMMSS_<hash>``, deterministic.
 
     The same slot always gets the same id, so a scheduler that takes over after a
     crash and plans the slot again writes the very same run (the unique
-    ``slot_key`` index keeps one run per slot either way).
+    ``slot_key`` index keeps one run per slot either way). A backfill's run of the
+    slot has its own id (``trigger`` is hashed in), unique by ``backfill_key``.
     """
     instant = slot.astimezone(UTC)
-    digest = hashlib.sha256(f"{job_id}|{instant.isoformat()}".encode()).hexdigest()[:12]
+    key = f"{job_id}|{instant.isoformat()}" + ("" if trigger == Trigger.SCHEDULE else f"|{trigger}")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return f"run_{instant.strftime('%Y%m%d_%H%M%S')}_{digest}"
+
+
+def backfill_slots(job: Job, start: datetime, end: datetime, limit: int) -> list[datetime]:
+    """The job's slots in ``[start, end)`` (its schedule, zone and DST rules), ascending,
+    at most ``limit`` (the caller refuses a range holding more). Its ``start_at`` /
+    ``end_at`` bounds do not apply: a backfill names its own range."""
+    before = timedelta(microseconds=1)
+    return cron.fires_between(job.schedule, job.zone, start - before, end - before, limit)
 
 
 def latest_fires(expr: str, tz: str, after: datetime, until: datetime, count: int) -> list[datetime]:
@@ -225,21 +237,27 @@ def _plan(job: Job, now: datetime) -> SlotPlan:
     jitter = job.jitter
     reference = now - jitter
     if job.next_fire_at is None:  # no slot recorded yet: start from now, fire nothing
-        next_fire, due_at = job.next_slot(reference)
+        next_fire, due_at = job.next_bounded_slot(reference)
         return SlotPlan(job_id, True, (), (), next_fire, due_at)
     if job.next_fire_at > reference:  # not due (a stale due_at is corrected)
         due_at = job.next_fire_at + jitter
         return SlotPlan(job_id, due_at != job.due_at, (), (), job.next_fire_at, due_at)
     grace = timedelta(seconds=float(job.misfire_grace_s))
     slots, more = due_slots(job, reference, MAX_FIRE_ALL)
-    if job.misfire_policy == MisfirePolicy.FIRE_ALL:
+    if job.bounded or job.start_at is not None:  # no slot outside [start_at, end_at)
+        slots = [slot for slot in slots if job.in_bounds(slot)]
+    fire: list[datetime] = []
+    skipped: list[SkippedSlot] = []
+    if slots and job.misfire_policy == MisfirePolicy.FIRE_ALL:
         fire, skipped = _fire_all(job.next_fire_at, slots, more)
-    elif job.misfire_policy == MisfirePolicy.SKIP:
+    elif slots and job.misfire_policy == MisfirePolicy.SKIP:
         fire, skipped = _skip(job.next_fire_at, slots, reference, grace)
-    else:
+    elif slots:
         fire, skipped = _fire_once(slots, reference, grace)
+    if job.fires_left is not None:  # max_fires: the oldest of what is left; the scheduler counts them
+        fire = fire[:job.fires_left]
     missed = len(slots) + (1 if more else 0) - len(fire)
-    next_fire, due_at = job.next_slot(reference)
+    next_fire, due_at = job.next_bounded_slot(reference)
     return SlotPlan(job_id, True, tuple(fire), tuple(skipped), next_fire, due_at, missed)
 
 
@@ -289,6 +307,7 @@ __all__ = [
     "SlotPlan",
     "SlotRun",
     "UncomputableSchedule",
+    "backfill_slots",
     "due_slots",
     "latest_fires",
     "plan_slots",

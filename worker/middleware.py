@@ -42,7 +42,7 @@ from dramatiq.middleware import Interrupt, Middleware, SkipMessage
 from cronhive import metrics
 from cronhive.broker import RUN_ACTOR
 from cronhive.clock import Clock
-from cronhive.domain import MAX_FIRE_ALL, AttemptEnd, AttemptStart, Job, Run, RunError
+from cronhive.domain import MAX_BACKFILL_SLOTS, MAX_FIRE_ALL, AttemptEnd, AttemptStart, Job, Run, RunError
 from cronhive.enums import ErrorType, LeaseScope, OverlapPolicy, RunStatus, Trigger
 from cronhive.leases import Lease, attempt_holder, reservation_holder
 from cronhive.settings import Settings
@@ -78,6 +78,14 @@ MAX_START_ROUNDS = 3
 #: time limit, a lost lease): Dramatiq's ``throws`` for the message, so it does not log
 #: them as "unhandled" with a traceback (the run's error keeps a traceback excerpt).
 HANDLER_OUTCOMES: tuple[type[BaseException], ...] = (Exception, Interrupt)
+
+
+def slot_queue_wait_ms(older: int, lease_s: float) -> int:
+    """How long a queued slot run waits before looking again: `SLOT_QUEUE_POLL_MS` near
+    the head of the queue, longer further back (each older run must start first),
+    at most a third of a lease."""
+    ceiling = int(lease_s * 1000 / 3)
+    return max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS * max(1, older // 10), ceiling))
 
 
 def backoff_ms(attempt: int, base_ms: int) -> int:
@@ -213,19 +221,27 @@ class RunLifecycle(Middleware):
         return attempt, run, job, now
 
     def _behind_older_slots(self, run: Run, job: Job, now: datetime) -> Decision | None:
-        """``fire_all`` under ``forbid`` runs its slots oldest first: a slot run waits
-        while an older one of the job has not started (one indexed count, only for such
-        jobs); past `MAX_FIRE_ALL` waiting it is skipped."""
-        if not job.queues_slots or run.trigger != Trigger.SCHEDULE or run.attempt > 0 or run.scheduled_for is None:
+        """Queued slots run oldest first: ``fire_all`` under ``forbid`` (its slot runs) and
+        a backfill under a job lease (``forbid``, ``buffer_one``: its backfill runs). A
+        slot run waits while an older one of the same trigger has not started (one
+        indexed count, only for such runs). Past `MAX_FIRE_ALL` waiting a fire_all slot
+        is skipped; a backfill run never is (a backfill holds at most
+        `MAX_BACKFILL_SLOTS` per request; waiting runs further back poll less often)."""
+        if run.attempt > 0 or run.scheduled_for is None:
             return None
-        older = self.store.older_waiting_slots(job.job_id, run.scheduled_for, MAX_FIRE_ALL)
+        backfill = run.trigger == Trigger.BACKFILL and job.overlap_policy.uses_job_lease
+        if not backfill and not (job.queues_slots and run.trigger == Trigger.SCHEDULE):
+            return None
+        cap = MAX_BACKFILL_SLOTS if backfill else MAX_FIRE_ALL
+        older = self.store.older_waiting_slots(job.job_id, run.scheduled_for, cap, run.trigger)
         if older == 0:
             return None
-        if older >= MAX_FIRE_ALL:
+        if older >= cap and not backfill:
             return Skip(bounded_error(ErrorType.OVERLAP, f"more than {MAX_FIRE_ALL} older slots of this fire_all "
                                                          "job wait for its lease"))
-        return Wait(max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS, int(self.lease_s * 1000 / 3))), None,
-                    f"fire_all under forbid: {older} older slot(s) of the job run first")
+        return Wait(slot_queue_wait_ms(older, self.lease_s), None,
+                    f"{'backfill' if backfill else 'fire_all under forbid'}: {older} older slot(s) of the job "
+                    "run first")
 
     def _attempt(self, run: Run, job: Job, lease: Lease, number: int, now: datetime) -> Attempt:
         return Attempt(
@@ -281,7 +297,7 @@ class RunLifecycle(Middleware):
                 log.info("run skipped: %s", decision.error.message, extra=extra)
         elif isinstance(decision, Abandon):
             assert run is not None
-            abandon_dead_attempt(self.store, run, now, decision.reason)  # counted there
+            abandon_dead_attempt(self.store, run, now, decision.reason, cancelled=decision.cancelled)  # counted there
         raise SkipMessage(type(decision).__name__)
 
     def _start_later(self, broker: Broker, message: MessageProxy) -> None:
@@ -332,7 +348,7 @@ class RunLifecycle(Middleware):
         duration_ms = attempt.duration_ms()
         status, error = classify(exception, attempt.timeout_s)
         metrics.WORKER_RUN_DURATION.observe(duration_ms / 1000)
-        if status != RunStatus.SUCCEEDED and attempt.number <= attempt.max_retries:
+        if status not in (RunStatus.SUCCEEDED, RunStatus.CANCELLED) and attempt.number <= attempt.max_retries:
             return self._retry(broker, message, attempt, status, error, duration_ms, now)
         return self._record_final(message, attempt, status, error, duration_ms, now)
 

@@ -50,19 +50,20 @@ def dead_attempt_record(run: Run, reason: str) -> AttemptRecord:
                           bounded_error(ErrorType.LEASE_EXPIRED, reason))
 
 
-def abandon_dead_attempt(store: WorkerStore, run: Run, now: datetime, reason: str) -> bool:
-    """``running`` → ``abandoned`` for the run's current attempt, whose worker stopped
-    renewing its lease; then the job's outcome, releasing the dead attempt's job lease
-    if it is still in place. False when the run changed meanwhile (another attempt
-    started, or someone else recorded it)."""
+def abandon_dead_attempt(store: WorkerStore, run: Run, now: datetime, reason: str, *, cancelled: bool = False) -> bool:
+    """``running`` → ``abandoned`` (``cancelled`` when a cancel was requested) for the
+    run's current attempt, whose worker stopped renewing its lease; then the job's
+    outcome, releasing the dead attempt's job lease if it is still in place. False when
+    the run changed meanwhile (another attempt started, or someone else recorded it)."""
     own_lease = run.lease_scope == LeaseScope.RUN
-    end = AttemptEnd(RunStatus.ABANDONED, bounded_error(ErrorType.ABANDONED, reason), finished_at=now,
-                     releases_run_lease=own_lease)
+    status = RunStatus.CANCELLED if cancelled else RunStatus.ABANDONED
+    error = bounded_error(ErrorType.CANCELLED if cancelled else ErrorType.ABANDONED, reason)
+    end = AttemptEnd(status, error, finished_at=now, releases_run_lease=own_lease)
     if not store.finish_run_attempt(run.run_id, run.attempt, run.lease_token, end, dead_attempt_record(run, reason)):
         return False
     lease = None if own_lease else run.attempt_lease()
-    store.record_job_outcome(run.job_id, run.run_id, RunStatus.ABANDONED, None, lease)
-    metrics.WORKER_RUNS.labels(outcome=RunStatus.ABANDONED).inc()
-    log.warning("run abandoned: %s", reason,
+    store.record_job_outcome(run.job_id, run.run_id, status, None, lease)
+    metrics.WORKER_RUNS.labels(outcome=status).inc()
+    log.warning("run %s: %s", status, reason,
                 extra={"job_id": run.job_id, "run_id": run.run_id, "attempt": run.attempt, "worker": run.worker})
     return True

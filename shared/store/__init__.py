@@ -77,6 +77,14 @@ class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore):
             partialFilterExpression={"trigger": Trigger.SCHEDULE},
         )
         self.runs.create_index([("status", ASCENDING), ("created_at", ASCENDING)], name="by_status")
+        self.runs.create_index(
+            [("job_id", ASCENDING), ("scheduled_for", ASCENDING)],
+            name="backfill_key",
+            unique=True,
+            partialFilterExpression={"trigger": Trigger.BACKFILL},
+        )
+        self.runs.create_index([("trigger", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+                               name="by_trigger")
 
     @translated
     def ping(self) -> None:

@@ -36,6 +36,7 @@ from cronhive.domain import (
     Job,
     Run,
     RunError,
+    RunFilter,
     Stored,
 )
 from cronhive.enums import LeaseScope, MisfirePolicy, OverlapPolicy, RunStatus, Trigger
@@ -54,17 +55,20 @@ JOB_KEYS = (
     "next_fire_at", "due_at", "last_triggered_at", "last_run_id", "last_run_status", "last_run_duration_ms",
     "lease", "lease_term", "disabled_reason", "buffered_run_id",
 )
+#: Job fields written only once set (a job without them has none of these keys).
+JOB_LATER_KEYS = ("start_at", "end_at", "max_fires", "fires")
 #: What a job field absent from its document reads as (any field not listed: None).
 JOB_ABSENT: dict[str, Any] = {"timezone": DEFAULT_TIMEZONE, "args": {}, "enabled": False, "name": "",
-                              **DEFAULT_POLICIES}
+                              "fires": 0, **DEFAULT_POLICIES}
 
 #: A run document's keys as first written (`new_run`); the rest follow as first set.
 RUN_KEYS = (
     "_id", "job_id", "trigger", "scheduled_for", "status", "attempt", "lease_token", "worker", "created_at",
     "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error",
 )
-RUN_LATER_KEYS = ("sched_term", "lease_term", "lease", "lease_holder", "lease_scope", "retry_at", "attempts")
-RUN_ABSENT: dict[str, Any] = {"attempt": 0, "attempts": []}
+RUN_LATER_KEYS = ("sched_term", "lease_term", "lease", "lease_holder", "lease_scope", "retry_at", "attempts",
+                  "cancel_requested")
+RUN_ABSENT: dict[str, Any] = {"attempt": 0, "attempts": [], "cancel_requested": False}
 
 
 def _stored(doc: Mapping[str, Any], known: frozenset[str]) -> Stored:
@@ -156,7 +160,7 @@ def attempt_to_doc(record: AttemptRecord) -> Document:
 
 # -- jobs ------------------------------------------------------------------------------------
 
-_JOB_KNOWN = frozenset(JOB_KEYS)
+_JOB_KNOWN = frozenset(JOB_KEYS + JOB_LATER_KEYS)
 
 
 def _policy(doc: Mapping[str, Any], key: str) -> Any:
@@ -196,6 +200,10 @@ def job_from_doc(doc: Mapping[str, Any]) -> Job:
         lease_term=doc.get(TERM_FIELD),
         disabled_reason=doc.get("disabled_reason"),
         buffered_run_id=doc.get("buffered_run_id"),
+        start_at=doc.get("start_at"),
+        end_at=doc.get("end_at"),
+        max_fires=doc.get("max_fires"),
+        fires=doc.get("fires") or 0,
         stored=_stored(doc, _JOB_KNOWN),
     )
 
@@ -229,6 +237,10 @@ def job_to_doc(job: Job) -> Document:
         "lease_term": job.lease_term,
         "disabled_reason": job.disabled_reason,
         "buffered_run_id": job.buffered_run_id,
+        "start_at": job.start_at,
+        "end_at": job.end_at,
+        "max_fires": job.max_fires,
+        "fires": job.fires,
     }
     return _laid_out(full, job.stored, JOB_KEYS, JOB_ABSENT)
 
@@ -250,6 +262,9 @@ def advance_write(advance: JobAdvance) -> tuple[Document, Document]:
         changes["buffered_run_id"] = advance.buffered_run_id
     if advance.buffer_decided:
         expect["buffered_run_id"] = job.buffered_run_id
+    if advance.fired_counted:
+        # counted in the very write that moves the job past the slots (compare-and-set on them)
+        changes["fires"] = job.fires + advance.fired_counted
     return expect, changes
 
 
@@ -285,6 +300,7 @@ def run_from_doc(doc: Mapping[str, Any]) -> Run:
         lease_scope=LeaseScope(scope) if scope is not None else None,
         retry_at=doc.get("retry_at"),
         attempts=tuple(attempt_from_doc(record) for record in doc.get("attempts") or ()),
+        cancel_requested=bool(doc.get("cancel_requested")),
         stored=_stored(doc, _RUN_KNOWN),
     )
 
@@ -314,8 +330,28 @@ def run_to_doc(run: Run) -> Document:
         "lease_scope": run.lease_scope,
         "retry_at": run.retry_at,
         "attempts": [attempt_to_doc(record) for record in run.attempts],
+        "cancel_requested": run.cancel_requested,
     }
     return _laid_out(full, run.stored, RUN_KEYS, RUN_ABSENT)
+
+
+def run_filter_query(where: RunFilter) -> Document:
+    """The ``runs`` filter of a `RunFilter`."""
+    query: Document = {}
+    if where.job_id is not None:
+        query["job_id"] = where.job_id
+    if where.status is not None:
+        query["status"] = where.status
+    if where.trigger is not None:
+        query["trigger"] = where.trigger
+    created: Document = {}
+    if where.since is not None:
+        created["$gte"] = where.since
+    if where.until is not None:
+        created["$lt"] = where.until
+    if created:
+        query["created_at"] = created
+    return query
 
 
 def attempt_start_set(start: AttemptStart) -> Document:
@@ -371,6 +407,7 @@ __all__ = [
     "lease_filter",
     "lease_from_doc",
     "lease_to_doc",
+    "run_filter_query",
     "run_from_doc",
     "run_to_doc",
 ]

@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from cronhive.domain import Job, job_id_for_name, job_update, new_job
 from cronhive.enums import JobStatus, RunStatus
 from cronhive.errors import Conflict, DuplicateJob, JobNotFound
-from cronhive.leases import Lease
+from cronhive.leases import Lease, reservation_holder
 from cronhive.store import leases
 from cronhive.store.base import Document, StoreBase, translated
 from cronhive.store.documents import job_from_doc, job_to_doc
@@ -29,6 +29,20 @@ MAX_UPDATE_ATTEMPTS = 10
 
 def _not_found(job_id: str) -> JobNotFound:
     return JobNotFound(f"job {job_id!r} not found", details={"job_id": job_id})
+
+
+#: A completed job: enabled, bounded (``end_at`` or ``max_fires``), never due again.
+_COMPLETED: Document = {"enabled": True, "due_at": None,
+                        "$or": [{"end_at": {"$ne": None}}, {"max_fires": {"$ne": None}}]}
+
+
+def _status_query(status: JobStatus) -> Document:
+    """The filter of jobs whose `Job.status` is ``status``."""
+    if status == JobStatus.DISABLED:
+        return {"enabled": False}
+    if status == JobStatus.COMPLETED:
+        return dict(_COMPLETED)
+    return {"enabled": True, "$or": [{"due_at": {"$ne": None}}, {"end_at": None, "max_fires": None}]}
 
 
 class JobStore(StoreBase):
@@ -70,7 +84,7 @@ class JobStore(StoreBase):
         """One page in creation order (then id), and the total matching."""
         query: Document = {}
         if status is not None:
-            query["enabled"] = status == JobStatus.ACTIVE
+            query.update(_status_query(status))
         if handler is not None:
             query["handler"] = handler
         total = self.jobs.count_documents(query)
@@ -113,6 +127,15 @@ class JobStore(StoreBase):
     def reserve_buffer_slot(self, job_id: str, run_id: str) -> bool:
         """``buffer_one``: make ``run_id`` the one run waiting for the lease, if none waits."""
         result = self.jobs.update_one({"_id": job_id, "buffered_run_id": None}, {"$set": {"buffered_run_id": run_id}})
+        return result.modified_count == 1
+
+    @translated
+    def release_reservation(self, job_id: str, run_id: str) -> bool:
+        """Free the job's lease while the reservation of ``run_id`` (``run:<run_id>``, a
+        run not started, or a retry waiting) holds it, and its buffered place."""
+        self.clear_buffer_slot(job_id, run_id)
+        result = self.jobs.update_one({"_id": job_id, "lease.holder": reservation_holder(run_id)},
+                                      {"$set": {"lease": None}})
         return result.modified_count == 1
 
     @translated

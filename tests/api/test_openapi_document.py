@@ -21,9 +21,11 @@ OPERATIONS = {
     ("get", JOBS), ("post", JOBS), ("get", JOB), ("put", JOB), ("delete", JOB), ("post", f"{JOB}/trigger"),
     ("get", f"{JOB}/runs"), ("get", f"{CANONICAL}/runs/{{run_id}}"), ("get", f"{CANONICAL}/handlers"),
     ("get", f"{CANONICAL}/scheduler"), ("get", f"{CANONICAL}/workers"), ("post", f"{CANONICAL}/schedules/preview"),
+    ("post", f"{JOB}/backfill"), ("get", f"{CANONICAL}/runs"), ("post", f"{CANONICAL}/runs/{{run_id}}/cancel"),
 }
-WITH_BODY = {("post", JOBS), ("put", JOB), ("post", f"{CANONICAL}/schedules/preview")}
-MUTATING = {("post", JOBS), ("put", JOB), ("delete", JOB), ("post", f"{JOB}/trigger")}
+WITH_BODY = {("post", JOBS), ("put", JOB), ("post", f"{CANONICAL}/schedules/preview"), ("post", f"{JOB}/backfill")}
+MUTATING = {("post", JOBS), ("put", JOB), ("delete", JOB), ("post", f"{JOB}/trigger"), ("post", f"{JOB}/backfill"),
+            ("post", f"{CANONICAL}/runs/{{run_id}}/cancel")}
 
 
 @pytest.fixture
@@ -53,7 +55,10 @@ def schema(document: dict[str, Any], name: str) -> dict[str, Any]:
 
 def test_every_instant_is_a_date_time(document: dict[str, Any]) -> None:
     instants = {
-        "Job": ["last_triggered_at", "next_trigger_at", "created_at", "updated_at"],
+        "Job": ["last_triggered_at", "next_trigger_at", "created_at", "updated_at", "start_at", "end_at"],
+        "JobCreate": ["start_at", "end_at"],
+        "JobUpdate": ["start_at", "end_at"],
+        "Backfill": ["start", "end"],
         "Trigger": ["triggered_at"],
         "Run": ["scheduled_for", "created_at", "queued_at", "started_at", "finished_at"],
         "Scheduler": ["lease_expires_at"],

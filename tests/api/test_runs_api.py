@@ -15,7 +15,7 @@ from cronhive.store.documents import run_to_doc
 from tests.api.conftest import CANONICAL, SEED_NOW, FakeClock, assert_error, create
 
 RUN_FIELDS = {"run_id", "job_id", "trigger", "scheduled_for", "status", "attempt", "worker", "created_at",
-              "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "attempts"}
+              "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "attempts", "cancel_requested"}
 
 
 def add_runs(store: MongoStore, job_id: str, count: int, **fields: Any) -> list[str]:
@@ -82,6 +82,7 @@ def test_a_run_shows_every_field_with_instants_in_whole_seconds(client: FlaskCli
         "queued_at": "2026-03-26T10:00:00Z", "started_at": "2026-03-26T10:00:01Z",
         "finished_at": "2026-03-26T10:00:03Z", "duration_ms": 2250, "lateness_ms": 1250,
         "error": {"type": "HandlerFailed", "message": "disk full", "traceback": None}, "attempts": [],
+        "cancel_requested": False,
     }
     assert client.get(f"{base}/jobs/report/runs").get_json()["data"] == [run]
 

@@ -160,6 +160,7 @@ def test_run_view() -> None:
         "attempts": [{"attempt": 1, "worker": "host:11", "status": "failed", "started_at": "2026-03-26T10:00:00Z",
                       "finished_at": "2026-03-26T10:00:00Z", "duration_ms": 900,
                       "error": {"type": "HandlerFailed", "message": "first", "traceback": None}}],
+        "cancel_requested": False,
     }
 
 
