@@ -85,6 +85,8 @@ class MongoStore(JobStore, RunStore, SchedulingStore, LeaseStore):
         )
         self.runs.create_index([("trigger", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
                                name="by_trigger")
+        # GET /runs without a status, trigger or job: newest first over every run (since/until as a range)
+        self.runs.create_index([("created_at", DESCENDING), ("_id", DESCENDING)], name="recent")
 
     @translated
     def ping(self) -> None:

@@ -31,7 +31,7 @@ from cronhive.store.documents import (
 MAX_ATTEMPT_RECORDS = 50
 RETENTION_INDEX = "retention"
 DUPLICATE_KEY = 11000
-#: Sorting newest first (index "job_history", "by_status", "by_trigger", "retention").
+#: Sorting newest first (index "job_history", "by_status", "by_trigger", "recent").
 NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 
 
@@ -82,7 +82,7 @@ class RunStore(StoreBase):
     @translated
     def search_runs(self, where: RunFilter, page: int, limit: int) -> tuple[list[Run], int]:
         """Runs across jobs, newest first (by ``created_at``, then id): one page and the
-        total matching (indexes "job_history", "by_status", "by_trigger", "retention")."""
+        total matching (indexes "job_history", "by_status", "by_trigger", "recent")."""
         query = run_filter_query(where)
         total = self.runs.count_documents(query)
         cursor = self.runs.find(query).sort(NEWEST_FIRST).skip((page - 1) * limit).limit(limit)
