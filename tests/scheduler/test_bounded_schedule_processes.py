@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def test_max_fires_with_a_two_second_schedule(system: FlaskClient, store: MongoS
     time.sleep(4.5)  # two more slots' worth: nothing fires
     runs = scheduled_runs(store, "thrice")
     assert len(runs) == 3, runs
-    assert [b["scheduled_for"] - a["scheduled_for"] for a, b in zip(runs, runs[1:])] == [timedelta(seconds=2)] * 2
+    assert [b["scheduled_for"] - a["scheduled_for"] for a, b in pairwise(runs)] == [timedelta(seconds=2)] * 2
     wait_for(lambda: all(run["status"] == "succeeded" for run in scheduled_runs(store, "thrice")), 15,
              "the three runs to succeed")
     assert store.jobs.find_one({"_id": "thrice"})["fires"] == 3
