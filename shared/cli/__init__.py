@@ -2,7 +2,8 @@
 
 ``cronhive api|scheduler|worker`` replace themselves with the process they name
 (``python -m cronhive.api`` …), so the CLI imports none of them; ``cronhive up`` runs the
-local cluster (`cronhive.cli.up`), ``cronhive jobs`` talks to the API (`cronhive.cli.jobs`).
+local cluster (`cronhive.cli.up`), ``cronhive jobs`` and ``cronhive runs`` talk to the API
+(`cronhive.cli.jobs`, `cronhive.cli.runs`).
 
 ``--help`` (or ``-h``) of every command prints its help and starts nothing:
 ``api`` and ``worker`` answer it themselves (before reading any setting),
@@ -28,6 +29,7 @@ commands:
   scheduler   a scheduler process (run 2+; one is leader)
   worker      a Dramatiq worker on the runs queue (--processes N --threads N)
   jobs        operate on jobs through the API (cronhive jobs --help)
+  runs        runs across jobs, and cancelling one, through the API (cronhive runs --help)
 
 `cronhive COMMAND --help` describes each command; every process is configured
 by environment variables (README, Configuration).
@@ -94,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         from cronhive.cli.jobs import main as jobs
 
         return jobs(rest)
+    if command == "runs":
+        from cronhive.cli.runs import main as runs
+
+        return runs(rest)
     print(f"cronhive: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
