@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cronhive import cron
+from cronhive import cron, metrics
 from cronhive.api import schemas
 from cronhive.backfill import BackfillResult, backfill_job
 from cronhive.dispatch import TriggerResult, trigger_job
@@ -76,8 +76,10 @@ def backfill(svc: Services, job_id: str, payload: Any) -> BackfillResult:
     """Run the job's slots of ``[start, end)`` again (`cronhive.backfill.backfill_job`)."""
     body = schemas.BackfillSchema().load(payload)
     reprocess = Reprocess(body.get("reprocess", Reprocess.MISSING))
-    return backfill_job(svc.ready_store(), svc.publisher, job_id, body["start"], body["end"], reprocess,
-                        svc.clock.now())
+    result = backfill_job(svc.ready_store(), svc.publisher, job_id, body["start"], body["end"], reprocess,
+                          svc.clock.now())
+    metrics.API_BACKFILL_RUNS.inc(result.created)
+    return result
 
 
 def backfill_view(result: BackfillResult) -> dict[str, Any]:
@@ -101,8 +103,12 @@ def cancel_run(svc: Services, run_id: str) -> Run:
             error = RunError(ErrorType.CANCELLED, "cancelled before it started")
             if store.cancel_unstarted_run(run, error, now):
                 store.release_reservation(run.job_id, run_id)
+                metrics.API_RUNS_CANCELLED.labels(from_status=run.status).inc()
                 return store.get_run(run_id)
-        elif run.cancel_requested or store.request_cancel(run, now):
+        elif run.cancel_requested:
+            return run
+        elif store.request_cancel(run, now):
+            metrics.API_RUNS_CANCELLED.labels(from_status=run.status).inc()
             return store.get_run(run_id)
     raise Conflict(f"run {run_id!r} is changing concurrently; retry", details={"run_id": run_id})
 

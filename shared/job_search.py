@@ -18,7 +18,7 @@ from pymongo import ASCENDING
 from cronhive.domain import Job
 from cronhive.enums import JobStatus
 from cronhive.store import MongoStore, translate_errors
-from cronhive.store.documents import job_from_doc
+from cronhive.store.documents import job_from_doc, job_status_filter
 
 MAX_SEARCH_LENGTH = 200
 
@@ -37,7 +37,7 @@ def list_query(status: str | None, handler: str | None) -> dict[str, Any]:
     """The filter of `MongoStore.list_jobs` for ``status`` and ``handler``."""
     query: dict[str, Any] = {}
     if status is not None:
-        query["enabled"] = status == "active"
+        query.update(job_status_filter(JobStatus(status)))
     if handler is not None:
         query["handler"] = handler
     return query
@@ -51,8 +51,8 @@ def find_jobs(store: MongoStore, page: int, limit: int, *, status: str | None = 
         docs, total = store.list_jobs(page, limit, status=JobStatus(status) if status else None, handler=handler)
         return JobPage(docs, page, limit, total, page * limit < total)
     pattern = re.escape(text)
-    query = {**list_query(status, handler),
-             "$or": [{"name": {"$regex": pattern, "$options": "i"}}, {"_id": {"$regex": pattern, "$options": "i"}}]}
+    matches = {"$or": [{"name": {"$regex": pattern, "$options": "i"}}, {"_id": {"$regex": pattern, "$options": "i"}}]}
+    query = {"$and": [list_query(status, handler), matches]}  # the status filter may hold an $or of its own
     with translate_errors(store.uri):
         cursor = (store.jobs.find(query).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
                   .skip((page - 1) * limit).limit(limit + 1))

@@ -39,7 +39,7 @@ from cronhive.domain import (
     RunFilter,
     Stored,
 )
-from cronhive.enums import LeaseScope, MisfirePolicy, OverlapPolicy, RunStatus, Trigger
+from cronhive.enums import JobStatus, LeaseScope, MisfirePolicy, OverlapPolicy, RunStatus, Trigger
 from cronhive.leases import Lease
 from cronhive.slots import JobAdvance
 
@@ -245,6 +245,18 @@ def job_to_doc(job: Job) -> Document:
     return _laid_out(full, job.stored, JOB_KEYS, JOB_ABSENT)
 
 
+def job_status_filter(status: JobStatus) -> Document:
+    """The ``jobs`` filter of the jobs whose `Job.status` is ``status``: ``disabled`` —
+    not enabled; ``completed`` — enabled, bounded (``end_at`` or ``max_fires``) and never
+    due again (``due_at`` null); ``active`` — the other enabled ones."""
+    if status == JobStatus.DISABLED:
+        return {"enabled": False}
+    if status == JobStatus.COMPLETED:
+        return {"enabled": True, "due_at": None,
+                "$or": [{"end_at": {"$ne": None}}, {"max_fires": {"$ne": None}}]}
+    return {"enabled": True, "$or": [{"due_at": {"$ne": None}}, {"end_at": None, "max_fires": None}]}
+
+
 def advance_write(advance: JobAdvance) -> tuple[Document, Document]:
     """The compare-and-set of a `JobAdvance`: (conditions, ``$set``), before the leader's
     fencing term is added. The conditions: the job's ``revision`` and ``next_fire_at``
@@ -402,6 +414,7 @@ __all__ = [
     "error_to_doc",
     "heartbeat_set",
     "job_from_doc",
+    "job_status_filter",
     "job_to_doc",
     "lease_as_read",
     "lease_filter",

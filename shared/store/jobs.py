@@ -21,7 +21,7 @@ from cronhive.errors import Conflict, DuplicateJob, JobNotFound
 from cronhive.leases import Lease, reservation_holder
 from cronhive.store import leases
 from cronhive.store.base import Document, StoreBase, translated
-from cronhive.store.documents import job_from_doc, job_to_doc
+from cronhive.store.documents import job_from_doc, job_status_filter, job_to_doc
 
 MAX_GENERATED_ID_ATTEMPTS = 50
 MAX_UPDATE_ATTEMPTS = 10
@@ -29,20 +29,6 @@ MAX_UPDATE_ATTEMPTS = 10
 
 def _not_found(job_id: str) -> JobNotFound:
     return JobNotFound(f"job {job_id!r} not found", details={"job_id": job_id})
-
-
-#: A completed job: enabled, bounded (``end_at`` or ``max_fires``), never due again.
-_COMPLETED: Document = {"enabled": True, "due_at": None,
-                        "$or": [{"end_at": {"$ne": None}}, {"max_fires": {"$ne": None}}]}
-
-
-def _status_query(status: JobStatus) -> Document:
-    """The filter of jobs whose `Job.status` is ``status``."""
-    if status == JobStatus.DISABLED:
-        return {"enabled": False}
-    if status == JobStatus.COMPLETED:
-        return dict(_COMPLETED)
-    return {"enabled": True, "$or": [{"due_at": {"$ne": None}}, {"end_at": None, "max_fires": None}]}
 
 
 class JobStore(StoreBase):
@@ -84,7 +70,7 @@ class JobStore(StoreBase):
         """One page in creation order (then id), and the total matching."""
         query: Document = {}
         if status is not None:
-            query.update(_status_query(status))
+            query.update(job_status_filter(status))
         if handler is not None:
             query["handler"] = handler
         total = self.jobs.count_documents(query)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from cronhive.job_search import find_jobs
 from cronhive.store import MongoStore
 from tests.api.conftest import CANONICAL, FakeClock, assert_error, create, job_body
 
@@ -81,3 +82,13 @@ def test_bad_bounds_are_a_422_naming_the_field(client: FlaskClient, base: str, f
 def test_bounds_can_be_given_as_null(client: FlaskClient) -> None:
     job = create(client, CANONICAL, job_id="nulls", start_at=None, end_at=None, max_fires=None)
     assert job["status"] == "active" and job["fires_left"] is None
+
+
+def test_the_dashboard_search_filters_completed_jobs_by_text_too(client: FlaskClient, store: MongoStore,
+                                                                clock: FakeClock) -> None:
+    create(client, job_id="over_report", end_at="2026-03-01T00:00:00Z")
+    create(client, job_id="over_export", end_at="2026-03-01T00:00:00Z")
+    create(client, job_id="live_report", max_fires=1)
+    found = find_jobs(store, 1, 10, status="completed", text="report")
+    assert [job.job_id for job in found.docs] == ["over_report"]
+    assert [job.job_id for job in find_jobs(store, 1, 10, status="active", text="report").docs] == ["live_report"]
