@@ -91,8 +91,8 @@ def backfill_job(store: BackfillStore, publisher: RunPublisher, job_id: str, sta
     created = store.insert_backfill_runs(runs)
     ident = backfill_id(job_id, start, end, reprocess)
     _publish(store, publisher, created, now)
-    log.info("backfill of %d slot(s): %d run(s) created", len(chosen), len(created),
-             extra={"job_id": job_id, "backfill_id": ident})
+    log.info("backfill %s of %d slot(s): %d run(s) created", ident, len(chosen), len(created),
+             extra={"job_id": job_id})
     return BackfillResult(job_id, ident, len(chosen), len(created), tuple(run.run_id for run in created))
 
 

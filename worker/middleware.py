@@ -272,7 +272,9 @@ class RunLifecycle(Middleware):
 
     def _mark_running(self, run: Run, lease: Lease, number: int, now: datetime, decision: Start) -> bool:
         """queued/pending (or running under a dead lease) → running, by compare-and-set on ``run``."""
-        lateness = decisions.millis(now - run.scheduled_for) if run.scheduled_for else None
+        # a backfill's slot is in the past on purpose: its lateness counts from the request
+        since = run.created_at if run.trigger == Trigger.BACKFILL else run.scheduled_for
+        lateness = decisions.millis(now - since) if since else None
         start = AttemptStart(number=number, lease=lease, worker=self.worker, started_at=now, lateness_ms=lateness)
         dead = None
         if decision.replaces_dead_attempt:

@@ -128,3 +128,14 @@ def test_waiting_slots_further_back_look_again_less_often() -> None:
     assert slot_queue_wait_ms(100, 30) == 5000
     assert slot_queue_wait_ms(999, 30) == 10_000  # at most a third of a lease
     assert slot_queue_wait_ms(999, 3) == 1000
+
+
+def test_a_backfill_runs_lateness_counts_from_the_request_not_from_its_past_slot(harness: Harness) -> None:
+    harness.job("daily", schedule="0 6 * * *")
+    start = datetime(2026, 2, 1, tzinfo=UTC)
+    (run_id,) = backfill_job(harness.store, harness.publisher, "daily", start, start + timedelta(days=1),
+                             Reprocess.MISSING, harness.clock.now()).run_ids
+    harness.clock.advance(2)
+    assert harness.deliver(run_id).begin() is not None
+    run = harness.run(run_id)
+    assert run["scheduled_for"] == datetime(2026, 2, 1, 6, tzinfo=UTC) and run["lateness_ms"] == 2000
