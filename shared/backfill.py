@@ -10,7 +10,7 @@ gives each one run with ``trigger: backfill`` and ``scheduled_for`` = the slot:
    slot) for backfill runs, so a slot gets its backfill run once — the same
    request again creates only what is still missing;
 2. publish the new runs oldest first with confirms (`cronhive.broker.RunPublisher`);
-3. mark the confirmed ``queued`` in one ``update_many``.
+3. mark the confirmed ``queued``, one ``update_many`` per `MARK_BATCH` runs.
 
 No job lease is reserved: under ``forbid`` (and ``buffer_one``) the worker makes
 a backfill run wait while an older backfill run of the job has not started or
@@ -38,6 +38,8 @@ from cronhive.store.protocols import BackfillStore
 
 log = logging.getLogger("cronhive.backfill")
 
+#: Confirmed runs are marked ``queued`` this many at a time (one ``update_many`` each).
+MARK_BATCH = 100
 #: A slot whose run ended like this did not succeed (``reprocess: failed``).
 FAILED_STATUSES = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
 
@@ -97,16 +99,24 @@ def backfill_job(store: BackfillStore, publisher: RunPublisher, job_id: str, sta
 
 
 def _publish(store: BackfillStore, publisher: RunPublisher, runs: list[Run], now: datetime) -> None:
-    """Publish oldest first; mark what RabbitMQ confirmed ``queued`` even when a later
-    publish fails (the rest stays ``pending`` for the scheduler's backlog pass)."""
+    """Publish oldest first, marking the confirmed ``queued`` every `MARK_BATCH` runs and
+    when a publish fails (the rest stays ``pending`` for the scheduler's backlog pass)."""
     confirmed: list[str] = []
     try:
         for run in sorted(runs, key=lambda item: (item.scheduled_for or now, item.run_id)):
             publisher.publish_run(run.run_id, run.job_id)
             confirmed.append(run.run_id)
+            if len(confirmed) >= MARK_BATCH:
+                _mark(store, confirmed, now)
+                confirmed = []
     finally:
-        if confirmed:
-            try:
-                store.mark_many_queued(confirmed, now)
-            except Unavailable:  # RabbitMQ has them: they run; they only show pending meanwhile
-                log.warning("backfill runs published but not marked queued", exc_info=True)
+        _mark(store, confirmed, now)
+
+
+def _mark(store: BackfillStore, run_ids: list[str], now: datetime) -> None:
+    if not run_ids:
+        return
+    try:
+        store.mark_many_queued(run_ids, now)
+    except Unavailable:  # RabbitMQ has them: they run; they only show pending meanwhile
+        log.warning("backfill runs published but not marked queued", exc_info=True)

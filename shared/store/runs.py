@@ -119,16 +119,13 @@ class RunStore(StoreBase):
 
     @translated
     def mark_many_queued(self, run_ids: list[str], now: datetime) -> int:
-        """`mark_run_queued` for many runs the broker confirmed, in one statement."""
+        """``pending`` → ``queued`` (``queued_at`` = ``now``) for many runs the broker
+        confirmed, in one statement (as the scheduler marks its runs; a run a worker
+        started meanwhile keeps its status)."""
         if not run_ids:
             return 0
-        result = self.runs.update_many(
-            {"_id": {"$in": run_ids}, "queued_at": None},
-            [{"$set": {
-                "status": {"$cond": [{"$eq": ["$status", RunStatus.PENDING]}, RunStatus.QUEUED, "$status"]},
-                "queued_at": now,
-            }}],
-        )
+        result = self.runs.update_many({"_id": {"$in": run_ids}, "status": RunStatus.PENDING},
+                                       {"$set": {"status": RunStatus.QUEUED, "queued_at": now}})
         return result.modified_count
 
     # -- cancel ------------------------------------------------------------------------
