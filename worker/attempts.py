@@ -83,6 +83,9 @@ class Attempt:
     timeout_s: int | None
     max_retries: int
     started_at: datetime
+    #: a queued slot run (backfill under a job lease, fire_all under forbid): when it ends,
+    #: the job's oldest waiting one is published at once rather than left to its poll
+    queued_slot: bool = False
     started_monotonic: float = field(default_factory=time.monotonic)
     thread_id: int = field(default_factory=threading.get_ident)
     #: set by the keeper when a renewal found the lease gone

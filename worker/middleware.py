@@ -72,6 +72,8 @@ log = logging.getLogger("cronhive.worker")
 MAX_BACKOFF_MS = 3_600_000
 #: How often a queued fire_all slot looks again whether the older ones have started.
 SLOT_QUEUE_POLL_MS = 500
+#: Longest wait of a backfill run queued behind older ones before it looks again.
+MAX_BACKFILL_WAIT_MS = 60_000
 #: Rounds of read–claim–start before a delivery that keeps losing races gives up.
 MAX_START_ROUNDS = 3
 #: Exceptions that end a started attempt as its outcome (anything the handler raises, the
@@ -80,12 +82,24 @@ MAX_START_ROUNDS = 3
 HANDLER_OUTCOMES: tuple[type[BaseException], ...] = (Exception, Interrupt)
 
 
-def slot_queue_wait_ms(older: int, lease_s: float) -> int:
-    """How long a queued slot run waits before looking again: `SLOT_QUEUE_POLL_MS` near
-    the head of the queue, longer further back (each older run must start first),
-    at most a third of a lease."""
-    ceiling = int(lease_s * 1000 / 3)
-    return max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS * max(1, older // 10), ceiling))
+def queued_slot(run: Run, job: Job) -> bool:
+    """Its slot runs queue for the job's lease, oldest first: a backfill run under a job
+    lease (``forbid``, ``buffer_one``), or a slot run of ``fire_all`` under ``forbid``."""
+    if run.trigger == Trigger.BACKFILL:
+        return job.overlap_policy.uses_job_lease
+    return run.trigger == Trigger.SCHEDULE and job.queues_slots
+
+
+def slot_queue_wait_ms(older: int, lease_s: float, backfill: bool) -> int:
+    """How long a queued slot run with ``older`` runs ahead of it waits before looking
+    again. A fire_all slot: `SLOT_QUEUE_POLL_MS` (at most a third of a lease). A backfill
+    run: `SLOT_QUEUE_POLL_MS` per run ahead, at most `MAX_BACKFILL_WAIT_MS` — each run
+    that ends publishes the next at once (`RunLifecycle._hand_on`), so this poll is only
+    the fallback, and a thousand waiting runs cost a few messages a second, not a
+    thousand."""
+    if not backfill:
+        return max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS, int(lease_s * 1000 / 3)))
+    return max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS * max(1, older), MAX_BACKFILL_WAIT_MS))
 
 
 def backoff_ms(attempt: int, base_ms: int) -> int:
@@ -227,11 +241,9 @@ class RunLifecycle(Middleware):
         indexed count, only for such runs). Past `MAX_FIRE_ALL` waiting a fire_all slot
         is skipped; a backfill run never is (a backfill holds at most
         `MAX_BACKFILL_SLOTS` per request; waiting runs further back poll less often)."""
-        if run.attempt > 0 or run.scheduled_for is None:
+        if run.attempt > 0 or run.scheduled_for is None or not queued_slot(run, job):
             return None
-        backfill = run.trigger == Trigger.BACKFILL and job.overlap_policy.uses_job_lease
-        if not backfill and not (job.queues_slots and run.trigger == Trigger.SCHEDULE):
-            return None
+        backfill = run.trigger == Trigger.BACKFILL
         cap = MAX_BACKFILL_SLOTS if backfill else MAX_FIRE_ALL
         older = self.store.older_waiting_slots(job.job_id, run.scheduled_for, cap, run.trigger)
         if older == 0:
@@ -239,7 +251,7 @@ class RunLifecycle(Middleware):
         if older >= cap and not backfill:
             return Skip(bounded_error(ErrorType.OVERLAP, f"more than {MAX_FIRE_ALL} older slots of this fire_all "
                                                          "job wait for its lease"))
-        return Wait(slot_queue_wait_ms(older, self.lease_s), None,
+        return Wait(slot_queue_wait_ms(older, self.lease_s, backfill), None,
                     f"{'backfill' if backfill else 'fire_all under forbid'}: {older} older slot(s) of the job "
                     "run first")
 
@@ -257,6 +269,7 @@ class RunLifecycle(Middleware):
             timeout_s=job.timeout_s,
             max_retries=job.max_retries,
             started_at=now,
+            queued_slot=queued_slot(run, job),
         )
 
     def _claim(self, run: Run, job: Job, number: int, now: datetime) -> Lease | None:
@@ -352,7 +365,7 @@ class RunLifecycle(Middleware):
         metrics.WORKER_RUN_DURATION.observe(duration_ms / 1000)
         if status not in (RunStatus.SUCCEEDED, RunStatus.CANCELLED) and attempt.number <= attempt.max_retries:
             return self._retry(broker, message, attempt, status, error, duration_ms, now)
-        return self._record_final(message, attempt, status, error, duration_ms, now)
+        return self._record_final(broker, message, attempt, status, error, duration_ms, now)
 
     def _retry(self, broker: Broker, message: MessageProxy, attempt: Attempt, status: RunStatus,
                error: RunError | None, duration_ms: int, now: datetime) -> str:
@@ -371,8 +384,8 @@ class RunLifecycle(Middleware):
                     error.message if error else None, extra=attempt.log_extra())
         return RunStatus.QUEUED
 
-    def _record_final(self, message: MessageProxy, attempt: Attempt, status: RunStatus, error: RunError | None,
-                      duration_ms: int, now: datetime) -> str:
+    def _record_final(self, broker: Broker, message: MessageProxy, attempt: Attempt, status: RunStatus,
+                      error: RunError | None, duration_ms: int, now: datetime) -> str:
         own_lease = attempt.scope == LeaseScope.RUN
         end = AttemptEnd(status, error, finished_at=now, duration_ms=duration_ms, releases_run_lease=own_lease)
         record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
@@ -383,6 +396,8 @@ class RunLifecycle(Middleware):
             log.warning("the job lease was no longer held at the end of the run; job outcome not recorded",
                         extra=attempt.log_extra())
         metrics.WORKER_RUNS.labels(outcome=status).inc()
+        if attempt.queued_slot and job_lease is not None:
+            self._hand_on(broker, message, attempt)
         if error is None:
             log.info("run %s in %d ms", status, duration_ms, extra=attempt.log_extra())
         else:  # the one line about a failed run (its traceback excerpt is in the run's error)
@@ -395,6 +410,19 @@ class RunLifecycle(Middleware):
         except Exception:
             log.warning("could not trim the run history", exc_info=True, extra=attempt.log_extra())
         return status
+
+    def _hand_on(self, broker: Broker, message: MessageProxy, attempt: Attempt) -> None:
+        """The lease is free: publish the job's oldest waiting slot run of the same trigger
+        now (its own message sleeps until its next look; whichever comes first starts
+        it, the other is acknowledged), so queued slots follow each other without waiting
+        out a poll. Best effort: the poll is the fallback."""
+        try:
+            next_run = self.store.oldest_waiting_slot(attempt.job_id, attempt.trigger)
+            if next_run is not None:
+                broker.enqueue(follow_up_message(q_name(message.queue_name), next_run, attempt.job_id, None))
+        except Exception:
+            log.warning("could not hand the lease on to the next waiting slot; it polls", exc_info=True,
+                        extra=attempt.log_extra())
 
     def _rejected(self, attempt: Attempt, status: str) -> str:
         log.warning("late write rejected: a newer attempt owns the run (this attempt would have recorded %s)",

@@ -74,6 +74,14 @@ class RunStore(StoreBase):
         return self.runs.count_documents(query, limit=limit)
 
     @translated
+    def oldest_waiting_slot(self, job_id: str, trigger: Trigger) -> str | None:
+        """The id of the job's oldest slot run of ``trigger`` that has not started (index
+        "slot_key" or "backfill_key"), or None."""
+        query = {"job_id": job_id, "trigger": str(trigger), "status": {"$in": [str(status) for status in NOT_STARTED]}}
+        doc = self.runs.find_one(query, {"_id": 1}, sort=[("scheduled_for", ASCENDING)])
+        return doc["_id"] if doc is not None else None
+
+    @translated
     def list_runs(self, job_id: str, page: int, limit: int, *,
                   trigger: Trigger | None = None) -> tuple[list[Run], int]:
         """A job's runs, newest first (index "job_history"), of one ``trigger`` when given."""

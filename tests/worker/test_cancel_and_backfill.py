@@ -100,6 +100,8 @@ def test_backfill_runs_under_forbid_run_one_after_another_oldest_first_and_none_
     assert harness.broker.take()
     assert harness.run(middle)["status"] == "queued"
     first.end()
+    (handed_on,) = harness.broker.take()  # the lease is free: the next slot is published at once
+    assert handed_on.message.args[0] == middle and handed_on.delay is None
 
     second = harness.deliver(middle)
     assert second.begin() is not None
@@ -123,11 +125,10 @@ def test_a_backfill_run_waits_for_a_scheduled_run_holding_the_lease(harness: Har
     assert harness.deliver(run_id).begin() is not None
 
 
-def test_waiting_slots_further_back_look_again_less_often() -> None:
-    assert slot_queue_wait_ms(1, 30) == 500
-    assert slot_queue_wait_ms(100, 30) == 5000
-    assert slot_queue_wait_ms(999, 30) == 10_000  # at most a third of a lease
-    assert slot_queue_wait_ms(999, 3) == 1000
+def test_backfill_runs_further_back_look_again_less_often() -> None:
+    assert [slot_queue_wait_ms(older, 30, True) for older in (1, 2, 100, 999)] == [500, 1000, 50_000, 60_000]
+    assert [slot_queue_wait_ms(older, 30, False) for older in (1, 99)] == [500, 500]  # fire_all: as before
+    assert slot_queue_wait_ms(5, 0.9, False) == 300  # at most a third of a lease
 
 
 def test_a_backfill_runs_lateness_counts_from_the_request_not_from_its_past_slot(harness: Harness) -> None:
