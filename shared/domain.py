@@ -3,10 +3,12 @@ formatting and the API's views of them.
 
 A `Job` is one document of the collection ``jobs`` (``_id`` = ``job_id``): the
 definition, the scheduling state (``next_fire_at``: the next slot instant by the
-cron rules; ``due_at``: that slot plus the job's jitter, None while disabled — the
-scheduler's index), the outcome of the last run and the job's run lease. A `Run`
-is one document of ``runs`` (``_id`` = ``run_id``): one per slot (unique on
-``job_id`` + ``scheduled_for`` for scheduled runs) or per manual trigger.
+cron rules; ``due_at``: that slot plus the job's jitter, None while disabled or
+completed — the scheduler's index), its bounds (``start_at``, ``end_at``,
+``max_fires`` and the ``fires`` counted under it), the outcome of the last run and
+the job's run lease. A `Run` is one document of ``runs`` (``_id`` = ``run_id``): one
+per slot (unique on ``job_id`` + ``scheduled_for`` for scheduled runs, and again for
+backfill runs), or per manual trigger.
 
 Invariants:
 

@@ -37,6 +37,15 @@ Misfire policies (``misfire_policy``; ``misfire_grace_s`` default 60)
         were due, the latest 100 run and one ``skipped`` run at ``S1`` records that
         the older ones were not.
 
+Bounded schedules (``start_at``, ``end_at``, ``max_fires``)
+    Only due slots in ``[start_at, end_at)`` are planned (`Job.in_bounds`), and the
+    job waits for the first slot within them (`Job.next_bounded_slot`); none left:
+    ``next_fire_at`` and ``due_at`` become null and the job is ``completed``. Under
+    ``max_fires`` at most ``fires_left`` slots fire (the oldest); the overlap step
+    (`cronhive.scheduler.overlap.resolve`) counts the slots that really fire into the
+    job's advance write (`JobAdvance.fired_counted`: skipped slots do not count) and
+    ends the schedule once ``max_fires`` is reached.
+
 After the plan, the job waits for the first slot after ``now - jitter``.
 A job whose schedule cannot be computed any more (its time zone vanished from
 the tz database, a corrupt expression) raises `UncomputableSchedule`; the
@@ -244,7 +253,7 @@ def _plan(job: Job, now: datetime) -> SlotPlan:
         return SlotPlan(job_id, due_at != job.due_at, (), (), job.next_fire_at, due_at)
     grace = timedelta(seconds=float(job.misfire_grace_s))
     slots, more = due_slots(job, reference, MAX_FIRE_ALL)
-    if job.bounded or job.start_at is not None:  # no slot outside [start_at, end_at)
+    if job.start_at is not None or job.end_at is not None:  # no slot outside [start_at, end_at)
         slots = [slot for slot in slots if job.in_bounds(slot)]
     fire: list[datetime] = []
     skipped: list[SkippedSlot] = []
