@@ -15,14 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 import marshmallow
 
-from cronhive import cron, ledger
+from cronhive import cron, ledger, metrics
 from cronhive.api import schemas
+from cronhive.backfill import BackfillResult, backfill_job
 from cronhive.dispatch import TriggerResult, trigger_job
-from cronhive.domain import Job, format_instant, job_view
-from cronhive.enums import JobStatus
-from cronhive.errors import InvalidSchedule
+from cronhive.domain import Job, Run, RunError, format_instant, job_view
+from cronhive.enums import NOT_STARTED, ErrorType, JobStatus, Reprocess
+from cronhive.errors import Conflict, InvalidSchedule, RunFinished
 from cronhive.ledger import LedgerSlot
 from cronhive.windows import MaintenanceWindow, new_maintenance_id, paused_until
+
+#: Rounds of read–compare-and-set a cancel tries before answering 409.
+MAX_CANCEL_ROUNDS = 5
 
 if TYPE_CHECKING:
     from cronhive.api.app import Services
@@ -49,6 +53,9 @@ def update_job(svc: Services, job_id: str, payload: Any, *, actor: str | None = 
         stored = store.get_job(job_id)
         schemas.check_destinations({key: changes[key] for key in ("handler", "args") if key in changes}, svc.guard,
                                    handler=stored.handler, args=stored.args)
+    if ("start_at" in changes) != ("end_at" in changes):  # both sent: the schema checked them
+        stored = store.get_job(job_id)
+        schemas.check_bounds(changes.get("start_at", stored.start_at), changes.get("end_at", stored.end_at))
     now = svc.clock.now()
     return store.update_job(job_id, changes, now, actor=actor, expected_revision=expected_revision), now
 
@@ -74,6 +81,47 @@ def delete_job(svc: Services, job_id: str, *, actor: str | None = None, expected
 def trigger(svc: Services, job_id: str) -> TriggerResult:
     """Run the job now (`cronhive.dispatch.trigger_job`, under its lease rules)."""
     return trigger_job(svc.ready_store(), svc.publisher, job_id, svc.clock.now(), svc.settings.job_lease_s)
+
+
+def backfill(svc: Services, job_id: str, payload: Any) -> BackfillResult:
+    """Run the job's slots of ``[start, end)`` again (`cronhive.backfill.backfill_job`)."""
+    body = schemas.BackfillSchema().load(payload)
+    reprocess = Reprocess(body.get("reprocess", Reprocess.MISSING))
+    result = backfill_job(svc.ready_store(), svc.publisher, job_id, body["start"], body["end"], reprocess,
+                          svc.clock.now())
+    metrics.API_BACKFILL_RUNS.inc(result.created)
+    return result
+
+
+def backfill_view(result: BackfillResult) -> dict[str, Any]:
+    return {"job_id": result.job_id, "backfill_id": result.backfill_id, "slots": result.slots,
+            "created": result.created}
+
+
+def cancel_run(svc: Services, run_id: str) -> Run:
+    """Cancel a run: one not started (``pending``, ``queued``, a retry waiting) is recorded
+    ``cancelled`` at once and its job-lease reservation freed; a running one gets
+    ``cancel_requested`` (its worker interrupts the handler and records ``cancelled``).
+    A finished run raises `RunFinished` (409); an unknown one `RunNotFound` (404)."""
+    store = svc.ready_store()
+    for _ in range(MAX_CANCEL_ROUNDS):
+        run = store.get_run(run_id)
+        if run.status.is_final:
+            raise RunFinished(f"run {run_id!r} already ended {run.status}; it cannot be cancelled",
+                              details={"run_id": run_id, "status": run.status})
+        now = svc.clock.now()
+        if run.status in NOT_STARTED:
+            error = RunError(ErrorType.CANCELLED, "cancelled before it started")
+            if store.cancel_unstarted_run(run, error, now):
+                store.release_reservation(run.job_id, run_id)
+                metrics.API_RUNS_CANCELLED.labels(from_status=run.status).inc()
+                return store.get_run(run_id)
+        elif run.cancel_requested:
+            return run
+        elif store.request_cancel(run, now):
+            metrics.API_RUNS_CANCELLED.labels(from_status=run.status).inc()
+            return store.get_run(run_id)
+    raise Conflict(f"run {run_id!r} is changing concurrently; retry", details={"run_id": run_id})
 
 
 def trigger_view(result: TriggerResult) -> dict[str, Any]:

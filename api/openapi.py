@@ -9,7 +9,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from cronhive.api import schemas
-from cronhive.domain import JOB_ID_PATTERN, JOB_STATUS_FILTERS, TAG_PATTERN
+from cronhive.domain import JOB_ID_PATTERN, JOB_STATUS_FILTERS, RUN_STATUSES, TAG_PATTERN, TRIGGERS
 from cronhive.windows import WINDOW_STATES
 
 BASE = "/api/v1/cron"
@@ -82,6 +82,7 @@ def _body(schema: str, example: dict[str, Any]) -> dict[str, Any]:
 CREATE_EXAMPLE = {"name": "Daily Reminder Check", "schedule": "0 8 * * *", "handler": "reminder_scheduler", "enabled": True}
 UPDATE_EXAMPLE = {"schedule": "0 7 * * *", "enabled": True}
 MAINTENANCE_EXAMPLE = {"tags": ["billing"], "end": "2099-01-01T03:00:00Z", "reason": "database upgrade"}
+BACKFILL_EXAMPLE = {"start": "2026-03-28T00:00:00Z", "end": "2026-03-30T00:00:00Z", "reprocess": "missing"}
 PREVIEW_EXAMPLE = {"schedule": "30 2 * * *", "timezone": "Europe/Berlin", "after": "2026-03-28T00:00:00Z", "count": 3}
 
 
@@ -97,6 +98,21 @@ _JOB_ID = {"name": "job_id", "in": "path", "required": True,
 _MAINTENANCE_ID = {"name": "maintenance_id", "in": "path", "required": True,
                    "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+_TRIGGER = {"name": "trigger", "in": "query", "schema": {"type": "string", "enum": list(TRIGGERS)}}
+
+
+def _run_search_params() -> list[dict[str, Any]]:
+    instant = {"type": "string", "format": "date-time"}
+    return [
+        *_page_params(),
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(RUN_STATUSES)}},
+        _TRIGGER,
+        {"name": "job_id", "in": "query",
+         "schema": {"type": "string", "pattern": JOB_ID_PATTERN, "minLength": 1, "maxLength": 64}},
+        {"name": "since", "in": "query", "description": "Runs created at or after this instant.", "schema": instant},
+        {"name": "until", "in": "query", "description": "Runs created before this instant (after since).",
+         "schema": instant},
+    ]
 
 
 def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
@@ -120,6 +136,8 @@ def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
         "JobUpdate": schemas.JobUpdateSchema,
         "Deleted": schemas.DeletedSchema,
         "Trigger": schemas.TriggerSchema,
+        "Backfill": schemas.BackfillSchema,
+        "BackfillResult": schemas.BackfillResultSchema,
         "Run": schemas.RunSchema,
         "RunSummary": schemas.RunSummarySchema,
         "RunList": schemas.RunListSchema,
@@ -207,11 +225,21 @@ def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
         },
     )
     spec.path(
+        path=f"{BASE}/jobs/{{job_id}}/backfill",
+        parameters=[_JOB_ID],
+        operations={
+            "post": {"summary": "Run a job's past slots of [start, end) again, oldest first",
+                     "operationId": "backfillJob", "requestBody": _body("Backfill", BACKFILL_EXAMPLE), **security,
+                     "responses": {"202": _ok("Runs created and queued", "BackfillResult"),
+                                   **_errors(*_BODY, *mutating_errors, 404, 503)}},
+        },
+    )
+    spec.path(
         path=f"{BASE}/jobs/{{job_id}}/runs",
         parameters=[_JOB_ID],
         operations={
             "get": {"summary": "A job's run history, newest first", "operationId": "listRuns",
-                    "parameters": _page_params(), **read_security,
+                    "parameters": [*_page_params(), _TRIGGER], **read_security,
                     "responses": {"200": _ok("A page of runs", "RunList"), **_errors(400, *read_errors, 404, 503)}},
         },
     )
@@ -228,11 +256,29 @@ def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
         },
     )
     spec.path(
+        path=f"{BASE}/runs",
+        operations={
+            "get": {"summary": "Runs across jobs, newest first (filter by status, trigger, job, creation time)",
+                    "operationId": "searchRuns", "parameters": _run_search_params(),
+                    "responses": {"200": _ok("A page of runs", "RunList"), **_errors(400, 503)}},
+        },
+    )
+    spec.path(
         path=f"{BASE}/runs/{{run_id}}",
         parameters=[_RUN_ID],
         operations={
             "get": {"summary": "One run", "operationId": "getRun", **read_security,
                     "responses": {"200": _ok("The run", "Run"), **_errors(*read_errors, 404, 503)}},
+        },
+    )
+    spec.path(
+        path=f"{BASE}/runs/{{run_id}}/cancel",
+        parameters=[_RUN_ID],
+        operations={
+            "post": {"summary": "Cancel a run: not started → cancelled; running → asked to stop",
+                     "operationId": "cancelRun", **security,
+                     "responses": {"202": _ok("Cancelled, or asked to stop (cancel_requested)", "Run"),
+                                   **_errors(*mutating_errors, 404, 409, 503)}},
         },
     )
     spec.path(

@@ -18,8 +18,8 @@ from cronhive.api.auth import current_actor, guard_request, mutating, reads_only
 from cronhive.api.errors import ApiError
 from cronhive.api.idempotency import idempotent
 from cronhive.api.openapi import BASE, build_spec
-from cronhive.domain import Job, format_instant, run_summary_view, run_view
-from cronhive.enums import ReadAccess
+from cronhive.domain import Job, RunFilter, format_instant, run_summary_view, run_view
+from cronhive.enums import ReadAccess, RunStatus, Trigger
 from cronhive.errors import Unavailable
 
 P = ParamSpec("P")
@@ -236,12 +236,18 @@ def trigger(job_id: str) -> tuple[Response, int]:
     return jsonify(actions.trigger_view(actions.trigger(services(), job_id))), 202
 
 
+@mutating
+def backfill(job_id: str) -> tuple[Response, int]:
+    return jsonify(actions.backfill_view(actions.backfill(services(), job_id, json_body()))), 202
+
+
 def list_runs(job_id: str) -> Response:
-    query = load_query(schemas.PageQuerySchema())
+    query = load_query(schemas.JobRunsQuerySchema())
     page, limit = query.get("page", 1), query.get("limit", 20)
     store = services().ready_store()
     job = store.get_job(job_id)
-    docs, total = store.list_runs(job_id, page, limit, job.incarnation)
+    trigger = query.get("trigger")
+    docs, total = store.list_runs(job_id, page, limit, job.incarnation, trigger=Trigger(trigger) if trigger else None)
     return jsonify(page_of([run_summary_view(doc) for doc in docs], page, limit, total))
 
 
@@ -250,8 +256,23 @@ def list_slots(job_id: str) -> Response:
     return jsonify({"data": [slot.view() for slot in actions.job_slots(services(), job_id, query)]})
 
 
+def search_runs() -> Response:
+    query = load_query(schemas.RunSearchQuerySchema())
+    page, limit = query.get("page", 1), query.get("limit", 20)
+    status, trigger = query.get("status"), query.get("trigger")
+    where = RunFilter(status=RunStatus(status) if status else None, trigger=Trigger(trigger) if trigger else None,
+                      job_id=query.get("job_id"), since=query.get("since"), until=query.get("until"))
+    docs, total = services().ready_store().search_runs(where, page, limit)
+    return jsonify(page_of([run_summary_view(doc) for doc in docs], page, limit, total))
+
+
 def get_run(run_id: str) -> Response:
     return jsonify(run_view(services().ready_store().get_run(run_id)))
+
+
+@mutating
+def cancel_run(run_id: str) -> tuple[Response, int]:
+    return jsonify(run_view(actions.cancel_run(services(), run_id))), 202
 
 
 def list_handlers() -> Response:
@@ -320,10 +341,13 @@ ROUTES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("/jobs/<job_id>", update_job, ["PUT"]),
     ("/jobs/<job_id>", delete_job, ["DELETE"]),
     ("/jobs/<job_id>/trigger", trigger, ["POST"]),
+    ("/jobs/<job_id>/backfill", backfill, ["POST"]),
     ("/jobs/<job_id>/runs", list_runs, ["GET"]),
     ("/jobs/<job_id>/slots", list_slots, ["GET"]),
     ("/jobs/<job_id>/revisions", list_revisions, ["GET"]),
+    ("/runs", search_runs, ["GET"]),
     ("/runs/<run_id>", get_run, ["GET"]),
+    ("/runs/<run_id>/cancel", cancel_run, ["POST"]),
     ("/handlers", list_handlers, ["GET"]),
     ("/scheduler", scheduler_status, ["GET"]),
     ("/workers", list_workers, ["GET"]),

@@ -19,13 +19,17 @@ from cronhive.domain import (
     JOB_ID_RE,
     JOB_STATUS_FILTERS,
     JOB_STATUSES,
+    MAX_BACKFILL_SLOTS,
     MAX_LOG_BYTES,
     MAX_OUTPUT_BYTES,
     MAX_TAGS,
     MISFIRE_POLICIES,
     OVERLAP_POLICIES,
+    REPROCESS_CHOICES,
+    RUN_STATUSES,
     TAG_PATTERN,
     TAG_RE,
+    TRIGGERS,
     Notify,
 )
 from cronhive.enums import DeliveryStatus, NotifyEvent, RevisionAction
@@ -42,6 +46,7 @@ MAX_HANDLER_LENGTH = 200
 MAX_TIMEZONE_LENGTH = 64
 MAX_JITTER_S = 3600
 WEEK_S = 7 * 86400
+MAX_MAX_FIRES = 1_000_000_000
 
 #: Characters no text field may hold: C0 and C1 control characters (NUL, tab,
 #: newline, escape, DEL ...), the Unicode line/paragraph separators, and the
@@ -258,6 +263,27 @@ def check_jitter(schedule: str, jitter_s: int) -> None:
             f"({interval_s} s)."]})
 
 
+def check_bounds(start_at: datetime | None, end_at: datetime | None) -> None:
+    """``end_at`` must be after ``start_at`` (422 naming ``end_at``)."""
+    if start_at is not None and end_at is not None and end_at <= start_at:
+        raise ValidationError({"end_at": ["end_at must be after start_at."]})
+
+
+def _bound_fields() -> dict[str, fields.Field[Any]]:
+    return {
+        "start_at": Instant(allow_none=True, metadata={
+            "example": "2026-04-01T00:00:00Z",
+            "description": "No scheduled slot before this instant (ISO-8601 with Z or an offset). null: none."}),
+        "end_at": Instant(allow_none=True, metadata={
+            "example": "2026-05-01T00:00:00Z",
+            "description": "No scheduled slot at or after this instant; must be after start_at. null: none."}),
+        "max_fires": StrictInteger(allow_none=True, validate=validate.Range(min=1, max=MAX_MAX_FIRES), metadata={
+            "example": 10,
+            "description": "At most this many scheduled runs fire (skipped slots do not count; counted from when "
+                           "it is set). null: unbounded. Once the schedule is exhausted the job is completed."}),
+    }
+
+
 def _policy_fields() -> dict[str, fields.Field[Any]]:
     return {
         "misfire_policy": fields.String(validate=validate.OneOf(MISFIRE_POLICIES)),
@@ -356,6 +382,9 @@ class JobCreateSchema(Schema):
                            metadata={"description": "POST a JSON notification on these run events; null: none."})
     tags = tags_field(f"Labels (at most {MAX_TAGS}, distinct) to select jobs by: GET /jobs?tag=, maintenance "
                       "windows, cronhive apply --selector.")
+    start_at = _bound_fields()["start_at"]
+    end_at = _bound_fields()["end_at"]
+    max_fires = _bound_fields()["max_fires"]
 
     _handlers: frozenset[str] = frozenset()
     _guard: DestinationGuard = DestinationGuard()
@@ -394,6 +423,10 @@ class JobCreateSchema(Schema):
         if "schedule" in data and "jitter_s" in data:
             check_jitter(data["schedule"], data["jitter_s"])
 
+    @validates_schema(skip_on_field_errors=True)
+    def check_bounds_order(self, data: dict[str, Any], **kwargs: Any) -> None:
+        check_bounds(data.get("start_at"), data.get("end_at"))
+
 
 class JobUpdateSchema(JobCreateSchema):
     """Every mutable field, all optional; ``job_id`` cannot change. A jitter and a
@@ -423,9 +456,41 @@ class PreviewSchema(Schema):
     count = StrictInteger(validate=validate.Range(min=1, max=100), metadata={"example": 3})
 
 
+class BackfillSchema(Schema):
+    start = Instant(required=True, metadata={"example": "2026-03-28T00:00:00Z",
+                                             "description": "The first instant of the range (inclusive)."})
+    end = Instant(required=True, metadata={
+        "example": "2026-03-30T00:00:00Z",
+        "description": f"The end of the range (exclusive); after start. At most {MAX_BACKFILL_SLOTS} slots."})
+    reprocess = fields.String(validate=validate.OneOf(REPROCESS_CHOICES), metadata={
+        "description": "missing (default): slots with no succeeded run; failed: slots whose run failed, timed out "
+                       "or was abandoned (and none succeeded); all: every slot. A slot gets one backfill run."})
+
+    @validates_schema(skip_on_field_errors=True)
+    def check_range(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data["end"] <= data["start"]:
+            raise ValidationError({"end": ["end must be after start."]})
+
+
 class PageQuerySchema(Schema):
     page = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
     limit = fields.Integer(strict=False, validate=validate.Range(min=1, max=100))
+
+
+class JobRunsQuerySchema(PageQuerySchema):
+    trigger = fields.String(validate=validate.OneOf(TRIGGERS))
+
+
+class RunSearchQuerySchema(JobRunsQuerySchema):
+    status = fields.String(validate=validate.OneOf(RUN_STATUSES))
+    job_id = JobId(validate=validate.Length(min=1, max=64))
+    since = Instant()
+    until = Instant()
+
+    @validates_schema(skip_on_field_errors=True)
+    def check_window(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "since" in data and "until" in data and data["until"] <= data["since"]:
+            raise ValidationError({"until": ["until must be after since."]})
 
 
 class JobListQuerySchema(PageQuerySchema):
@@ -525,6 +590,11 @@ class JobSchema(Schema):
     paused_until = fields.DateTime(required=True, allow_none=True, metadata={
         "example": "2026-03-28T03:00:00Z",
         "description": "While an open maintenance window names the job (status paused): when it ends."})
+    start_at = _instant()
+    end_at = _instant()
+    max_fires = _count(1, MAX_MAX_FIRES, nullable=True)
+    fires_left = fields.Integer(required=True, allow_none=True, validate=validate.Range(min=0, max=MAX_MAX_FIRES),
+                                metadata={"description": "Scheduled fires left under max_fires; null when unbounded."})
 
 
 class JobListSchema(Schema):
@@ -542,6 +612,13 @@ class TriggerSchema(Schema):
     triggered_at = _instant(nullable=False)
     lock_acquired = fields.Boolean(required=True)
     run_id = fields.String(required=True)
+
+
+class BackfillResultSchema(Schema):
+    job_id = fields.String(required=True)
+    backfill_id = fields.String(required=True, metadata={"description": "The same request gets the same id."})
+    slots = _count(0, MAX_BACKFILL_SLOTS)
+    created = _count(0, MAX_BACKFILL_SLOTS)
 
 
 class AttemptSchema(Schema):
@@ -570,9 +647,9 @@ class NotificationSchema(Schema):
 class RunSchema(Schema):
     run_id = fields.String(required=True)
     job_id = fields.String(required=True)
-    trigger = fields.String(required=True)
+    trigger = fields.String(required=True, validate=validate.OneOf(TRIGGERS))
     scheduled_for = _instant()
-    status = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(RUN_STATUSES))
     attempt = _count()
     worker = fields.String(required=True, allow_none=True)
     created_at = _instant()
@@ -600,6 +677,8 @@ class RunSchema(Schema):
     notifications = fields.List(fields.Nested(NotificationSchema), required=True, metadata={
         "description": "The notifications this run raised (job notify) and how their delivery went."})
 
+    cancel_requested = fields.Boolean(required=True, metadata={
+        "description": "POST /runs/{run_id}/cancel asked the run to stop (a running one stops within seconds)."})
 
 class RunSummarySchema(RunSchema):
     """A run in a run list: every field but ``log`` (GET /runs/:run_id shows it)."""

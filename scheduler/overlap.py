@@ -49,9 +49,14 @@ def resolve(job: Job, plan: SlotPlan, now: datetime, job_lease_s: float) -> tupl
         runs += [SlotRun(run_id, at, True) for run_id, at in fire_ids]
     runs = [replace(run, covers=plan.covered_by(run.slot)) if run.fire else run for run in runs]
     runs.sort(key=lambda run: run.slot)
-    advance = JobAdvance(job, plan.next_fire_at, plan.due_at, any(run.fire for run in runs), lease_decided=decided,
+    fired = sum(1 for run in runs if run.fire)
+    next_fire_at, due_at = plan.next_fire_at, plan.due_at
+    counted = fired if job.max_fires is not None else 0
+    if job.max_fires is not None and job.fires + fired >= job.max_fires:  # max_fires reached: completed
+        next_fire_at, due_at = None, None
+    advance = JobAdvance(job, next_fire_at, due_at, fired > 0, lease_decided=decided,
                          buffer_decided=decided and mode == OverlapPolicy.BUFFER_ONE, reservation=reservation,
-                         buffered_run_id=buffered)
+                         buffered_run_id=buffered, fired_counted=counted)
     return runs, advance
 
 

@@ -3,10 +3,12 @@ formatting and the API's views of them.
 
 A `Job` is one document of the collection ``jobs`` (``_id`` = ``job_id``): the
 definition, the scheduling state (``next_fire_at``: the next slot instant by the
-cron rules; ``due_at``: that slot plus the job's jitter, None while disabled — the
-scheduler's index), the outcome of the last run and the job's run lease. A `Run`
-is one document of ``runs`` (``_id`` = ``run_id``): one per slot (unique on
-``job_id`` + ``scheduled_for`` for scheduled runs) or per manual trigger.
+cron rules; ``due_at``: that slot plus the job's jitter, None while disabled or
+completed — the scheduler's index), its bounds (``start_at``, ``end_at``,
+``max_fires`` and the ``fires`` counted under it), the outcome of the last run and
+the job's run lease. A `Run` is one document of ``runs`` (``_id`` = ``run_id``): one
+per slot (unique on ``job_id`` + ``scheduled_for`` for scheduled runs, and again for
+backfill runs), or per manual trigger.
 
 Invariants:
 
@@ -45,6 +47,7 @@ from cronhive.enums import (
     MisfirePolicy,
     NotifyEvent,
     OverlapPolicy,
+    Reprocess,
     RunStatus,
     SchedulerRole,
     Trigger,
@@ -64,12 +67,16 @@ JOB_STATUSES = tuple(member.value for member in JobStatus)
 #: What ``GET /jobs?status=`` filters on: the ``enabled`` flag (an invalid job is
 #: listed under its flag, with ``status: "invalid"``) and ``paused`` (computed from
 #: the open maintenance windows; ``active`` then leaves those jobs out).
-JOB_STATUS_FILTERS = (JobStatus.ACTIVE.value, JobStatus.DISABLED.value, JobStatus.PAUSED.value)
-#: The dashboard's status filter: the stored flag only.
-JOB_FLAG_STATUSES = (JobStatus.ACTIVE.value, JobStatus.DISABLED.value)
+JOB_STATUS_FILTERS = (JobStatus.ACTIVE.value, JobStatus.DISABLED.value, JobStatus.COMPLETED.value,
+                      JobStatus.PAUSED.value)
+#: The dashboard's status filter (no maintenance windows read).
+JOB_FLAG_STATUSES = (JobStatus.ACTIVE.value, JobStatus.DISABLED.value, JobStatus.COMPLETED.value)
 TAG_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 TAG_RE = re.compile(TAG_PATTERN)
 MAX_TAGS = 20
+RUN_STATUSES = tuple(member.value for member in RunStatus)
+TRIGGERS = tuple(member.value for member in Trigger)
+REPROCESS_CHOICES = tuple(member.value for member in Reprocess)
 
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_POLICIES: dict[str, Any] = {
@@ -90,6 +97,10 @@ POLICY_RANGES: dict[str, tuple[int, int]] = {
     "timeout_s": (1, WEEK_S),
     "max_retries": (0, 20),
 }
+#: Most slots one backfill request may cover.
+MAX_BACKFILL_SLOTS = 1000
+#: A slot at ``start_at`` is in bounds: the search for it starts this much before.
+_JUST_BEFORE = timedelta(microseconds=1)
 
 
 def utcnow() -> datetime:
@@ -293,13 +304,40 @@ class Job:
     #: older version created). Its runs carry it (`Run.job_incarnation`): a run of a
     #: deleted job never touches a job re-created with the same id.
     incarnation: str | None = None
+    #: bounds of the schedule: no slot before ``start_at`` or at/after ``end_at``, at most ``max_fires`` fired
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    max_fires: int | None = None
+    #: scheduled runs fired while ``max_fires`` was set (counted by the scheduler's advance write)
+    fires: int = 0
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
     def status(self) -> JobStatus:
         if self.invalid_reason is not None:
             return JobStatus.INVALID
-        return JobStatus.ACTIVE if self.enabled else JobStatus.DISABLED
+        if not self.enabled:
+            return JobStatus.DISABLED
+        return JobStatus.COMPLETED if self.completed else JobStatus.ACTIVE
+
+    @property
+    def bounded(self) -> bool:
+        """It has an ``end_at`` or a ``max_fires``: its schedule can run out."""
+        return self.end_at is not None or self.max_fires is not None
+
+    @property
+    def completed(self) -> bool:
+        """Enabled, bounded, and no slot left: never due again (until a PUT extends the bounds)."""
+        return self.enabled and self.bounded and self.due_at is None
+
+    @property
+    def fires_left(self) -> int | None:
+        """Scheduled fires left under ``max_fires`` (None: unbounded)."""
+        return None if self.max_fires is None else max(0, self.max_fires - self.fires)
+
+    def in_bounds(self, slot: datetime) -> bool:
+        """``slot`` is within ``[start_at, end_at)``."""
+        return (self.start_at is None or slot >= self.start_at) and (self.end_at is None or slot < self.end_at)
 
     @property
     def queues_slots(self) -> bool:
@@ -328,12 +366,25 @@ class Job:
         next_fire = cron.next_fire(self.schedule, self.zone, after)
         return next_fire, next_fire + self.jitter
 
+    def next_bounded_slot(self, after: datetime) -> tuple[datetime, datetime] | tuple[None, None]:
+        """`next_slot` within the bounds: the first slot strictly after ``after`` and not
+        before ``start_at``; ``(None, None)`` when it is at/after ``end_at`` or no fire is
+        left under ``max_fires``."""
+        if self.fires_left == 0:
+            return None, None
+        if self.start_at is not None and after < self.start_at:
+            after = self.start_at - _JUST_BEFORE
+        next_fire, due_at = self.next_slot(after)
+        if self.end_at is not None and next_fire >= self.end_at:
+            return None, None
+        return next_fire, due_at
+
     def schedule_state(self, after: datetime) -> dict[str, datetime | None]:
-        """The scheduling fields of this job computed from ``after``: the next slot and
-        ``due_at`` when enabled; a disabled job is never due."""
+        """The scheduling fields of this job computed from ``after``: the next slot (within
+        the bounds) and ``due_at`` when enabled; a disabled or completed job is never due."""
         if not self.enabled:
             return {"due_at": None}
-        next_fire, due_at = self.next_slot(after)
+        next_fire, due_at = self.next_bounded_slot(after)
         return {"next_fire_at": next_fire, "due_at": due_at}
 
 
@@ -381,6 +432,8 @@ class Run:
     #: stands for: coalesced into it (``fire_once`` catch-up) or skipped with it
     covers_from: datetime | None = None
     covers_until: datetime | None = None
+    #: ``POST /runs/:run_id/cancel`` asked its running attempt to stop
+    cancel_requested: bool = False
     stored: Stored | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -404,6 +457,18 @@ class Run:
         scope = LeaseScope.RUN if self.lease_scope == LeaseScope.RUN else LeaseScope.JOB
         return Lease(scope, self.attempt_lease_doc_id(), self.lease_holder, int(self.lease_token), datetime.min,
                      self.run_id)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """What ``GET /runs`` selects: each given field narrows (``since`` inclusive,
+    ``until`` exclusive, both on ``created_at``)."""
+
+    status: RunStatus | None = None
+    trigger: Trigger | None = None
+    job_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -483,15 +548,18 @@ def new_job(job_id: str, fields: Mapping[str, Any], now: datetime) -> Job:
         updated_at=now,
         notify=fields.get("notify"),
         incarnation=secrets.token_hex(8),
+        start_at=fields.get("start_at"),
+        end_at=fields.get("end_at"),
+        max_fires=fields.get("max_fires"),
     )
     if not job.enabled:
         return job  # it gets its first slot when enabled
-    next_fire, due_at = job.next_slot(now)
+    next_fire, due_at = job.next_bounded_slot(now)
     return replace(job, next_fire_at=next_fire, due_at=due_at)
 
 
 #: A changed one of these moves the job's next slot.
-TIMING_FIELDS = ("schedule", "timezone", "jitter_s")
+TIMING_FIELDS = ("schedule", "timezone", "jitter_s", "start_at", "end_at", "max_fires")
 
 
 def job_update(current: Job, changes: Mapping[str, Any], now: datetime) -> dict[str, Any]:
@@ -504,17 +572,20 @@ def job_update(current: Job, changes: Mapping[str, Any], now: datetime) -> dict[
     """
     if current.invalid_reason is not None:
         _check_repair(current, changes)
-    typed: dict[str, Any] = {key: tuple(value) if key == "tags" else value for key, value in changes.items()}
-    merged = replace(current, **typed, invalid_reason=None, invalid_fields=())
     update: dict[str, Any] = {**changes, "updated_at": now}
     if current.invalid_reason is not None:
         update["disabled_reason"] = None  # repaired: the reason it was disabled for is gone
+    if current.max_fires is None and changes.get("max_fires") is not None:
+        update["fires"] = 0  # max_fires counts the fires from when it is set
+    typed: dict[str, Any] = {key: tuple(value) if key == "tags" else value for key, value in update.items()
+                             if key != "updated_at"}
+    merged = replace(current, **typed, invalid_reason=None, invalid_fields=())
     timing_changed = any(key in changes and changes[key] != getattr(current, key) for key in TIMING_FIELDS)
     if not merged.enabled:
         update["due_at"] = None
         if timing_changed:
             # the old schedule's slot means nothing now; re-enabling waits for the new one
-            update["next_fire_at"] = merged.next_slot(now)[0]
+            update["next_fire_at"] = merged.next_bounded_slot(now)[0]
     elif timing_changed or current.next_fire_at is None:
         update.update(merged.schedule_state(now))
         update["disabled_reason"] = None
@@ -619,6 +690,10 @@ def job_view(job: Job, now: datetime, paused_until: datetime | None = None) -> d
         "notify": job.notify.view() if job.notify else None,
         "tags": list(job.tags),
         "paused_until": format_instant(paused_until) if status == JobStatus.PAUSED else None,
+        "start_at": format_instant(job.start_at),
+        "end_at": format_instant(job.end_at),
+        "max_fires": job.max_fires,
+        "fires_left": job.fires_left,
     }
 
 
@@ -645,6 +720,7 @@ def run_view(run: Run) -> dict[str, Any]:
         "output_truncated": run.output.truncated,
         "log": run.output.log,
         "notifications": [notification.view() for notification in run.notifications],
+        "cancel_requested": run.cancel_requested,
     }
 
 

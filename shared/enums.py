@@ -19,7 +19,8 @@ class RunStatus(StrEnum):
     ``pending``: created, the publish not yet confirmed by RabbitMQ (re-published
     if never confirmed); ``queued`` only after the broker's confirm (or again while
     a retry waits out its backoff); ``running`` while an attempt holds the lease.
-    The other five are final: a final run never runs again.
+    The other six are final: a final run never runs again (``cancelled``: stopped or
+    withdrawn by ``POST /runs/:run_id/cancel``).
     """
 
     PENDING = "pending"
@@ -30,6 +31,7 @@ class RunStatus(StrEnum):
     TIMED_OUT = "timed_out"
     SKIPPED = "skipped"
     ABANDONED = "abandoned"
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
@@ -42,16 +44,27 @@ class RunStatus(StrEnum):
 
 
 FINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SKIPPED,
-                                RunStatus.ABANDONED})
+                                RunStatus.ABANDONED, RunStatus.CANCELLED})
 #: Both mean "not started": a start must not lose to the scheduler's pending → queued mark.
 NOT_STARTED = (RunStatus.PENDING, RunStatus.QUEUED)
 
 
 class Trigger(StrEnum):
-    """Why a run exists: a slot of the job's schedule, or a manual trigger."""
+    """Why a run exists: a slot of the job's schedule, a manual trigger, or a past slot
+    run again by a backfill (``POST /jobs/:id/backfill``)."""
 
     SCHEDULE = "schedule"
     MANUAL = "manual"
+    BACKFILL = "backfill"
+
+
+class Reprocess(StrEnum):
+    """Which slots of its range a backfill runs: those with no ``succeeded`` run
+    (``missing``, the default), those whose runs failed (``failed``), or every one."""
+
+    MISSING = "missing"
+    FAILED = "failed"
+    ALL = "all"
 
 
 class MisfirePolicy(StrEnum):
@@ -77,14 +90,17 @@ class OverlapPolicy(StrEnum):
 
 
 class JobStatus(StrEnum):
-    """What a job is: ``active`` (enabled), ``disabled``, or ``invalid`` — its stored
+    """What a job is: ``active`` (enabled), ``disabled``, ``invalid`` — its stored
     document cannot be a job (a field missing, of the wrong type, an unparsable
-    schedule or time zone: see the job's ``invalid_reason``). An invalid job never
-    fires; a full ``PUT`` repairs it."""
+    schedule or time zone: see the job's ``invalid_reason``; it never fires, a full
+    ``PUT`` repairs it) — or ``completed``: enabled, but its bounded schedule
+    (``end_at``, ``max_fires``) has no slot left; manual triggers and backfills
+    still run it."""
 
     ACTIVE = "active"
     DISABLED = "disabled"
     INVALID = "invalid"
+    COMPLETED = "completed"
     #: shown (never stored) while an open maintenance window names the enabled job
     PAUSED = "paused"
 
@@ -113,6 +129,7 @@ class ErrorType(StrEnum):
     JOB_NOT_FOUND = "job_not_found"
     JOB_DELETED = "job_deleted"
     MAINTENANCE = "maintenance"
+    CANCELLED = "cancelled"
     #: no live worker (of the run's queue) has the job's handler registered
     HANDLER_NOT_FOUND = "handler_not_found"
     #: the job's stored document is not a valid job (see its ``invalid_reason``)
@@ -183,6 +200,7 @@ __all__ = [
     "NotifyEvent",
     "OverlapPolicy",
     "ReadAccess",
+    "Reprocess",
     "RevisionAction",
     "RunStatus",
     "SchedulerRole",

@@ -58,11 +58,19 @@ class PreconditionFailed(CronhiveError):
     is not at the revision the client saw (412 in the API)."""
 
     code = "precondition_failed"
+
+
 class JobInvalid(Conflict):
     """The job's stored document is not a valid job (`Job.invalid_reason`): it cannot
     run until a ``PUT`` repairs it."""
 
     code = "job_invalid"
+
+
+class RunFinished(Conflict):
+    """The run already ended: it cannot be cancelled."""
+
+    code = "run_finished"
 
 
 class LeaseHeld(Conflict):

@@ -47,6 +47,10 @@ def _api_series() -> dict[str, Any]:
                                 ["route", "method", "status"]),
         "API_LATENCY": Histogram("cronhive_api_request_duration_seconds", "API request latency by route and method.",
                                  ["route", "method"], buckets=LATENCY_BUCKETS),
+        "API_RUNS_CANCELLED": Counter("cronhive_api_runs_cancelled_total",
+                                      "Runs cancelled through the API, by the status they had (pending, queued: "
+                                      "recorded cancelled at once; running: asked to stop).", ["from_status"]),
+        "API_BACKFILL_RUNS": Counter("cronhive_api_backfill_runs_total", "Runs created by backfills."),
     }
 
 
@@ -91,7 +95,7 @@ GROUPS: dict[str, Callable[[], dict[str, Any]]] = {
 }
 #: Series name (module attribute) -> its group.
 SERIES_GROUP: dict[str, str] = {
-    "API_REQUESTS": "api", "API_LATENCY": "api",
+    "API_REQUESTS": "api", "API_LATENCY": "api", "API_RUNS_CANCELLED": "api", "API_BACKFILL_RUNS": "api",
     "SCHEDULER_IS_LEADER": "scheduler", "SCHEDULER_TERM": "scheduler", "SLOTS_FIRED": "scheduler",
     "SLOTS_MISSED": "scheduler", "SLOTS_SKIPPED": "scheduler", "FIRE_LATENESS": "scheduler",
     "UNPUBLISHED_RUNS": "scheduler", "SLOTS_MISSED_AUDIT": "scheduler",

@@ -51,6 +51,15 @@ What a run stands for (``SlotPlan.covers``)
     range (``covers_from``, ``covers_until``), which the slot ledger
     (`cronhive.ledger`) reads.
 
+Bounded schedules (``start_at``, ``end_at``, ``max_fires``)
+    Only due slots in ``[start_at, end_at)`` are planned (`Job.in_bounds`), and the
+    job waits for the first slot within them (`Job.next_bounded_slot`); none left:
+    ``next_fire_at`` and ``due_at`` become null and the job is ``completed``. Under
+    ``max_fires`` at most ``fires_left`` slots fire (the oldest); the overlap step
+    (`cronhive.scheduler.overlap.resolve`) counts the slots that really fire into the
+    job's advance write (`JobAdvance.fired_counted`: skipped slots do not count) and
+    ends the schedule once ``max_fires`` is reached.
+
 After the plan, the job waits for the first slot after ``now - jitter``.
 A job whose schedule cannot be computed any more (its time zone vanished from
 the tz database, a corrupt expression) raises `UncomputableSchedule`; the
@@ -70,7 +79,7 @@ from datetime import UTC, datetime, timedelta
 
 from cronhive import cron
 from cronhive.domain import MAX_FIRE_ALL, Job
-from cronhive.enums import ErrorType, MisfirePolicy
+from cronhive.enums import ErrorType, MisfirePolicy, Trigger
 from cronhive.errors import InvalidSchedule
 from cronhive.leases import Lease
 from cronhive.windows import MaintenanceWindow, window_holding, windows_of
@@ -170,22 +179,34 @@ class JobAdvance:
     buffer_decided: bool = False
     reservation: Lease | None = None
     buffered_run_id: str | None = None
+    #: slots fired by this write that count against ``max_fires`` (0 for an unbounded job)
+    fired_counted: int = 0
 
     @property
     def job_id(self) -> str:
         return self.job.job_id
 
 
-def slot_run_id(job_id: str, slot: datetime) -> str:
+def slot_run_id(job_id: str, slot: datetime, trigger: Trigger = Trigger.SCHEDULE) -> str:
     """The id of the run of one slot: ``run_YYYYMMDD_HHMMSS_<hash>``, deterministic.
 
     The same slot always gets the same id, so a scheduler that takes over after a
     crash and plans the slot again writes the very same run (the unique
-    ``slot_key`` index keeps one run per slot either way).
+    ``slot_key`` index keeps one run per slot either way). A backfill's run of the
+    slot has its own id (``trigger`` is hashed in), unique by ``backfill_key``.
     """
     instant = slot.astimezone(UTC)
-    digest = hashlib.sha256(f"{job_id}|{instant.isoformat()}".encode()).hexdigest()[:12]
+    key = f"{job_id}|{instant.isoformat()}" + ("" if trigger == Trigger.SCHEDULE else f"|{trigger}")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return f"run_{instant.strftime('%Y%m%d_%H%M%S')}_{digest}"
+
+
+def backfill_slots(job: Job, start: datetime, end: datetime, limit: int) -> list[datetime]:
+    """The job's slots in ``[start, end)`` (its schedule, zone and DST rules), ascending,
+    at most ``limit`` (the caller refuses a range holding more). Its ``start_at`` /
+    ``end_at`` bounds do not apply: a backfill names its own range."""
+    before = timedelta(microseconds=1)
+    return cron.fires_between(job.schedule, job.zone, start - before, end - before, limit)
 
 
 def latest_fires(expr: str, tz: str, after: datetime, until: datetime, count: int) -> list[datetime]:
@@ -255,13 +276,15 @@ def _plan(job: Job, now: datetime, windows: list[MaintenanceWindow]) -> SlotPlan
     jitter = job.jitter
     reference = now - jitter
     if job.next_fire_at is None:  # no slot recorded yet: start from now, fire nothing
-        next_fire, due_at = job.next_slot(reference)
+        next_fire, due_at = job.next_bounded_slot(reference)
         return SlotPlan(job_id, True, (), (), next_fire, due_at)
     if job.next_fire_at > reference:  # not due (a stale due_at is corrected)
         due_at = job.next_fire_at + jitter
         return SlotPlan(job_id, due_at != job.due_at, (), (), job.next_fire_at, due_at)
     grace = timedelta(seconds=float(job.misfire_grace_s))
     due, more = due_slots(job, reference, MAX_FIRE_ALL)
+    if job.start_at is not None or job.end_at is not None:  # no slot outside [start_at, end_at)
+        due = [slot for slot in due if job.in_bounds(slot)]
     held = [SkippedSlot(at, f"inside maintenance window {window.maintenance_id} (until {_iso(window.end)})",
                         ErrorType.MAINTENANCE)
             for at in due if (window := window_holding(at, windows)) is not None]
@@ -274,9 +297,11 @@ def _plan(job: Job, now: datetime, windows: list[MaintenanceWindow]) -> SlotPlan
         fire, skipped = _skip(job.next_fire_at, slots, reference, grace)
     elif slots:
         fire, skipped = _fire_once(slots, reference, grace)
+    if job.fires_left is not None:  # max_fires: the oldest of what is left; the scheduler counts them
+        fire = fire[:job.fires_left]
     covers = _covers(job, job.next_fire_at, slots, more, fire, skipped)
     missed = len(slots) + (1 if more else 0) - len(fire)
-    next_fire, due_at = job.next_slot(reference)
+    next_fire, due_at = job.next_bounded_slot(reference)
     return SlotPlan(job_id, True, tuple(fire), tuple(sorted([*skipped, *held], key=lambda s: s.at)), next_fire,
                     due_at, missed, covers)
 
@@ -287,7 +312,7 @@ def _covers(job: Job, first: datetime, slots: list[datetime], more: bool, fire: 
     ``fire_once`` and ``skip`` the one run at the end of the missed range, under
     ``fire_all`` the note at the first slot for those beyond the cap."""
     if job.misfire_policy == MisfirePolicy.FIRE_ALL:
-        return ((first, first, slots[0]),) if more and skipped and first < slots[0] else ()
+        return ((first, first, slots[0]),) if more and skipped and slots and first < slots[0] else ()
     records = sorted([*fire, *(s.at for s in skipped)])
     if not records or (len(slots) <= len(records) and not more):
         return ()
@@ -344,6 +369,7 @@ __all__ = [
     "SlotPlan",
     "SlotRun",
     "UncomputableSchedule",
+    "backfill_slots",
     "due_slots",
     "latest_fires",
     "plan_slots",

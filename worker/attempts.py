@@ -46,12 +46,19 @@ class LeaseLostInterrupt(Interrupt):
     (expired or taken over): a newer attempt may be running, so this one stops."""
 
 
+class RunCancelledInterrupt(Interrupt):
+    """Raised asynchronously in a handler's thread when ``POST /runs/:run_id/cancel``
+    asked its run to stop (the way Dramatiq's time limit interrupts a handler)."""
+
+
 def classify(exception: BaseException | None, timeout_s: int | None) -> tuple[RunStatus, RunError | None]:
     """Status and error of an attempt that ended with ``exception`` (None: it returned)."""
     if exception is None:
         return RunStatus.SUCCEEDED, None
     if isinstance(exception, TimeLimitExceeded):
         return RunStatus.TIMED_OUT, bounded_error(ErrorType.TIMEOUT, f"the handler ran longer than timeout_s={timeout_s}")
+    if isinstance(exception, RunCancelledInterrupt):
+        return RunStatus.CANCELLED, bounded_error(ErrorType.CANCELLED, "cancelled while the handler ran")
     if isinstance(exception, LeaseLostInterrupt):
         return RunStatus.ABANDONED, bounded_error(ErrorType.LEASE_LOST, "the attempt lost its lease while the handler ran")
     # an exception may name its error type (the http handler's ``unexpected_status``...)
@@ -83,12 +90,17 @@ class Attempt:
     started_at: datetime
     #: the `Job.incarnation` it runs for (its outcome is written on that job only)
     job_incarnation: str | None = None
+    #: a queued slot run (backfill under a job lease, fire_all under forbid): when it ends,
+    #: the job's oldest waiting one is published at once rather than left to its poll
+    queued_slot: bool = False
     started_monotonic: float = field(default_factory=time.monotonic)
     thread_id: int = field(default_factory=threading.get_ident)
     #: set by the keeper when a renewal found the lease gone
     lost: bool = False
     #: True while the actor is inside the handler call (the keeper may interrupt only then)
     in_handler: bool = False
+    #: set by the keeper when the run was asked to stop (``cancel_requested``)
+    cancelled: bool = False
     finished: bool = False
     #: the job's notify, name and last recorded outcome when the attempt started (for its events)
     notify: Notify | None = None

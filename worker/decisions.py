@@ -22,8 +22,10 @@ document, the database clock's ``now`` and two facts about the message:
 * ``pending``/``queued`` → start (after ``retry_at`` for a retry);
 * lease refused: held by another delivery of this run → as a live attempt;
   held by another run → ``forbid``: ``skipped``; ``buffer_one``: the buffered run
-  waits for the lease (retries not consumed), any other is ``skipped``; a retry
-  waits; a dead attempt's retry is ``abandoned``.
+  waits for the lease (retries not consumed), any other is ``skipped``; a retry,
+  a fire_all slot under ``forbid`` and a backfill run wait; a dead attempt's retry
+  is ``abandoned``;
+* a cancel requested for a run whose attempt died → ``cancelled``.
 """
 
 from __future__ import annotations
@@ -73,9 +75,11 @@ class Skip:
 
 @dataclass(frozen=True)
 class Abandon:
-    """Record the running run's dead attempt ``abandoned`` (no retry left)."""
+    """Record the running run's dead attempt ``abandoned`` (no retry left), or
+    ``cancelled`` when a cancel was requested for it."""
 
     reason: str
+    cancelled: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,8 @@ def _decide_running(
             return Wait(wait_ms(lease.expires_at, now, lease_s), attempt,
                         f"attempt {attempt} holds a live lease; waiting for it to end or expire")
         return Acknowledge(f"attempt {attempt} is running under a live lease (duplicate delivery)")
+    if run.cancel_requested:
+        return Abandon(f"cancel requested; attempt {attempt} stopped renewing its lease", cancelled=True)
     if job is None:
         return Abandon(f"attempt {attempt} stopped renewing its lease and the job was deleted")
     if retries_left(run, job):
@@ -204,6 +210,9 @@ def decide_refused(
     if job is not None and job.queues_slots and run.trigger == Trigger.SCHEDULE:
         return Wait(wait_ms(expires_at, now, lease_s), after_attempt,
                     f"fire_all under forbid: waiting for run {holder_run} to release the job's lease")
+    if run.trigger == Trigger.BACKFILL:  # a backfill runs every slot it chose, one after another
+        return Wait(wait_ms(expires_at, now, lease_s), after_attempt,
+                    f"backfill: waiting for run {holder_run} to release the job's lease")
     if job is not None and job.overlap_policy == OverlapPolicy.BUFFER_ONE and job.buffered_run_id == run.run_id:
         return Wait(wait_ms(expires_at, now, lease_s), after_attempt,
                     f"buffer_one: waiting for run {holder_run} to release the job's lease")

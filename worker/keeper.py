@@ -9,12 +9,19 @@ is marked ``lost`` and, if its handler is still running, interrupted with
 `LeaseLostInterrupt` (best effort: an interrupt lands when the thread next runs
 Python code, so a handler blocked in a system call finishes that call first).
 Its later writes are rejected by fencing either way.
+
+The same thread looks every `CANCEL_POLL_S` (one query for all of them) whether a
+running attempt's run was asked to stop (``cancel_requested``, set by
+``POST /runs/:run_id/cancel``) and interrupts its handler with
+`RunCancelledInterrupt` (Dramatiq's ``raise_thread_exception``, as its time limit
+does); the middleware records the run ``cancelled`` and frees the lease.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -25,16 +32,19 @@ from cronhive import metrics
 from cronhive.clock import Clock
 from cronhive.errors import Unavailable
 from cronhive.leases import renew_interval
-from cronhive.store.protocols import Leases
-from cronhive.worker.attempts import Attempt, LeaseLostInterrupt
+from cronhive.store.protocols import KeeperStore
+from cronhive.worker.attempts import Attempt, LeaseLostInterrupt, RunCancelledInterrupt
 
 log = logging.getLogger("cronhive.worker.keeper")
+
+#: How often the running attempts' runs are checked for a cancel request.
+CANCEL_POLL_S = 1.0
 
 
 class LeaseKeeper:
     """Keeps the leases of this process's running attempts alive."""
 
-    def __init__(self, store: Leases, clock: Clock, lease_s: float) -> None:
+    def __init__(self, store: KeeperStore, clock: Clock, lease_s: float) -> None:
         self.store = store
         self.clock = clock
         self.lease_s = lease_s
@@ -54,7 +64,17 @@ class LeaseKeeper:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(renew_interval(self.lease_s)):
+        every = renew_interval(self.lease_s)
+        tick = min(every, CANCEL_POLL_S)
+        next_renewal = time.monotonic() + every
+        while not self._stop.wait(tick):
+            try:
+                self.check_cancels()
+            except Exception:  # the keeper must outlive any one bad pass
+                log.exception("cancel check failed")
+            if time.monotonic() < next_renewal:
+                continue
+            next_renewal = time.monotonic() + every
             try:
                 self.renew_all(self.clock.now())
             except Exception:  # the keeper must outlive any one bad renewal
@@ -83,6 +103,8 @@ class LeaseKeeper:
         with self._lock:
             if attempt.lost:
                 raise LeaseLostInterrupt()
+            if attempt.cancelled:
+                raise RunCancelledInterrupt()
             attempt.in_handler = True
         try:
             yield
@@ -114,6 +136,31 @@ class LeaseKeeper:
             return False
         attempt.lease = renewed
         return True
+
+    def check_cancels(self) -> list[Attempt]:
+        """Interrupt the handlers of tracked attempts whose run was asked to stop (one
+        query; none while nothing runs). Returns those asked."""
+        attempts = [attempt for attempt in self.tracked() if not attempt.cancelled]
+        if not attempts:
+            return []
+        try:
+            asked = self.store.cancel_requested_among([attempt.run_id for attempt in attempts])
+        except Unavailable:
+            return []
+        cancelled = [attempt for attempt in attempts if attempt.run_id in asked]
+        for attempt in cancelled:
+            self._cancel(attempt)
+        return cancelled
+
+    def _cancel(self, attempt: Attempt) -> None:
+        with self._lock:
+            if attempt.finished or attempt.cancelled:
+                return
+            attempt.cancelled = True
+            interrupt = attempt.in_handler
+            if interrupt:
+                raise_thread_exception(attempt.thread_id, RunCancelledInterrupt)  # type: ignore[no-untyped-call]
+        log.info("cancel requested%s", "; interrupting the handler" if interrupt else "", extra=attempt.log_extra())
 
     def _mark_lost(self, attempt: Attempt) -> None:
         with self._lock:

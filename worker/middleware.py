@@ -43,6 +43,7 @@ from cronhive import metrics
 from cronhive.broker import RUN_ACTOR
 from cronhive.clock import Clock
 from cronhive.domain import (
+    MAX_BACKFILL_SLOTS,
     MAX_FIRE_ALL,
     AttemptEnd,
     AttemptStart,
@@ -86,12 +87,34 @@ SLOT_QUEUE_POLL_MS = 500
 #: How long a run whose handler is not registered here (but is on another live worker)
 #: waits before it is delivered again, to a worker that has it (rolling deploys).
 HANDLER_ELSEWHERE_WAIT_MS = 1000
+#: Longest wait of a backfill run queued behind older ones before it looks again.
+MAX_BACKFILL_WAIT_MS = 60_000
 #: Rounds of read–claim–start before a delivery that keeps losing races gives up.
 MAX_START_ROUNDS = 3
 #: Exceptions that end a started attempt as its outcome (anything the handler raises, the
 #: time limit, a lost lease): Dramatiq's ``throws`` for the message, so it does not log
 #: them as "unhandled" with a traceback (the run's error keeps a traceback excerpt).
 HANDLER_OUTCOMES: tuple[type[BaseException], ...] = (Exception, Interrupt)
+
+
+def queued_slot(run: Run, job: Job) -> bool:
+    """Its slot runs queue for the job's lease, oldest first: a backfill run under a job
+    lease (``forbid``, ``buffer_one``), or a slot run of ``fire_all`` under ``forbid``."""
+    if run.trigger == Trigger.BACKFILL:
+        return job.overlap_policy.uses_job_lease
+    return run.trigger == Trigger.SCHEDULE and job.queues_slots
+
+
+def slot_queue_wait_ms(older: int, lease_s: float, backfill: bool) -> int:
+    """How long a queued slot run with ``older`` runs ahead of it waits before looking
+    again. A fire_all slot: `SLOT_QUEUE_POLL_MS` (at most a third of a lease). A backfill
+    run: `SLOT_QUEUE_POLL_MS` per run ahead, at most `MAX_BACKFILL_WAIT_MS` — each run
+    that ends publishes the next at once (`RunLifecycle._hand_on`), so this poll is only
+    the fallback, and a thousand waiting runs cost a few messages a second, not a
+    thousand."""
+    if not backfill:
+        return max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS, int(lease_s * 1000 / 3)))
+    return max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS * max(1, older), MAX_BACKFILL_WAIT_MS))
 
 
 def backoff_ms(attempt: int, base_ms: int) -> int:
@@ -262,19 +285,25 @@ class RunLifecycle(Middleware):
         return Fail(bounded_error(ErrorType.HANDLER_NOT_FOUND, reason), reason)
 
     def _behind_older_slots(self, run: Run, job: Job, now: datetime) -> Decision | None:
-        """``fire_all`` under ``forbid`` runs its slots oldest first: a slot run waits
-        while an older one of the job has not started (one indexed count, only for such
-        jobs); past `MAX_FIRE_ALL` waiting it is skipped."""
-        if not job.queues_slots or run.trigger != Trigger.SCHEDULE or run.attempt > 0 or run.scheduled_for is None:
+        """Queued slots run oldest first: ``fire_all`` under ``forbid`` (its slot runs) and
+        a backfill under a job lease (``forbid``, ``buffer_one``: its backfill runs). A
+        slot run waits while an older one of the same trigger has not started (one
+        indexed count, only for such runs). Past `MAX_FIRE_ALL` waiting a fire_all slot
+        is skipped; a backfill run never is (a backfill holds at most
+        `MAX_BACKFILL_SLOTS` per request; waiting runs further back poll less often)."""
+        if run.attempt > 0 or run.scheduled_for is None or not queued_slot(run, job):
             return None
-        older = self.store.older_waiting_slots(job.job_id, run.scheduled_for, MAX_FIRE_ALL)
+        backfill = run.trigger == Trigger.BACKFILL
+        cap = MAX_BACKFILL_SLOTS if backfill else MAX_FIRE_ALL
+        older = self.store.older_waiting_slots(job.job_id, run.scheduled_for, cap, run.trigger)
         if older == 0:
             return None
-        if older >= MAX_FIRE_ALL:
+        if older >= cap and not backfill:
             return Skip(bounded_error(ErrorType.OVERLAP, f"more than {MAX_FIRE_ALL} older slots of this fire_all "
                                                          "job wait for its lease"))
-        return Wait(max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS, int(self.lease_s * 1000 / 3))), None,
-                    f"fire_all under forbid: {older} older slot(s) of the job run first")
+        return Wait(slot_queue_wait_ms(older, self.lease_s, backfill), None,
+                    f"{'backfill' if backfill else 'fire_all under forbid'}: {older} older slot(s) of the job "
+                    "run first")
 
     def _attempt(self, run: Run, job: Job, lease: Lease, number: int, now: datetime) -> Attempt:
         return Attempt(
@@ -294,6 +323,7 @@ class RunLifecycle(Middleware):
             job_name=job.name,
             previous_status=job.last_run_status,
             job_incarnation=job.incarnation,
+            queued_slot=queued_slot(run, job),
         )
 
     def _claim(self, run: Run, job: Job, number: int, now: datetime) -> Lease | None:
@@ -309,7 +339,9 @@ class RunLifecycle(Middleware):
 
     def _mark_running(self, run: Run, lease: Lease, number: int, now: datetime, decision: Start) -> bool:
         """queued/pending (or running under a dead lease) → running, by compare-and-set on ``run``."""
-        lateness = decisions.millis(now - run.scheduled_for) if run.scheduled_for else None
+        # a backfill's slot is in the past on purpose: its lateness counts from the request
+        since = run.created_at if run.trigger == Trigger.BACKFILL else run.scheduled_for
+        lateness = decisions.millis(now - since) if since else None
         start = AttemptStart(number=number, lease=lease, worker=self.worker, started_at=now, lateness_ms=lateness)
         dead = None
         if decision.replaces_dead_attempt:
@@ -335,7 +367,8 @@ class RunLifecycle(Middleware):
                 log.info("run skipped: %s", decision.error.message, extra=extra)
         elif isinstance(decision, Abandon):
             assert run is not None
-            abandon_dead_attempt(self.store, run, now, decision.reason, job)  # counted there
+            abandon_dead_attempt(self.store, run, now, decision.reason, job,
+                                 cancelled=decision.cancelled)  # counted there
         elif isinstance(decision, Fail):
             assert run is not None
             self._fail_unstarted(run, decision, now, extra)
@@ -414,9 +447,9 @@ class RunLifecycle(Middleware):
             exception, "output", None)
         output = run_output(returned, attempt.capture)
         metrics.WORKER_RUN_DURATION.observe(duration_ms / 1000)
-        if status != RunStatus.SUCCEEDED and attempt.number <= attempt.max_retries:
+        if status not in (RunStatus.SUCCEEDED, RunStatus.CANCELLED) and attempt.number <= attempt.max_retries:
             return self._retry(broker, message, attempt, status, error, duration_ms, now, output)
-        return self._record_final(message, attempt, status, error, duration_ms, now, output)
+        return self._record_final(broker, message, attempt, status, error, duration_ms, now, output)
 
     def _retry(self, broker: Broker, message: MessageProxy, attempt: Attempt, status: RunStatus,
                error: RunError | None, duration_ms: int, now: datetime, output: RunOutput | None = None) -> str:
@@ -439,8 +472,8 @@ class RunLifecycle(Middleware):
                     error.message if error else None, extra=attempt.log_extra())
         return RunStatus.QUEUED
 
-    def _record_final(self, message: MessageProxy, attempt: Attempt, status: RunStatus, error: RunError | None,
-                      duration_ms: int, now: datetime, output: RunOutput | None = None) -> str:
+    def _record_final(self, broker: Broker, message: MessageProxy, attempt: Attempt, status: RunStatus,
+                      error: RunError | None, duration_ms: int, now: datetime, output: RunOutput | None = None) -> str:
         own_lease = attempt.scope == LeaseScope.RUN
         # the notification outbox is the run itself: its notifications go in the outcome's update
         notify = notifications_for(attempt.notify, outcome_event(status, attempt.previous_status), attempt.job_name,
@@ -456,6 +489,8 @@ class RunLifecycle(Middleware):
             log.warning("the job lease was no longer held at the end of the run; job outcome not recorded",
                         extra=attempt.log_extra())
         metrics.WORKER_RUNS.labels(outcome=status).inc()
+        if attempt.queued_slot and job_lease is not None:
+            self._hand_on(broker, message, attempt)
         if error is None:
             log.info("run %s in %d ms", status, duration_ms, extra=attempt.log_extra())
         else:  # the one line about a failed run (its traceback excerpt is in the run's error)
@@ -468,6 +503,19 @@ class RunLifecycle(Middleware):
         except Exception:
             log.warning("could not trim the run history", exc_info=True, extra=attempt.log_extra())
         return status
+
+    def _hand_on(self, broker: Broker, message: MessageProxy, attempt: Attempt) -> None:
+        """The lease is free: publish the job's oldest waiting slot run of the same trigger
+        now (its own message sleeps until its next look; whichever comes first starts
+        it, the other is acknowledged), so queued slots follow each other without waiting
+        out a poll. Best effort: the poll is the fallback."""
+        try:
+            next_run = self.store.oldest_waiting_slot(attempt.job_id, attempt.trigger)
+            if next_run is not None:
+                broker.enqueue(follow_up_message(q_name(message.queue_name), next_run, attempt.job_id, None))
+        except Exception:
+            log.warning("could not hand the lease on to the next waiting slot; it polls", exc_info=True,
+                        extra=attempt.log_extra())
 
     def _rejected(self, attempt: Attempt, status: str) -> str:
         log.warning("late write rejected: a newer attempt owns the run (this attempt would have recorded %s)",

@@ -50,21 +50,24 @@ def dead_attempt_record(run: Run, reason: str) -> AttemptRecord:
                           bounded_error(ErrorType.LEASE_EXPIRED, reason))
 
 
-def abandon_dead_attempt(store: WorkerStore, run: Run, now: datetime, reason: str, job: Job | None = None) -> bool:
-    """``running`` → ``abandoned`` for the run's current attempt, whose worker stopped
-    renewing its lease (with the job's ``failure`` notification, if it asks for one);
-    then the job's outcome, releasing the dead attempt's job lease if it is still in
-    place. False when the run changed meanwhile (another attempt started, or someone
-    else recorded it)."""
+def abandon_dead_attempt(store: WorkerStore, run: Run, now: datetime, reason: str, job: Job | None = None, *,
+                         cancelled: bool = False) -> bool:
+    """``running`` → ``abandoned`` (``cancelled`` when a cancel was requested) for the
+    run's current attempt, whose worker stopped renewing its lease (an abandoned run
+    with the job's ``failure`` notification, if it asks for one); then the job's
+    outcome, releasing the dead attempt's job lease if it is still in place. False when
+    the run changed meanwhile (another attempt started, or someone else recorded it)."""
     own_lease = run.lease_scope == LeaseScope.RUN
-    notify = notifications_for(job.notify if job else None, NotifyEvent.FAILURE, job.name if job else None, now)
-    end = AttemptEnd(RunStatus.ABANDONED, bounded_error(ErrorType.ABANDONED, reason), finished_at=now,
-                     releases_run_lease=own_lease, notifications=notify)
+    status = RunStatus.CANCELLED if cancelled else RunStatus.ABANDONED
+    error = bounded_error(ErrorType.CANCELLED if cancelled else ErrorType.ABANDONED, reason)
+    notify = () if cancelled else notifications_for(job.notify if job else None, NotifyEvent.FAILURE,
+                                                    job.name if job else None, now)
+    end = AttemptEnd(status, error, finished_at=now, releases_run_lease=own_lease, notifications=notify)
     if not store.finish_run_attempt(run.run_id, run.attempt, run.lease_token, end, dead_attempt_record(run, reason)):
         return False
     lease = None if own_lease else run.attempt_lease()
-    store.record_job_outcome(run.job_id, run.run_id, RunStatus.ABANDONED, None, lease, run.job_incarnation)
-    metrics.WORKER_RUNS.labels(outcome=RunStatus.ABANDONED).inc()
-    log.warning("run abandoned: %s", reason,
+    store.record_job_outcome(run.job_id, run.run_id, status, None, lease, run.job_incarnation)
+    metrics.WORKER_RUNS.labels(outcome=status).inc()
+    log.warning("run %s: %s", status, reason,
                 extra={"job_id": run.job_id, "run_id": run.run_id, "attempt": run.attempt, "worker": run.worker})
     return True

@@ -20,8 +20,8 @@ from cronhive.errors import InvalidSchedule
 #: Colour class of each run status (and of "ran", for a slot strip).
 STATUS_CLASS = {
     "pending": "queued", "queued": "queued", "running": "running", "succeeded": "ok", "failed": "bad",
-    "timed_out": "bad", "abandoned": "bad", "skipped": "skip", "active": "ok", "disabled": "off",
-    "invalid": "bad",
+    "timed_out": "bad", "abandoned": "bad", "skipped": "skip", "cancelled": "off", "active": "ok",
+    "disabled": "off", "completed": "skip", "invalid": "bad",
     "paused": "skip", "coalesced": "coalesced", "missed": "missed",
 }
 

@@ -301,7 +301,7 @@ def overview_live_context(now: datetime) -> dict[str, Any]:
 def activity_chart(activity: stats.RunActivity) -> dict[str, Any]:
     """Chart.js data: runs per hour (UTC), stacked by outcome."""
     series = [("succeeded", "Succeeded"), ("failed", "Failed"), ("timed_out", "Timed out"),
-              ("abandoned", "Abandoned"), ("skipped", "Skipped")]
+              ("abandoned", "Abandoned"), ("skipped", "Skipped"), ("cancelled", "Cancelled")]
     return {
         "labels": [bucket.start.strftime("%H:00") for bucket in activity.hours],
         "series": [{"key": key, "label": label, "data": [bucket.counts.get(key, 0) for bucket in activity.hours]}

@@ -2,8 +2,9 @@
 
 ``cronhive api|scheduler|worker`` replace themselves with the process they name
 (``python -m cronhive.api`` …), so the CLI imports none of them; ``cronhive up`` runs the
-local cluster (`cronhive.cli.up`), ``cronhive jobs`` talks to the API (`cronhive.cli.jobs`),
-``cronhive apply`` / ``cronhive export`` keep jobs in a file (`cronhive.cli.apply`).
+local cluster (`cronhive.cli.up`), ``cronhive jobs`` and ``cronhive runs`` talk to the API
+(`cronhive.cli.jobs`, `cronhive.cli.runs`), ``cronhive apply`` / ``cronhive export`` keep jobs
+in a file (`cronhive.cli.apply`).
 
 ``--help`` (or ``-h``) of every command prints its help and starts nothing: the
 processes answer it themselves, before reading any setting (so ``python -m
@@ -28,6 +29,7 @@ commands:
   jobs        operate on jobs through the API (cronhive jobs --help)
   apply       make the API hold the jobs a YAML/JSON file lists (cronhive apply --help)
   export      print the jobs as a file apply accepts (cronhive export --help)
+  runs        runs across jobs, and cancelling one, through the API (cronhive runs --help)
 
 `cronhive COMMAND --help` describes each command; every process is configured
 by environment variables (README, Configuration).
@@ -53,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         from cronhive.cli.apply import main as apply
 
         return apply(command, rest)
+    if command == "runs":
+        from cronhive.cli.runs import main as runs
+
+        return runs(rest)
     print(f"cronhive: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -6,8 +6,11 @@
     cronhive jobs update JOB_ID [--schedule CRON] [--disabled] [...] [--if-match REVISION]
     cronhive jobs delete JOB_ID [--if-match REVISION]
     cronhive jobs trigger JOB_ID
-    cronhive jobs runs JOB_ID [--page N] [--limit N]
+    cronhive jobs backfill JOB_ID --start INSTANT --end INSTANT [--reprocess missing|failed|all]
+    cronhive jobs runs JOB_ID [--page N] [--limit N] [--trigger schedule|manual|backfill]
     cronhive jobs history JOB_ID [--page N] [--limit N]
+
+(Runs across jobs, and cancelling one: ``cronhive runs``, `cronhive.cli.runs`.)
 
 Standard library only (argparse, urllib, json), so it works wherever cronhive is
 installed. It talks to ``--api-url``, else ``$CRONHIVE_API_URL``, else the API
@@ -148,8 +151,18 @@ class ApiClient:
     def trigger_job(self, job_id: str) -> Any:
         return self.call("POST", f"/jobs/{quote(job_id)}/trigger")
 
-    def list_runs(self, job_id: str, page: int | None, limit: int | None) -> Any:
-        return self.call("GET", f"/jobs/{quote(job_id)}/runs", query={"page": page, "limit": limit})
+    def list_runs(self, job_id: str, page: int | None, limit: int | None, trigger: str | None = None) -> Any:
+        return self.call("GET", f"/jobs/{quote(job_id)}/runs", query={"page": page, "limit": limit, "trigger": trigger})
+
+    def backfill_job(self, job_id: str, start: str, end: str, reprocess: str | None) -> Any:
+        body = {"start": start, "end": end, **({"reprocess": reprocess} if reprocess else {})}
+        return self.call("POST", f"/jobs/{quote(job_id)}/backfill", body=body)
+
+    def search_runs(self, query: dict[str, Any]) -> Any:
+        return self.call("GET", "/runs", query=query)
+
+    def cancel_run(self, run_id: str) -> Any:
+        return self.call("POST", f"/runs/{quote(run_id)}/cancel")
 
     def list_revisions(self, job_id: str, page: int | None, limit: int | None) -> Any:
         return self.call("GET", f"/jobs/{quote(job_id)}/revisions", query={"page": page, "limit": limit})
@@ -332,6 +345,9 @@ JOB_FIELDS = {
     "jitter_s": "jitter_s",
     "timeout_s": "timeout_s",
     "max_retries": "max_retries",
+    "start_at": "start_at",
+    "end_at": "end_at",
+    "max_fires": "max_fires",
 }
 
 
@@ -351,7 +367,7 @@ def run_command(args: argparse.Namespace, client: ApiClient, out: TextIO) -> Non
         body = client.list_jobs(args.page, args.limit, args.status, args.handler)
         emit(body, output, lambda b: render_page(b, JOB_COLUMNS, "job"), out)
     elif command == "runs":
-        body = client.list_runs(args.job_id, args.page, args.limit)
+        body = client.list_runs(args.job_id, args.page, args.limit, args.trigger)
         emit(body, output, lambda b: render_page(b, RUN_COLUMNS, "run"), out)
     elif command == "history":
         body = client.list_revisions(args.job_id, args.page, args.limit)
@@ -368,6 +384,8 @@ def run_command(args: argparse.Namespace, client: ApiClient, out: TextIO) -> Non
         emit(client.delete_job(args.job_id, etag), output, render_record, out)
     elif command == "trigger":
         emit(client.trigger_job(args.job_id), output, render_record, out)
+    elif command == "backfill":
+        emit(client.backfill_job(args.job_id, args.start, args.end, args.reprocess), output, render_record, out)
     else:  # argparse only lets known commands through
         raise AssertionError(command)
 
@@ -476,6 +494,10 @@ def add_job_flags(parser: argparse.ArgumentParser, *, create: bool) -> None:
                         help="per-run time limit; past it the run is timed_out")
     parser.add_argument("--max-retries", type=non_negative_int, metavar="N",
                         help="retries of a failed run, with exponential backoff")
+    parser.add_argument("--start-at", metavar="INSTANT", help="no scheduled slot before this ISO-8601 instant")
+    parser.add_argument("--end-at", metavar="INSTANT", help="no scheduled slot at or after this ISO-8601 instant")
+    parser.add_argument("--max-fires", type=positive_int, metavar="N",
+                        help="at most N scheduled runs fire; then the job is completed")
     if create:
         parser.add_argument("--job-id", help="the id ([a-z0-9][a-z0-9_-]{0,63}); generated from the name when absent")
 
@@ -527,9 +549,18 @@ def build_parser() -> argparse.ArgumentParser:
     trigger = commands.add_parser("trigger", parents=[common], allow_abbrev=False, help="run a job now (works on disabled jobs too)")
     trigger.add_argument("job_id", metavar="JOB_ID")
 
+    backfill = commands.add_parser("backfill", parents=[common], allow_abbrev=False,
+                                   help="run a job's past slots of [--start, --end) again, oldest first")
+    backfill.add_argument("job_id", metavar="JOB_ID")
+    backfill.add_argument("--start", required=True, metavar="INSTANT", help="first instant of the range (inclusive)")
+    backfill.add_argument("--end", required=True, metavar="INSTANT", help="end of the range (exclusive)")
+    backfill.add_argument("--reprocess", choices=("missing", "failed", "all"),
+                          help="which slots: with no succeeded run (default), whose run failed, or all")
+
     runs = commands.add_parser("runs", parents=[common], allow_abbrev=False, help="a job's run history, newest first (table)")
     runs.add_argument("job_id", metavar="JOB_ID")
     add_paging_flags(runs)
+    runs.add_argument("--trigger", choices=("schedule", "manual", "backfill"), help="only runs of this trigger")
 
     history = commands.add_parser("history", parents=[common], allow_abbrev=False,
                                   help="who changed a job, when and how: its revisions, newest first (table)")
@@ -541,6 +572,16 @@ def build_parser() -> argparse.ArgumentParser:
 def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(list(argv))
+    check_connection(parser, args, env)
+    if args.command == "update" and not job_fields(args):
+        parser.error("update: give at least one field to change (e.g. --schedule or --disabled)")
+    return args
+
+
+def check_connection(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                     env: Mapping[str, str] | None) -> None:
+    """Resolve ``--api-url`` from the environment when absent, and refuse a URL that is
+    not http(s) or a timeout that is not positive (a usage error, exit 2)."""
     if args.api_url is None:
         try:
             args.api_url = configured_api_url(os.environ if env is None else env)
@@ -549,11 +590,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> argparse
     parts = urllib.parse.urlsplit(args.api_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         parser.error(f"--api-url must be an http:// or https:// URL, got {args.api_url!r}")
-    if args.command == "update" and not job_fields(args):
-        parser.error("update: give at least one field to change (e.g. --schedule or --disabled)")
     if not args.http_timeout > 0:
         parser.error("--http-timeout must be > 0")
-    return args
 
 
 # -- entry point ----------------------------------------------------------------
@@ -585,15 +623,22 @@ def detail_lines(details: Any, prefix: str = "") -> list[str]:
 
 def main(argv: list[str]) -> int:
     """``cronhive jobs ARGV``; returns the exit code (never raises for API or network trouble)."""
+    return execute(argv, parse, run_command)
+
+
+def execute(argv: list[str], parse_args: Callable[[Sequence[str]], argparse.Namespace],
+            command: Callable[[argparse.Namespace, ApiClient, TextIO], None]) -> int:
+    """Parse ``argv`` and run ``command`` against the API; the exit code (`EXIT_OK`,
+    `EXIT_API_ERROR`, `EXIT_UNREACHABLE`/`EXIT_USAGE`), never raising for API trouble."""
     try:
-        args = parse(argv)
+        args = parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         if exc.code is None:
             return EXIT_OK
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     client = ApiClient(api_url=args.api_url, token=args.token or None, timeout_s=args.http_timeout)
     try:
-        run_command(args, client, sys.stdout)
+        command(args, client, sys.stdout)
         sys.stdout.flush()
     except ApiRefused as exc:
         print_refusal(exc, sys.stderr)

@@ -99,6 +99,16 @@ class MongoStore(JobStore, JobBrowsing, RunStore, SchedulingStore, LeaseStore, I
         self.ensure_idempotency_indexes()
         # only runs with notifications still to deliver carry notify_due
         self.runs.create_index([("notify_due", ASCENDING)], name="notify_due", sparse=True)
+        self.runs.create_index(
+            [("job_id", ASCENDING), ("scheduled_for", ASCENDING)],
+            name="backfill_key",
+            unique=True,
+            partialFilterExpression={"trigger": Trigger.BACKFILL},
+        )
+        self.runs.create_index([("trigger", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+                               name="by_trigger")
+        # GET /runs without a status, trigger or job: newest first over every run (since/until as a range)
+        self.runs.create_index([("created_at", DESCENDING), ("_id", DESCENDING)], name="recent")
 
     @translated
     def ping(self) -> None:

@@ -34,7 +34,7 @@ from pymongo import ASCENDING, DESCENDING
 from cronhive.domain import Job
 from cronhive.enums import JobStatus
 from cronhive.store.base import Document, StoreBase, translated
-from cronhive.store.documents import job_from_doc
+from cronhive.store.documents import job_from_doc, job_status_filter
 
 FIRST_WINDOW = timedelta(seconds=1)
 #: Reads of one page at most (ties included); the last one is open-ended.
@@ -107,7 +107,9 @@ def _before(position: JobPosition) -> Document:
 def jobs_filter(status: JobStatus | None, handler: str | None) -> Document:
     """The query of the ``status`` and ``handler`` filters, shared by every listing."""
     query: Document = {}
-    if status is not None:
+    if status == JobStatus.COMPLETED:
+        query.update(job_status_filter(status))
+    elif status is not None:  # the stored flag (an index walk; `completed` jobs show under active)
         query["enabled"] = status == JobStatus.ACTIVE
     if handler is not None:
         query["handler"] = handler

@@ -46,11 +46,13 @@ from cronhive.domain import (
     Notify,
     Run,
     RunError,
+    RunFilter,
     RunOutput,
     Stored,
 )
 from cronhive.enums import (
     DeliveryStatus,
+    JobStatus,
     LeaseScope,
     MisfirePolicy,
     NotifyEvent,
@@ -78,12 +80,12 @@ JOB_KEYS = (
     "next_fire_at", "due_at", "last_triggered_at", "last_run_id", "last_run_status", "last_run_duration_ms",
     "lease", "lease_term", "disabled_reason", "buffered_run_id", "incarnation",
 )
-#: Job fields written only when they differ from their absence (an untagged job's
-#: document keeps the shape every earlier version wrote).
-JOB_LATER_KEYS = ("tags",)
+#: Job fields written only once set (a job without them has none of these keys, so an
+#: untagged, unbounded job's document keeps the shape every earlier version wrote).
+JOB_LATER_KEYS = ("tags", "start_at", "end_at", "max_fires", "fires")
 #: What a job field absent from its document reads as (any field not listed: None).
 JOB_ABSENT: dict[str, Any] = {"timezone": DEFAULT_TIMEZONE, "args": {}, "enabled": False, "name": "",
-                              "tags": [], **DEFAULT_POLICIES}
+                              "tags": [], "fires": 0, **DEFAULT_POLICIES}
 
 #: A run document's keys as first written (`new_run`); the rest follow as first set.
 RUN_KEYS = (
@@ -91,10 +93,11 @@ RUN_KEYS = (
     "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "job_incarnation",
 )
 RUN_LATER_KEYS = ("sched_term", "lease_term", "lease", "lease_holder", "lease_scope", "retry_at", "attempts",
-                  "covers_from", "covers_until")
+                  "covers_from", "covers_until", "cancel_requested")
 #: Written only when there is something to keep (run output, log, notifications).
 RUN_OUTPUT_KEYS = ("output_json", "output_truncated", "log", "notifications", "notify_due")
-RUN_ABSENT: dict[str, Any] = {"attempt": 0, "attempts": [], "output_truncated": False, "notifications": []}
+RUN_ABSENT: dict[str, Any] = {"attempt": 0, "attempts": [], "output_truncated": False, "notifications": [],
+                              "cancel_requested": False}
 
 
 def _stored(doc: Mapping[str, Any], known: frozenset[str]) -> Stored:
@@ -351,6 +354,10 @@ def job_from_doc(doc: Mapping[str, Any]) -> Job:
         invalid_fields=tuple(check.defects),
         incarnation=doc.get("incarnation"),
         tags=tuple(doc.get("tags") or ()),
+        start_at=doc.get("start_at"),
+        end_at=doc.get("end_at"),
+        max_fires=doc.get("max_fires"),
+        fires=doc.get("fires") or 0,
         stored=_stored(doc, _JOB_KNOWN),
     )
 
@@ -387,8 +394,24 @@ def job_to_doc(job: Job) -> Document:
         "notify": notify_to_doc(job.notify),
         "incarnation": job.incarnation,
         "tags": list(job.tags),
+        "start_at": job.start_at,
+        "end_at": job.end_at,
+        "max_fires": job.max_fires,
+        "fires": job.fires,
     }
     return _laid_out(full, job.stored, JOB_KEYS, JOB_ABSENT)
+
+
+def job_status_filter(status: JobStatus) -> Document:
+    """The ``jobs`` filter of the jobs whose `Job.status` is ``status``: ``disabled`` —
+    not enabled; ``completed`` — enabled, bounded (``end_at`` or ``max_fires``) and never
+    due again (``due_at`` null); ``active`` — the other enabled ones."""
+    if status == JobStatus.DISABLED:
+        return {"enabled": False}
+    if status == JobStatus.COMPLETED:
+        return {"enabled": True, "due_at": None,
+                "$or": [{"end_at": {"$ne": None}}, {"max_fires": {"$ne": None}}]}
+    return {"enabled": True, "$or": [{"due_at": {"$ne": None}}, {"end_at": None, "max_fires": None}]}
 
 
 def advance_write(advance: JobAdvance) -> tuple[Document, Document]:
@@ -408,6 +431,9 @@ def advance_write(advance: JobAdvance) -> tuple[Document, Document]:
         changes["buffered_run_id"] = advance.buffered_run_id
     if advance.buffer_decided:
         expect["buffered_run_id"] = job.buffered_run_id
+    if advance.fired_counted:
+        # counted in the very write that moves the job past the slots (compare-and-set on them)
+        changes["fires"] = job.fires + advance.fired_counted
     return expect, changes
 
 
@@ -500,6 +526,7 @@ def run_from_doc(doc: Mapping[str, Any]) -> Run:
         job_incarnation=doc.get("job_incarnation"),
         covers_from=doc.get("covers_from"),
         covers_until=doc.get("covers_until"),
+        cancel_requested=bool(doc.get("cancel_requested")),
         stored=_stored(doc, _RUN_KNOWN),
     )
 
@@ -537,8 +564,28 @@ def run_to_doc(run: Run) -> Document:
         "job_incarnation": run.job_incarnation,
         "covers_from": run.covers_from,
         "covers_until": run.covers_until,
+        "cancel_requested": run.cancel_requested,
     }
     return _laid_out(full, run.stored, RUN_KEYS, RUN_ABSENT)
+
+
+def run_filter_query(where: RunFilter) -> Document:
+    """The ``runs`` filter of a `RunFilter`."""
+    query: Document = {}
+    if where.job_id is not None:
+        query["job_id"] = where.job_id
+    if where.status is not None:
+        query["status"] = where.status
+    if where.trigger is not None:
+        query["trigger"] = where.trigger
+    created: Document = {}
+    if where.since is not None:
+        created["$gte"] = where.since
+    if where.until is not None:
+        created["$lt"] = where.until
+    if created:
+        query["created_at"] = created
+    return query
 
 
 def attempt_start_set(start: AttemptStart) -> Document:
@@ -684,6 +731,7 @@ __all__ = [
     "idempotency_from_doc",
     "idempotency_to_doc",
     "job_from_doc",
+    "job_status_filter",
     "job_to_doc",
     "job_update_set",
     "lease_as_read",
@@ -700,6 +748,7 @@ __all__ = [
     "revision_doc_id",
     "revision_from_doc",
     "revision_to_doc",
+    "run_filter_query",
     "run_from_doc",
     "run_to_doc",
     "stored_response_to_doc",

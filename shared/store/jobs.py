@@ -20,11 +20,11 @@ from pymongo.errors import DuplicateKeyError
 from cronhive.domain import Job, job_id_for_name, job_update, new_job
 from cronhive.enums import JobStatus, RunStatus
 from cronhive.errors import Conflict, DuplicateJob, JobNotFound, PreconditionFailed
-from cronhive.leases import Lease
+from cronhive.leases import Lease, reservation_holder
 from cronhive.revisions import Revision, definition_of, deletion
 from cronhive.store import leases
 from cronhive.store.base import Document, translated
-from cronhive.store.documents import job_from_doc, job_to_doc, job_update_set
+from cronhive.store.documents import job_from_doc, job_status_filter, job_to_doc, job_update_set
 from cronhive.store.revisions import RevisionStore, new_write_id
 from cronhive.windows import MaintenanceWindow
 
@@ -101,12 +101,14 @@ class JobStore(RevisionStore):
         if tag is not None:
             query["tags"] = tag
         if status is not None:
-            query["enabled"] = status != JobStatus.DISABLED
             named = _named_by(open_windows)
             if status == JobStatus.PAUSED:
-                query["$or"] = named or [{"_id": {"$in": []}}]
-            elif status == JobStatus.ACTIVE and named:
-                query["$nor"] = named
+                conditions: list[Document] = [{"enabled": True}, {"$or": named or [{"_id": {"$in": []}}]}]
+            else:
+                conditions = [job_status_filter(status)]
+                if status == JobStatus.ACTIVE and named:
+                    conditions.append({"$nor": named})
+            query["$and"] = conditions
         if handler is not None:
             query["handler"] = handler
         total = self.jobs.count_documents(query)
@@ -208,6 +210,15 @@ class JobStore(RevisionStore):
     def reserve_buffer_slot(self, job_id: str, run_id: str) -> bool:
         """``buffer_one``: make ``run_id`` the one run waiting for the lease, if none waits."""
         result = self.jobs.update_one({"_id": job_id, "buffered_run_id": None}, {"$set": {"buffered_run_id": run_id}})
+        return result.modified_count == 1
+
+    @translated
+    def release_reservation(self, job_id: str, run_id: str) -> bool:
+        """Free the job's lease while the reservation of ``run_id`` (``run:<run_id>``, a
+        run not started, or a retry waiting) holds it, and its buffered place."""
+        self.clear_buffer_slot(job_id, run_id)
+        result = self.jobs.update_one({"_id": job_id, "lease.holder": reservation_holder(run_id)},
+                                      {"$set": {"lease": None}})
         return result.modified_count == 1
 
     @translated

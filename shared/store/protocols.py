@@ -22,9 +22,10 @@ from cronhive.domain import (
     Notification,
     Run,
     RunError,
+    RunFilter,
     SchedulerStatus,
 )
-from cronhive.enums import JobStatus, LeaseScope, RunStatus
+from cronhive.enums import JobStatus, LeaseScope, RunStatus, Trigger
 from cronhive.idempotency import IdempotencyRecord, StoredResponse
 from cronhive.leases import Lease
 from cronhive.revisions import Revision
@@ -74,7 +75,19 @@ class TriggerStore(Leases, Protocol):
     def clear_buffer_slot(self, job_id: str, run_id: str) -> None: ...
 
 
-class ApiStore(Connection, TriggerStore, Protocol):
+class BackfillStore(Protocol):
+    """What a backfill writes (`cronhive.backfill.backfill_job`)."""
+
+    def get_job(self, job_id: str) -> Job: ...
+
+    def slot_outcomes(self, job_id: str, start: datetime, end: datetime) -> dict[datetime, set[RunStatus]]: ...
+
+    def insert_backfill_runs(self, runs: list[Run]) -> list[Run]: ...
+
+    def mark_many_queued(self, run_ids: list[str], now: datetime) -> int: ...
+
+
+class ApiStore(Connection, TriggerStore, BackfillStore, Protocol):
     """The API process: jobs, their runs, triggers and the leadership status."""
 
     def ensure_indexes(self) -> None: ...
@@ -97,7 +110,16 @@ class ApiStore(Connection, TriggerStore, Protocol):
 
     def get_run(self, run_id: str) -> Run: ...
 
-    def list_runs(self, job_id: str, page: int, limit: int, incarnation: str | None) -> tuple[list[Run], int]: ...
+    def list_runs(self, job_id: str, page: int, limit: int, incarnation: str | None, *,
+                  trigger: Trigger | None = None) -> tuple[list[Run], int]: ...
+
+    def search_runs(self, where: RunFilter, page: int, limit: int) -> tuple[list[Run], int]: ...
+
+    def cancel_unstarted_run(self, seen: Run, error: RunError, now: datetime) -> bool: ...
+
+    def request_cancel(self, seen: Run, now: datetime) -> bool: ...
+
+    def release_reservation(self, job_id: str, run_id: str) -> bool: ...
 
     def scheduler_status(self, now: datetime) -> SchedulerStatus: ...
 
@@ -171,12 +193,21 @@ class SchedulerStore(Connection, Leases, Protocol):
     def advance_audit_watermark(self, seen: datetime | None, until: datetime, term: int) -> bool: ...
 
 
-class WorkerStore(Connection, Leases, Protocol):
+class KeeperStore(Leases, Protocol):
+    """What the lease keeper reads and writes (`cronhive.worker.keeper.LeaseKeeper`)."""
+
+    def cancel_requested_among(self, run_ids: list[str]) -> set[str]: ...
+
+
+class WorkerStore(Connection, KeeperStore, Protocol):
     """A worker process: attempts under leases, the reaper and run retention."""
 
     def find_run(self, run_id: str) -> Run | None: ...
 
-    def older_waiting_slots(self, job_id: str, before: datetime, limit: int) -> int: ...
+    def older_waiting_slots(self, job_id: str, before: datetime, limit: int,
+                            trigger: Trigger = Trigger.SCHEDULE) -> int: ...
+
+    def oldest_waiting_slot(self, job_id: str, trigger: Trigger) -> str | None: ...
 
     def find_job(self, job_id: str) -> Job | None: ...
 
@@ -218,4 +249,4 @@ class WorkerStore(Connection, Leases, Protocol):
     def delete_runs_created_before(self, cutoff: datetime, batch: int) -> int: ...
 
 
-__all__ = ["ApiStore", "Connection", "Leases", "SchedulerStore", "TriggerStore", "WorkerStore"]
+__all__ = ["ApiStore", "BackfillStore", "Connection", "KeeperStore", "Leases", "SchedulerStore", "TriggerStore", "WorkerStore"]

@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import OperationFailure
+from pymongo.errors import BulkWriteError, OperationFailure
 
-from cronhive.domain import AttemptEnd, AttemptRecord, AttemptStart, Notification, Run, RunError
-from cronhive.enums import FINAL_RUN_STATUSES, NOT_STARTED, RunStatus
+from cronhive.domain import AttemptEnd, AttemptRecord, AttemptStart, Notification, Run, RunError, RunFilter
+from cronhive.enums import FINAL_RUN_STATUSES, NOT_STARTED, RunStatus, Trigger
 from cronhive.errors import RunNotFound
 from cronhive.store.base import Document, StoreBase, translated
 from cronhive.store.documents import (
@@ -26,12 +26,16 @@ from cronhive.store.documents import (
     error_to_doc,
     notification_to_doc,
     outbox_update,
+    run_filter_query,
     run_from_doc,
     run_to_doc,
 )
 
 MAX_ATTEMPT_RECORDS = 50
 RETENTION_INDEX = "retention"
+DUPLICATE_KEY = 11000
+#: Sorting newest first (index "job_history", "by_status", "by_trigger", "recent").
+NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 
 
 def _push_attempt(record: AttemptRecord) -> Document:
@@ -63,27 +67,113 @@ class RunStore(StoreBase):
         return run_from_doc(doc) if doc is not None else None
 
     @translated
-    def older_waiting_slots(self, job_id: str, before: datetime, limit: int) -> int:
-        """How many (up to ``limit``) of the job's slot runs before ``before`` have not
-        started yet (index "slot_key")."""
-        query = {"job_id": job_id, "trigger": "schedule", "scheduled_for": {"$lt": before},
+    def older_waiting_slots(self, job_id: str, before: datetime, limit: int,
+                            trigger: Trigger = Trigger.SCHEDULE) -> int:
+        """How many (up to ``limit``) of the job's slot runs of ``trigger`` (its schedule's,
+        or a backfill's) before ``before`` have not started yet (index "slot_key", or
+        "backfill_key")."""
+        query = {"job_id": job_id, "trigger": str(trigger), "scheduled_for": {"$lt": before},
                  "status": {"$in": [str(status) for status in NOT_STARTED]}}
         return self.runs.count_documents(query, limit=limit)
 
     @translated
-    def list_runs(self, job_id: str, page: int, limit: int, incarnation: str | None) -> tuple[list[Run], int]:
-        """A job's runs, newest first (index "job_history"): those of its ``incarnation``
-        (`Job.incarnation`), never a deleted job's of the same id; without their ``log``
-        (shown by `get_run` only: a page of runs stays light)."""
-        query = {"job_id": job_id, "job_incarnation": incarnation}
+    def oldest_waiting_slot(self, job_id: str, trigger: Trigger) -> str | None:
+        """The id of the job's oldest slot run of ``trigger`` that has not started (index
+        "slot_key" or "backfill_key"), or None."""
+        query = {"job_id": job_id, "trigger": str(trigger), "status": {"$in": [str(status) for status in NOT_STARTED]}}
+        doc = self.runs.find_one(query, {"_id": 1}, sort=[("scheduled_for", ASCENDING)])
+        return doc["_id"] if doc is not None else None
+
+    @translated
+    def list_runs(self, job_id: str, page: int, limit: int, incarnation: str | None, *,
+                  trigger: Trigger | None = None) -> tuple[list[Run], int]:
+        """A job's runs, newest first (index "job_history"), of one ``trigger`` when given:
+        those of its ``incarnation`` (`Job.incarnation`), never a deleted job's of the same
+        id."""
+        query = {**run_filter_query(RunFilter(job_id=job_id, trigger=trigger)), "job_incarnation": incarnation}
+        return self._runs_page(query, page, limit)
+
+    @translated
+    def search_runs(self, where: RunFilter, page: int, limit: int) -> tuple[list[Run], int]:
+        """Runs across jobs, newest first (by ``created_at``, then id): one page and the
+        total matching (indexes "job_history", "by_status", "by_trigger", "recent")."""
+        return self._runs_page(run_filter_query(where), page, limit)
+
+    def _runs_page(self, query: Document, page: int, limit: int) -> tuple[list[Run], int]:
+        """One page of runs, newest first, without their ``log`` (shown by `get_run` only: a
+        page of runs stays light), and the total matching."""
         total = self.runs.count_documents(query)
-        cursor = (
-            self.runs.find(query, {"log": 0})
-            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-            .skip((page - 1) * limit)
-            .limit(limit)
-        )
+        cursor = self.runs.find(query, {"log": 0}).sort(NEWEST_FIRST).skip((page - 1) * limit).limit(limit)
         return [run_from_doc(doc) for doc in cursor], total
+
+    # -- backfills -------------------------------------------------------------------
+
+    @translated
+    def slot_outcomes(self, job_id: str, start: datetime, end: datetime) -> dict[datetime, set[RunStatus]]:
+        """The statuses of the job's schedule and backfill runs per slot in ``[start, end)``
+        (indexes "slot_key" and "backfill_key")."""
+        outcomes: dict[datetime, set[RunStatus]] = {}
+        for trigger in (Trigger.SCHEDULE, Trigger.BACKFILL):
+            query = {"job_id": job_id, "trigger": str(trigger), "scheduled_for": {"$gte": start, "$lt": end}}
+            for doc in self.runs.find(query, {"scheduled_for": 1, "status": 1}):
+                outcomes.setdefault(doc["scheduled_for"], set()).add(RunStatus(doc["status"]))
+        return outcomes
+
+    @translated
+    def insert_backfill_runs(self, runs: list[Run]) -> list[Run]:
+        """Insert a backfill's runs in one unordered ``insert_many``; returns those inserted
+        (a slot that already has its backfill run keeps it: unique "backfill_key")."""
+        if not runs:
+            return []
+        try:
+            self.runs.insert_many([run_to_doc(run) for run in runs], ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            existing = {error["index"] for error in errors}
+            return [run for index, run in enumerate(runs) if index not in existing]
+        return runs
+
+    @translated
+    def mark_many_queued(self, run_ids: list[str], now: datetime) -> int:
+        """``pending`` → ``queued`` (``queued_at`` = ``now``) for many runs the broker
+        confirmed, in one statement (as the scheduler marks its runs; a run a worker
+        started meanwhile keeps its status)."""
+        if not run_ids:
+            return 0
+        result = self.runs.update_many({"_id": {"$in": run_ids}, "status": RunStatus.PENDING},
+                                       {"$set": {"status": RunStatus.QUEUED, "queued_at": now}})
+        return result.modified_count
+
+    # -- cancel ------------------------------------------------------------------------
+
+    @translated
+    def cancel_unstarted_run(self, seen: Run, error: RunError, now: datetime) -> bool:
+        """Record a run that has not started (``pending``, ``queued``, a retry waiting)
+        ``cancelled``, by compare-and-set on what was read: False when an attempt started
+        (or the run ended) meanwhile."""
+        query = {"_id": seen.run_id, "status": {"$in": list(NOT_STARTED)}, "attempt": seen.attempt,
+                 "lease_token": seen.lease_token}
+        update = {"$set": {"status": RunStatus.CANCELLED, "finished_at": now, "error": error_to_doc(error),
+                           "retry_at": None, "cancel_requested": True}}
+        return self.runs.update_one(query, update).modified_count == 1
+
+    @translated
+    def request_cancel(self, seen: Run, now: datetime) -> bool:
+        """Ask the running attempt of ``seen`` to stop (its worker polls the flag)."""
+        query = {"_id": seen.run_id, "status": RunStatus.RUNNING, "attempt": seen.attempt,
+                 "lease_token": seen.lease_token}
+        update = {"$set": {"cancel_requested": True, "cancel_requested_at": now}}
+        return self.runs.update_one(query, update).modified_count == 1
+
+    @translated
+    def cancel_requested_among(self, run_ids: list[str]) -> set[str]:
+        """Which of these runs (running here) were asked to stop."""
+        if not run_ids:
+            return set()
+        docs = self.runs.find({"_id": {"$in": run_ids}, "cancel_requested": True}, {"_id": 1})
+        return {doc["_id"] for doc in docs}
 
     @translated
     def mark_run_queued(self, run_id: str, now: datetime) -> bool:

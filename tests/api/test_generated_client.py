@@ -102,7 +102,7 @@ def generated(api: Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mo
 
 def _ops(generated: ModuleType) -> dict[str, ModuleType]:
     names = ["list_jobs", "create_job", "get_job", "update_job", "delete_job", "trigger_job", "list_runs", "get_run",
-             "list_handlers", "get_scheduler", "preview_schedule"]
+             "list_handlers", "get_scheduler", "preview_schedule", "backfill_job", "search_runs", "cancel_run"]
     return {name: importlib.import_module(f"{PACKAGE}.api.default.{name}") for name in names}
 
 
@@ -188,6 +188,26 @@ def test_the_generated_client_parses_every_response(api: Api, generated: ModuleT
     assert run.parsed.job_id == job.job_id and run.parsed.trigger == "manual"
     assert isinstance(run.parsed.created_at, datetime) and run.parsed.started_at is None
     _assert_error(models, ops["get_run"].sync_detailed("run_missing", client=anonymous), 404, "run_not_found")
+
+    # backfill, runs across jobs, cancel
+    backfill_body = models.Backfill(start=datetime(2026, 3, 1, tzinfo=UTC), end=datetime(2026, 3, 3, tzinfo=UTC),
+                                    reprocess=models.BackfillReprocess.MISSING)
+    filled = ops["backfill_job"].sync_detailed(job.job_id, client=authed, body=backfill_body)
+    assert filled.status_code == 202 and isinstance(filled.parsed, models.BackfillResult)
+    assert (filled.parsed.slots, filled.parsed.created) == (2, 2) and filled.parsed.backfill_id.startswith("bf_")
+    backwards = models.Backfill(start=datetime(2026, 3, 3, tzinfo=UTC), end=datetime(2026, 3, 1, tzinfo=UTC))
+    assert "end" in _assert_error(models, ops["backfill_job"].sync_detailed(job.job_id, client=authed, body=backwards),
+                                  422, "validation_error").error.details.to_dict()
+    across = ops["search_runs"].sync_detailed(client=anonymous, trigger=models.SearchRunsTrigger.BACKFILL,
+                                              job_id=job.job_id)
+    assert across.status_code == 200 and isinstance(across.parsed, models.RunList)
+    assert [item.trigger for item in across.parsed.data] == [models.RunTrigger.BACKFILL] * 2
+    cancelled = ops["cancel_run"].sync_detailed(triggered.parsed.run_id, client=authed)
+    assert cancelled.status_code == 202 and isinstance(cancelled.parsed, models.Run)
+    assert cancelled.parsed.status == models.RunStatus.CANCELLED and cancelled.parsed.cancel_requested is True
+    _assert_error(models, ops["cancel_run"].sync_detailed(triggered.parsed.run_id, client=authed), 409, "run_finished")
+    failed = ops["search_runs"].sync_detailed(client=anonymous, status=models.SearchRunsStatus.CANCELLED)
+    assert [item.run_id for item in failed.parsed.data] == [triggered.parsed.run_id]
 
     # scheduler: none runs here
     scheduler = ops["get_scheduler"].sync_detailed(client=anonymous)

@@ -67,8 +67,9 @@ def test_generated_requests_conform_to_the_openapi_document(app: Flask) -> None:
     # then the id-scoped operations once more on things that exist: trigger before runs, delete last
     existing = [
         (f"GET {CANONICAL}/runs/{{run_id}}", {"run_id": run_id}),
+        (f"POST {CANONICAL}/runs/{{run_id}}/cancel", {"run_id": run_id}),
         *((f"{method} {CANONICAL}/jobs/{{job_id}}{suffix}", {"job_id": "seed"}) for method, suffix in [
-            ("GET", ""), ("PUT", ""), ("POST", "/trigger"), ("GET", "/runs"), ("DELETE", "")]),
+            ("GET", ""), ("PUT", ""), ("POST", "/trigger"), ("POST", "/backfill"), ("GET", "/runs"), ("DELETE", "")]),
     ]
     plan = [(op, None) for op in operations.values()] + [(operations[key], params) for key, params in existing]
 

@@ -22,13 +22,15 @@ OPERATIONS = {
     ("get", f"{JOB}/runs"), ("get", f"{CANONICAL}/runs/{{run_id}}"), ("get", f"{CANONICAL}/handlers"),
     ("get", f"{CANONICAL}/scheduler"), ("get", f"{CANONICAL}/workers"), ("post", f"{CANONICAL}/schedules/preview"),
     ("get", f"{JOB}/revisions"),
+    ("post", f"{JOB}/backfill"), ("get", f"{CANONICAL}/runs"), ("post", f"{CANONICAL}/runs/{{run_id}}/cancel"),
 }
 MAINTENANCE, WINDOW = f"{CANONICAL}/maintenance", f"{CANONICAL}/maintenance/{{maintenance_id}}"
 OPERATIONS |= {("get", f"{JOB}/slots"), ("get", MAINTENANCE), ("post", MAINTENANCE), ("get", WINDOW),
                ("delete", WINDOW)}
-WITH_BODY = {("post", JOBS), ("put", JOB), ("post", f"{CANONICAL}/schedules/preview")}
+WITH_BODY = {("post", JOBS), ("put", JOB), ("post", f"{CANONICAL}/schedules/preview"), ("post", f"{JOB}/backfill")}
 WITH_BODY |= {("post", MAINTENANCE)}
-MUTATING = {("post", JOBS), ("put", JOB), ("delete", JOB), ("post", f"{JOB}/trigger")}
+MUTATING = {("post", JOBS), ("put", JOB), ("delete", JOB), ("post", f"{JOB}/trigger"), ("post", f"{JOB}/backfill"),
+            ("post", f"{CANONICAL}/runs/{{run_id}}/cancel")}
 MUTATING |= {("post", MAINTENANCE), ("delete", WINDOW)}
 #: Operations taking If-Match (412 when it does not match).
 CONDITIONAL = {("put", JOB), ("delete", JOB)}
@@ -61,7 +63,10 @@ def schema(document: dict[str, Any], name: str) -> dict[str, Any]:
 
 def test_every_instant_is_a_date_time(document: dict[str, Any]) -> None:
     instants = {
-        "Job": ["last_triggered_at", "next_trigger_at", "created_at", "updated_at", "paused_until"],
+        "Job": ["last_triggered_at", "next_trigger_at", "created_at", "updated_at", "paused_until", "start_at", "end_at"],
+        "JobCreate": ["start_at", "end_at"],
+        "JobUpdate": ["start_at", "end_at"],
+        "Backfill": ["start", "end"],
         "Trigger": ["triggered_at"],
         "Run": ["scheduled_for", "created_at", "queued_at", "started_at", "finished_at", "retry_at"],
         "RunSummary": ["scheduled_for", "created_at", "queued_at", "started_at", "finished_at", "retry_at"],

@@ -16,7 +16,7 @@ from tests.api.conftest import CANONICAL, SEED_NOW, FakeClock, assert_error, cre
 
 RUN_FIELDS = {"run_id", "job_id", "trigger", "scheduled_for", "status", "attempt", "worker", "created_at",
               "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "retry_at", "attempts",
-              "output", "output_truncated", "log", "notifications"}
+              "output", "output_truncated", "log", "notifications", "cancel_requested"}
 
 
 def add_runs(store: MongoStore, job_id: str, count: int, **fields: Any) -> list[str]:
@@ -84,6 +84,7 @@ def test_a_run_shows_every_field_with_instants_in_whole_seconds(client: FlaskCli
         "finished_at": "2026-03-26T10:00:03Z", "duration_ms": 2250, "lateness_ms": 1250,
         "error": {"type": "HandlerFailed", "message": "disk full", "traceback": None}, "retry_at": None,
         "attempts": [], "output": None, "output_truncated": False, "log": None, "notifications": [],
+        "cancel_requested": False,
     }
     # a run list shows every field but the log (GET /runs/:run_id does)
     assert client.get(f"{base}/jobs/report/runs").get_json()["data"] == [

@@ -162,6 +162,7 @@ def test_run_view() -> None:
                       "finished_at": "2026-03-26T10:00:00Z", "duration_ms": 900,
                       "error": {"type": "HandlerFailed", "message": "first", "traceback": None}}],
         "output": None, "output_truncated": False, "log": None, "notifications": [],
+        "cancel_requested": False,
     }
 
 

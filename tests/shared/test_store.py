@@ -44,6 +44,9 @@ def test_ensure_indexes_is_idempotent_and_creates_what_queries_need(store: Mongo
     assert run_indexes["job_history"]["key"] == [("job_id", 1), ("created_at", -1), ("_id", -1)]
     slot_key = run_indexes["slot_key"]
     assert slot_key["unique"] is True and slot_key["partialFilterExpression"] == {"trigger": "schedule"}
+    backfill_key = run_indexes["backfill_key"]  # one backfill run per slot
+    assert backfill_key["key"] == [("job_id", 1), ("scheduled_for", 1)]
+    assert backfill_key["unique"] is True and backfill_key["partialFilterExpression"] == {"trigger": "backfill"}
 
 
 def test_the_client_is_tz_aware_and_closed_only_when_owned(settings: Settings, store: MongoStore) -> None:

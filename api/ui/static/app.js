@@ -16,6 +16,7 @@
   var charts = {};
   var COLORS = {
     succeeded: "#1f9d55", failed: "#d64545", timed_out: "#f08c00", abandoned: "#862e9c", skipped: "#adb5bd",
+    cancelled: "#495057",
     duration: "#3b5bdb", lateness: "#f08c00"
   };
 
