@@ -106,11 +106,7 @@ def _before(position: JobPosition) -> Document:
 
 def jobs_filter(status: JobStatus | None, handler: str | None) -> Document:
     """The query of the ``status`` and ``handler`` filters, shared by every listing."""
-    query: Document = {}
-    if status == JobStatus.COMPLETED:
-        query.update(job_status_filter(status))
-    elif status is not None:  # the stored flag (an index walk; `completed` jobs show under active)
-        query["enabled"] = status == JobStatus.ACTIVE
+    query: Document = job_status_filter(status) if status is not None else {}
     if handler is not None:
         query["handler"] = handler
     return query
@@ -131,8 +127,9 @@ class JobBrowsing(StoreBase):
         text = (text or "").strip()[:MAX_SEARCH_LENGTH]
         if text:
             pattern = re.escape(text)
-            query["$or"] = [{"name": {"$regex": pattern, "$options": "i"}},
-                            {"_id": {"$regex": pattern, "$options": "i"}}]
+            matches = {"$or": [{"name": {"$regex": pattern, "$options": "i"}},
+                               {"_id": {"$regex": pattern, "$options": "i"}}]}
+            query = {"$and": [query, matches]} if query else matches  # the status filter may hold an $or
         if before is not None:
             found = self._read_backward(query, before, limit + 1, bool(text))
             if len(found) > limit:  # else the page reaches the first job: it IS the first page

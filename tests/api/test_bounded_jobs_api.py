@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from cronhive.job_search import find_jobs
+from cronhive.enums import JobStatus
 from cronhive.store import MongoStore
 from tests.api.conftest import CANONICAL, FakeClock, assert_error, create, job_body
 
@@ -89,6 +89,10 @@ def test_the_dashboard_search_filters_completed_jobs_by_text_too(client: FlaskCl
     create(client, job_id="over_report", end_at="2026-03-01T00:00:00Z")
     create(client, job_id="over_export", end_at="2026-03-01T00:00:00Z")
     create(client, job_id="live_report", max_fires=1)
-    found = find_jobs(store, 1, 10, status="completed", text="report")
-    assert [job.job_id for job in found.docs] == ["over_report"]
-    assert [job.job_id for job in find_jobs(store, 1, 10, status="active", text="report").docs] == ["live_report"]
+    now = clock.now()
+    found = store.browse_jobs(10, now, status=JobStatus.COMPLETED, text="report")
+    assert [job.job_id for job in found.jobs] == ["over_report"]
+    assert [job.job_id for job in store.browse_jobs(10, now, status=JobStatus.ACTIVE, text="report").jobs] == [
+        "live_report"]
+    assert [job.job_id for job in store.browse_jobs(10, now, status=JobStatus.COMPLETED).jobs] == [
+        "over_export", "over_report"]  # created at one instant: by id
