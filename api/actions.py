@@ -207,7 +207,10 @@ def ledger_between(svc: Services, job: Job, spans: list[ledger.ScheduleSpan], lo
 
 def recent_slots(svc: Services, job: Job, now: datetime, count: int) -> tuple[dict[str, Any], list[LedgerSlot]]:
     """The job's view and its latest ``count`` slots up to ``now`` (the dashboard's job
-    page): the windows are read once, for both."""
+    page): the windows are read once, for both. An invalid job (its stored document is
+    not a job: no schedule to name slots) has none."""
+    if job.invalid_reason is not None:
+        return job_view(job, now), []
     spans = ledger.spans_of(job, svc.ready_store().ledger_history(job))
     slots, windows = ledger_between(svc, job, spans, ledger.default_from(spans, now, count), now, now)
     return job_view(job, now, paused_until(job, windows, now)), slots

@@ -48,6 +48,8 @@ class LeaseKeeper:
         self.store = store
         self.clock = clock
         self.lease_s = lease_s
+        #: the last renewal (or cancel check) found MongoDB unavailable
+        self._store_down = False
         self._attempts: dict[str, Attempt] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -68,17 +70,18 @@ class LeaseKeeper:
         tick = min(every, CANCEL_POLL_S)
         next_renewal = time.monotonic() + every
         while not self._stop.wait(tick):
+            if time.monotonic() >= next_renewal:  # renewals first: a cancel check must never delay one
+                next_renewal = time.monotonic() + every
+                try:
+                    self.renew_all(self.clock.now())
+                except Exception:  # the keeper must outlive any one bad renewal
+                    log.exception("lease renewal pass failed")
+            if self._store_down:  # no cancel checks while MongoDB is away (each would wait its timeout)
+                continue
             try:
                 self.check_cancels()
             except Exception:  # the keeper must outlive any one bad pass
                 log.exception("cancel check failed")
-            if time.monotonic() < next_renewal:
-                continue
-            next_renewal = time.monotonic() + every
-            try:
-                self.renew_all(self.clock.now())
-            except Exception:  # the keeper must outlive any one bad renewal
-                log.exception("lease renewal pass failed")
 
     # -- attempts ---------------------------------------------------------------
 
@@ -125,7 +128,9 @@ class LeaseKeeper:
         """Extend one lease; False when it is gone (expired, taken over or released)."""
         try:
             renewed = self.store.renew_lease(attempt.lease, self.lease_s, now)
+            self._store_down = False
         except Unavailable:
+            self._store_down = True
             metrics.LEASE_RENEW_FAILURES.inc()
             still_valid = attempt.lease.expires_at > now
             log.warning("could not renew the lease (MongoDB unavailable)%s",
@@ -146,6 +151,7 @@ class LeaseKeeper:
         try:
             asked = self.store.cancel_requested_among([attempt.run_id for attempt in attempts])
         except Unavailable:
+            self._store_down = True  # until the next renewal reaches MongoDB
             return []
         cancelled = [attempt for attempt in attempts if attempt.run_id in asked]
         for attempt in cancelled:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +56,7 @@ from cronhive.domain import (
     outcome_event,
 )
 from cronhive.enums import ErrorType, LeaseScope, NotifyEvent, OverlapPolicy, RunStatus, Trigger
+from cronhive.errors import Unavailable
 from cronhive.leases import Lease, attempt_holder, reservation_holder
 from cronhive.run_output import run_output
 from cronhive.settings import Settings
@@ -82,6 +84,10 @@ log = logging.getLogger("cronhive.worker")
 
 #: Longest retry backoff.
 MAX_BACKOFF_MS = 3_600_000
+#: How long a finished attempt's outcome is written again while MongoDB is unreachable,
+#: and how often.
+OUTCOME_RETRY_S = 120.0
+OUTCOME_RETRY_EVERY_S = 0.5
 #: How often a queued fire_all slot looks again whether the older ones have started.
 SLOT_QUEUE_POLL_MS = 500
 #: How long a run whose handler is not registered here (but is on another live worker)
@@ -421,10 +427,37 @@ class RunLifecycle(Middleware):
         set_current_attempt(None)
         self.keeper.forget(attempt)
         try:
-            self.finish(broker, message, attempt, exception, result)
+            self.finish_kept(broker, message, attempt, exception, result)
         except Exception:
             log.exception("could not record the outcome; the lease expires and the run is retried or abandoned",
                           extra=attempt.log_extra())
+
+    def finish_kept(self, broker: Broker, message: MessageProxy, attempt: Attempt, exception: BaseException | None,
+                    result: Any = None) -> str:
+        """`finish`, kept through a MongoDB outage: the outcome (with the instant and the
+        duration of the attempt's end) is written again every `OUTCOME_RETRY_EVERY_S` until
+        MongoDB answers, for up to `OUTCOME_RETRY_S` — instead of leaving the run to the
+        reaper, which would record it ``abandoned`` (or run it again). Every write stays
+        fenced on the attempt's number and lease token, so it lands only if no newer
+        attempt started meanwhile."""
+        now, duration_ms = self.clock.now(), attempt.duration_ms()
+        deadline = time.monotonic() + OUTCOME_RETRY_S
+        waited = False
+        while True:
+            try:
+                status = self.finish(broker, message, attempt, exception, result, now=now, duration_ms=duration_ms)
+            except Unavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                if not waited:
+                    log.warning("MongoDB is unavailable as the run ends: its outcome is kept and written when it "
+                                "returns", extra=attempt.log_extra())
+                    waited = True
+                time.sleep(OUTCOME_RETRY_EVERY_S)
+                continue
+            if waited:
+                log.info("outcome written after the MongoDB outage", extra=attempt.log_extra())
+            return status
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         attempt = current_attempt()
@@ -435,11 +468,11 @@ class RunLifecycle(Middleware):
                         extra=attempt.log_extra())
 
     def finish(self, broker: Broker, message: MessageProxy, attempt: Attempt, exception: BaseException | None,
-               result: Any = None) -> str:
-        """Record how ``attempt`` ended (with its output and log); returns the status written
-        (or "rejected")."""
-        now = self.clock.now()
-        duration_ms = attempt.duration_ms()
+               result: Any = None, *, now: datetime | None = None, duration_ms: int | None = None) -> str:
+        """Record how ``attempt`` ended (with its output and log) at ``now`` (default: now);
+        returns the status written (or "rejected")."""
+        now = self.clock.now() if now is None else now
+        duration_ms = attempt.duration_ms() if duration_ms is None else duration_ms
         status, error = classify(exception, attempt.timeout_s)
         # what the handler returned (kept on the attempt by the actor), or what a failed call
         # got back (the http handler's unexpected response)

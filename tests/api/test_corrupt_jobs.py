@@ -6,6 +6,7 @@ it, and a full ``PUT`` repairs it (issue 14, item 1)."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -105,7 +106,17 @@ def test_a_document_with_only_an_id_is_listed_and_deleted(client: FlaskClient, s
     assert bare["invalid_reason"] == "name: missing; schedule: missing; handler: missing"
     overview = client.get("/ui/")
     assert overview.status_code == 200 and ">bare</a>" in overview.get_data(as_text=True)  # named by its id
-    assert ">None<" not in client.get("/ui/jobs/bare").get_data(as_text=True)
+    bare_page = client.get("/ui/jobs/bare")
+    assert bare_page.status_code == 200 and ">None<" not in bare_page.get_data(as_text=True)
+    assert client.get("/ui/jobs/bare/live").status_code == 200  # no schedule: no slot strip, no 422
+    now = datetime.now(UTC)
+    store.jobs.insert_one({"_id": "old", "name": "old", "handler": "noop", "enabled": True, "due_at": now,
+                           "next_fire_at": now, "created_at": now, "revision": 1})  # no schedule, revision 1
+    for path in ("/ui/jobs/old", "/ui/jobs/old/live"):
+        assert client.get(path).status_code == 200, path
+    assert store.disable_job("old", 1, "invalid job document: schedule: missing", now, 1)  # as the scheduler does
+    for path in ("/ui/jobs/old", "/ui/jobs/old/live", f"{CANONICAL}/jobs/old/revisions"):
+        assert client.get(path).status_code == 200, path
     assert client.delete(f"{CANONICAL}/jobs/bare").status_code == 200
 
 
