@@ -229,9 +229,10 @@ def build_spec(secured: bool, reads_secured: bool = False) -> dict[str, Any]:
         parameters=[_JOB_ID],
         operations={
             "post": {"summary": "Run a job's past slots of [start, end) again, oldest first",
-                     "operationId": "backfillJob", "requestBody": _body("Backfill", BACKFILL_EXAMPLE), **security,
-                     "responses": {"202": _ok("Runs created and queued", "BackfillResult"),
-                                   **_errors(*_BODY, *mutating_errors, 404, 503)}},
+                     "operationId": "backfillJob", "requestBody": _body("Backfill", BACKFILL_EXAMPLE),
+                     "parameters": [_IDEMPOTENCY_KEY], **security,
+                     "responses": {"202": {**_ok("Runs created and queued", "BackfillResult"), "headers": _REPLAYED},
+                                   **_errors(*_BODY, *mutating_errors, 404, 409, 503)}},
         },
     )
     spec.path(

@@ -237,6 +237,7 @@ def trigger(job_id: str) -> tuple[Response, int]:
 
 
 @mutating
+@idempotent
 def backfill(job_id: str) -> tuple[Response, int]:
     return jsonify(actions.backfill_view(actions.backfill(services(), job_id, json_body()))), 202
 

@@ -217,3 +217,17 @@ def test_a_failed_publish_is_a_503_and_leaves_the_rest_pending(breaking_client: 
     again = backfill(breaking_client, CANONICAL, "flaky", start=z(2026, 2, 1), end=z(2026, 2, 6))
     assert again.status_code == 202 and again.get_json()["created"] == 0
     assert len(queued_messages(settings)) == 2
+
+
+def test_an_idempotency_key_replays_the_first_backfill_answer(client: FlaskClient, store: MongoStore) -> None:
+    create(client, CANONICAL, job_id="keyed", schedule="30 2 * * *", timezone="Europe/Berlin")
+    key = {"Idempotency-Key": "backfill-keyed-1"}
+    body = {"start": z(2026, 3, 27), "end": z(2026, 3, 29)}
+    first = client.post(f"{CANONICAL}/jobs/keyed/backfill", json=body, headers=key)
+    assert first.status_code == 202 and first.get_json()["created"] == 2
+    store.runs.delete_many({"job_id": "keyed"})  # were the request run again, it would create them anew
+    again = client.post(f"{CANONICAL}/jobs/keyed/backfill", json=body, headers=key)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json() and backfill_runs(store, "keyed") == []
+    reused = client.post(f"{CANONICAL}/jobs/keyed/backfill", json={**body, "reprocess": "all"}, headers=key)
+    assert reused.status_code == 422 and reused.get_json()["error"]["code"] == "idempotency_key_reused"

@@ -185,10 +185,10 @@ def test_tags_and_the_maintenance_and_ledger_rules_are_declared(document: dict[s
         assert (tags["type"], tags["maxItems"], tags["uniqueItems"]) == ("array", 20, True)
         assert tags["items"]["pattern"] == "^[a-z0-9][a-z0-9_.-]{0,63}$" and tags["items"]["maxLength"] == 64
     assert schema(document, "Job")["paused_until"]["nullable"] is True
-    assert set(schema(document, "Job")["status"]["enum"]) == {"active", "disabled", "paused", "invalid"}
+    assert set(schema(document, "Job")["status"]["enum"]) == {"active", "disabled", "paused", "invalid", "completed"}
     query = {p["name"]: p["schema"] for p in document["paths"][JOBS]["get"]["parameters"]}
     assert query["tag"]["pattern"] == "^[a-z0-9][a-z0-9_.-]{0,63}$"
-    assert set(query["status"]["enum"]) == {"active", "disabled", "paused"}
+    assert set(query["status"]["enum"]) == {"active", "disabled", "paused", "completed"}
     create = document["components"]["schemas"]["MaintenanceCreate"]
     assert create["required"] == ["end"] and schema(document, "MaintenanceCreate")["tags"]["maxItems"] == 20
     assert set(schema(document, "Maintenance")["status"]["enum"]) == {"upcoming", "active", "ended"}
