@@ -11,7 +11,7 @@ MongoDB commands per view (whatever the number of jobs and runs; measured by
 ``tests/api/test_ui_pages.py``): overview at most 20 (its live fragment at most
 15; the jobs table is keyset pages read in windows of creation time,
 `cronhive.store.browse`: ~5 reads, at most 24 for the worst spacing of creation
-instants), job page at most 6, run page 2, job form 0-1 (1 on edit).
+instants), job page at most 7 (the slot strip: its revisions, its runs in range and those covering it, the windows), run page 2, job form 0-1 (1 on edit).
 """
 
 from __future__ import annotations

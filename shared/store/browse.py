@@ -26,6 +26,7 @@ it is one read of the matching jobs after the position, one more than the page.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -104,6 +105,17 @@ def _before(position: JobPosition) -> Document:
                     {"created_at": position.created_at, "_id": {"$lt": position.job_id}}]}
 
 
+Keep = Callable[[Job], bool]
+
+
+def _completed(job: Job) -> bool:
+    return job.completed
+
+
+def _not_completed(job: Job) -> bool:
+    return not job.completed
+
+
 def jobs_filter(status: JobStatus | None, handler: str | None) -> Document:
     """The query of the ``status`` and ``handler`` filters, shared by every listing."""
     query: Document = job_status_filter(status) if status is not None else {}
@@ -123,34 +135,40 @@ class JobBrowsing(StoreBase):
                     handler: str | None = None, text: str | None = None) -> JobsPage:
         """``limit`` jobs after ``after`` (or before ``before``; else the first ones),
         in creation order then id, matching the filters and the search ``text``."""
-        query = jobs_filter(status, handler)
+        query, keep = jobs_filter(status, handler), None
         text = (text or "").strip()[:MAX_SEARCH_LENGTH]
         if text:
             pattern = re.escape(text)
             matches = {"$or": [{"name": {"$regex": pattern, "$options": "i"}},
                                {"_id": {"$regex": pattern, "$options": "i"}}]}
             query = {"$and": [query, matches]} if query else matches  # the status filter may hold an $or
+        elif status in (JobStatus.ACTIVE, JobStatus.COMPLETED):
+            # completed = enabled, bounded, never due again: the index reads the enabled jobs of
+            # each window (an $or would be a collection scan per window), the job decides
+            query = {"enabled": True, **({"handler": handler} if handler is not None else {})}
+            keep = _completed if status == JobStatus.COMPLETED else _not_completed
         if before is not None:
-            found = self._read_backward(query, before, limit + 1, bool(text))
+            found = self._read_backward(query, before, limit + 1, bool(text), keep)
             if len(found) > limit:  # else the page reaches the first job: it IS the first page
                 page = list(reversed(found[:limit]))
                 return JobsPage(page, JobPosition.of(page[0]), JobPosition.of(page[-1]))
             after = None
-        found = self._read_forward(query, after, limit + 1, now, bool(text))
+        found = self._read_forward(query, after, limit + 1, now, bool(text), keep)
         if after is not None and not found:  # past the last job (it was deleted): the first page
-            after, found = None, self._read_forward(query, None, limit + 1, now, bool(text))
+            after, found = None, self._read_forward(query, None, limit + 1, now, bool(text), keep)
         page = found[:limit]
         return JobsPage(page, JobPosition.of(page[0]) if after is not None else None,
                         JobPosition.of(page[-1]) if len(found) > limit else None)
 
     def _read_forward(self, query: Document, after: JobPosition | None, wanted: int, now: datetime,
-                      one_read: bool) -> list[Job]:
+                      one_read: bool, keep: Keep | None = None) -> list[Job]:
         if one_read:
             return self._read({"$and": [query, _after(after)]} if after else query, _ORDER, wanted)
         if after is None:  # jobs without a creation instant (written by hand) sort first
-            found = self._read({"created_at": None, **query}, _ORDER, wanted)
+            found = self._read({"created_at": None, **query}, _ORDER, wanted, keep)
         else:
-            found = self._read({"created_at": after.created_at, "_id": {"$gt": after.job_id}, **query}, _ORDER, wanted)
+            found = self._read({"created_at": after.created_at, "_id": {"$gt": after.job_id}, **query}, _ORDER, wanted,
+                               keep)
         bounds = self._bounds()
         if bounds is None:
             return found
@@ -158,23 +176,26 @@ class JobBrowsing(StoreBase):
         lower = oldest - timedelta(milliseconds=1)
         if after is not None and after.created_at is not None:
             lower = after.created_at
-        return found + self._read_windows(query, lower, newest, wanted - len(found), forward=True)
+        return found + self._read_windows(query, lower, newest, wanted - len(found), forward=True, keep=keep)
 
-    def _read_backward(self, query: Document, before: JobPosition, wanted: int, one_read: bool) -> list[Job]:
+    def _read_backward(self, query: Document, before: JobPosition, wanted: int, one_read: bool,
+                       keep: Keep | None = None) -> list[Job]:
         if one_read:
             return self._read({"$and": [query, _before(before)]}, _REVERSED, wanted)
-        found = self._read({"created_at": before.created_at, "_id": {"$lt": before.job_id}, **query}, _REVERSED, wanted)
+        found = self._read({"created_at": before.created_at, "_id": {"$lt": before.job_id}, **query}, _REVERSED,
+                           wanted, keep)
         if before.created_at is None:
             return found
         bounds = self._bounds()
         oldest = bounds[0] if bounds is not None else before.created_at
-        found += self._read_windows(query, before.created_at, oldest, wanted - len(found), forward=False)
+        found += self._read_windows(query, before.created_at, oldest, wanted - len(found), forward=False,
+                                    keep=keep)
         if len(found) < wanted:  # jobs without a creation instant come first
-            found.extend(self._read({"created_at": None, **query}, _REVERSED, wanted - len(found)))
+            found.extend(self._read({"created_at": None, **query}, _REVERSED, wanted - len(found), keep))
         return found
 
     def _read_windows(self, query: Document, edge: datetime, last: datetime, wanted: int, *,
-                      forward: bool) -> list[Job]:
+                      forward: bool, keep: Keep | None = None) -> list[Job]:
         """Up to ``wanted`` jobs past ``edge`` (after it, or before it when not ``forward``), read in
         widening windows; the window reaching ``last`` (the newest or the oldest creation
         instant) is open-ended."""
@@ -189,15 +210,20 @@ class JobBrowsing(StoreBase):
                 span = {"$gt": edge} if open_ended else {"$gt": edge, "$lte": far}
             else:
                 span = {"$lt": edge} if open_ended else {"$gte": far, "$lt": edge}
-            read = self._read({"created_at": span, **query}, _ORDER if forward else _REVERSED, wanted - len(found))
+            read = self._read({"created_at": span, **query}, _ORDER if forward else _REVERSED, wanted - len(found),
+                              keep)
             found.extend(read)
             if open_ended:
                 break
             edge, width = far, width * (2 if read else 8)
         return found
 
-    def _read(self, query: Document, order: list[tuple[str, int]], limit: int) -> list[Job]:
-        return [job_from_doc(doc) for doc in self.jobs.find(query).sort(order).limit(limit)]
+    def _read(self, query: Document, order: list[tuple[str, int]], limit: int, keep: Keep | None = None) -> list[Job]:
+        """Up to ``limit`` jobs of ``query`` in ``order`` — those ``keep`` keeps, when given (it
+        then reads the whole range: the windows bound it)."""
+        if keep is None:
+            return [job_from_doc(doc) for doc in self.jobs.find(query).sort(order).limit(limit)]
+        return [job for job in map(job_from_doc, self.jobs.find(query).sort(order)) if keep(job)][:limit]
 
     def _bounds(self) -> tuple[datetime, datetime] | None:
         """The creation instants of the oldest and the newest job (None: no job has one).

@@ -27,10 +27,14 @@ _AUDIT_JOB_FIELDS = {"schedule": 1, "handler": 1, "timezone": 1, "enabled": 1, "
                      "tags": 1, "created_at": 1, "updated_at": 1, "revision": 1}
 
 
-def _ledger_query(job_ids: list[str], low: datetime, high: datetime) -> Document:
-    in_range = {"trigger": Trigger.SCHEDULE, "scheduled_for": {"$gte": low, "$lte": high}}
-    covering = {"covers_until": {"$gt": low}, "covers_from": {"$lte": high}}
-    return {"job_id": job_ids[0] if len(job_ids) == 1 else {"$in": job_ids}, "$or": [in_range, covering]}
+def _ledger_queries(job_ids: list[str], low: datetime, high: datetime) -> tuple[Document, Document]:
+    """The scheduled runs in ``[low, high]`` (index "slot_key") and the runs covering part of
+    it (index "covering"): two reads, each an index range (one ``$or`` of both is a
+    collection scan on a server that plans ``$or`` no better, SecantusDB)."""
+    jobs = job_ids[0] if len(job_ids) == 1 else {"$in": job_ids}
+    in_range = {"job_id": jobs, "scheduled_for": {"$gte": low, "$lte": high}, "trigger": Trigger.SCHEDULE}
+    covering = {"job_id": jobs, "covers_until": {"$gt": low}, "covers_from": {"$lte": high}}
+    return in_range, covering
 
 
 class LedgerStore(StoreBase):
@@ -39,8 +43,7 @@ class LedgerStore(StoreBase):
     @translated
     def ledger_runs(self, job_id: str, low: datetime, high: datetime, limit: int) -> list[Run]:
         """The job's scheduled runs in ``[low, high]`` and the runs covering part of it, in one query."""
-        docs = self.runs.find(_ledger_query([job_id], low, high), _LEDGER_FIELDS).limit(limit)
-        return [run_from_doc(doc) for doc in docs]
+        return self._ledger_reads([job_id], low, high, limit)
 
     @translated
     def ledger_history(self, job: Job, limit: int = 10_000) -> list[Revision]:
@@ -54,8 +57,14 @@ class LedgerStore(StoreBase):
         """`ledger_runs` for several jobs at once (the audit's one read per page of jobs)."""
         if not job_ids:
             return []
-        docs = self.runs.find(_ledger_query(job_ids, low, high), _LEDGER_FIELDS).limit(limit)
-        return [run_from_doc(doc) for doc in docs]
+        return self._ledger_reads(job_ids, low, high, limit)
+
+    def _ledger_reads(self, job_ids: list[str], low: datetime, high: datetime, limit: int) -> list[Run]:
+        seen: dict[str, Run] = {}
+        for query in _ledger_queries(job_ids, low, high):
+            for doc in self.runs.find(query, _LEDGER_FIELDS).limit(limit):
+                seen.setdefault(doc["_id"], run_from_doc(doc))
+        return list(seen.values())[:limit]
 
     @translated
     def audit_jobs(self, after_id: str | None, limit: int) -> list[Job]:

@@ -88,7 +88,7 @@ VIEWS = ("/ui/", "/ui/live", "/ui/jobs/{job}", "/ui/jobs/{job}/live", "/ui/runs/
 #: The most MongoDB commands each view may send (the module docstring of cronhive.api.ui.views).
 # the overview's jobs table reads in windows of creation time (cronhive.store.browse): 5 reads
 # here, at most MAX_WINDOWS for the worst spacing of creation instants
-BOUNDS = {"/ui/": 20, "/ui/live": 15, "/ui/jobs/{job}": 6, "/ui/jobs/{job}/live": 6, "/ui/runs/{run}": 2,
+BOUNDS = {"/ui/": 20, "/ui/live": 15, "/ui/jobs/{job}": 7, "/ui/jobs/{job}/live": 7, "/ui/runs/{run}": 2,
           "/ui/jobs/{job}/edit": 1, "/ui/jobs/new": 0, "/ui/preview?schedule=0+8+*+*+*": 0}
 
 
