@@ -33,8 +33,8 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
 from cronhive.store import translate_errors
+from cronhive.store.base import DUPLICATE_KEY
 
-DUPLICATE_KEY = 11000
 #: Largest batch in one command (MongoDB accepts up to 100,000 operations).
 MAX_BATCH = 1000
 PHANTOM = "_phantom"

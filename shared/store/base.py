@@ -16,10 +16,13 @@ from typing import Any, ParamSpec, TypeVar
 from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
+from pymongo.errors import BulkWriteError, ConnectionFailure, ServerSelectionTimeoutError
 
 from cronhive.errors import StoreUnavailable
 from cronhive.settings import redact_url
+
+#: MongoDB's error code for a duplicate key.
+DUPLICATE_KEY = 11000
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -65,3 +68,18 @@ class StoreBase:
         self.schedulers: Collection[Document] = self.db[SCHEDULERS]
         self.owns_client = owns_client
         self.uri = uri
+
+
+def insert_new(collection: Collection[Document], docs: list[Document]) -> set[int]:
+    """Insert ``docs`` in one unordered ``insert_many``; returns the indexes of those that
+    were not inserted because their key exists (any other write error is raised)."""
+    if not docs:
+        return set()
+    try:
+        collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        return {error["index"] for error in errors}
+    return set()

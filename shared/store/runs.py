@@ -12,12 +12,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import BulkWriteError, OperationFailure
+from pymongo.errors import OperationFailure
 
 from cronhive.domain import AttemptEnd, AttemptRecord, AttemptStart, Notification, Run, RunError, RunFilter
 from cronhive.enums import FINAL_RUN_STATUSES, NOT_STARTED, RunStatus, Trigger
 from cronhive.errors import RunNotFound
-from cronhive.store.base import Document, StoreBase, translated
+from cronhive.store.base import Document, StoreBase, insert_new, translated
 from cronhive.store.documents import (
     OUTPUT_FIELDS,
     attempt_end_set,
@@ -33,7 +33,6 @@ from cronhive.store.documents import (
 
 MAX_ATTEMPT_RECORDS = 50
 RETENTION_INDEX = "retention"
-DUPLICATE_KEY = 11000
 #: Sorting newest first (index "job_history", "by_status", "by_trigger", "recent").
 NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 
@@ -123,17 +122,8 @@ class RunStore(StoreBase):
     def insert_backfill_runs(self, runs: list[Run]) -> list[Run]:
         """Insert a backfill's runs in one unordered ``insert_many``; returns those inserted
         (a slot that already has its backfill run keeps it: unique "backfill_key")."""
-        if not runs:
-            return []
-        try:
-            self.runs.insert_many([run_to_doc(run) for run in runs], ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
-            existing = {error["index"] for error in errors}
-            return [run for index, run in enumerate(runs) if index not in existing]
-        return runs
+        existing = insert_new(self.runs, [run_to_doc(run) for run in runs])
+        return [run for index, run in enumerate(runs) if index not in existing]
 
     @translated
     def mark_many_queued(self, run_ids: list[str], now: datetime) -> int:

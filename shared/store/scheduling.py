@@ -14,14 +14,13 @@ from dataclasses import replace
 from datetime import datetime
 
 from pymongo import ASCENDING, ReturnDocument, UpdateMany, UpdateOne
-from pymongo.errors import BulkWriteError
 
 from cronhive.domain import Heartbeat, Job, Run, RunError, SchedulerStatus
 from cronhive.enums import LeaseScope, RunStatus
 from cronhive.revisions import SCHEDULER_ACTOR, definition_of
 from cronhive.slots import JobAdvance
 from cronhive.store import leases
-from cronhive.store.base import Document, translated
+from cronhive.store.base import Document, insert_new, translated
 from cronhive.store.documents import advance_write, error_to_doc, heartbeat_set, job_from_doc, run_from_doc, run_to_doc
 from cronhive.store.revisions import RevisionStore
 
@@ -33,7 +32,6 @@ DRAFT_STATUSES = [RunStatus.PENDING, RunStatus.SKIPPED]
 #: is read (bounded): a job without one is invalid, and is disabled rather than fired.
 _NOT_PLANNED = {"args": 0}
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
-DUPLICATE_KEY = 11000
 
 
 def fenced(term: int) -> Document:
@@ -64,15 +62,8 @@ class SchedulingStore(RevisionStore):
     @translated
     def insert_scheduled_runs(self, runs: list[Run]) -> list[Run]:
         """Insert slot runs in one unordered batch; returns those whose slot already had a run."""
-        if not runs:
-            return []
-        try:
-            self.runs.insert_many([run_to_doc(run) for run in runs], ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
-            return [runs[error["index"]] for error in errors]
+        existing = insert_new(self.runs, [run_to_doc(run) for run in runs])
+        return [runs[index] for index in sorted(existing)]
         return []
 
     @translated
