@@ -62,6 +62,7 @@ from cronhive.scheduler import overlap
 from cronhive.scheduler.metrics import SchedulerMetrics
 from cronhive.settings import redact_url
 from cronhive.slots import JobAdvance, SlotRun, UncomputableSchedule, plan_slots
+from cronhive.snapshots import JobSnapshot, snapshot_for
 from cronhive.store.protocols import SchedulerStore
 from cronhive.windows import MaintenanceWindow
 
@@ -89,6 +90,8 @@ class Outgoing:
     job_id: str
     slot: datetime
     scheduled: bool  # a slot run (its lateness is measured), or a manual one
+    #: the job as committed, for the worker to start the run without reading (`cronhive.snapshots`)
+    snapshot: JobSnapshot | None = None
 
 
 @dataclass
@@ -195,7 +198,7 @@ class Dispatcher:
         if not batch.advances:
             return
         applied, taken, term = self._commit(batch, {job.job_id: job for job in jobs}, now, result)
-        outgoing = self._outgoing(batch, applied, taken, term, result)
+        outgoing = self._outgoing(batch, jobs, applied, taken, term, result)
         if self.backlog or not self._broker_ready():
             self.backlog = True  # behind older unpublished runs: published in order by the backlog pass
             return
@@ -259,11 +262,13 @@ class Dispatcher:
                      extra={"term": term})
         return applied, taken, term
 
-    def _outgoing(self, batch: _Batch, applied: set[str], taken: set[str], term: int,
+    def _outgoing(self, batch: _Batch, jobs: list[Job], applied: set[str], taken: set[str], term: int,
                   result: PassResult) -> list[Outgoing]:
-        """The committed runs to publish, in slot order; counts and logs the rest."""
+        """The committed runs to publish, in slot order, with their job's snapshot; counts
+        and logs the rest."""
         outgoing: list[Outgoing] = []
         skipped: dict[str, list[str]] = {}
+        jobs_by_id = {job.job_id: job for job in jobs}
         for job_id, runs in batch.runs_by_job.items():  # due order, then slot order (stable sort below)
             if job_id not in applied:
                 continue
@@ -271,7 +276,8 @@ class Dispatcher:
             for run in runs:
                 result.planned += 1
                 if run.fire and run.run_id not in taken:
-                    outgoing.append(Outgoing(run.run_id, job_id, run.slot, scheduled=True))
+                    snapshot = snapshot_for(jobs_by_id[job_id], Trigger.SCHEDULE, run.slot, run.lease_token)
+                    outgoing.append(Outgoing(run.run_id, job_id, run.slot, scheduled=True, snapshot=snapshot))
                     result.fired += 1
                 elif not run.fire:
                     result.skipped += 1
@@ -329,7 +335,9 @@ class Dispatcher:
             for start in range(0, len(outgoing), self.publish_chunk):
                 chunk = outgoing[start:start + self.publish_chunk]
                 self.guard(self.clock.now())
-                published = self.publisher.publish_runs([(item.run_id, item.job_id) for item in chunk])
+                snapshots = {item.run_id: item.snapshot for item in chunk if item.snapshot is not None}
+                published = self.publisher.publish_runs([(item.run_id, item.job_id) for item in chunk],
+                                                        snapshots=snapshots)
                 self._note_confirmed(chunk, set(published.confirmed), confirmed, result)
                 if published.failure is not None:
                     raise published.failure

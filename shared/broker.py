@@ -10,7 +10,7 @@ puts a batch in flight at once and reports which were confirmed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -23,6 +23,7 @@ from dramatiq.errors import ConnectionError as DramatiqConnectionError
 from cronhive.confirms import PipelinedPublisher
 from cronhive.errors import BrokerUnavailable
 from cronhive.settings import Settings, redact_url
+from cronhive.snapshots import SNAPSHOT_OPTION, JobSnapshot
 
 log = logging.getLogger("cronhive.broker")
 
@@ -52,14 +53,15 @@ def make_broker(settings: Settings, middleware: list[Any] | None = None) -> Rabb
     return RabbitmqBroker(url=amqp_url(settings.rabbitmq_url), confirm_delivery=True, middleware=middleware or [])
 
 
-def run_message(queue: str, run_id: str, job_id: str, attempt: int = 0) -> dramatiq.Message[Any]:
-    """The message that asks a worker to execute ``run_id`` (readable JSON on the queue)."""
+def run_message(queue: str, run_id: str, job_id: str, snapshot: JobSnapshot | None = None) -> dramatiq.Message[Any]:
+    """The message that asks a worker to execute ``run_id`` (readable JSON on the queue),
+    with its job's snapshot when the publisher has one (`cronhive.snapshots`)."""
     return dramatiq.Message(
         queue_name=queue,
         actor_name=RUN_ACTOR,
         args=(run_id,),
         kwargs={"job_id": job_id},
-        options={},
+        options={SNAPSHOT_OPTION: snapshot.to_option()} if snapshot is not None else {},
     )
 
 
@@ -98,15 +100,18 @@ class RunPublisher:
         except (DramatiqConnectionError, pika.exceptions.AMQPError, OSError) as exc:
             raise BrokerUnavailable(f"RabbitMQ is unreachable at {redact_url(self.url)}: {type(exc).__name__}") from exc
 
-    def publish_runs(self, runs: Sequence[tuple[str, str]], timeout_s: float = 10.0) -> Published:
+    def publish_runs(self, runs: Sequence[tuple[str, str]], timeout_s: float = 10.0, *,
+                     snapshots: Mapping[str, JobSnapshot] | None = None) -> Published:
         """Publish ``(run_id, job_id)`` pairs in order, all in flight at once on one
-        confirm-mode channel; returns the run ids RabbitMQ confirmed."""
+        confirm-mode channel, each with its job's snapshot when ``snapshots`` has one;
+        returns the run ids RabbitMQ confirmed."""
         if not runs:
             return Published([])
         if self._pipelined is None:
             self._pipelined = PipelinedPublisher(amqp_url(self.url), declare=self._declare,
                                                  connection_name=self.connection_name)
-        messages = [run_message(self.queue, run_id, job_id) for run_id, job_id in runs]
+        known = snapshots or {}
+        messages = [run_message(self.queue, run_id, job_id, known.get(run_id)) for run_id, job_id in runs]
         run_of = {message.message_id: run_id for message, (run_id, _) in zip(messages, runs, strict=True)}
         result = self._pipelined.publish(messages, timeout_s)
         failure = None

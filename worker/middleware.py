@@ -60,6 +60,7 @@ from cronhive.errors import Unavailable
 from cronhive.leases import Lease, attempt_holder, reservation_holder
 from cronhive.run_output import run_output
 from cronhive.settings import Settings
+from cronhive.snapshots import SNAPSHOT_OPTION, JobSnapshot
 from cronhive.store.protocols import WorkerStore
 from cronhive.worker import decisions
 from cronhive.worker.attempts import (
@@ -216,6 +217,11 @@ class RunLifecycle(Middleware):
         run_id = message.args[0]
         redelivered = bool(getattr(message, "redelivered", False))
         after_attempt = message.options.get(AFTER_ATTEMPT)
+        snapshot = self._usable_snapshot(message, redelivered, after_attempt)
+        if snapshot is not None:
+            started = self._start_from_snapshot(run_id, snapshot)
+            if started is not None:
+                return started
         for _ in range(MAX_START_ROUNDS):
             outcome, run, job, now = self._try_start(run_id, redelivered, after_attempt)
             if isinstance(outcome, Attempt):
@@ -225,6 +231,45 @@ class RunLifecycle(Middleware):
         self._carry_out(broker, message, Acknowledge("other deliveries keep winning the race to start it"),
                         None, None, self.clock.now())
         raise AssertionError("unreachable")  # _carry_out always raises
+
+    def _usable_snapshot(self, message: MessageProxy, redelivered: bool,
+                         after_attempt: int | None) -> JobSnapshot | None:
+        """The job snapshot the message carries, when this delivery may start from it: a
+        first delivery (not redelivered, not one a worker published to follow an
+        attempt) of a handler this process has."""
+        if redelivered or after_attempt is not None:
+            return None
+        snapshot = JobSnapshot.from_option(message.options.get(SNAPSHOT_OPTION))
+        if snapshot is None or snapshot.job_id != message.kwargs.get("job_id"):
+            return None
+        if self.handlers is not None and snapshot.handler not in self.handlers:
+            return None
+        return snapshot
+
+    def _start_from_snapshot(self, run_id: str, snapshot: JobSnapshot) -> Attempt | None:
+        """Start attempt 1 without reading anything (`cronhive.snapshots`): take over the
+        job lease the run's reservation holds, then mark the run running, each one
+        compare-and-set through the store's group commit. None when either did not
+        apply (the job or the run is no longer as published): the caller reads and decides."""
+        now = self.clock.now()
+        holder = attempt_holder(self.worker, run_id, 1)
+        lease = self.store.claim_reserved_lease(snapshot.job_id, run_id, snapshot.reserved_token, holder,
+                                                self.lease_s, now, revision=snapshot.revision,
+                                                incarnation=snapshot.incarnation)
+        if lease is None:
+            return None
+        start = AttemptStart(number=1, lease=lease, worker=self.worker, started_at=now,
+                             lateness_ms=decisions.millis(now - snapshot.slot))
+        if not self.store.start_reserved_run(run_id, snapshot.reserved_token, start):
+            self.store.release_lease(lease)
+            return None
+        attempt = Attempt(run_id=run_id, job_id=snapshot.job_id, number=1, worker=self.worker, lease=lease,
+                          handler=snapshot.handler, args=dict(snapshot.args), scheduled_for=snapshot.slot,
+                          trigger=Trigger.SCHEDULE, timeout_s=snapshot.timeout_s, max_retries=snapshot.max_retries,
+                          started_at=now, job_name=snapshot.name, job_incarnation=snapshot.incarnation)
+        self.keeper.track(attempt)
+        log.info("run started (token %d)", lease.token, extra=attempt.log_extra())
+        return attempt
 
     def _try_start(
         self, run_id: str, redelivered: bool, after_attempt: int | None

@@ -22,9 +22,16 @@ from cronhive.enums import JobStatus, RunStatus
 from cronhive.errors import Conflict, DuplicateJob, JobNotFound, PreconditionFailed
 from cronhive.leases import Lease, reservation_holder
 from cronhive.revisions import Revision, definition_of, deletion
-from cronhive.store import leases
 from cronhive.store.base import Document, translated
-from cronhive.store.documents import job_from_doc, job_status_filter, job_to_doc, job_update_set
+from cronhive.store.documents import (
+    LEASE_FIELD,
+    job_from_doc,
+    job_status_filter,
+    job_to_doc,
+    job_update_set,
+    lease_filter,
+)
+from cronhive.store.group_commit import applied, cas, holds, value_at
 from cronhive.store.revisions import RevisionStore, new_write_id
 from cronhive.windows import MaintenanceWindow
 
@@ -230,9 +237,18 @@ class JobStore(RevisionStore):
                            lease: Lease | None, incarnation: str | None) -> bool:
         """The job's ``last_run_*``; under a job lease, released in the same update
         (filtered on its holder and token, so only the holder can). Only on the job's
-        ``incarnation`` the run was created for: never on a job re-created with its id."""
+        ``incarnation`` the run was created for: never on a job re-created with its id.
+        Written through the store's group commit (one command for the outcomes of many
+        worker threads)."""
         outcome = {"last_run_id": run_id, "last_run_status": status, "last_run_duration_ms": duration_ms}
+        recorded = holds(outcome)
         if lease is None:
-            query = {"_id": job_id, "incarnation": incarnation}
-            return self.jobs.update_one(query, {"$set": outcome}).modified_count == 1
-        return leases.release(self.jobs, lease, extra_set=outcome, extra_filter={"incarnation": incarnation})
+            return applied(self, self.jobs, cas(job_id, {"incarnation": incarnation}, {"$set": outcome}, recorded))
+        expected = {key: value for key, value in lease_filter(lease).items() if key != "_id"}
+        expected["incarnation"] = incarnation
+
+        def released(doc: Mapping[str, Any]) -> bool:
+            return recorded(doc) and value_at(doc, f"{LEASE_FIELD}.holder") != lease.holder
+
+        update = {"$set": {LEASE_FIELD: None, **outcome}}
+        return applied(self, self.jobs, cas(job_id, expected, update, released))

@@ -22,7 +22,7 @@ from pymongo.errors import DuplicateKeyError
 
 from cronhive.domain import Job, Run
 from cronhive.enums import LeaseScope
-from cronhive.leases import Lease, claimable, duration_ms, successor
+from cronhive.leases import Lease, claimable, duration_ms, reservation_holder, successor
 from cronhive.store.base import Document, StoreBase, translated
 from cronhive.store.documents import (
     LEASE_FIELD,
@@ -33,6 +33,7 @@ from cronhive.store.documents import (
     lease_from_doc,
     lease_to_doc,
 )
+from cronhive.store.group_commit import applied, cas, holds
 
 
 def claim(coll: Collection[Document], scope: LeaseScope, doc_id: str, holder: str, ms: int, now: datetime, *,
@@ -67,7 +68,7 @@ def claim(coll: Collection[Document], scope: LeaseScope, doc_id: str, holder: st
     return lease_from_doc(scope, doc_id, doc[LEASE_FIELD])
 
 
-def claim_as_read(coll: Collection[Document], scope: LeaseScope, seen: Job | Run, holder: str, ms: int,
+def claim_as_read(store: StoreBase, coll: Collection[Document], scope: LeaseScope, seen: Job | Run, holder: str, ms: int,
                   now: datetime, *, mine: tuple[str, ...] = (), run_id: str | None = None) -> Lease | None:
     """`claim`, for a caller that has just read the document ``seen``: when its lease as
     read is claimable at ``now``, one ``update_one`` by ``_id`` that compares-and-sets
@@ -81,10 +82,17 @@ def claim_as_read(coll: Collection[Document], scope: LeaseScope, seen: Job | Run
     if not claimable(seen.lease, own, now):
         return claim(coll, scope, doc_id, holder, ms, now, mine=mine, run_id=run_id)
     lease = successor(seen.lease, seen.lease_term, scope, doc_id, holder, run_id, now, ms)
-    expect = {"_id": doc_id, **lease_as_read(seen.lease, seen.lease_term)}
-    if coll.update_one(expect, {"$set": {TERM_FIELD: lease.token, LEASE_FIELD: lease_to_doc(lease)}}).modified_count == 1:
+    if write_lease(store, coll, doc_id, lease_as_read(seen.lease, seen.lease_term), lease):
         return lease
     return claim(coll, scope, doc_id, holder, ms, now, mine=mine, run_id=run_id)
+
+
+def write_lease(store: StoreBase, coll: Collection[Document], doc_id: str, expected: Document, lease: Lease) -> bool:
+    """Write ``lease`` (and its token as the document's ``lease_term``) over what
+    ``expected`` says is there, through the store's group commit; whether it applied."""
+    update = {"$set": {TERM_FIELD: lease.token, LEASE_FIELD: lease_to_doc(lease)}}
+    proof = holds({f"{LEASE_FIELD}.holder": lease.holder, f"{LEASE_FIELD}.token": lease.token})
+    return applied(store, coll, cas(doc_id, expected, update, proof))
 
 
 def renew(coll: Collection[Document], lease: Lease, ms: int, now: datetime) -> Lease | None:
@@ -153,9 +161,24 @@ class LeaseStore(StoreBase):
             extra = {"buffered_run_id": {"$cond": [{"$eq": ["$buffered_run_id", run_id]}, None, "$buffered_run_id"]}}
             return claim(coll, scope, doc_id, holder, ms, now, mine=mine, run_id=run_id, extra_set=extra)
         if seen is not None:
-            return claim_as_read(coll, scope, seen, holder, ms, now, mine=mine, run_id=run_id)
+            return claim_as_read(self, coll, scope, seen, holder, ms, now, mine=mine, run_id=run_id)
         return claim(coll, scope, doc_id, holder, ms, now, mine=mine, run_id=run_id,
                      upsert=scope == LeaseScope.NAMED)
+
+    @translated
+    def claim_reserved_lease(self, job_id: str, run_id: str, reserved_token: int, holder: str, duration_s: float,
+                             now: datetime, *, revision: int | None, incarnation: str | None) -> Lease | None:
+        """Take over the job lease the scheduler reserved for ``run_id`` (holder
+        ``run:<run_id>``, token ``reserved_token``), without having read the job: one
+        compare-and-set through the group commit, which applies only while the
+        reservation, the job's ``revision`` and its ``incarnation`` are still those the
+        run was published with. None otherwise (the caller reads and decides)."""
+        ms = duration_ms(duration_s)
+        lease = Lease(LeaseScope.JOB, job_id, holder, reserved_token + 1, now + timedelta(milliseconds=ms), run_id)
+        expected: Document = {f"{LEASE_FIELD}.holder": reservation_holder(run_id),
+                              f"{LEASE_FIELD}.token": reserved_token, TERM_FIELD: reserved_token,
+                              "revision": revision, "incarnation": incarnation}
+        return lease if write_lease(self, self.jobs, job_id, expected, lease) else None
 
     @translated
     def renew_lease(self, lease: Lease, duration_s: float, now: datetime) -> Lease | None:

@@ -9,7 +9,9 @@ ex-holder changes nothing; ``attempts`` keeps a record per attempt (the latest
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import OperationFailure
@@ -30,6 +32,7 @@ from cronhive.store.documents import (
     run_from_doc,
     run_to_doc,
 )
+from cronhive.store.group_commit import applied, cas, holds
 
 MAX_ATTEMPT_RECORDS = 50
 RETENTION_INDEX = "retention"
@@ -39,6 +42,12 @@ NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 
 def _push_attempt(record: AttemptRecord) -> Document:
     return {"attempts": {"$each": [attempt_to_doc(record)], "$slice": -MAX_ATTEMPT_RECORDS}}
+
+
+def _started(start: AttemptStart) -> Callable[[Mapping[str, Any]], bool]:
+    """The proof that a start applied: the run holds its attempt number and new token."""
+    return holds({"status": RunStatus.RUNNING, "attempt": start.number, "lease_token": start.lease.token,
+                  "lease_holder": start.lease.holder})
 
 
 class RunStore(StoreBase):
@@ -194,8 +203,7 @@ class RunStore(StoreBase):
         same attempt, one wins. ``dead_attempt`` records the attempt it replaces."""
         # pending and queued both mean "not started": the scheduler marking the run
         # queued between the read and this write must not make the start lose the race
-        query: Document = {
-            "_id": seen.run_id,
+        expected: Document = {
             "status": {"$in": list(NOT_STARTED)} if seen.status in NOT_STARTED else seen.status,
             "attempt": seen.attempt,
             "lease_token": seen.lease_token,
@@ -205,17 +213,27 @@ class RunStore(StoreBase):
             update["$push"] = _push_attempt(dead_attempt)
         if seen.output.output is not None or seen.output.log is not None:  # a previous attempt's
             update["$unset"] = dict.fromkeys(OUTPUT_FIELDS, "")
-        return self.runs.update_one(query, update).modified_count == 1
+        return applied(self, self.runs, cas(seen.run_id, expected, update, _started(start)))
+
+    @translated
+    def start_reserved_run(self, run_id: str, reserved_token: int, start: AttemptStart) -> bool:
+        """Mark a run that was never started ``running`` for its first attempt ``start``,
+        without having read it: only if it is still not started, attempt 0, with the
+        reservation token ``reserved_token`` it was published with (the worker's path
+        for a message carrying its job's snapshot, `cronhive.snapshots`)."""
+        expected: Document = {"status": {"$in": list(NOT_STARTED)}, "attempt": 0, "lease_token": reserved_token}
+        return applied(self, self.runs, cas(run_id, expected, {"$set": attempt_start_set(start)}, _started(start)))
 
     @translated
     def finish_run_attempt(self, run_id: str, attempt: int, token: int | None, end: AttemptEnd,
                            record: AttemptRecord) -> bool:
         """Write the end of ``attempt`` (a final status, or ``queued`` for a retry), fenced:
         False when the run no longer belongs to that attempt (late write rejected)."""
-        query = {"_id": run_id, "status": RunStatus.RUNNING, "attempt": attempt, "lease_token": token}
+        expected = {"status": RunStatus.RUNNING, "attempt": attempt, "lease_token": token}
         outbox_set, outbox_push = outbox_update(end.notifications, end.finished_at)
         update = {"$set": {**attempt_end_set(end), **outbox_set}, "$push": {**_push_attempt(record), **outbox_push}}
-        return self.runs.update_one(query, update).modified_count == 1
+        proof = holds({"status": end.status, "attempt": attempt, "lease_token": token})
+        return applied(self, self.runs, cas(run_id, expected, update, proof))
 
     @translated
     def fail_unstarted_run(self, run_id: str, error: RunError, now: datetime) -> bool:

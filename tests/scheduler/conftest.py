@@ -4,7 +4,7 @@ RabbitMQ, and the run messages read straight from the test's queue."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ from cronhive.errors import BrokerUnavailable
 from cronhive.scheduler.dispatcher import Dispatcher
 from cronhive.scheduler.leadership import LeadershipLost
 from cronhive.settings import Settings
+from cronhive.snapshots import JobSnapshot
 from cronhive.store import MongoStore
 from tests import services
 
@@ -59,6 +60,8 @@ class FlakyPublisher:
         self.url = real.url
         self.down = False
         self.seen_status: list[tuple[str, str]] = []
+        #: the job snapshots the runs were published with, by run id
+        self.snapshots: dict[str, JobSnapshot] = {}
 
     def publish_run(self, run_id: str, job_id: str) -> None:
         self.seen_status.append((run_id, self.store.get_run(run_id).status))
@@ -66,11 +69,13 @@ class FlakyPublisher:
             raise BrokerUnavailable(f"RabbitMQ is unreachable at {self.url}: test")
         self.real.publish_run(run_id, job_id)
 
-    def publish_runs(self, runs: Sequence[tuple[str, str]]) -> Published:
+    def publish_runs(self, runs: Sequence[tuple[str, str]], *, snapshots: Mapping[str, JobSnapshot] | None = None,
+                     ) -> Published:
         self.seen_status.extend((run_id, self.store.get_run(run_id).status) for run_id, _ in runs)
+        self.snapshots.update(snapshots or {})
         if self.down:
             return Published([], BrokerUnavailable(f"RabbitMQ is unreachable at {self.url}: test"))
-        return self.real.publish_runs(runs)
+        return self.real.publish_runs(runs, snapshots=snapshots)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from cronhive.scheduler.dispatcher import MANUAL_PENDING_S, Dispatcher, log_skip
 from cronhive.scheduler.leadership import LeadershipLost
 from cronhive.settings import Settings
 from cronhive.slots import slot_run_id
+from cronhive.snapshots import SNAPSHOT_OPTION, JobSnapshot
 from cronhive.store import MongoStore
 from cronhive.store.documents import job_from_doc, run_to_doc
 from tests import services
@@ -205,7 +206,14 @@ def test_forbid_reserves_the_free_lease_for_the_run_it_publishes(
     assert lease["token"] == fired["lease_token"] == 1
     assert lease["expires_at"] == clock.now() + timedelta(seconds=30)
     assert (missed["status"], fired["status"]) == ("skipped", "queued")
-    assert published_ids(messages) == [fired["_id"]]
+    (body,) = messages()
+    assert body["args"] == [fired["_id"]]
+    # the job's snapshot rides along: the worker starts the run without reading (cronhive.snapshots)
+    snapshot = JobSnapshot.from_option(body["options"][SNAPSHOT_OPTION])
+    assert snapshot is not None
+    assert (snapshot.job_id, snapshot.handler, snapshot.args, snapshot.reserved_token) == ("free", "noop", {}, 1)
+    assert (snapshot.revision, snapshot.incarnation) == (job["revision"], job["incarnation"])
+    assert snapshot.slot == fired["scheduled_for"] and snapshot.timeout_s == job["timeout_s"]
 
 
 def test_fire_all_under_forbid_publishes_every_missed_slot_behind_the_reserved_one(
@@ -217,7 +225,9 @@ def test_fire_all_under_forbid_publishes_every_missed_slot_behind_the_reserved_o
     lease = store.jobs.find_one({"_id": "queue"})["lease"]
     assert lease["holder"] == reservation_holder(first["_id"]) and lease["token"] == first["lease_token"] == 1
     assert (first["status"], second["status"]) == ("queued", "queued") and second["lease_token"] is None
-    assert published_ids(messages) == [first["_id"], second["_id"]]  # oldest first; the second waits for the lease
+    bodies = messages()
+    assert [body["args"][0] for body in bodies] == [first["_id"], second["_id"]]  # oldest first; the second waits
+    assert [SNAPSHOT_OPTION in body["options"] for body in bodies] == [False, False]  # queued slots are read
 
 
 def test_buffer_one_publishes_one_waiting_run_and_skips_beyond_it(
@@ -249,7 +259,8 @@ def test_allow_publishes_even_while_a_run_holds_the_lease(
     (run,) = runs_of(store, "overlapping")
     assert run["status"] == "queued" and run["lease_token"] is None
     assert store.jobs.find_one({"_id": "overlapping"})["lease"]["holder"] == "worker:9"
-    assert published_ids(messages) == [run["_id"]]
+    (body,) = messages()
+    assert body["args"] == [run["_id"]] and SNAPSHOT_OPTION not in body["options"]  # no reservation to take over
 
 
 def test_a_job_changed_while_being_dispatched_is_planned_again(
@@ -327,8 +338,8 @@ def test_a_lost_leadership_stops_publishing_at_once(
     guard = dispatcher.guard
     real_publish = dispatcher.publisher.publish_runs
 
-    def publish_then_lose(runs: Sequence[tuple[str, str]]) -> Published:
-        published = real_publish(runs)
+    def publish_then_lose(runs: Sequence[tuple[str, str]], **options: Any) -> Published:
+        published = real_publish(runs, **options)
         guard.valid = False  # the local deadline passes after the first chunk
         return published
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from pymongo import InsertOne
 
-from cronhive.group_commit import PHANTOM, GroupCommit, Outcome, cas
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
+from cronhive.store.group_commit import GroupCommit, Outcome, cas, holds
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,14 +23,14 @@ def test_an_idle_committer_writes_at_once_and_a_busy_one_batches(store: MongoSto
     coll = store.db["gc"]
     coll.insert_many([{"_id": i, "n": 0} for i in range(800)])
     commit = GroupCommit(coll)
-    assert commit.submit(cas(0, {"n": 0}, {"$set": {"n": 1}})) is Outcome.APPLIED
+    assert commit.submit(cas(0, {"n": 0}, {"$set": {"n": 1}}, holds({"n": 1}))) is Outcome.APPLIED
     assert (commit.commands, commit.operations) == (1, 1)
     outcomes: list[Outcome] = []
     lock = threading.Lock()
 
     def work(part: int) -> None:
         for i in range(1 + part * 50, 1 + (part + 1) * 50):
-            outcome = commit.submit(cas(i, {"n": 0}, {"$set": {"n": 1}}))
+            outcome = commit.submit(cas(i, {"n": 0}, {"$set": {"n": 1}}, holds({"n": 1})))
             with lock:
                 outcomes.append(outcome)
 
@@ -46,23 +46,39 @@ def test_an_idle_committer_writes_at_once_and_a_busy_one_batches(store: MongoSto
 
 def test_compare_and_set_outcomes_are_exact(store: MongoStore) -> None:
     coll = store.db["gc"]
-    coll.insert_many([{"_id": "a", "v": 1}, {"_id": "b", "v": 1}])
+    coll.insert_many([{"_id": "a", "v": 1}, {"_id": "b", "v": 1}, {"_id": "d", "lease": {"holder": "x", "token": 3}}])
     commit = GroupCommit(coll)
     outcomes = commit.submit_many([
-        cas("a", {"v": 1}, {"$set": {"v": 2}}),     # matches
-        cas("b", {"v": 7}, {"$set": {"v": 2}}),     # stale expectation
-        cas("gone", {"v": 1}, {"$set": {"v": 2}}),  # no such document
-        InsertOne({"_id": "a"}),                    # id taken
+        cas("a", {"v": 1}, {"$set": {"v": 2}}, holds({"v": 2})),     # matches
+        cas("b", {"v": 7}, {"$set": {"v": 2}}, holds({"v": 2})),     # stale expectation
+        cas("gone", {"v": 1}, {"$set": {"v": 2}}, holds({"v": 2})),  # no such document
+        InsertOne({"_id": "a"}),                                     # id taken
         InsertOne({"_id": "c", "v": 1}),
+        cas("d", {"lease.holder": "x", "lease.token": 3}, {"$set": {"lease": {"holder": "y", "token": 4}}},
+            holds({"lease.holder": "y", "lease.token": 4})),         # dotted paths, replaced subdocument
+        cas("d", {"lease.holder": "x", "lease.token": 3}, {"$set": {"lease": {"holder": "z", "token": 4}}},
+            holds({"lease.holder": "z", "lease.token": 4})),         # the same claim, lost to the one before
     ])
-    assert outcomes == [Outcome.APPLIED, Outcome.CONFLICT, Outcome.MISSING, Outcome.CONFLICT, Outcome.APPLIED]
-    assert {d["_id"]: d.get("v") for d in coll.find()} == {"a": 2, "b": 1, "c": 1}
-    assert coll.count_documents({PHANTOM: True}) == 0
+    assert outcomes == [Outcome.APPLIED, Outcome.CONFLICT, Outcome.MISSING, Outcome.CONFLICT, Outcome.APPLIED,
+                        Outcome.APPLIED, Outcome.CONFLICT]
+    assert {d["_id"]: d.get("v") for d in coll.find()} == {"a": 2, "b": 1, "c": 1, "d": None}
+    assert coll.find_one({"_id": "d"})["lease"] == {"holder": "y", "token": 4}
+    assert coll.count_documents({"_id": "gone"}) == 0  # nothing upserted, ever
+    assert commit.commands == 2  # the batch, and one read-back because some matched nothing
+
+
+def test_a_batch_where_everything_matched_is_not_read_back(store: MongoStore) -> None:
+    coll = store.db["gc"]
+    coll.insert_many([{"_id": i, "n": 0} for i in range(5)])
+    commit = GroupCommit(coll)
+    writes = [cas(i, {"n": 0}, {"$set": {"n": 1}}, holds({"n": 1})) for i in range(5)]
+    assert commit.submit_many(writes) == [Outcome.APPLIED] * 5
+    assert commit.commands == 1
 
 
 RACER = r'''
 import json, sys, threading
-from cronhive.group_commit import GroupCommit, Outcome, cas
+from cronhive.store.group_commit import GroupCommit, Outcome, cas, holds
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
 settings = Settings.from_env({"MONGODB_URI": sys.argv[1], "MONGODB_DB": sys.argv[2]})
@@ -74,12 +90,13 @@ lock = threading.Lock()
 def claim(thread):
     holder = f"{name}:{thread}"
     for i in range(count):
-        if commit.submit(cas(f"run_{i}", {"holder": None}, {"$set": {"holder": holder}})) is Outcome.APPLIED:
+        claim = cas(f"run_{i}", {"holder": None}, {"$set": {"holder": holder}}, holds({"holder": holder}))
+        if commit.submit(claim) is Outcome.APPLIED:
             with lock:
                 won.append((f"run_{i}", holder))
 threads = [threading.Thread(target=claim, args=(t,)) for t in range(4)]
 [t.start() for t in threads]; [t.join() for t in threads]
-print(json.dumps({"won": won, "commands": commit.commands, "operations": commit.operations}))
+print(json.dumps({"won": won, "batches": commit.batches, "operations": commit.operations}))
 '''
 
 
@@ -95,4 +112,5 @@ def test_processes_racing_to_claim_the_same_documents_each_win_one_exactly_once(
     assert set(winners) == {f"run_{i}" for i in range(count)} and set(winners.values()) == {1}
     stored = {doc["_id"]: doc["holder"] for doc in store.db["claims"].find()}
     assert all(stored[run_id] == holder for report in reports for run_id, holder in report["won"])
-    assert sum(r["commands"] for r in reports) < sum(r["operations"] for r in reports)
+    # batches formed (each batch that lost some claim also cost one read-back)
+    assert sum(r["batches"] for r in reports) < sum(r["operations"] for r in reports)

@@ -21,8 +21,11 @@ from dramatiq.middleware import SkipMessage
 
 from cronhive.broker import run_message
 from cronhive.dispatch import TriggerResult, trigger_job
-from cronhive.domain import Job, utcnow
+from cronhive.domain import Job, new_run, new_run_id, utcnow
+from cronhive.enums import LeaseScope, Trigger
+from cronhive.leases import reservation_holder
 from cronhive.settings import Settings
+from cronhive.snapshots import snapshot_for
 from cronhive.store import MongoStore
 from cronhive.worker.attempts import Attempt, current_attempt
 from cronhive.worker.keeper import LeaseKeeper
@@ -132,8 +135,26 @@ class Harness:
     def deliver(self, run_id: str, *, redelivered: bool = False) -> Delivery:
         return Delivery(self.lifecycle, self.broker, self.message(run_id), redelivered=redelivered)
 
-    def deliver_message(self, message: Message) -> Delivery:
-        return Delivery(self.lifecycle, self.broker, message)
+    def deliver_message(self, message: Message, *, redelivered: bool = False,
+                        lifecycle: RunLifecycle | None = None) -> Delivery:
+        return Delivery(lifecycle or self.lifecycle, self.broker, message, redelivered=redelivered)
+
+    def slot(self, job_id: str, slot: datetime | None = None) -> tuple[str, Message]:
+        """A slot run made the way the leader makes one under ``forbid`` (the job's lease
+        reserved for it, the run queued) and the message it publishes, with the job's
+        snapshot (`cronhive.snapshots`)."""
+        now = self.clock.now()
+        slot = slot or now
+        run_id = new_run_id(slot)
+        job = self.store.get_job(job_id)
+        lease = self.store.claim_lease(LeaseScope.JOB, job_id, reservation_holder(run_id), LEASE_S, now,
+                                       run_id=run_id)
+        assert lease is not None, f"the lease of {job_id} is held"
+        self.store.insert_run(new_run(job, run_id, Trigger.SCHEDULE, slot, now, lease))
+        self.store.mark_run_queued(run_id, now)
+        snapshot = snapshot_for(job, Trigger.SCHEDULE, slot, lease.token)
+        assert snapshot is not None
+        return run_id, run_message(self.settings.runs_queue, run_id, job_id, snapshot)
 
     def run(self, run_id: str) -> dict[str, Any]:
         """The run's document as stored."""

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from cronhive.enums import ErrorType, LeaseScope, RunStatus, Trigger
 from cronhive.errors import LeaseHeld
 from cronhive.leases import reservation_holder
 from cronhive.settings import Settings
+from cronhive.snapshots import snapshot_for
 from cronhive.store import MongoStore
 from tests import services
 from tests.worker.cluster import WorkerCluster, wait_for
@@ -248,6 +249,11 @@ def line_about(line: str, run_id: str, text: str) -> bool:
 
 def fire_slot(system: System, job_id: str, slot: datetime) -> str:
     """Create a slot's run the way the scheduler does (run lifecycle contract, ``forbid``)."""
+    return fire_reserved_slot(system, job_id, slot)[0]
+
+
+def fire_reserved_slot(system: System, job_id: str, slot: datetime) -> tuple[str, int | None]:
+    """`fire_slot`, also returning the token reserved for the run (None: skipped)."""
     now = utcnow()
     run_id = new_run_id(slot)
     job = system.store.get_job(job_id)
@@ -256,11 +262,71 @@ def fire_slot(system: System, job_id: str, slot: datetime) -> str:
         skipped = replace(new_run(job, run_id, Trigger.SCHEDULE, slot, now, None, status=RunStatus.SKIPPED),
                           finished_at=now, error=RunError(ErrorType.OVERLAP, "the job's lease is held"))
         system.store.insert_run(skipped)
-        return run_id
+        return run_id, None
     system.store.insert_run(new_run(job, run_id, Trigger.SCHEDULE, slot, now, lease))
-    system.publisher.publish_run(run_id, job_id)
+    publish_slot(system, job, run_id, slot, lease.token)
     system.store.mark_run_queued(run_id, now)
-    return run_id
+    return run_id, lease.token
+
+
+def publish_slot(system: System, job: Job, run_id: str, slot: datetime, token: int) -> None:
+    """Publish a slot run's message as the leader does: with the job's snapshot."""
+    snapshot = snapshot_for(job, Trigger.SCHEDULE, slot, token)
+    assert snapshot is not None
+    published = system.publisher.publish_runs([(run_id, job.job_id)], snapshots={run_id: snapshot})
+    assert published.confirmed == [run_id]
+
+
+def test_slot_runs_published_many_times_with_their_snapshot_each_run_once(system: System, tmp_path: Path) -> None:
+    """Four worker processes race to claim the same reservations, each through its own
+    group commit (batched claims): every run has exactly one attempt, never two at once."""
+    events = tmp_path / "events"
+    run_ids: list[tuple[str, Job, datetime, int]] = []
+    for index in range(24):
+        job = system.job(f"snap_{index}", handler="record", args={"file": str(events), "seconds": 0.2})
+        slot = utcnow().replace(microsecond=0)
+        run_id, token = fire_reserved_slot(system, job.job_id, slot)
+        assert token is not None
+        run_ids.append((run_id, job, slot, token))
+    for _ in range(3):  # the same messages again, snapshots and all, while the first ones are taken
+        for run_id, job, slot, token in run_ids:
+            publish_slot(system, job, run_id, slot, token)
+
+    for run_id, *_ in run_ids:
+        run = system.wait_final(run_id)
+        assert run["status"] == "succeeded" and run["attempt"] == 1, run
+        assert [a["attempt"] for a in run["attempts"]] == [1]
+    time.sleep(0.5)  # let any stray duplicate reach a worker
+    recorded = read_events(str(events))
+    for run_id, job, *_ in run_ids:
+        assert executions(recorded, run_id) == [1], run_id
+        stored = system.store.jobs.find_one({"_id": job.job_id})
+        assert stored["lease"] is None and stored["last_run_id"] == run_id
+    assert len({event["pid"] for event in recorded}) >= 2  # several workers took part
+
+
+def test_a_worker_killed_between_its_snapshot_start_and_the_outcome_is_recovered_once(system: System,
+                                                                                       tmp_path: Path) -> None:
+    """SIGKILL after the claim and the start made from the snapshot, before any outcome:
+    the dead attempt is found, its retry runs on another worker (reading the job as it is
+    now), and the two attempts never overlap."""
+    events = tmp_path / "events"
+    job = system.job("snap_crash", handler="record", args={"file": str(events), "seconds": 30}, max_retries=1)
+    run_id = fire_slot(system, job.job_id, utcnow().replace(microsecond=0))
+    running = system.wait_status(run_id, ("running",), 15)
+    victim = system.cluster.by_worker_name(running["worker"])
+    wait_for(lambda: executions(read_events(str(events)), run_id) == [1], 10, "the handler to start")
+    system.store.update_job("snap_crash", {"args": {"file": str(events), "seconds": 0.1}}, utcnow())
+
+    victim.kill()
+    killed_at = datetime.now(UTC)
+    run = system.wait_final(run_id, timeout_s=LEASE_S + 20)
+    assert run["status"] == "succeeded" and run["attempt"] == 2, run
+    assert run["worker"] != running["worker"] and run["started_at"] >= killed_at - timedelta(seconds=1)
+    assert [(a["attempt"], a["status"]) for a in run["attempts"]] == [(1, "abandoned"), (2, "succeeded")]
+    assert executions(read_events(str(events)), run_id) == [1, 2]
+    stored = system.job_after(run_id)
+    assert stored["lease"] is None and stored["last_run_status"] == "succeeded"
 
 
 def test_forbid_never_overlaps_runs_and_skips_the_slots_in_between(system: System, tmp_path: Path) -> None:

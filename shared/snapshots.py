@@ -1,0 +1,115 @@
+"""The job's snapshot a slot run's message carries, so the worker starts it without
+reading anything.
+
+When the leader publishes a slot run it has the job document in hand (read for the
+pass, committed by the pass's compare-and-set). A `JobSnapshot` of what an attempt
+needs — handler, args, timeout, retries, the slot, and what identifies the state it
+was taken in (the job's ``revision`` and ``incarnation``, the lease reservation's
+token) — rides in the message's options (`SNAPSHOT_OPTION`; the actor's arguments
+stay ``(run_id, job_id)``, so workers that predate it ignore it).
+
+A worker takes the snapshot's path only in the common case: the job lease is
+claimed by one compare-and-set that applies only while the reservation, the revision
+and the incarnation are still the snapshot's (`MongoStore.claim_reserved_lease`),
+then the run is marked running by one compare-and-set on "not started, attempt 0,
+that token" (`MongoStore.start_reserved_run`). If either does not apply — the job
+was changed, paused, deleted or re-created, the reservation taken, the run
+cancelled or started by another delivery — the worker reads the run and the job and
+decides as it always did (`cronhive.worker.decisions`). So the snapshot can only
+save reads; it never decides anything the documents would decide otherwise.
+
+Only runs whose start needs nothing else carry one (`snapshot_for`): a slot run
+under ``forbid`` holding the job's reservation, of a valid job without ``notify``
+(whose recovery event needs the job's last outcome as it stands at the start) and
+not ``fire_all`` (whose slots queue oldest first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cronhive.domain import Job
+from cronhive.enums import OverlapPolicy, Trigger
+
+#: The message option holding the snapshot.
+SNAPSHOT_OPTION = "cronhive_job"
+#: Version of the snapshot's layout (a worker ignores a snapshot of another version).
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """What a worker needs to start a slot run's first attempt, as of the publish."""
+
+    job_id: str
+    name: str
+    handler: str
+    args: dict[str, Any]
+    timeout_s: int | None
+    max_retries: int
+    revision: int | None
+    incarnation: str | None
+    reserved_token: int
+    slot: datetime
+
+    def to_option(self) -> dict[str, Any]:
+        """The JSON the message carries."""
+        return {
+            "v": VERSION,
+            "job_id": self.job_id,
+            "name": self.name,
+            "handler": self.handler,
+            "args": self.args,
+            "timeout_s": self.timeout_s,
+            "max_retries": self.max_retries,
+            "revision": self.revision,
+            "incarnation": self.incarnation,
+            "token": self.reserved_token,
+            "slot": self.slot.astimezone(UTC).isoformat(timespec="milliseconds"),
+        }
+
+    @classmethod
+    def from_option(cls, raw: Any) -> JobSnapshot | None:
+        """The snapshot a message carries; None when it carries none, or one this worker
+        cannot use (another version, a malformed one): then the run is read."""
+        if not isinstance(raw, Mapping) or raw.get("v") != VERSION:
+            return None
+        try:
+            slot = datetime.fromisoformat(str(raw["slot"]))
+            if slot.tzinfo is None:
+                raise ValueError("the slot has no offset")
+            snapshot = cls(job_id=str(raw["job_id"]), name=str(raw["name"]), handler=str(raw["handler"]),
+                           args=dict(raw["args"]), timeout_s=_optional_int(raw["timeout_s"]),
+                           max_retries=_int(raw["max_retries"]), revision=_optional_int(raw["revision"]),
+                           incarnation=None if raw["incarnation"] is None else str(raw["incarnation"]),
+                           reserved_token=_int(raw["token"]), slot=slot)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return snapshot
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"not an integer: {value!r}")
+    return value
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else _int(value)
+
+
+def snapshot_for(job: Job, trigger: Trigger, slot: datetime, reserved_token: int | None) -> JobSnapshot | None:
+    """The snapshot a run of ``job`` for ``slot`` is published with, when its start needs
+    nothing but it (see the module docstring); None otherwise."""
+    if (trigger != Trigger.SCHEDULE or reserved_token is None or job.overlap_policy != OverlapPolicy.FORBID
+            or job.queues_slots or job.notify is not None or job.invalid_reason is not None):
+        return None
+    return JobSnapshot(job_id=job.job_id, name=job.name, handler=job.handler, args=dict(job.args),
+                       timeout_s=job.timeout_s, max_retries=job.max_retries, revision=job.revision,
+                       incarnation=job.incarnation, reserved_token=int(reserved_token), slot=slot)
+
+
+__all__ = ["SNAPSHOT_OPTION", "JobSnapshot", "snapshot_for"]
