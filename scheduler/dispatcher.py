@@ -58,13 +58,14 @@ from cronhive.clock import Clock
 from cronhive.domain import Job, Run, RunError, new_run, notifications_for
 from cronhive.enums import ErrorType, NotifyEvent, RunStatus, Trigger
 from cronhive.errors import BrokerUnavailable
+from cronhive.leases import claimable, reservation_holder
 from cronhive.scheduler import overlap
 from cronhive.scheduler.metrics import SchedulerMetrics
 from cronhive.settings import redact_url
-from cronhive.slots import JobAdvance, SlotRun, UncomputableSchedule, plan_slots
+from cronhive.slots import JobAdvance, SlotRun, UncomputableSchedule, plan_slots, slot_run_id
 from cronhive.snapshots import JobSnapshot, snapshot_for
 from cronhive.store.protocols import SchedulerStore
-from cronhive.windows import MaintenanceWindow
+from cronhive.windows import MaintenanceWindow, window_holding, windows_of
 
 log = logging.getLogger("cronhive.scheduler.dispatch")
 
@@ -94,6 +95,23 @@ class Outgoing:
     snapshot: JobSnapshot | None = None
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A committed slot run planned ahead of its instant: published at ``due`` (its
+    slot, plus the job's jitter), once its job is checked to be still as planned;
+    withdrawn otherwise (`Dispatcher._check_planned`)."""
+
+    item: Outgoing
+    due: datetime
+    #: the job's revision and incarnation when planned (revision None: held from the
+    #: backlog, planned by an earlier leader — not compared)
+    revision: int | None
+    incarnation: str | None
+    #: ``next_fire_at`` the plan's advance wrote (None: not known)
+    advanced_to: datetime | None
+    fires_counted: int = 0
+
+
 @dataclass
 class PassResult:
     """What a pass did, and whether more is due right away."""
@@ -115,10 +133,17 @@ class _Batch:
     runs_by_job: dict[str, list[SlotRun]] = field(default_factory=dict)
     advances: list[JobAdvance] = field(default_factory=list)
     missed: dict[str, int] = field(default_factory=dict)
+    #: jobs planned ahead of their instant (lookahead): their ``due_at`` as read
+    ahead: dict[str, datetime] = field(default_factory=dict)
 
 
 #: Job ids named by the one line that logs a pass's skipped slots.
 SKIPPED_JOBS_LOGGED = 5
+
+
+def _gone(held: Planned) -> Job:
+    """A stand-in for the deleted job of a planned run (only its id is used)."""
+    return Job(job_id=held.item.job_id, name="", schedule="", handler="", incarnation=held.incarnation)
 
 
 def log_skipped(skipped: dict[str, list[str]], term: int) -> None:
@@ -141,7 +166,7 @@ class Dispatcher:
 
     def __init__(self, store: SchedulerStore, publisher: RunPublisher, clock: Clock, guard: Guard, *,
                  job_lease_s: float, batch: int, metrics: SchedulerMetrics | None = None,
-                 publish_chunk: int = PUBLISH_CHUNK) -> None:
+                 publish_chunk: int = PUBLISH_CHUNK, lookahead_s: float = 0.0) -> None:
         self.store = store
         self.publisher = publisher
         self.clock = clock
@@ -158,6 +183,10 @@ class Dispatcher:
         self._broker_retry_at = 0.0  # time.monotonic()
         self._seq = 0
         self._next_scan = 0.0  # time.monotonic() of the next safety-net backlog scan
+        #: how far ahead of their instant slots are planned (0: at their instant)
+        self.lookahead = timedelta(seconds=max(0.0, lookahead_s))
+        #: runs planned ahead, committed and pending, published at their instant (due order)
+        self.planned: list[Planned] = []
 
     # -- leadership changes -----------------------------------------------------
 
@@ -165,10 +194,12 @@ class Dispatcher:
         """Just elected: an earlier leader may have left unpublished runs or drafts."""
         self.backlog = True
         self.unmarked.clear()
+        self.planned.clear()  # the backlog pass finds them again, pending in the store
 
     def step_down(self) -> None:
         """No longer leader: forget what the next leader will redo."""
         self.unmarked.clear()
+        self.planned.clear()
         self.metrics.unpublished(0)  # the backlog is the next leader's now
 
     # -- one pass ----------------------------------------------------------------
@@ -182,15 +213,24 @@ class Dispatcher:
         if self.backlog and self._broker_ready():
             self._flush_backlog(result)
         now = self.clock.now()
-        jobs = self.store.due_jobs(now, self.batch)
+        self._publish_planned(now, result)
+        jobs = self.store.due_jobs(now + self.lookahead, self.batch)
+        planned_before = len(self.planned)
         if jobs:
             try:
                 self._dispatch(jobs, now, result)
             except Exception:  # interrupted (MongoDB, leadership): committed runs may wait unpublished
                 self.backlog = True
                 raise
-        result.more = result.more or len(jobs) >= self.batch
+        # a full batch: come back at once — unless it held only jobs due later that could
+        # not be planned ahead (their lease is held): those wait for their instant
+        due_now = any(job.due_at is not None and job.due_at <= now for job in jobs)
+        result.more = result.more or (len(jobs) >= self.batch and (due_now or len(self.planned) > planned_before))
         return result
+
+    def wake_at(self) -> datetime | None:
+        """When the earliest run planned ahead is due (None: none is)."""
+        return min((planned.due for planned in self.planned), default=None)
 
     def _dispatch(self, jobs: list[Job], now: datetime, result: PassResult) -> None:
         """Plan, insert and commit one batch of due jobs, then publish what was committed."""
@@ -218,8 +258,11 @@ class Dispatcher:
                 if not self._disable(job, f"invalid job document: {job.invalid_reason}", now):
                     result.changed += 1
                 continue
+            ahead = job.due_at is not None and job.due_at > now
+            if ahead and not self._plannable_ahead(job, now):
+                continue  # planned at its instant instead
             try:
-                plan = plan_slots(job, now, windows)
+                plan = plan_slots(job, job.due_at if ahead and job.due_at else now, windows)
             except UncomputableSchedule as exc:
                 if not self._disable(job, exc.message, now):
                     result.changed += 1  # changed meanwhile: planned again next pass
@@ -227,17 +270,33 @@ class Dispatcher:
             if not plan.advance:
                 continue
             batch.missed[job.job_id] = plan.missed
-            runs, advance = overlap.resolve(job, plan, now, self.job_lease_s)
+            lease_s = self.job_lease_s
+            if ahead and job.due_at is not None:  # the reservation lasts from now until a lease after the slot
+                batch.ahead[job.job_id] = job.due_at
+                lease_s += (job.due_at - now).total_seconds()
+            runs, advance = overlap.resolve(job, plan, now, lease_s)
             batch.runs_by_job[job.job_id] = runs
             batch.advances.append(advance)
             planned_runs += len(runs)
         return batch
 
+    def _plannable_ahead(self, job: Job, now: datetime) -> bool:
+        """Whether a job due after ``now`` (inside the lookahead) may be planned now: a
+        valid, enabled job whose next slot is known and, under a job lease, whose lease
+        could be reserved *now* (a run still holding it may release it before the slot:
+        then the slot is decided at its instant, as without lookahead)."""
+        if job.invalid_reason is not None or not job.enabled or job.next_fire_at is None:
+            return False
+        if not job.overlap_policy.uses_job_lease:
+            return True
+        own = {reservation_holder(slot_run_id(job.job_id, job.next_fire_at))}
+        return claimable(job.lease, own, now)
+
     def _windows(self, jobs: list[Job], now: datetime) -> list[MaintenanceWindow]:
         """The maintenance windows that may hold a due slot of ``jobs``: one read per pass
-        (those overlapping the earliest slot waited for up to ``now``)."""
+        (those overlapping the earliest slot waited for up to ``now`` and the lookahead)."""
         slots = [job.next_fire_at for job in jobs if job.next_fire_at is not None]
-        return self.store.windows_between(min(slots), now) if slots else []
+        return self.store.windows_between(min(slots), now + self.lookahead) if slots else []
 
     def _commit(self, batch: _Batch, jobs_by_id: dict[str, Job], now: datetime,
                 result: PassResult) -> tuple[set[str], set[str], int]:
@@ -269,15 +328,23 @@ class Dispatcher:
         outgoing: list[Outgoing] = []
         skipped: dict[str, list[str]] = {}
         jobs_by_id = {job.job_id: job for job in jobs}
+        advances = {advance.job_id: advance for advance in batch.advances}
         for job_id, runs in batch.runs_by_job.items():  # due order, then slot order (stable sort below)
             if job_id not in applied:
                 continue
             self.metrics.missed(batch.missed[job_id])
+            job = jobs_by_id[job_id]
             for run in runs:
                 result.planned += 1
                 if run.fire and run.run_id not in taken:
-                    snapshot = snapshot_for(jobs_by_id[job_id], Trigger.SCHEDULE, run.slot, run.lease_token)
-                    outgoing.append(Outgoing(run.run_id, job_id, run.slot, scheduled=True, snapshot=snapshot))
+                    snapshot = snapshot_for(job, Trigger.SCHEDULE, run.slot, run.lease_token)
+                    item = Outgoing(run.run_id, job_id, run.slot, scheduled=True, snapshot=snapshot)
+                    if job_id in batch.ahead:  # published at its instant
+                        advance = advances[job_id]
+                        self._hold(Planned(item, batch.ahead[job_id], job.revision, job.incarnation,
+                                           advance.next_fire_at, advance.fired_counted))
+                        continue
+                    outgoing.append(item)
                     result.fired += 1
                 elif not run.fire:
                     result.skipped += 1
@@ -321,6 +388,63 @@ class Dispatcher:
             return False
         log.warning("job disabled: %s", reason, extra={"job_id": job.job_id, "term": term})
         return True
+
+    # -- runs planned ahead --------------------------------------------------------
+
+    def _hold(self, planned: Planned) -> None:
+        """Keep a committed run to publish at its instant (once, whoever found it)."""
+        if any(held.item.run_id == planned.item.run_id for held in self.planned):
+            return
+        self.planned.append(planned)
+        self.planned.sort(key=lambda held: held.due)
+
+    def _publish_planned(self, now: datetime, result: PassResult) -> None:
+        """Publish the runs planned ahead whose instant has come, those whose job is still
+        as planned; withdraw the others. Behind unpublished older runs (or while RabbitMQ
+        is away) they are left to the backlog pass, which publishes in order."""
+        due = [held for held in self.planned if held.due <= now]
+        if not due:
+            return
+        self.planned = [held for held in self.planned if held.due > now]
+        if self.backlog or not self._broker_ready():
+            self.backlog = True
+            return
+        keep = self._check_planned(due, now)
+        result.fired += len(keep)
+        self._publish([held.item for held in keep], result)
+
+    def _check_planned(self, due: list[Planned], now: datetime) -> list[Planned]:
+        """The planned runs to publish now; the others are withdrawn
+        (`SchedulerStore.withdraw_planned_run`): their job was deleted or re-created,
+        disabled, changed since it was planned (the slot is then planned again at once,
+        by the job as it is now), or a maintenance window now holds the slot (recorded
+        ``skipped`` when planned again). Two reads, whatever their number."""
+        jobs = self.store.jobs_by_id(sorted({held.item.job_id for held in due}))
+        slots = [held.item.slot for held in due]
+        windows = self.store.windows_between(min(slots), max(slots))
+        keep: list[Planned] = []
+        withdrawn: list[str] = []
+        for held in due:
+            job = jobs.get(held.item.job_id)
+            if job is not None and job.incarnation == held.incarnation and job.enabled \
+                    and job.invalid_reason is None and held.revision in (None, job.revision) \
+                    and window_holding(held.item.slot, windows_of(job, windows)) is None:
+                keep.append(held)
+                continue
+            term = self.guard(self.clock.now())
+            if job is None or job.incarnation != held.incarnation:  # deleted: its runs went with it
+                self.store.withdraw_planned_run(held.item.run_id, job or _gone(held), held.item.slot, term,
+                                                unadvance=False)
+            else:
+                # moved back to the slot unless a changed schedule moved the job itself
+                moved = held.advanced_to is not None and job.next_fire_at != held.advanced_to
+                self.store.withdraw_planned_run(held.item.run_id, job, held.item.slot, term, unadvance=not moved,
+                                                fires_counted=held.fires_counted)
+            withdrawn.append(held.item.job_id)
+        if withdrawn:
+            log.info("%d run(s) planned ahead withdrawn before their slot (job changed, disabled, deleted or in "
+                     "a maintenance window)", len(withdrawn), extra={"job_ids": withdrawn[:SKIPPED_JOBS_LOGGED]})
+        return keep
 
     # -- publishing --------------------------------------------------------------
 
@@ -386,7 +510,7 @@ class Dispatcher:
             if not page or ids == previous:  # nothing left, or nothing movable now
                 break
             previous = ids
-            committed, drafts, orphans = self._classify(page)
+            committed, drafts, orphans = self._classify(page, self.clock.now())
             term = self.guard(self.clock.now())
             if drafts:
                 self.store.delete_scheduled_drafts(drafts, term)
@@ -403,8 +527,10 @@ class Dispatcher:
         self.backlog = False
         self._next_scan = time.monotonic() + BACKLOG_SCAN_S
 
-    def _classify(self, page: list[Run]) -> tuple[list[Outgoing], list[str], list[str]]:
-        """Pending runs → (to publish, drafts to delete, runs of deleted jobs)."""
+    def _classify(self, page: list[Run], now: datetime) -> tuple[list[Outgoing], list[str], list[str]]:
+        """Pending runs → (to publish, drafts to delete, runs of deleted jobs). A committed
+        slot run whose slot is still ahead (planned ahead by an earlier leader) is held,
+        to be published at its slot."""
         positions = self.store.job_positions(sorted({run.job_id for run in page}))
         young = self.clock.now() - timedelta(seconds=MANUAL_PENDING_S)
         committed: list[Outgoing] = []
@@ -420,6 +546,9 @@ class Dispatcher:
                 orphans.append(run.run_id)
             elif (position := positions[job_id]) is not None and slot >= position:
                 drafts.append(run.run_id)
+            elif slot > now:
+                self._hold(Planned(Outgoing(run.run_id, job_id, slot, scheduled=True), slot, None,
+                                   run.job_incarnation, None))
             else:
                 committed.append(Outgoing(run.run_id, job_id, slot, scheduled=True))
         return committed, drafts, orphans

@@ -47,6 +47,8 @@ ERROR_BACKOFF_S = 1.0
 AUDIT_JOIN_S = 5.0
 #: A job changed while being dispatched is planned again after this pause.
 CHANGED_RETRY_S = 0.02
+#: Inside the lookahead of a job that could not be planned ahead, look again this often.
+LOOKAHEAD_POLL_S = 0.25
 
 
 class SchedulerLoop:
@@ -61,7 +63,7 @@ class SchedulerLoop:
         self.leadership = Leadership(store, holder, settings.leader_lease_s)
         self.dispatcher = Dispatcher(store, publisher, clock, self.leadership.guard,
                                      job_lease_s=settings.job_lease_s, batch=settings.scheduler_batch,
-                                     metrics=self.metrics)
+                                     metrics=self.metrics, lookahead_s=settings.scheduler_lookahead_ms / 1000)
         self.auditor = SlotAuditor(store, clock, self._leader_term, self.metrics)
         self._audit_thread: threading.Thread | None = None
         self.max_sleep = timedelta(milliseconds=settings.scheduler_max_sleep_ms)
@@ -124,7 +126,10 @@ class SchedulerLoop:
                 pause = CHANGED_RETRY_S
             due = self.store.earliest_due_at()
             if due is not None:
-                wake.append(due)
+                wake.append(self._plan_at(due, now))
+            planned = self.dispatcher.wake_at()
+            if planned is not None:
+                wake.append(planned)
             retry_in = self.dispatcher.broker_retry_in()
             if retry_in is not None:
                 wake.append(now + timedelta(seconds=retry_in))
@@ -132,6 +137,15 @@ class SchedulerLoop:
         if action is not None:
             wake.append(action)
         return max(pause, self._seconds_until(min(wake)))
+
+    def _plan_at(self, due: datetime, now: datetime) -> datetime:
+        """When to look again for a job due at ``due``: the lookahead before it; once inside
+        the lookahead (a job that could not be planned ahead: its lease is held), every
+        `LOOKAHEAD_POLL_S` until its instant."""
+        ahead = due - self.dispatcher.lookahead
+        if ahead > now:
+            return ahead
+        return min(due, now + timedelta(seconds=LOOKAHEAD_POLL_S))
 
     def _leader_term(self) -> int | None:
         """The term held now, for the audit thread (reads only: never renews)."""

@@ -51,6 +51,7 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "JOB_LEASE_S": ("job_lease_s", "30", "Duration of a job's run lease; renewed at a third of it."),
     "LEADER_LEASE_S": ("leader_lease_s", "10", "Duration of the scheduler leader lease; renewed at a third of it."),
     "SCHEDULER_BATCH": ("scheduler_batch", "200", "Due jobs the leader scheduler plans, writes and publishes per batch."),
+    "SCHEDULER_LOOKAHEAD_MS": ("scheduler_lookahead_ms", "3000", "How far ahead of their instant the leader plans slots (writes their runs and advances their jobs), so at the instant only publishing remains; 0 plans each slot at its instant."),
     "SCHEDULER_MAX_SLEEP_MS": ("scheduler_max_sleep_ms", "500", "Longest the scheduler sleeps between looks at the jobs (new and changed jobs are seen within it)."),
     "RUN_HISTORY_LIMIT": ("run_history_limit", "1000", "Runs kept per job."),
     "RUN_HISTORY_DAYS": ("run_history_days", "30", "Days a run is kept."),
@@ -172,6 +173,7 @@ class Settings:
     leader_lease_s: int = 10
     scheduler_batch: int = 200
     scheduler_max_sleep_ms: int = 500
+    scheduler_lookahead_ms: int = 3000
     run_history_limit: int = 1000
     run_history_days: int = 30
     retry_backoff_ms: int = 15000
@@ -211,6 +213,7 @@ class Settings:
             leader_lease_s=_int(env, "LEADER_LEASE_S", 10, minimum=3),
             scheduler_batch=_int(env, "SCHEDULER_BATCH", 200, minimum=1),
             scheduler_max_sleep_ms=_int(env, "SCHEDULER_MAX_SLEEP_MS", 500, minimum=10),
+            scheduler_lookahead_ms=_int(env, "SCHEDULER_LOOKAHEAD_MS", 3000, minimum=0),
             run_history_limit=_int(env, "RUN_HISTORY_LIMIT", 1000, minimum=1),
             run_history_days=_int(env, "RUN_HISTORY_DAYS", 30, minimum=1),
             retry_backoff_ms=_int(env, "RETRY_BACKOFF_MS", 15000, minimum=1),

@@ -19,7 +19,8 @@ document, the database clock's ``now`` and two facts about the message:
   waits until the lease expires or the run ends, then decides again;
 * a run ``running`` under an expired lease (its worker died or stalled) → a new
   attempt when retries remain, else ``abandoned``;
-* ``pending``/``queued`` → start (after ``retry_at`` for a retry);
+* ``pending``/``queued`` → start (after ``retry_at`` for a retry; a slot run not
+  before its slot);
 * lease refused: held by another delivery of this run → as a live attempt;
   held by another run → ``forbid``: ``skipped``; ``buffer_one``: the buffered run
   waits for the lease (retries not consumed), any other is ``skipped``; a retry,
@@ -41,6 +42,8 @@ from cronhive.worker.attempts import bounded_error
 #: Shortest wait of a waiting message, and how long after a lease's expiry it looks again.
 MIN_WAIT_MS = 100
 WAIT_MARGIN_MS = 100
+#: A slot run is not started more than this before its slot (clocks of processes differ a little).
+EARLY_TOLERANCE_MS = 250
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,15 @@ def wait_ms(until: datetime | None, now: datetime, lease_s: float) -> int:
     return max(MIN_WAIT_MS, min(millis(until - now) + WAIT_MARGIN_MS, ceiling))
 
 
+def early(run: Run, now: datetime) -> bool:
+    """A slot run delivered before its slot (by more than `EARLY_TOLERANCE_MS`): the leader
+    publishes a run planned ahead at its instant, so this is only a safety net — a slot
+    run never starts before its slot."""
+    if run.trigger != Trigger.SCHEDULE or run.attempt > 0 or run.scheduled_for is None:
+        return False
+    return millis(run.scheduled_for - now) > EARLY_TOLERANCE_MS
+
+
 def follows(run: Run, *, redelivered: bool, after_attempt: int | None) -> bool:
     """Whether the message must wait for the run's current (live) attempt rather than
     be dropped as a duplicate: it was redelivered, or it follows that very attempt."""
@@ -157,6 +169,9 @@ def decide(
         return _decide_running(run, job, now, lease_s=lease_s, redelivered=redelivered, after_attempt=after_attempt)
     if job is None:
         return Skip(bounded_error(ErrorType.JOB_NOT_FOUND, "the job was deleted before the run started"))
+    if early(run, now):
+        assert run.scheduled_for is not None
+        return Wait(wait_ms(run.scheduled_for, now, lease_s), after_attempt, "its slot has not come yet")
     retry_at = run.retry_at
     if retry_at is not None and retry_at > now:
         return Wait(wait_ms(retry_at, now, lease_s), after_attempt, "the retry's backoff has not elapsed")

@@ -252,6 +252,8 @@ class RunLifecycle(Middleware):
         compare-and-set through the store's group commit. None when either did not
         apply (the job or the run is no longer as published): the caller reads and decides."""
         now = self.clock.now()
+        if decisions.millis(snapshot.slot - now) > decisions.EARLY_TOLERANCE_MS:
+            return None  # early: the run is read, and waits for its slot
         holder = attempt_holder(self.worker, run_id, 1)
         lease = self.store.claim_reserved_lease(snapshot.job_id, run_id, snapshot.reserved_token, holder,
                                                 self.lease_s, now, revision=snapshot.revision,

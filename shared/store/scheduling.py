@@ -17,6 +17,7 @@ from pymongo import ASCENDING, ReturnDocument, UpdateMany, UpdateOne
 
 from cronhive.domain import Heartbeat, Job, Run, RunError, SchedulerStatus
 from cronhive.enums import LeaseScope, RunStatus
+from cronhive.leases import reservation_holder
 from cronhive.revisions import SCHEDULER_ACTOR, definition_of
 from cronhive.slots import JobAdvance
 from cronhive.store import leases
@@ -28,9 +29,6 @@ from cronhive.store.revisions import RevisionStore
 LEADER_LEASE_ID = "scheduler"
 #: A slot run an earlier leader wrote but never committed is still one of these.
 DRAFT_STATUSES = [RunStatus.PENDING, RunStatus.SKIPPED]
-#: Planning does not read ``args`` (it may be large): `due_jobs` leaves it out. The name
-#: is read (bounded): a job without one is invalid, and is disabled rather than fired.
-_NOT_PLANNED = {"args": 0}
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
 
@@ -49,8 +47,9 @@ class SchedulingStore(RevisionStore):
     @translated
     def due_jobs(self, now: datetime, limit: int) -> list[Job]:
         """Jobs due at ``now``, earliest first (index "due": a range scan, no ``$or``), read
-        without ``args`` (planning does not read it; it comes back empty)."""
-        cursor = self.jobs.find({"due_at": {"$lte": now}}, _NOT_PLANNED)
+        whole: the runs they fire are published with the job's snapshot, ``args``
+        included (`cronhive.snapshots`)."""
+        cursor = self.jobs.find({"due_at": {"$lte": now}})
         return [job_from_doc(doc) for doc in cursor.sort("due_at", ASCENDING).limit(limit)]
 
     @translated
@@ -139,6 +138,38 @@ class SchedulingStore(RevisionStore):
         """``next_fire_at`` of each existing job: a slot run before it was committed."""
         docs = self.jobs.find({"_id": {"$in": job_ids}}, {"next_fire_at": 1})
         return {doc["_id"]: doc.get("next_fire_at") for doc in docs}
+
+    @translated
+    def jobs_by_id(self, job_ids: list[str]) -> dict[str, Job]:
+        """The existing jobs among ``job_ids`` (one read): what planned runs are checked
+        against at their instant."""
+        if not job_ids:
+            return {}
+        return {doc["_id"]: job_from_doc(doc) for doc in self.jobs.find({"_id": {"$in": job_ids}})}
+
+    @translated
+    def withdraw_planned_run(self, run_id: str, job: Job, slot: datetime, term: int, *, unadvance: bool,
+                             fires_counted: int = 0) -> bool:
+        """Withdraw a run planned ahead of its slot that must not be published as planned
+        (its job changed, was disabled, or a maintenance window now holds the slot):
+        delete the run while it is still ``pending`` (fenced on ``term``), free the
+        job's lease from its reservation, and — ``unadvance`` — move the job back to the
+        slot (compare-and-set on ``job`` as just read), so the slot is planned again,
+        at its instant, by the job as it is then (a disabled job keeps it as its next
+        slot, as if it had never been planned). Whether the run was deleted."""
+        query = {"_id": run_id, "status": RunStatus.PENDING, **fenced(term)}
+        if self.runs.delete_one(query).deleted_count != 1:
+            return False
+        self.jobs.update_one({"_id": job.job_id, "lease.holder": reservation_holder(run_id)},
+                             {"$set": {"lease": None}})
+        if unadvance:
+            due_at = slot + job.jitter if job.enabled else None
+            update: Document = {"$set": {"next_fire_at": slot, "due_at": due_at, "sched_term": term}}
+            if fires_counted:
+                update["$inc"] = {"fires": -fires_counted}
+            self.jobs.update_one({"_id": job.job_id, "revision": job.revision, "next_fire_at": job.next_fire_at,
+                                  **fenced(term)}, update)
+        return True
 
     @translated
     def skip_pending_runs(self, run_ids: list[str], error: RunError, now: datetime, term: int) -> int:

@@ -92,9 +92,9 @@ def flaky(publisher: RunPublisher, store: MongoStore) -> FlakyPublisher:
 def make_dispatcher(store: MongoStore, flaky: FlakyPublisher, clock: FakeClock,
                     settings: Settings) -> Callable[..., Dispatcher]:
     def make(term: int = 1, *, batch: int = 200, job_lease_s: float = 30.0, publisher: Any = None,
-             publish_chunk: int = 500) -> Dispatcher:
+             publish_chunk: int = 500, lookahead_s: float = 0.0) -> Dispatcher:
         dispatcher = Dispatcher(store, publisher or flaky, clock, Term(term), job_lease_s=job_lease_s, batch=batch,
-                                publish_chunk=publish_chunk)
+                                publish_chunk=publish_chunk, lookahead_s=lookahead_s)
         return dispatcher
 
     return make

@@ -197,7 +197,7 @@ def test_forbid_records_a_slot_skipped_while_another_run_holds_the_lease(
 
 def test_forbid_reserves_the_free_lease_for_the_run_it_publishes(
         store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
-    job = create_job(store, "free", misfire_policy="skip")
+    job = create_job(store, "free", misfire_policy="skip", args={"report": "daily", "to": ["ops"]}, max_retries=2)
     clock.set(job["next_fire_at"] + timedelta(seconds=1, milliseconds=5))
     make_dispatcher(job_lease_s=30).run_pass()
     missed, fired = runs_of(store, "free")  # skip: the missed slot is recorded, the latest runs
@@ -211,7 +211,8 @@ def test_forbid_reserves_the_free_lease_for_the_run_it_publishes(
     # the job's snapshot rides along: the worker starts the run without reading (cronhive.snapshots)
     snapshot = JobSnapshot.from_option(body["options"][SNAPSHOT_OPTION])
     assert snapshot is not None
-    assert (snapshot.job_id, snapshot.handler, snapshot.args, snapshot.reserved_token) == ("free", "noop", {}, 1)
+    assert (snapshot.job_id, snapshot.handler, snapshot.reserved_token) == ("free", "noop", 1)
+    assert (snapshot.args, snapshot.max_retries) == ({"report": "daily", "to": ["ops"]}, 2)  # the job as stored
     assert (snapshot.revision, snapshot.incarnation) == (job["revision"], job["incarnation"])
     assert snapshot.slot == fired["scheduled_for"] and snapshot.timeout_s == job["timeout_s"]
 

@@ -7,6 +7,7 @@ unusable. Against the real store, the clock moved by hand."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
@@ -142,3 +143,19 @@ def test_a_stale_snapshot_of_a_reservation_that_expired_and_was_taken_does_not_s
 def test_the_message_without_a_snapshot_is_the_one_it_always_was() -> None:
     message = run_message("q", "run_1", "job_1")
     assert message.options == {} and message.args == ("run_1",) and message.kwargs == {"job_id": "job_1"}
+
+
+def test_a_slot_run_delivered_before_its_slot_waits_for_it(harness: Harness) -> None:
+    harness.job("report", handler="noop")
+    run_id, message = harness.slot("report", harness.clock.now() + timedelta(seconds=2))
+
+    assert harness.deliver_message(message).begin() is None  # never started before its slot
+    (waiting,) = harness.broker.take()
+    assert waiting.message.args == (run_id,) and 0 < (waiting.delay or 0) <= 2100  # at most a third of a lease
+    assert harness.run(run_id)["status"] == "queued" and harness.run(run_id)["attempt"] == 0
+
+    harness.clock.advance(1)
+    assert harness.deliver_message(waiting.message).begin() is None  # still early: waits again
+    (again,) = harness.broker.take()
+    harness.clock.advance(1)
+    assert harness.deliver_message(again.message).begin() is not None

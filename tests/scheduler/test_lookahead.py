@@ -1,0 +1,186 @@
+"""Planning ahead (``SCHEDULER_LOOKAHEAD_MS``): the leader writes a slot's run and
+advances its job before the slot, publishes it at the instant, and withdraws it when
+the job is changed, disabled, deleted or put in a maintenance window inside the
+lookahead. Against the real store and RabbitMQ, the clock moved by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from cronhive.domain import utcnow
+from cronhive.leases import reservation_holder
+from cronhive.scheduler.dispatcher import Dispatcher
+from cronhive.slots import slot_run_id
+from cronhive.snapshots import SNAPSHOT_OPTION, JobSnapshot
+from cronhive.store import MongoStore
+from cronhive.windows import MaintenanceWindow
+from tests.scheduler.conftest import FakeClock, create_job
+
+Messages = Callable[[], list[dict[str, Any]]]
+MINUTELY = "0 * * * * *"  # second 0 of every minute
+LOOKAHEAD_S = 3.0
+
+
+def runs_of(store: MongoStore, job_id: str) -> list[dict[str, Any]]:
+    return list(store.runs.find({"job_id": job_id}).sort("scheduled_for", 1))
+
+
+def planned_ahead(store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock,
+                  job_id: str, **fields: Any) -> tuple[Dispatcher, dict[str, Any], str]:
+    """A job whose next slot is 2 s away, planned by a dispatcher with a 3 s lookahead."""
+    job = create_job(store, job_id, MINUTELY, **fields)
+    slot = job["next_fire_at"]
+    dispatcher = make_dispatcher(lookahead_s=LOOKAHEAD_S)
+    clock.set(slot - timedelta(seconds=2))
+    dispatcher.run_pass()
+    return dispatcher, job, slot_run_id(job_id, slot)
+
+
+def test_a_slot_is_planned_ahead_and_published_at_its_instant(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    dispatcher, job, run_id = planned_ahead(store, make_dispatcher, clock, "ahead", args={"v": 1})
+    slot = job["next_fire_at"]
+    (run,) = runs_of(store, "ahead")
+    assert (run["_id"], run["status"], run["scheduled_for"]) == (run_id, "pending", slot)
+    stored = store.jobs.find_one({"_id": "ahead"})
+    assert stored["next_fire_at"] == slot + timedelta(minutes=1)  # advanced before the slot
+    assert stored["lease"]["holder"] == reservation_holder(run_id)
+    assert stored["lease"]["expires_at"] == slot + timedelta(seconds=30)  # a whole lease after the slot
+    assert messages() == [] and dispatcher.wake_at() == slot
+
+    clock.set(slot - timedelta(milliseconds=500))
+    assert dispatcher.run_pass().published == 0 and messages() == []  # never before the slot
+    clock.set(slot + timedelta(milliseconds=5))
+    result = dispatcher.run_pass()
+    assert (result.fired, result.published, result.planned) == (1, 1, 0)  # only publishing was left
+    (body,) = messages()
+    assert body["args"] == [run_id]
+    snapshot = JobSnapshot.from_option(body["options"][SNAPSHOT_OPTION])
+    assert snapshot is not None and snapshot.args == {"v": 1} and snapshot.slot == slot
+    assert store.runs.find_one({"_id": run_id})["status"] == "queued"
+    assert dispatcher.wake_at() is None
+    assert dispatcher.run_pass().published == 0 and messages() == []  # once
+
+
+def test_a_job_changed_inside_the_lookahead_fires_its_slot_as_it_is_now(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    dispatcher, job, run_id = planned_ahead(store, make_dispatcher, clock, "changed", args={"v": 1})
+    slot = job["next_fire_at"]
+    changed = store.update_job("changed", {"args": {"v": 2}}, clock.now())
+
+    clock.set(slot + timedelta(milliseconds=5))
+    dispatcher.run_pass()
+    (body,) = messages()  # withdrawn, planned again at once: still one run, published once
+    snapshot = JobSnapshot.from_option(body["options"][SNAPSHOT_OPTION])
+    assert body["args"] == [run_id] and snapshot is not None
+    assert (snapshot.args, snapshot.revision) == ({"v": 2}, changed.revision)
+    (run,) = runs_of(store, "changed")
+    assert run["status"] == "queued" and run["scheduled_for"] == slot
+    stored = store.jobs.find_one({"_id": "changed"})
+    assert stored["next_fire_at"] == slot + timedelta(minutes=1)
+    assert stored["lease"]["holder"] == reservation_holder(run_id) and stored["lease"]["token"] == run["lease_token"]
+
+
+def test_a_job_disabled_inside_the_lookahead_does_not_fire_and_keeps_the_slot_for_its_misfire_policy(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    dispatcher, job, run_id = planned_ahead(store, make_dispatcher, clock, "paused")
+    slot = job["next_fire_at"]
+    store.update_job("paused", {"enabled": False}, clock.now())
+
+    clock.set(slot + timedelta(milliseconds=5))
+    dispatcher.run_pass()
+    assert messages() == [] and runs_of(store, "paused") == []
+    stored = store.jobs.find_one({"_id": "paused"})
+    assert (stored["next_fire_at"], stored["due_at"], stored["lease"]) == (slot, None, None)  # as if never planned
+
+    clock.set(slot + timedelta(seconds=10))
+    store.update_job("paused", {"enabled": True}, clock.now())  # fire_once: the missed slot runs once now
+    dispatcher.run_pass()
+    (body,) = messages()
+    assert body["args"] == [run_id] and runs_of(store, "paused")[0]["status"] == "queued"
+
+
+def test_a_job_deleted_inside_the_lookahead_never_fires_nor_touches_its_successor(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    dispatcher, job, _run_id = planned_ahead(store, make_dispatcher, clock, "gone")
+    slot = job["next_fire_at"]
+    store.delete_job("gone", clock.now())
+    create_job(store, "gone", "0 0 1 1 *")  # the same id again, another incarnation
+
+    clock.set(slot + timedelta(milliseconds=5))
+    dispatcher.run_pass()
+    assert messages() == [] and runs_of(store, "gone") == []
+    stored = store.jobs.find_one({"_id": "gone"})
+    assert stored["lease"] is None and stored["next_fire_at"] > slot
+
+
+def test_a_maintenance_window_opened_inside_the_lookahead_records_the_slot_skipped(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    dispatcher, job, run_id = planned_ahead(store, make_dispatcher, clock, "held", tags=["db"])
+    slot = job["next_fire_at"]
+    store.create_window(MaintenanceWindow("mw_1", clock.now(), slot + timedelta(minutes=5), tags=("db",),
+                                          created_at=clock.now()))
+
+    clock.set(slot + timedelta(milliseconds=5))
+    dispatcher.run_pass()
+    assert messages() == []
+    (run,) = runs_of(store, "held")
+    assert (run["_id"], run["status"], run["error"]["type"]) == (run_id, "skipped", "maintenance")
+    assert store.jobs.find_one({"_id": "held"})["lease"] is None
+
+
+def test_a_job_whose_lease_is_held_is_not_planned_ahead_and_is_decided_at_its_instant(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    job = create_job(store, "busy", MINUTELY)
+    slot = job["next_fire_at"]
+    store.jobs.update_one({"_id": "busy"}, {"$set": {"lease": {
+        "holder": "worker:9", "run_id": "run_long", "token": 4, "expires_at": slot + timedelta(seconds=20)},
+        "lease_term": 4}})
+    dispatcher = make_dispatcher(lookahead_s=LOOKAHEAD_S)
+    clock.set(slot - timedelta(seconds=2))
+    result = dispatcher.run_pass()
+    assert runs_of(store, "busy") == [] and not result.more  # left for its instant, without spinning
+    store.jobs.update_one({"_id": "busy"}, {"$set": {"lease": None}})  # the long run ended before the slot
+
+    clock.set(slot + timedelta(milliseconds=5))
+    dispatcher.run_pass()
+    (body,) = messages()
+    assert body["args"] == [slot_run_id("busy", slot)]
+
+
+def test_a_new_leader_publishes_what_a_dead_leader_planned_ahead_at_its_instant_once(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    _dead, job, run_id = planned_ahead(store, make_dispatcher, clock, "handed")
+    slot = job["next_fire_at"]
+    successor = make_dispatcher(term=2, lookahead_s=LOOKAHEAD_S)
+    successor.take_over()
+    clock.set(slot - timedelta(seconds=1))
+    successor.run_pass()
+    assert messages() == [] and store.runs.find_one({"_id": run_id})["status"] == "pending"  # held, not early
+    assert successor.wake_at() == slot
+
+    clock.set(slot + timedelta(milliseconds=5))
+    successor.run_pass()
+    successor.run_pass()
+    assert [body["args"] for body in messages()] == [[run_id]]
+    assert store.runs.find_one({"_id": run_id})["status"] == "queued"
+
+
+def test_a_herd_is_planned_ahead_in_batches_and_published_together_at_the_instant(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    at = utcnow()
+    jobs = [create_job(store, f"herd_{i}", MINUTELY, at=at) for i in range(25)]
+    slot = jobs[0]["next_fire_at"]
+    dispatcher = make_dispatcher(lookahead_s=LOOKAHEAD_S, batch=10)
+    clock.set(slot - timedelta(seconds=2))
+    passes = 1
+    while dispatcher.run_pass().more:
+        passes += 1
+    assert passes == 3 and len(dispatcher.planned) == 25 and messages() == []
+
+    clock.set(slot + timedelta(milliseconds=5))
+    result = dispatcher.run_pass()
+    assert result.published == 25 and result.planned == 0
+    assert sorted(body["args"][0] for body in messages()) == sorted(slot_run_id(j["_id"], slot) for j in jobs)
