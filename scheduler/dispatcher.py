@@ -431,20 +431,38 @@ class Dispatcher:
                     and window_holding(held.item.slot, windows_of(job, windows)) is None:
                 keep.append(held)
                 continue
-            term = self.guard(self.clock.now())
-            if job is None or job.incarnation != held.incarnation:  # deleted: its runs went with it
-                self.store.withdraw_planned_run(held.item.run_id, job or _gone(held), held.item.slot, term,
-                                                unadvance=False)
-            else:
-                # moved back to the slot unless a changed schedule moved the job itself
-                moved = held.advanced_to is not None and job.next_fire_at != held.advanced_to
-                self.store.withdraw_planned_run(held.item.run_id, job, held.item.slot, term, unadvance=not moved,
-                                                fires_counted=held.fires_counted)
+            self._withdraw(held, job, self.guard(self.clock.now()))
             withdrawn.append(held.item.job_id)
         if withdrawn:
             log.info("%d run(s) planned ahead withdrawn before their slot (job changed, disabled, deleted or in "
                      "a maintenance window)", len(withdrawn), extra={"job_ids": withdrawn[:SKIPPED_JOBS_LOGGED]})
         return keep
+
+    def _withdraw(self, held: Planned, job: Job | None, term: int) -> None:
+        """Withdraw one planned run: deleted, and its job moved back to the slot — unless
+        the job is gone (its runs went with it) or a changed schedule moved it itself."""
+        if job is None or job.incarnation != held.incarnation:
+            self.store.withdraw_planned_run(held.item.run_id, job or _gone(held), held.item.slot, term,
+                                            unadvance=False)
+            return
+        moved = held.advanced_to is not None and job.next_fire_at != held.advanced_to
+        self.store.withdraw_planned_run(held.item.run_id, job, held.item.slot, term, unadvance=not moved,
+                                        fires_counted=held.fires_counted)
+
+    def withdraw_planned(self) -> int:
+        """Stepping down on purpose (the process stops): withdraw every run planned ahead
+        and not yet published, so the next leader plans those slots itself, with the jobs
+        as they are then (a leader that dies leaves them to the next one, which publishes
+        them at their slot). Returns how many were withdrawn."""
+        held, self.planned = self.planned, []
+        if not held:
+            return 0
+        term = self.guard(self.clock.now())
+        jobs = self.store.jobs_by_id(sorted({planned.item.job_id for planned in held}))
+        for planned in held:
+            self._withdraw(planned, jobs.get(planned.item.job_id), term)
+        log.info("%d run(s) planned ahead withdrawn on stepping down", len(held), extra={"term": term})
+        return len(held)
 
     # -- publishing --------------------------------------------------------------
 

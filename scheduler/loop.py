@@ -88,6 +88,7 @@ class SchedulerLoop:
         finally:
             if self._audit_thread is not None:
                 self._audit_thread.join(AUDIT_JOIN_S)
+            self._withdraw_planned()
             self.leadership.resign(self.clock.now())
             self.metrics.leadership(False, None)
             log.info("scheduler stopped", extra={"holder": self.holder})
@@ -137,6 +138,15 @@ class SchedulerLoop:
         if action is not None:
             wake.append(action)
         return max(pause, self._seconds_until(min(wake)))
+
+    def _withdraw_planned(self) -> None:
+        """Stopping as the leader: hand the slots planned ahead back to their jobs."""
+        try:
+            if self.leadership.is_leader(self.clock.now()):
+                self.dispatcher.withdraw_planned()
+        except Exception:  # the next leader publishes them at their slot instead
+            log.warning("could not withdraw the runs planned ahead; the next leader publishes them",
+                        exc_info=True, extra={"holder": self.holder})
 
     def _plan_at(self, due: datetime, now: datetime) -> datetime:
         """When to look again for a job due at ``due``: the lookahead before it; once inside

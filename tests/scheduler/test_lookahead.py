@@ -184,3 +184,18 @@ def test_a_herd_is_planned_ahead_in_batches_and_published_together_at_the_instan
     result = dispatcher.run_pass()
     assert result.published == 25 and result.planned == 0
     assert sorted(body["args"][0] for body in messages()) == sorted(slot_run_id(j["_id"], slot) for j in jobs)
+
+
+def test_a_leader_stepping_down_hands_its_planned_slots_back_to_their_jobs(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    dispatcher, job, run_id = planned_ahead(store, make_dispatcher, clock, "handback")
+    slot = job["next_fire_at"]
+    assert dispatcher.withdraw_planned() == 1
+    assert runs_of(store, "handback") == [] and dispatcher.planned == []
+    stored = store.jobs.find_one({"_id": "handback"})
+    assert (stored["next_fire_at"], stored["due_at"], stored["lease"]) == (slot, slot, None)
+
+    successor = make_dispatcher(term=2)  # plans the slot itself, at its instant
+    clock.set(slot + timedelta(milliseconds=5))
+    successor.run_pass()
+    assert [body["args"] for body in messages()] == [[run_id]]

@@ -5,13 +5,15 @@ redeliveries, overlap policies, outcomes, retries and dead-lettering."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from dramatiq.middleware import TimeLimitExceeded
 
-from cronhive.errors import LeaseHeld
+from cronhive.errors import LeaseHeld, StoreUnavailable
 from cronhive.handlers import HandlerFailed
 from cronhive.leases import reservation_holder
+from cronhive.worker import middleware
 from cronhive.worker.attempts import MAX_ERROR_CHARS, LeaseLostInterrupt
 from cronhive.worker.records import AFTER_ATTEMPT
 from tests.worker.conftest import LEASE_S, Harness
@@ -333,3 +335,34 @@ def test_a_start_that_fails_midway_is_published_again_never_run_without_a_lease(
     monkeypatch.setattr(harness.broker, "enqueue", broker_down)
     stuck = harness.deliver(other)
     assert stuck.begin() is None and stuck.failed  # dead-lettered rather than lost
+
+
+def test_an_outcome_whose_job_write_was_lost_is_completed_when_written_again(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's outcome landed, MongoDB went away before the job's (``last_run_*`` and the
+    lease release): the kept outcome is written again, the run's write is recognised as
+    already made (group commit's proof) and the job's is made — the lease does not wait
+    out its expiry, nothing is recorded twice."""
+    harness.job("report")
+    run_id = harness.trigger("report").run_id
+    delivery = harness.deliver(run_id)
+    delivery.begin()
+    real = harness.store.record_job_outcome
+    calls: list[str] = []
+
+    def lost_once(*args: Any, **kwargs: Any) -> bool:
+        calls.append(args[1])
+        if len(calls) == 1:
+            raise StoreUnavailable("MongoDB is unreachable (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(harness.store, "record_job_outcome", lost_once)
+    monkeypatch.setattr(middleware, "OUTCOME_RETRY_EVERY_S", 0.01)
+    harness.clock.advance(1)
+    delivery.end()
+
+    assert calls == [run_id, run_id]
+    run = harness.run(run_id)
+    assert run["status"] == "succeeded" and [a["status"] for a in run["attempts"]] == ["succeeded"]
+    job = harness.job_doc("report")
+    assert job["lease"] is None and (job["last_run_id"], job["last_run_status"]) == (run_id, "succeeded")
