@@ -213,7 +213,11 @@ class Dispatcher:
         if self.backlog and self._broker_ready():
             self._flush_backlog(result)
         now = self.clock.now()
-        self._publish_planned(now, result)
+        try:
+            self._publish_planned(now, result)
+        except Exception:  # interrupted: the runs it took are committed and pending, the backlog's now
+            self.backlog = True
+            raise
         jobs = self.store.due_jobs(now + self.lookahead, self.batch)
         planned_before = len(self.planned)
         if jobs:
@@ -536,7 +540,7 @@ class Dispatcher:
                 error = RunError(ErrorType.JOB_DELETED, "the job was deleted before this run was published")
                 self.store.skip_pending_runs(orphans, error, self.clock.now(), term)
             if not self._publish(committed, result):
-                self.metrics.unpublished(self.store.count_pending_runs())
+                self.metrics.unpublished(self.store.count_pending_runs(self.clock.now()))
                 return
             total += len(committed)
         if total:

@@ -40,6 +40,24 @@ SCHEDULER_STARTED = "scheduler started"
 LOAD_CHUNK = 5000
 
 
+def namespace_tree(source_root: Path, where: Path) -> Path:
+    """A directory whose ``cronhive`` package is ``source_root``'s, laid out as the wheel
+    lays it out (``shared/*`` plus ``api``, ``scheduler``, ``worker``): first on the
+    processes' ``PYTHONPATH`` it wins over this tree's editable install, so the processes
+    really run the other tree's code (a plain ``PYTHONPATH=source_root`` does not: the
+    installed package maps ``cronhive`` to this tree)."""
+    package = where / "cronhive"
+    if package.exists():
+        return where
+    package.mkdir(parents=True)
+    for entry in sorted((source_root / "shared").iterdir()):
+        if entry.name != "__pycache__":
+            (package / entry.name).symlink_to(entry)
+    for folder in ("api", "scheduler", "worker"):
+        (package / folder).symlink_to(source_root / folder)
+    return where
+
+
 class _Collector:
     """Stands in for the ``jobs`` collection while `MongoStore.create_job` builds documents:
     keeps what it would insert, so the bulk insert writes exactly the store's shape."""
@@ -100,7 +118,8 @@ class CronhiveCluster:
             **settings,
         })
         if self.source_root != self.services.repo_root:
-            env["PYTHONPATH"] = f"{self.source_root}:{self.services.repo_root}"
+            tree = namespace_tree(self.source_root, self.directory / "source")
+            env["PYTHONPATH"] = f"{tree}:{self.source_root}:{self.services.repo_root}"
         if probe:
             self.probe_dir.mkdir(parents=True, exist_ok=True)
             env["PYTHONPATH"] = f"{SHIM_DIR}:{env['PYTHONPATH']}"

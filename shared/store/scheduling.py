@@ -130,8 +130,9 @@ class SchedulingStore(RevisionStore):
         return [run_from_doc(doc) for doc in docs]
 
     @translated
-    def count_pending_runs(self) -> int:
-        return self.runs.count_documents({"status": RunStatus.PENDING})
+    def count_pending_runs(self, now: datetime) -> int:
+        """Unpublished runs whose slot has come (runs planned ahead of their slot are not)."""
+        return self.runs.count_documents({"status": RunStatus.PENDING, "scheduled_for": {"$lte": now}})
 
     @translated
     def job_positions(self, job_ids: list[str]) -> dict[str, datetime | None]:

@@ -124,11 +124,12 @@ def create_jobs(store: MongoStore, count: int, prefix: str, schedule: str = "* *
 
 
 def wait_until_caught_up(store: MongoStore, job_ids: list[str], until: datetime, timeout_s: float = 30.0) -> None:
-    """Until every job has moved past ``until`` and no run is left ``pending``."""
+    """Until every job has moved past ``until`` and no run of a slot up to ``until`` is left
+    ``pending`` (runs planned ahead of later slots are pending until their instant)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         behind = store.jobs.count_documents({"_id": {"$in": job_ids}, "next_fire_at": {"$lte": until}})
-        pending = store.runs.count_documents({"status": "pending"})
+        pending = store.runs.count_documents({"status": "pending", "scheduled_for": {"$lte": until}})
         if behind == 0 and pending == 0:
             return
         time.sleep(0.2)
