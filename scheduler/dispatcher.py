@@ -11,7 +11,13 @@ One `Dispatcher.run_pass` (leader only) does, in this order:
    and is planned again); one whose job is gone is recorded ``skipped``. A manual
    run still ``pending`` `MANUAL_PENDING_S` after its creation (the API died or
    lost MongoDB around its publish) is published too.
-2. **Dispatch due jobs**, a batch at a time — up to ``SCHEDULER_BATCH`` jobs and
+2. **Publish the runs planned ahead** whose instant has come (`Planned`), after one
+   read of their jobs and of the maintenance windows: a run whose job was deleted or
+   re-created, disabled, changed since it was planned, or whose slot a window now
+   holds is *withdrawn* instead — deleted, the reservation freed, the job moved back
+   to the slot, so the slot is planned again at once by the job as it is now (or, for
+   a disabled job, kept as its next slot, as if it had never been planned).
+3. **Dispatch due jobs**, a batch at a time — up to ``SCHEDULER_BATCH`` jobs and
    about as many runs (a catch-up can give one job up to 101) — earliest
    ``due_at`` first (index "due"):
 
@@ -30,11 +36,24 @@ One `Dispatcher.run_pass` (leader only) does, in this order:
       term; jobs whose update is identical (a herd on one schedule) share one
       ``UpdateMany``. Jobs whose write did not apply (changed meanwhile) get their drafts
       deleted and are planned again on the next pass;
-   d. publish the committed ``pending`` runs in slot order, up to `PUBLISH_CHUNK`
+   d. publish the committed ``pending`` runs in slot order (each slot run with its
+      job's snapshot, `cronhive.snapshots`), up to `PUBLISH_CHUNK`
       in flight at once with pipelined confirms (`cronhive.broker.RunPublisher.publish_runs`),
       checking leadership before each chunk;
    e. mark the confirmed runs ``queued`` in one ``update_many`` (``queued_at``:
       when the last confirm of the pass came).
+
+   A job due within the lookahead (``SCHEDULER_LOOKAHEAD_MS``) is planned the same
+   way *before* its instant — its run written ``pending``, the job advanced, its lease
+   reserved until a lease after the slot — and held (step 2) instead of published:
+   at the instant only publishing remains. Only a valid, enabled job whose lease
+   could be reserved now is planned ahead; one whose lease a run still holds is
+   decided at its instant. A new leader holds the pending runs of slots still ahead
+   that the previous one committed (its backlog pass) and publishes them at their
+   slot; a leader that stops on purpose withdraws what it planned
+   (`Dispatcher.withdraw_planned`). Slots planned before a MongoDB outage and due
+   during it are committed: they are published when it ends (those after are
+   decided by the misfire policy).
 
    So a dispatched batch costs six MongoDB commands whatever its size (plus
    one per adopted draft after a failover); the documents written per fired run

@@ -2,6 +2,12 @@
 
 Before the actor (``before_process_message``):
 
+0. a slot run's first delivery carrying its job's snapshot (`cronhive.snapshots`)
+   starts without reading anything: the job lease taken over from the run's
+   reservation and the run marked ``running``, each one compare-and-set through the
+   store's group commit (`cronhive.store.group_commit`: the writes of all the
+   process's threads batched into one command); if either does not apply (the job
+   or the run is no longer as published), the steps below decide;
 1. read the run and its job and `decide` (`worker.decisions`): acknowledge a
    duplicate or a finished run, make a message wait (re-published with a delay,
    retries not consumed), record ``skipped`` or ``abandoned``, or start;
