@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -172,3 +174,24 @@ def sleep_until_half_second() -> None:
     """Sleep to the next x.5 s: jobs firing every whole second are dispatched by then."""
     now = time.time()
     time.sleep((0.5 - (now % 1.0)) % 1.0 or 1.0)
+
+
+@contextmanager
+def scheduler_and_workers(settings: Settings, store: MongoStore, tmp_path: Path, workers: int = 1,
+                          **extra_env: str) -> Iterator[Cluster]:
+    """One real scheduler process (the leader) and ``workers`` real worker processes on
+    the test's store and queue, ``extra_env`` added to the workers' environment."""
+    from tests.worker.cluster import WorkerCluster
+
+    schedulers = Cluster(settings, store, tmp_path)
+    env = {**{key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"},
+           **schedulers.env(), **extra_env}
+    cluster = WorkerCluster(env, tmp_path, workers)
+    try:
+        cluster.start()
+        schedulers.start(1)
+        schedulers.wait_for_leader()
+        yield schedulers
+    finally:
+        schedulers.stop()
+        cluster.stop()

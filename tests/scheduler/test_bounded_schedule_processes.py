@@ -5,7 +5,6 @@ still runs it; a PUT raising ``max_fires`` makes it active until the new bound."
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,8 +18,8 @@ from flask.testing import FlaskClient
 from cronhive.api.app import close_app, create_app
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
-from tests.scheduler.cluster import Cluster
-from tests.worker.cluster import WorkerCluster, wait_for
+from tests.scheduler.cluster import scheduler_and_workers
+from tests.worker.cluster import wait_for
 
 API = "/api/v1/cron"
 
@@ -29,20 +28,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def system(settings: Settings, store: MongoStore, tmp_path: Path) -> Iterator[FlaskClient]:
-    schedulers = Cluster(settings, store, tmp_path)
-    env = {**{key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"},
-           **schedulers.env()}
-    workers = WorkerCluster(env, tmp_path, 1)
     app = create_app(settings)
     app.testing = True
     try:
-        workers.start()
-        schedulers.start(1)
-        schedulers.wait_for_leader()
-        yield app.test_client()
+        with scheduler_and_workers(settings, store, tmp_path):
+            yield app.test_client()
     finally:
-        schedulers.stop()
-        workers.stop()
         close_app(app)
 
 

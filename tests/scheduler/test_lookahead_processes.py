@@ -5,7 +5,6 @@ lookahead is what the next slot runs with."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -16,8 +15,8 @@ import pytest
 from cronhive.domain import utcnow
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
-from tests.scheduler.cluster import Cluster
-from tests.worker.cluster import WorkerCluster, wait_for
+from tests.scheduler.cluster import scheduler_and_workers
+from tests.worker.cluster import wait_for
 from tests.worker.handlers_for_tests import read_events
 
 pytestmark = pytest.mark.slow
@@ -25,18 +24,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def cluster(settings: Settings, store: MongoStore, tmp_path: Path) -> Iterator[None]:
-    schedulers = Cluster(settings, store, tmp_path)
-    env = {**{key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"},
-           **schedulers.env(), "HANDLER_MODULES": "tests.worker.handlers_for_tests"}
-    workers = WorkerCluster(env, tmp_path, 1)
-    try:
-        workers.start()
-        schedulers.start(1)
-        schedulers.wait_for_leader()
+    with scheduler_and_workers(settings, store, tmp_path, HANDLER_MODULES="tests.worker.handlers_for_tests"):
         yield
-    finally:
-        schedulers.stop()
-        workers.stop()
 
 
 def slot_runs(store: MongoStore, job_id: str) -> list[dict[str, Any]]:
