@@ -102,6 +102,10 @@ class Attempt:
     #: set by the keeper when the run was asked to stop (``cancel_requested``)
     cancelled: bool = False
     finished: bool = False
+    #: the backoff chosen for this attempt's retry, and whether its message went out (an
+    #: outcome written again through a MongoDB outage publishes the retry once, same delay)
+    retry_delay_ms: int | None = None
+    retry_published: bool = False
     #: the job's notify, name and last recorded outcome when the attempt started (for its events)
     notify: Notify | None = None
     job_name: str | None = None

@@ -539,10 +539,14 @@ class RunLifecycle(Middleware):
 
     def _retry(self, broker: Broker, message: MessageProxy, attempt: Attempt, status: RunStatus,
                error: RunError | None, duration_ms: int, now: datetime, output: RunOutput | None = None) -> str:
-        delay = backoff_ms(attempt.number, self.settings.retry_backoff_ms)
+        if attempt.retry_delay_ms is None:
+            attempt.retry_delay_ms = backoff_ms(attempt.number, self.settings.retry_backoff_ms)
+        delay = attempt.retry_delay_ms
         retry_at = now + timedelta(milliseconds=delay)
         # publish first: if the record below is rejected the retry finds a newer attempt and is dropped
-        self._publish_later(broker, message, attempt.number, delay)
+        if not attempt.retry_published:
+            self._publish_later(broker, message, attempt.number, delay)
+            attempt.retry_published = True
         end = AttemptEnd(RunStatus.QUEUED, error, duration_ms=duration_ms, retry_at=retry_at, output=output)
         record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
         if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):

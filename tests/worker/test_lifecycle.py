@@ -366,3 +366,28 @@ def test_an_outcome_whose_job_write_was_lost_is_completed_when_written_again(
     assert run["status"] == "succeeded" and [a["status"] for a in run["attempts"]] == ["succeeded"]
     job = harness.job_doc("report")
     assert job["lease"] is None and (job["last_run_id"], job["last_run_status"]) == (run_id, "succeeded")
+
+
+def test_a_retry_whose_outcome_is_written_through_an_outage_is_published_once(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    harness.job("flaky", max_retries=1)
+    run_id = harness.trigger("flaky").run_id
+    delivery = harness.deliver(run_id)
+    delivery.begin()
+    real = harness.store.finish_run_attempt
+    calls: list[int] = []
+
+    def down_twice(*args: Any, **kwargs: Any) -> bool:
+        calls.append(args[1])
+        if len(calls) <= 2:
+            raise StoreUnavailable("MongoDB is unreachable (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(harness.store, "finish_run_attempt", down_twice)
+    monkeypatch.setattr(middleware, "OUTCOME_RETRY_EVERY_S", 0.01)
+    delivery.end(HandlerFailed("failure 1"))
+
+    assert calls == [1, 1, 1]
+    (retry,) = harness.broker.take()  # one retry message, not one per try of the write
+    run = harness.run(run_id)
+    assert run["status"] == "queued" and run["retry_at"] == harness.clock.now() + timedelta(milliseconds=retry.delay)
