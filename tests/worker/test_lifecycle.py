@@ -337,6 +337,24 @@ def test_a_start_that_fails_midway_is_published_again_never_run_without_a_lease(
     assert stuck.begin() is None and stuck.failed  # dead-lettered rather than lost
 
 
+def unavailable_at_first(harness: Harness, monkeypatch: pytest.MonkeyPatch, method: str,
+                         times: int) -> list[tuple[Any, ...]]:
+    """Make the store's ``method`` raise `StoreUnavailable` on its first ``times`` calls
+    (MongoDB away), and the worker write its kept outcome again at once; the calls' args."""
+    real = getattr(harness.store, method)
+    calls: list[tuple[Any, ...]] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) <= times:
+            raise StoreUnavailable("MongoDB is unreachable (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(harness.store, method, flaky)
+    monkeypatch.setattr(middleware, "OUTCOME_RETRY_EVERY_S", 0.01)
+    return calls
+
+
 def test_an_outcome_whose_job_write_was_lost_is_completed_when_written_again(
         harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """The run's outcome landed, MongoDB went away before the job's (``last_run_*`` and the
@@ -347,21 +365,11 @@ def test_an_outcome_whose_job_write_was_lost_is_completed_when_written_again(
     run_id = harness.trigger("report").run_id
     delivery = harness.deliver(run_id)
     delivery.begin()
-    real = harness.store.record_job_outcome
-    calls: list[str] = []
-
-    def lost_once(*args: Any, **kwargs: Any) -> bool:
-        calls.append(args[1])
-        if len(calls) == 1:
-            raise StoreUnavailable("MongoDB is unreachable (test)")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(harness.store, "record_job_outcome", lost_once)
-    monkeypatch.setattr(middleware, "OUTCOME_RETRY_EVERY_S", 0.01)
+    calls = unavailable_at_first(harness, monkeypatch, "record_job_outcome", times=1)
     harness.clock.advance(1)
     delivery.end()
 
-    assert calls == [run_id, run_id]
+    assert [args[1] for args in calls] == [run_id, run_id]
     run = harness.run(run_id)
     assert run["status"] == "succeeded" and [a["status"] for a in run["attempts"]] == ["succeeded"]
     job = harness.job_doc("report")
@@ -374,20 +382,10 @@ def test_a_retry_whose_outcome_is_written_through_an_outage_is_published_once(
     run_id = harness.trigger("flaky").run_id
     delivery = harness.deliver(run_id)
     delivery.begin()
-    real = harness.store.finish_run_attempt
-    calls: list[int] = []
-
-    def down_twice(*args: Any, **kwargs: Any) -> bool:
-        calls.append(args[1])
-        if len(calls) <= 2:
-            raise StoreUnavailable("MongoDB is unreachable (test)")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(harness.store, "finish_run_attempt", down_twice)
-    monkeypatch.setattr(middleware, "OUTCOME_RETRY_EVERY_S", 0.01)
+    calls = unavailable_at_first(harness, monkeypatch, "finish_run_attempt", times=2)
     delivery.end(HandlerFailed("failure 1"))
 
-    assert calls == [1, 1, 1]
+    assert [args[1] for args in calls] == [1, 1, 1]
     (retry,) = harness.broker.take()  # one retry message, not one per try of the write
     run = harness.run(run_id)
     assert run["status"] == "queued" and run["retry_at"] == harness.clock.now() + timedelta(milliseconds=retry.delay)
