@@ -30,9 +30,9 @@ def ceiling_fractions(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"herd_runs_per_s": round(herd_rate, 1) if herd_rate else None,
                            "scale_runs_per_s": scale_rate}
     for name, value in (("herd", herd_rate), ("scale", scale_rate)):
-        for key in ("insert_docs_per_s", "update_docs_per_s"):
-            out[f"{name}_fraction_of_{key.split('_')[0]}"] = (
-                round(value / ceiling[key], 4) if value and ceiling.get(key) else None)
+        for key, short in (("insert_docs_per_s", "insert"), ("update_docs_per_s", "update"),
+                           ("run_path_floor_runs_per_s", "floor")):
+            out[f"{name}_fraction_of_{short}"] = round(value / ceiling[key], 4) if value and ceiling.get(key) else None
     return out
 
 
@@ -101,7 +101,9 @@ def _fmt(value: float | None, digits: int) -> str:
 #: what the table prints of the scale and failover sections (the JSON has every detail)
 HEADLINE_KEYS = {
     "store_ceiling": ("insert_docs_per_s", "update_docs_per_s", "bulk_update_docs_per_s", "find_one_per_s",
-                      "herd_runs_per_s", "herd_fraction_of_insert", "scale_runs_per_s", "scale_fraction_of_insert"),
+                      "run_path_floor_runs_per_s", "runs_update_docs_per_s", "jobs_update_docs_per_s",
+                      "herd_runs_per_s", "herd_fraction_of_insert", "herd_fraction_of_floor", "scale_runs_per_s",
+                      "scale_fraction_of_insert", "scale_fraction_of_floor"),
     "scale": ("jobs", "window_s", "offered_per_s", "fires_per_s", "lateness_p99_ms", "publish_lateness_p99_ms",
               "mongo_ops_per_run", "mongo_docs_written_per_run", "publishes_per_run", "scheduler_cpu_s_per_1k_fires",
               "scheduler_rss_mb"),

@@ -45,7 +45,8 @@ def empty_api(profile: Profile) -> dict[str, Any]:
 
 def empty_store_ceiling(profile: Profile) -> dict[str, Any]:
     return {"insert_docs_per_s": None, "update_docs_per_s": None, "bulk_update_docs_per_s": None,
-            "find_one_per_s": None}
+            "find_one_per_s": None, "run_path_floor_runs_per_s": None, "runs_update_docs_per_s": None,
+            "jobs_update_docs_per_s": None}
 
 
 EMPTY = {"store_ceiling": empty_store_ceiling, "herd": empty_herd, "scale": empty_scale, "failover": empty_failover, "api": empty_api}

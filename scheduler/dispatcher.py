@@ -160,11 +160,6 @@ class _Batch:
 SKIPPED_JOBS_LOGGED = 5
 
 
-def _gone(held: Planned) -> Job:
-    """A stand-in for the deleted job of a planned run (only its id is used)."""
-    return Job(job_id=held.item.job_id, name="", schedule="", handler="", incarnation=held.incarnation)
-
-
 def log_skipped(skipped: dict[str, list[str]], term: int) -> None:
     """One line for every slot a pass recorded ``skipped`` (each run says why): the
     count by reason and the first few jobs — not a line per slot, which an overloaded
@@ -281,11 +276,11 @@ class Dispatcher:
                 if not self._disable(job, f"invalid job document: {job.invalid_reason}", now):
                     result.changed += 1
                 continue
-            ahead = job.due_at is not None and job.due_at > now
-            if ahead and not self._plannable_ahead(job, now):
+            ahead_due = job.due_at if job.due_at is not None and job.due_at > now else None
+            if ahead_due is not None and not self._plannable_ahead(job, now):
                 continue  # planned at its instant instead
             try:
-                plan = plan_slots(job, job.due_at if ahead and job.due_at else now, windows)
+                plan = plan_slots(job, ahead_due or now, windows)
             except UncomputableSchedule as exc:
                 if not self._disable(job, exc.message, now):
                     result.changed += 1  # changed meanwhile: planned again next pass
@@ -294,9 +289,9 @@ class Dispatcher:
                 continue
             batch.missed[job.job_id] = plan.missed
             lease_s = self.job_lease_s
-            if ahead and job.due_at is not None:  # the reservation lasts from now until a lease after the slot
-                batch.ahead[job.job_id] = job.due_at
-                lease_s += (job.due_at - now).total_seconds()
+            if ahead_due is not None:  # the reservation lasts from now until a lease after the slot
+                batch.ahead[job.job_id] = ahead_due
+                lease_s += (ahead_due - now).total_seconds()
             runs, advance = overlap.resolve(job, plan, now, lease_s)
             batch.runs_by_job[job.job_id] = runs
             batch.advances.append(advance)
@@ -465,12 +460,11 @@ class Dispatcher:
         """Withdraw one planned run: deleted, and its job moved back to the slot — unless
         the job is gone (its runs went with it) or a changed schedule moved it itself."""
         if job is None or job.incarnation != held.incarnation:
-            self.store.withdraw_planned_run(held.item.run_id, job or _gone(held), held.item.slot, term,
-                                            unadvance=False)
+            self.store.withdraw_planned_run(held.item.run_id, held.item.job_id, held.item.slot, term)
             return
         moved = held.advanced_to is not None and job.next_fire_at != held.advanced_to
-        self.store.withdraw_planned_run(held.item.run_id, job, held.item.slot, term, unadvance=not moved,
-                                        fires_counted=held.fires_counted)
+        self.store.withdraw_planned_run(held.item.run_id, job.job_id, held.item.slot, term,
+                                        move_back=None if moved else job, fires_counted=held.fires_counted)
 
     def withdraw_planned(self) -> int:
         """Stepping down on purpose (the process stops): withdraw every run planned ahead

@@ -11,7 +11,16 @@ can do at all:
   one after another (the shape of a compare-and-set on a run or a job);
 - ``bulk_update_docs_per_s``: the same updates in unordered ``bulk_write`` calls of
   ``BULK_BATCH`` (the shape of a batched commit);
-- ``find_one_per_s``: ``find_one`` by ``_id``.
+- ``find_one_per_s``: ``find_one`` by ``_id``;
+- ``run_path_floor_runs_per_s``: runs per second the run path's updates allow at most
+  on this store, with nothing else running — the six updates each run makes after
+  its insert, each in the batched shape cronhive sends, on documents in collections
+  with cronhive's own indexes (``ensure_indexes``): on ``runs`` the leader's
+  ``queued`` mark (``update_many``), the start and the outcome (``bulk_write``); on
+  ``jobs`` the advance, the claim and the job's outcome (``bulk_write``). On a store
+  whose cost per updated document grows with the collection's indexes this, not
+  the bare update rate, is what bounds cronhive's runs/s; ``runs_update_docs_per_s``
+  and ``jobs_update_docs_per_s`` are those two collections' own rates.
 
 Each is the median of ``ROUNDS`` timed rounds.
 """
@@ -28,6 +37,7 @@ from pymongo import MongoClient, UpdateOne
 
 from bench.profiles import Profile
 from bench.services import Services
+from cronhive.store import MongoStore
 
 INSERT_BATCH = 1000
 INSERTS_PER_ROUND = 5000
@@ -35,6 +45,8 @@ UPDATES_PER_ROUND = 1000
 BULK_BATCH = 100
 FINDS_PER_ROUND = 1000
 ROUNDS = 3
+#: runs (and as many jobs) per round of the run-path floor
+FLOOR_RUNS = 1000
 
 
 def run_document(index: int) -> dict[str, Any]:
@@ -44,6 +56,70 @@ def run_document(index: int) -> dict[str, Any]:
             "status": "queued", "scheduled_for": now, "created_at": now, "queued_at": now, "attempt": 0,
             "lease_token": None, "worker": None, "started_at": None, "finished_at": None, "duration_ms": None,
             "lateness_ms": None, "error": None, "sched_term": 1, "attempts": []}
+
+
+def job_document(index: int) -> dict[str, Any]:
+    """About the size and shape of a job document (its indexed fields all set)."""
+    now = datetime.now(UTC)
+    return {"_id": f"job_floor_{index:06d}", "name": f"floor {index}", "schedule": "* * * * *", "handler": "noop",
+            "args": {}, "timezone": "UTC", "enabled": True, "tags": ["bench", f"t{index % 7}"], "created_at": now,
+            "updated_at": now, "revision": 1, "incarnation": f"i{index}", "next_fire_at": now, "due_at": now,
+            "lease": None, "lease_term": 0, "sched_term": 1, "last_run_id": None, "last_run_status": None,
+            "last_run_duration_ms": None, "fires": 0}
+
+
+def floor_round(runs: Any, jobs: Any, round_no: int) -> tuple[float, float, float]:
+    """One round of the six run-path updates over ``FLOOR_RUNS`` runs of as many jobs:
+    (runs per second over all six, runs' documents/s, jobs' documents/s)."""
+    tag = f"{round_no:02d}"
+    job_ids = [f"job_floor_{index:06d}" for index in range(FLOOR_RUNS)]
+    run_ids = [f"run_floor_{tag}_{index:06d}" for index in range(FLOOR_RUNS)]
+    jobs.insert_many([job_document(index) for index in range(FLOOR_RUNS)], ordered=False)
+    docs = [{**run_document(index), "_id": run_ids[index], "job_id": job_ids[index], "status": "pending"}
+            for index in range(FLOOR_RUNS)]
+    runs.insert_many(docs, ordered=False)
+    now = datetime.now(UTC)
+    spent = {"runs": 0.0, "jobs": 0.0}
+
+    def timed(where: str, batch: Callable[[int, int], None]) -> None:
+        started = time.perf_counter()
+        for start in range(0, FLOOR_RUNS, BULK_BATCH):
+            batch(start, start + BULK_BATCH)
+        spent[where] += time.perf_counter() - started
+
+    def bulk(coll: Any, ops: list[UpdateOne]) -> None:
+        coll.bulk_write(ops, ordered=False)
+
+    timed("jobs", lambda a, b: bulk(jobs, [UpdateOne({"_id": job_id, "sched_term": 1}, {"$set": {
+        "next_fire_at": now, "due_at": now, "lease": {"holder": f"run:{run_id}", "token": 1, "expires_at": now},
+        "lease_term": 1}}) for job_id, run_id in zip(job_ids[a:b], run_ids[a:b], strict=True)]))
+    timed("runs", lambda a, b: runs.update_many({"_id": {"$in": run_ids[a:b]}, "status": "pending"},
+                                                {"$set": {"status": "queued", "queued_at": now}}))
+    timed("jobs", lambda a, b: bulk(jobs, [UpdateOne({"_id": job_id, "lease.token": 1, "lease_term": 1}, {"$set": {
+        "lease": {"holder": "worker:1", "token": 2, "expires_at": now}, "lease_term": 2}})
+        for job_id in job_ids[a:b]]))
+    timed("runs", lambda a, b: bulk(runs, [UpdateOne({"_id": run_id, "status": "queued", "attempt": 0}, {"$set": {
+        "status": "running", "attempt": 1, "worker": "worker:1", "started_at": now, "lease_token": 2}})
+        for run_id in run_ids[a:b]]))
+    timed("runs", lambda a, b: bulk(runs, [UpdateOne({"_id": run_id, "attempt": 1, "lease_token": 2}, {"$set": {
+        "status": "succeeded", "finished_at": now, "duration_ms": 1, "attempts": [{"n": 1, "status": "succeeded"}]}})
+        for run_id in run_ids[a:b]]))
+    timed("jobs", lambda a, b: bulk(jobs, [UpdateOne({"_id": job_id, "lease.token": 2}, {"$set": {
+        "lease": None, "last_run_id": run_id, "last_run_status": "succeeded", "last_run_duration_ms": 1}})
+        for job_id, run_id in zip(job_ids[a:b], run_ids[a:b], strict=True)]))
+    jobs.delete_many({})
+    return (FLOOR_RUNS / (spent["runs"] + spent["jobs"]), 3 * FLOOR_RUNS / spent["runs"],
+            3 * FLOOR_RUNS / spent["jobs"])
+
+
+def run_path_floor(client: MongoClient[dict[str, Any]], database: str) -> dict[str, Any]:
+    """The six run-path updates per run, on collections indexed as cronhive's are."""
+    store = MongoStore(client, database, owns_client=False)
+    store.ensure_indexes()
+    rounds = [floor_round(store.runs, store.jobs, round_no) for round_no in range(ROUNDS)]
+    return {"run_path_floor_runs_per_s": round(statistics.median(r[0] for r in rounds), 1),
+            "runs_update_docs_per_s": round(statistics.median(r[1] for r in rounds)),
+            "jobs_update_docs_per_s": round(statistics.median(r[2] for r in rounds))}
 
 
 def rate(count: int, call: Callable[[], None]) -> float:
@@ -88,14 +164,19 @@ def run(profile: Profile, services: Services) -> dict[str, Any]:
                     runs.find_one({"_id": run_id})
 
             finds.append(rate(min(len(ids), FINDS_PER_ROUND), find))
+        floor = run_path_floor(client, f"{database}_floor")
         return {
             "insert_docs_per_s": round(statistics.median(inserts)),
             "update_docs_per_s": round(statistics.median(updates)),
             "bulk_update_docs_per_s": round(statistics.median(bulk)),
             "find_one_per_s": round(statistics.median(finds)),
+            **floor,
             "setup": (f"one client; insert_many of {INSERT_BATCH}, update_one by _id, bulk_write of {BULK_BATCH} "
-                      f"UpdateOne, find_one by _id; median of {ROUNDS} rounds, run-sized documents"),
+                      f"UpdateOne, find_one by _id; median of {ROUNDS} rounds, run-sized documents; floor: "
+                      f"{FLOOR_RUNS} runs of as many jobs through the six run-path updates, batches of {BULK_BATCH}, "
+                      f"cronhive's indexes"),
         }
     finally:
         client.drop_database(database)
+        client.drop_database(f"{database}_floor")
         client.close()

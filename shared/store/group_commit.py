@@ -36,7 +36,7 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, WriteError
 
-from cronhive.store.base import DUPLICATE_KEY, Document, StoreBase, translate_errors
+from cronhive.store.base import DUPLICATE_KEY, Document
 
 #: Largest batch in one command (MongoDB accepts up to 100,000 operations).
 MAX_BATCH = 1000
@@ -104,10 +104,9 @@ class _Pending:
 class GroupCommit:
     """Batches the writes submitted by many threads into one ``bulk_write`` each."""
 
-    def __init__(self, collection: Collection[Any], *, max_batch: int = MAX_BATCH, uri: str = "") -> None:
+    def __init__(self, collection: Collection[Any], *, max_batch: int = MAX_BATCH) -> None:
         self.collection = collection
         self.max_batch = max_batch
-        self.uri = uri
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._flushing = False
@@ -117,8 +116,8 @@ class GroupCommit:
         self.operations = 0
 
     def submit(self, write: Write) -> Outcome:
-        """Write ``write`` in the next batch; its outcome (raises what the write raised,
-        e.g. `StoreUnavailable`)."""
+        """Write ``write`` in the next batch; its outcome. Raises what the batch raised
+        (pymongo's errors: the store's methods translate them, naming the store)."""
         return self.submit_many([write])[0]
 
     def submit_many(self, writes: Sequence[Write]) -> list[Outcome]:
@@ -149,8 +148,7 @@ class GroupCommit:
                     self._flushing = False
                     return
             try:
-                with translate_errors(self.uri):
-                    self._write(batch)
+                self._write(batch)
             except BaseException as exc:  # every caller of the batch sees the failure
                 for item in batch:
                     item.error = exc
@@ -195,22 +193,25 @@ class GroupCommit:
 
 
 _COMMITTERS_LOCK = threading.Lock()
+#: where a client carries its collections' committers (they live and go with it)
+_ON_CLIENT = "_cronhive_group_commits"
 
 
-def committer(store: StoreBase, collection: Collection[Document]) -> GroupCommit:
-    """The store's one `GroupCommit` for ``collection`` (made on first use; shared by
-    every thread using the store)."""
-    committers: dict[str, GroupCommit] = store.__dict__.setdefault("_group_commits", {})
-    found = committers.get(collection.name)
+def committer(collection: Collection[Document]) -> GroupCommit:
+    """The process's one `GroupCommit` for ``collection`` — shared by every thread and
+    every store object using the same client, made on first use."""
+    committers: dict[tuple[str, str], GroupCommit] = vars(collection.database.client).setdefault(_ON_CLIENT, {})
+    key = (collection.database.name, collection.name)
+    found = committers.get(key)
     if found is not None:
         return found
     with _COMMITTERS_LOCK:
-        return committers.setdefault(collection.name, GroupCommit(collection, uri=store.uri))
+        return committers.setdefault(key, GroupCommit(collection))
 
 
-def applied(store: StoreBase, collection: Collection[Document], write: Cas) -> bool:
-    """Submit one compare-and-set to the store's committer for ``collection``: whether it applied."""
-    return committer(store, collection).submit(write) is Outcome.APPLIED
+def applied(collection: Collection[Document], write: Cas) -> bool:
+    """Submit one compare-and-set to the committer of ``collection``: whether it applied."""
+    return committer(collection).submit(write) is Outcome.APPLIED
 
 
 __all__ = ["Cas", "GroupCommit", "Outcome", "applied", "cas", "committer", "holds", "value_at"]

@@ -24,14 +24,13 @@ from cronhive.leases import Lease, reservation_holder
 from cronhive.revisions import Revision, definition_of, deletion
 from cronhive.store.base import Document, translated
 from cronhive.store.documents import (
-    LEASE_FIELD,
     job_from_doc,
     job_status_filter,
     job_to_doc,
     job_update_set,
-    lease_filter,
 )
-from cronhive.store.group_commit import applied, cas, holds, value_at
+from cronhive.store.group_commit import applied, cas, holds
+from cronhive.store.leases import release_recording
 from cronhive.store.revisions import RevisionStore, new_write_id
 from cronhive.windows import MaintenanceWindow
 
@@ -241,14 +240,6 @@ class JobStore(RevisionStore):
         Written through the store's group commit (one command for the outcomes of many
         worker threads)."""
         outcome = {"last_run_id": run_id, "last_run_status": status, "last_run_duration_ms": duration_ms}
-        recorded = holds(outcome)
         if lease is None:
-            return applied(self, self.jobs, cas(job_id, {"incarnation": incarnation}, {"$set": outcome}, recorded))
-        expected = {key: value for key, value in lease_filter(lease).items() if key != "_id"}
-        expected["incarnation"] = incarnation
-
-        def released(doc: Mapping[str, Any]) -> bool:
-            return recorded(doc) and value_at(doc, f"{LEASE_FIELD}.holder") != lease.holder
-
-        update = {"$set": {LEASE_FIELD: None, **outcome}}
-        return applied(self, self.jobs, cas(job_id, expected, update, released))
+            return applied(self.jobs, cas(job_id, {"incarnation": incarnation}, {"$set": outcome}, holds(outcome)))
+        return release_recording(self.jobs, lease, outcome, {"incarnation": incarnation})

@@ -14,7 +14,10 @@ a lease.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
@@ -33,7 +36,7 @@ from cronhive.store.documents import (
     lease_from_doc,
     lease_to_doc,
 )
-from cronhive.store.group_commit import applied, cas, holds
+from cronhive.store.group_commit import applied, cas, holds, value_at
 
 
 def claim(coll: Collection[Document], scope: LeaseScope, doc_id: str, holder: str, ms: int, now: datetime, *,
@@ -68,7 +71,7 @@ def claim(coll: Collection[Document], scope: LeaseScope, doc_id: str, holder: st
     return lease_from_doc(scope, doc_id, doc[LEASE_FIELD])
 
 
-def claim_as_read(store: StoreBase, coll: Collection[Document], scope: LeaseScope, seen: Job | Run, holder: str, ms: int,
+def claim_as_read(coll: Collection[Document], scope: LeaseScope, seen: Job | Run, holder: str, ms: int,
                   now: datetime, *, mine: tuple[str, ...] = (), run_id: str | None = None) -> Lease | None:
     """`claim`, for a caller that has just read the document ``seen``: when its lease as
     read is claimable at ``now``, one ``update_one`` by ``_id`` that compares-and-sets
@@ -82,30 +85,29 @@ def claim_as_read(store: StoreBase, coll: Collection[Document], scope: LeaseScop
     if not claimable(seen.lease, own, now):
         return claim(coll, scope, doc_id, holder, ms, now, mine=mine, run_id=run_id)
     lease = successor(seen.lease, seen.lease_term, scope, doc_id, holder, run_id, now, ms)
-    if write_lease(store, coll, doc_id, lease_as_read(seen.lease, seen.lease_term), lease):
+    if write_lease(coll, doc_id, lease_as_read(seen.lease, seen.lease_term), lease):
         return lease
     return claim(coll, scope, doc_id, holder, ms, now, mine=mine, run_id=run_id)
 
 
-def write_lease(store: StoreBase, coll: Collection[Document], doc_id: str, expected: Document, lease: Lease) -> bool:
+def write_lease(coll: Collection[Document], doc_id: str, expected: Document, lease: Lease) -> bool:
     """Write ``lease`` (and its token as the document's ``lease_term``) over what
-    ``expected`` says is there, through the store's group commit; whether it applied."""
+    ``expected`` says is there, through the process's group commit; whether it applied."""
     update = {"$set": {TERM_FIELD: lease.token, LEASE_FIELD: lease_to_doc(lease)}}
     proof = holds({f"{LEASE_FIELD}.holder": lease.holder, f"{LEASE_FIELD}.token": lease.token})
-    return applied(store, coll, cas(doc_id, expected, update, proof))
+    return applied(coll, cas(doc_id, expected, update, proof))
 
 
 def renew(coll: Collection[Document], lease: Lease, ms: int, now: datetime) -> Lease | None:
-    """Extend a lease still held at ``now``; None when it was lost (expired, taken or released)."""
-    doc = coll.find_one_and_update(
-        {**lease_filter(lease), f"{LEASE_FIELD}.expires_at": {"$gt": now}},
-        {"$set": {f"{LEASE_FIELD}.expires_at": now + timedelta(milliseconds=ms)}},
-        return_document=ReturnDocument.AFTER,
-        projection={LEASE_FIELD: 1},
-    )
-    if doc is None:
-        return None
-    return lease_from_doc(lease.scope, lease.doc_id, doc[LEASE_FIELD])
+    """Extend a lease still held at ``now``; None when it was lost (expired, taken or
+    released). A compare-and-set by ``_id`` through the group commit (the renewals of a
+    process's lease keepers share commands; no find-and-modify)."""
+    renewed = replace(lease, expires_at=_whole_ms(now + timedelta(milliseconds=ms)))
+    expected = {**_held(lease), f"{LEASE_FIELD}.expires_at": {"$gt": now}}
+    update = {"$set": {f"{LEASE_FIELD}.expires_at": renewed.expires_at}}
+    proof = holds({f"{LEASE_FIELD}.holder": lease.holder, f"{LEASE_FIELD}.token": lease.token,
+                   f"{LEASE_FIELD}.expires_at": renewed.expires_at})
+    return renewed if applied(coll, cas(lease.doc_id, expected, update, proof)) else None
 
 
 def release(coll: Collection[Document], lease: Lease, extra_set: Document | None = None,
@@ -113,6 +115,30 @@ def release(coll: Collection[Document], lease: Lease, extra_set: Document | None
     """Free a lease; only its holder (same token) can. Returns whether it was ours."""
     query = {**lease_filter(lease), **(extra_filter or {})}
     return coll.update_one(query, {"$set": {LEASE_FIELD: None, **(extra_set or {})}}).modified_count == 1
+
+
+def release_recording(coll: Collection[Document], lease: Lease, recorded: Document,
+                      extra_filter: Document | None = None) -> bool:
+    """`release`, writing ``recorded`` in the same update — values no other write
+    makes (a run's outcome on its job), so it goes through the group commit, whose
+    proof is that they are there and the lease is no longer this one's."""
+    recorded_there = holds(recorded)
+
+    def released(doc: Mapping[str, Any]) -> bool:
+        return recorded_there(doc) and value_at(doc, f"{LEASE_FIELD}.holder") != lease.holder
+
+    expected = {**_held(lease), **(extra_filter or {})}
+    return applied(coll, cas(lease.doc_id, expected, {"$set": {LEASE_FIELD: None, **recorded}}, released))
+
+
+def _whole_ms(instant: datetime) -> datetime:
+    """``instant`` as MongoDB stores it (whole milliseconds), so a proof compares equal."""
+    return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
+
+
+def _held(lease: Lease) -> Document:
+    """`lease_filter` without the ``_id`` (a compare-and-set names its document apart)."""
+    return {key: value for key, value in lease_filter(lease).items() if key != "_id"}
 
 
 def hand_over(coll: Collection[Document], lease: Lease, holder: str, until: datetime) -> bool:
@@ -161,7 +187,7 @@ class LeaseStore(StoreBase):
             extra = {"buffered_run_id": {"$cond": [{"$eq": ["$buffered_run_id", run_id]}, None, "$buffered_run_id"]}}
             return claim(coll, scope, doc_id, holder, ms, now, mine=mine, run_id=run_id, extra_set=extra)
         if seen is not None:
-            return claim_as_read(self, coll, scope, seen, holder, ms, now, mine=mine, run_id=run_id)
+            return claim_as_read(coll, scope, seen, holder, ms, now, mine=mine, run_id=run_id)
         return claim(coll, scope, doc_id, holder, ms, now, mine=mine, run_id=run_id,
                      upsert=scope == LeaseScope.NAMED)
 
@@ -178,7 +204,7 @@ class LeaseStore(StoreBase):
         expected: Document = {f"{LEASE_FIELD}.holder": reservation_holder(run_id),
                               f"{LEASE_FIELD}.token": reserved_token, TERM_FIELD: reserved_token,
                               "revision": revision, "incarnation": incarnation}
-        return lease if write_lease(self, self.jobs, job_id, expected, lease) else None
+        return lease if write_lease(self.jobs, job_id, expected, lease) else None
 
     @translated
     def renew_lease(self, lease: Lease, duration_s: float, now: datetime) -> Lease | None:

@@ -213,7 +213,7 @@ class RunStore(StoreBase):
             update["$push"] = _push_attempt(dead_attempt)
         if seen.output.output is not None or seen.output.log is not None:  # a previous attempt's
             update["$unset"] = dict.fromkeys(OUTPUT_FIELDS, "")
-        return applied(self, self.runs, cas(seen.run_id, expected, update, _started(start)))
+        return applied(self.runs, cas(seen.run_id, expected, update, _started(start)))
 
     @translated
     def start_reserved_run(self, run_id: str, reserved_token: int, start: AttemptStart) -> bool:
@@ -222,7 +222,7 @@ class RunStore(StoreBase):
         reservation token ``reserved_token`` it was published with (the worker's path
         for a message carrying its job's snapshot, `cronhive.snapshots`)."""
         expected: Document = {"status": {"$in": list(NOT_STARTED)}, "attempt": 0, "lease_token": reserved_token}
-        return applied(self, self.runs, cas(run_id, expected, {"$set": attempt_start_set(start)}, _started(start)))
+        return applied(self.runs, cas(run_id, expected, {"$set": attempt_start_set(start)}, _started(start)))
 
     @translated
     def finish_run_attempt(self, run_id: str, attempt: int, token: int | None, end: AttemptEnd,
@@ -233,7 +233,7 @@ class RunStore(StoreBase):
         outbox_set, outbox_push = outbox_update(end.notifications, end.finished_at)
         update = {"$set": {**attempt_end_set(end), **outbox_set}, "$push": {**_push_attempt(record), **outbox_push}}
         proof = holds({"status": end.status, "attempt": attempt, "lease_token": token})
-        return applied(self, self.runs, cas(run_id, expected, update, proof))
+        return applied(self.runs, cas(run_id, expected, update, proof))
 
     @translated
     def fail_unstarted_run(self, run_id: str, error: RunError, now: datetime) -> bool:

@@ -149,27 +149,27 @@ class SchedulingStore(RevisionStore):
         return {doc["_id"]: job_from_doc(doc) for doc in self.jobs.find({"_id": {"$in": job_ids}})}
 
     @translated
-    def withdraw_planned_run(self, run_id: str, job: Job, slot: datetime, term: int, *, unadvance: bool,
-                             fires_counted: int = 0) -> bool:
+    def withdraw_planned_run(self, run_id: str, job_id: str, slot: datetime, term: int, *,
+                             move_back: Job | None = None, fires_counted: int = 0) -> bool:
         """Withdraw a run planned ahead of its slot that must not be published as planned
-        (its job changed, was disabled, or a maintenance window now holds the slot):
-        delete the run while it is still ``pending`` (fenced on ``term``), free the
-        job's lease from its reservation, and — ``unadvance`` — move the job back to the
-        slot (compare-and-set on ``job`` as just read), so the slot is planned again,
-        at its instant, by the job as it is then (a disabled job keeps it as its next
-        slot, as if it had never been planned). Whether the run was deleted."""
+        (its job changed, was disabled or deleted, or a maintenance window now holds the
+        slot): delete the run while it is still ``pending`` (fenced on ``term``) and free
+        the job's lease from its reservation. With ``move_back`` (the job as just read),
+        move the job back to the slot by compare-and-set, handing back the
+        ``fires_counted`` it counted, so the slot is planned again, at its instant, by
+        the job as it is then (a disabled job keeps it as its next slot, as if it had
+        never been planned). Whether the run was deleted."""
         query = {"_id": run_id, "status": RunStatus.PENDING, **fenced(term)}
         if self.runs.delete_one(query).deleted_count != 1:
             return False
-        self.jobs.update_one({"_id": job.job_id, "lease.holder": reservation_holder(run_id)},
-                             {"$set": {"lease": None}})
-        if unadvance:
-            due_at = slot + job.jitter if job.enabled else None
+        self.jobs.update_one({"_id": job_id, "lease.holder": reservation_holder(run_id)}, {"$set": {"lease": None}})
+        if move_back is not None:
+            due_at = slot + move_back.jitter if move_back.enabled else None
             update: Document = {"$set": {"next_fire_at": slot, "due_at": due_at, "sched_term": term}}
             if fires_counted:
                 update["$inc"] = {"fires": -fires_counted}
-            self.jobs.update_one({"_id": job.job_id, "revision": job.revision, "next_fire_at": job.next_fire_at,
-                                  **fenced(term)}, update)
+            self.jobs.update_one({"_id": job_id, "revision": move_back.revision,
+                                  "next_fire_at": move_back.next_fire_at, **fenced(term)}, update)
         return True
 
     @translated

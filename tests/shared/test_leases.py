@@ -16,9 +16,11 @@ from pymongo.collection import Collection
 from cronhive import leases as rules
 from cronhive.enums import LeaseScope
 from cronhive.leases import Lease
+from cronhive.settings import Settings
 from cronhive.store import MongoStore
 from cronhive.store import leases as store_leases
 from cronhive.store.documents import lease_filter
+from tests.services import CommandCounter
 
 T0 = datetime(2026, 3, 26, 10, 0, tzinfo=UTC)
 JOB, NAMED = LeaseScope.JOB, LeaseScope.NAMED
@@ -139,6 +141,48 @@ def test_release_only_by_the_holder(coll: Collection) -> None:
     doc = coll.find_one({"_id": "job"})
     assert doc["lease"] is None and doc["last_run_status"] == "succeeded"
     assert store_leases.release(coll, lease) is False  # twice: nothing left to release
+
+
+def test_release_recording_frees_the_lease_and_writes_the_outcome_once(coll: Collection) -> None:
+    lease = claim(coll, "a", T0, run_id="run_1")
+    outcome = {"last_run_id": "run_1", "last_run_status": "succeeded"}
+    impostor = Lease(JOB, "job", "b", lease.token, lease.expires_at)
+    assert store_leases.release_recording(coll, impostor, outcome) is False
+    assert store_leases.release_recording(coll, lease, outcome, {"enabled": False}) is False  # extra filter
+    assert store_leases.read(coll, JOB, "job") == lease and "last_run_id" not in coll.find_one({"_id": "job"})
+    assert store_leases.release_recording(coll, lease, outcome, {"enabled": True}) is True
+    doc = coll.find_one({"_id": "job"})
+    assert doc["lease"] is None and doc["last_run_status"] == "succeeded"
+    # written again (a kept outcome retried after a lost reply): recognised as already made
+    assert store_leases.release_recording(coll, lease, outcome) is True
+    # another holder's lease now: a stale outcome changes nothing and says so
+    current = claim(coll, "b", at(1))
+    assert store_leases.release_recording(coll, lease, {**outcome, "last_run_id": "run_0"}) is False
+    assert store_leases.read(coll, JOB, "job") == current and coll.find_one({"_id": "job"})["last_run_id"] == "run_1"
+
+
+def test_renewals_are_compare_and_sets_through_the_group_commit(store: MongoStore, settings: Settings) -> None:
+    """No find-and-modify (a collection scan on the MongoDB-wire server of the tests):
+    one ``update`` per renewal, and a lost lease still reads as lost."""
+    commands = CommandCounter()
+    counting = MongoStore.open(settings, event_listeners=[commands])
+    try:
+        store.jobs.insert_one({"_id": "job", "lease": None, "lease_term": 0})
+        lease = store_leases.claim(store.jobs, JOB, "job", "a", DURATION_MS, T0)
+        assert lease is not None
+        commands.take()
+        renewed = counting.renew_lease(lease, 10, at(5))
+        assert renewed == Lease(JOB, "job", "a", lease.token, at(15), None) == store_leases.read(store.jobs, JOB, "job")
+        assert commands.take() == ["update"]
+        assert counting.renew_lease(renewed, 10, at(15)) is None  # expired at 15
+        assert commands.take() == ["update", "find"]  # matched nothing: read back once to tell
+        assert store_leases.read(store.jobs, JOB, "job").expires_at == at(15)
+        # a sub-millisecond instant is stored (and proven) as MongoDB keeps it
+        again = store_leases.claim(store.jobs, JOB, "job", "a", DURATION_MS, at(20))
+        odd = counting.renew_lease(again, 10, at(21) + timedelta(microseconds=1500))
+        assert odd is not None and odd.expires_at == at(31.001) == store_leases.read(store.jobs, JOB, "job").expires_at
+    finally:
+        counting.close()
 
 
 def test_extra_filter_and_extra_set_apply_in_the_same_update(coll: Collection) -> None:
