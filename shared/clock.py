@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from cronhive.domain import utcnow
+from cronhive.domain import utcnow, whole_ms
 
 log = logging.getLogger("cronhive.clock")
 
@@ -76,5 +76,4 @@ class DatabaseClock:
             except Exception:  # keep the last offset while MongoDB is unreachable
                 self._failed_at = time.monotonic()
                 log.debug("could not re-measure the database clock", exc_info=True)
-        value = utcnow() + self.offset
-        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+        return whole_ms(utcnow() + self.offset)

@@ -103,10 +103,15 @@ MAX_BACKFILL_SLOTS = 1000
 _JUST_BEFORE = timedelta(microseconds=1)
 
 
+def whole_ms(instant: datetime) -> datetime:
+    """``instant`` to whole milliseconds, as MongoDB stores it (so a value compared with
+    what was stored compares equal)."""
+    return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
+
+
 def utcnow() -> datetime:
     """The current instant, whole milliseconds (what MongoDB stores)."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    return whole_ms(datetime.now(UTC))
 
 
 def format_instant(value: datetime | None) -> str | None:

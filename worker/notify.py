@@ -45,7 +45,7 @@ from dramatiq.middleware import Middleware
 
 from cronhive import metrics
 from cronhive.clock import Clock
-from cronhive.domain import Notification, Run, notification_payload
+from cronhive.domain import Notification, Run, notification_payload, whole_ms
 from cronhive.enums import DeliveryStatus, RunStatus, Trigger
 from cronhive.errors import Unavailable
 from cronhive.http_calls import CallError, DestinationGuard, post_json
@@ -66,11 +66,6 @@ DELIVERY_HEADER = "X-Cronhive-Delivery"
 def signature(secret: str, body: bytes) -> str:
     """``sha256=<hex HMAC-SHA256 of body>`` keyed with ``secret``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def _millis(at: datetime) -> datetime:
-    """``at`` to whole milliseconds (what MongoDB stores: the claim is compared as stored)."""
-    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 def backoff(attempts: int, base_ms: int) -> timedelta:
@@ -118,7 +113,7 @@ class Deliverer:
             committed, job_name = self._committed(run)
             if not committed:
                 continue
-            until = _millis(self.clock.now() + self.claim)
+            until = whole_ms(self.clock.now() + self.claim)
             if not self.store.claim_notifications(run, until):
                 continue  # another process took it
             updated, next_due = self.deliver(run, job_name)
@@ -153,7 +148,7 @@ class Deliverer:
             attempted = self._attempt(run, notification, job_name)
             updated.append(attempted)
             if attempted.status == DeliveryStatus.PENDING:
-                at = _millis(self.clock.now() + backoff(attempted.attempts, self.settings.notify_backoff_ms))
+                at = whole_ms(self.clock.now() + backoff(attempted.attempts, self.settings.notify_backoff_ms))
                 next_due = at if next_due is None else min(next_due, at)
         return tuple(updated), next_due
 

@@ -23,7 +23,7 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from cronhive.domain import Job, Run
+from cronhive.domain import Job, Run, whole_ms
 from cronhive.enums import LeaseScope
 from cronhive.leases import Lease, claimable, duration_ms, reservation_holder, successor
 from cronhive.store.base import Document, StoreBase, translated
@@ -102,7 +102,7 @@ def renew(coll: Collection[Document], lease: Lease, ms: int, now: datetime) -> L
     """Extend a lease still held at ``now``; None when it was lost (expired, taken or
     released). A compare-and-set by ``_id`` through the group commit (the renewals of a
     process's lease keepers share commands; no find-and-modify)."""
-    renewed = replace(lease, expires_at=_whole_ms(now + timedelta(milliseconds=ms)))
+    renewed = replace(lease, expires_at=whole_ms(now + timedelta(milliseconds=ms)))
     expected = {**_held(lease), f"{LEASE_FIELD}.expires_at": {"$gt": now}}
     update = {"$set": {f"{LEASE_FIELD}.expires_at": renewed.expires_at}}
     proof = holds({f"{LEASE_FIELD}.holder": lease.holder, f"{LEASE_FIELD}.token": lease.token,
@@ -129,11 +129,6 @@ def release_recording(coll: Collection[Document], lease: Lease, recorded: Docume
 
     expected = {**_held(lease), **(extra_filter or {})}
     return applied(coll, cas(lease.doc_id, expected, {"$set": {LEASE_FIELD: None, **recorded}}, released))
-
-
-def _whole_ms(instant: datetime) -> datetime:
-    """``instant`` as MongoDB stores it (whole milliseconds), so a proof compares equal."""
-    return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
 
 
 def _held(lease: Lease) -> Document:
