@@ -565,7 +565,12 @@ class Dispatcher:
     def _classify(self, page: list[Run], now: datetime) -> tuple[list[Outgoing], list[str], list[str]]:
         """Pending runs → (to publish, drafts to delete, runs of deleted jobs). A committed
         slot run whose slot is still ahead (planned ahead by an earlier leader) is held,
-        to be published at its slot."""
+        to be published at its slot; one held already is left to the held list, even once
+        its slot has come while the backlog was being published (else it would go twice)."""
+        held = {planned.item.run_id for planned in self.planned}
+        page = [run for run in page if run.run_id not in held]
+        if not page:
+            return [], [], []
         positions = self.store.job_positions(sorted({run.job_id for run in page}))
         young = self.clock.now() - timedelta(seconds=MANUAL_PENDING_S)
         committed: list[Outgoing] = []

@@ -172,7 +172,7 @@ def test_a_sigstopped_leader_resumed_after_a_takeover_publishes_and_writes_nothi
 rabbitmqctl = services.rabbitmqctl
 
 
-def test_rabbitmq_stopped_and_started_loses_no_slot_and_publishes_none_twice(
+def test_rabbitmq_stopped_and_started_loses_no_slot_and_publishes_again_only_the_runs_in_flight(
         cluster: Cluster, store: MongoStore, settings: Settings) -> None:
     job_ids = create_jobs(store, 10, "mq", misfire_policy="fire_all", overlap_policy="allow")
     start = first_common_slot(store, job_ids)
@@ -191,11 +191,14 @@ def test_rabbitmq_stopped_and_started_loses_no_slot_and_publishes_none_twice(
     cluster.stop()
 
     assert slot_gaps(store, job_ids, start, end) == {}
-    # Publishing is one message at a time with a confirm each: when RabbitMQ stops,
-    # at most the one message in flight may have been stored without its confirm
-    # reaching us; it stays `pending` and is published again (workers run a run
-    # once however often it is delivered: tests/worker). Nothing else repeats.
-    assert assert_every_run_published_once(store, settings, allow_repeats=True) <= 1
+    # Publishing pipelines confirms, a chunk in flight at a time (here one slot's runs):
+    # when RabbitMQ stops (with its management plugin, stopping takes seconds and can
+    # span a slot), the runs in flight may have been stored without their confirms
+    # reaching us; they stay `pending` and are published again (workers run a run once
+    # however often it is delivered: tests/worker). Nothing else repeats.
+    repeated = assert_every_run_published_once(store, settings, allow_repeats=True)
+    print(f"\nruns published again (in flight when RabbitMQ stopped): {repeated}")
+    assert repeated <= len(job_ids)
     events = cluster.by_pid(leader).events()
     outage = [e for e in events if "RabbitMQ is unreachable" in e.get("event", "")]
     assert len(outage) == 1 and outage[0]["level"] == "error"  # one clear line

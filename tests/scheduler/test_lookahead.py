@@ -199,3 +199,38 @@ def test_a_leader_stepping_down_hands_its_planned_slots_back_to_their_jobs(
     clock.set(slot + timedelta(milliseconds=5))
     successor.run_pass()
     assert [body["args"] for body in messages()] == [[run_id]]
+
+
+def test_a_planned_run_coming_due_while_a_new_leader_publishes_its_backlog_is_published_once(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], flaky: Any, clock: FakeClock,
+        messages: Messages) -> None:
+    """A new leader's backlog pass holds a dead leader's run planned for a slot still
+    ahead; when that slot comes while the pass is still publishing older runs, the
+    pass's next page must not publish the held run as well (it is the held list's)."""
+    at = utcnow().replace(second=30, microsecond=0)
+    first = create_job(store, "older", MINUTELY, at=at)
+    slot = first["next_fire_at"]
+    second = create_job(store, "newer", "1 * * * * *", at=at)
+    assert second["next_fire_at"] == slot + timedelta(seconds=1)
+    dead = make_dispatcher(lookahead_s=LOOKAHEAD_S)
+    clock.set(slot - timedelta(seconds=2))
+    dead.run_pass()
+    assert len(dead.planned) == 2  # both planned ahead, then the leader died
+
+    class SlowPublisher:
+        """Publishing the backlog takes until after the held run's slot."""
+        url = flaky.url
+
+        def publish_runs(self, runs: Any, *, snapshots: Any = None) -> Any:
+            published = flaky.publish_runs(runs, snapshots=snapshots)
+            clock.advance(1.0)
+            return published
+
+    successor = make_dispatcher(term=2, lookahead_s=LOOKAHEAD_S, publisher=SlowPublisher())
+    successor.take_over()
+    clock.set(slot + timedelta(milliseconds=500))  # the older slot is due, the newer one still ahead
+    successor.run_pass()
+    successor.run_pass()
+    assert sorted(body["args"][0] for body in messages()) == sorted(
+        [slot_run_id("older", slot), slot_run_id("newer", slot + timedelta(seconds=1))])
+    assert {run["status"] for run in store.runs.find({})} == {"queued"}
