@@ -436,7 +436,8 @@ class Dispatcher:
         (`SchedulerStore.withdraw_planned_run`): their job was deleted or re-created,
         disabled, changed since it was planned (the slot is then planned again at once,
         by the job as it is now), or a maintenance window now holds the slot (recorded
-        ``skipped`` when planned again). Two reads, whatever their number."""
+        ``skipped`` when planned again). Reads the jobs (`cronhive.store.base.ID_CHUNK` at a
+        time) and the windows."""
         jobs = self.store.jobs_by_id(sorted({held.item.job_id for held in due}))
         slots = [held.item.slot for held in due]
         windows = self.store.windows_between(min(slots), max(slots))

@@ -36,7 +36,7 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, WriteError
 
-from cronhive.store.base import DUPLICATE_KEY, Document
+from cronhive.store.base import DUPLICATE_KEY, Document, by_id, find_by_ids
 
 #: Largest batch in one command (MongoDB accepts up to 100,000 operations).
 MAX_BATCH = 1000
@@ -65,7 +65,7 @@ class Cas:
     proof: Proof
 
     def operation(self) -> UpdateOne:
-        return UpdateOne({"_id": self.doc_id, **self.expected}, dict(self.update))
+        return UpdateOne(by_id(self.doc_id, self.expected), dict(self.update))
 
 
 def cas(doc_id: Any, expected: Mapping[str, Any], update: Mapping[str, Any], proof: Proof) -> Cas:
@@ -181,7 +181,7 @@ class GroupCommit:
     def _verify(self, updates: list[_Pending]) -> None:
         """Some update matched nothing: read the documents back; each proof tells."""
         ids = list({item.write.doc_id for item in updates if isinstance(item.write, Cas)})
-        docs = {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": ids}})}
+        docs = {doc["_id"]: doc for doc in find_by_ids(self.collection, ids)}
         self.commands += 1
         for item in updates:
             assert isinstance(item.write, Cas)

@@ -19,7 +19,7 @@ from pymongo.errors import OperationFailure
 from cronhive.domain import AttemptEnd, AttemptRecord, AttemptStart, Notification, Run, RunError, RunFilter
 from cronhive.enums import FINAL_RUN_STATUSES, NOT_STARTED, RunStatus, Trigger
 from cronhive.errors import RunNotFound
-from cronhive.store.base import Document, StoreBase, insert_new, translated
+from cronhive.store.base import Document, StoreBase, delete_by_ids, find_by_ids, insert_new, translated, update_by_ids
 from cronhive.store.documents import (
     OUTPUT_FIELDS,
     attempt_end_set,
@@ -141,9 +141,8 @@ class RunStore(StoreBase):
         started meanwhile keeps its status)."""
         if not run_ids:
             return 0
-        result = self.runs.update_many({"_id": {"$in": run_ids}, "status": RunStatus.PENDING},
-                                       {"$set": {"status": RunStatus.QUEUED, "queued_at": now}})
-        return result.modified_count
+        return update_by_ids(self.runs, run_ids, {"status": RunStatus.PENDING},
+                             {"$set": {"status": RunStatus.QUEUED, "queued_at": now}})
 
     # -- cancel ------------------------------------------------------------------------
 
@@ -171,8 +170,7 @@ class RunStore(StoreBase):
         """Which of these runs (running here) were asked to stop."""
         if not run_ids:
             return set()
-        docs = self.runs.find({"_id": {"$in": run_ids}, "cancel_requested": True}, {"_id": 1})
-        return {doc["_id"] for doc in docs}
+        return {doc["_id"] for doc in find_by_ids(self.runs, run_ids, {"_id": 1}, cancel_requested=True)}
 
     @translated
     def mark_run_queued(self, run_id: str, now: datetime) -> bool:
@@ -339,4 +337,4 @@ class RunStore(StoreBase):
         ids = [doc["_id"] for doc in self.runs.find({"created_at": {"$lt": cutoff}}, {"_id": 1}).limit(batch)]
         if not ids:
             return 0
-        return self.runs.delete_many({"_id": {"$in": ids}}).deleted_count
+        return delete_by_ids(self.runs, ids, {})

@@ -21,7 +21,16 @@ from cronhive.leases import reservation_holder
 from cronhive.revisions import SCHEDULER_ACTOR, definition_of
 from cronhive.slots import JobAdvance
 from cronhive.store import leases
-from cronhive.store.base import Document, insert_new, translated
+from cronhive.store.base import (
+    Document,
+    by_id,
+    delete_by_ids,
+    find_by_ids,
+    id_chunks,
+    insert_new,
+    translated,
+    update_by_ids,
+)
 from cronhive.store.documents import advance_write, error_to_doc, heartbeat_set, job_from_doc, run_from_doc, run_to_doc
 from cronhive.store.revisions import RevisionStore
 
@@ -95,32 +104,29 @@ class SchedulingStore(RevisionStore):
                 update["$max"] = {"last_triggered_at": now}
             conditions = {**expect, **fenced(term)}
             if len(group) == 1:
-                ops.append(UpdateOne({"_id": sample.job_id, **conditions}, update))
+                ops.append(UpdateOne(by_id(sample.job_id, conditions), update))
             else:
-                ops.append(UpdateMany({"_id": {"$in": [member.job_id for member, _, _ in group]}, **conditions},
-                                      update))
+                ops += [UpdateMany({"_id": {"$in": chunk}, **conditions}, update)
+                        for chunk in id_chunks([member.job_id for member, _, _ in group])]
         ids = [advance.job_id for advance in advances]
         if self.jobs.bulk_write(ops, ordered=False).matched_count == len(ids):
             return set(ids)
-        return {doc["_id"] for doc in self.jobs.find({"_id": {"$in": ids}}, {"sched_mark": 1})
-                if doc.get("sched_mark") == mark}
+        return {doc["_id"] for doc in find_by_ids(self.jobs, ids, {"sched_mark": 1}) if doc.get("sched_mark") == mark}
 
     @translated
     def delete_scheduled_drafts(self, run_ids: list[str], term: int) -> int:
         """Delete slot runs whose job advance never applied (drafts: never published)."""
         if not run_ids:
             return 0
-        query = {"_id": {"$in": run_ids}, "status": {"$in": DRAFT_STATUSES}, **fenced(term)}
-        return self.runs.delete_many(query).deleted_count
+        return delete_by_ids(self.runs, run_ids, {"status": {"$in": DRAFT_STATUSES}, **fenced(term)})
 
     @translated
     def mark_runs_queued(self, run_ids: list[str], at: datetime, term: int) -> int:
         """``pending`` → ``queued`` (``queued_at`` = ``at``) for runs RabbitMQ confirmed, in one statement."""
         if not run_ids:
             return 0
-        query = {"_id": {"$in": run_ids}, "status": RunStatus.PENDING, **fenced(term)}
         update = {"$set": {"status": RunStatus.QUEUED, "queued_at": at, "sched_term": term}}
-        return self.runs.update_many(query, update).modified_count
+        return update_by_ids(self.runs, run_ids, {"status": RunStatus.PENDING, **fenced(term)}, update)
 
     @translated
     def pending_runs(self, limit: int) -> list[Run]:
@@ -137,16 +143,15 @@ class SchedulingStore(RevisionStore):
     @translated
     def job_positions(self, job_ids: list[str]) -> dict[str, datetime | None]:
         """``next_fire_at`` of each existing job: a slot run before it was committed."""
-        docs = self.jobs.find({"_id": {"$in": job_ids}}, {"next_fire_at": 1})
-        return {doc["_id"]: doc.get("next_fire_at") for doc in docs}
+        return {doc["_id"]: doc.get("next_fire_at") for doc in find_by_ids(self.jobs, job_ids, {"next_fire_at": 1})}
 
     @translated
     def jobs_by_id(self, job_ids: list[str]) -> dict[str, Job]:
-        """The existing jobs among ``job_ids`` (one read): what planned runs are checked
-        against at their instant."""
+        """The existing jobs among ``job_ids`` (one read per `cronhive.store.base.ID_CHUNK`
+        ids): what planned runs are checked against at their instant."""
         if not job_ids:
             return {}
-        return {doc["_id"]: job_from_doc(doc) for doc in self.jobs.find({"_id": {"$in": job_ids}})}
+        return {doc["_id"]: job_from_doc(doc) for doc in find_by_ids(self.jobs, job_ids)}
 
     @translated
     def withdraw_planned_run(self, run_id: str, job_id: str, slot: datetime, term: int, *,
@@ -177,10 +182,9 @@ class SchedulingStore(RevisionStore):
         """Record unpublished runs as ``skipped`` with ``error`` (e.g. their job was deleted)."""
         if not run_ids:
             return 0
-        query = {"_id": {"$in": run_ids}, "status": RunStatus.PENDING, **fenced(term)}
         update = {"$set": {"status": RunStatus.SKIPPED, "error": error_to_doc(error), "finished_at": now,
                            "sched_term": term}}
-        return self.runs.update_many(query, update).modified_count
+        return update_by_ids(self.runs, run_ids, {"status": RunStatus.PENDING, **fenced(term)}, update)
 
     @translated
     def disable_job(self, job_id: str, revision: int | None, reason: str, now: datetime, term: int) -> bool:

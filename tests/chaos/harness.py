@@ -78,16 +78,25 @@ class Proc:
         if self.process is not None:
             self.process.wait(15)
 
-    def stop(self, timeout_s: float = 20.0) -> None:
+    def request_stop(self) -> None:
+        """SIGCONT (a paused one too) and SIGTERM: a graceful stop, not waited for."""
         if not self.alive():
             return
         assert self.process is not None
         self.signal_tree(signal.SIGCONT)
         self.process.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, deadline: float) -> None:
+        """Wait for the exit until ``deadline`` (time.monotonic()), then SIGKILL."""
+        if self.process is None:
+            return
         try:
-            self.process.wait(timeout_s)
+            self.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.kill()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        stop_together([self], timeout_s)
 
     def events(self) -> list[dict[str, Any]]:
         found = []
@@ -99,6 +108,15 @@ class Proc:
             found.append(event if isinstance(event, dict) else {"raw": line})
         return found
 
+
+
+def stop_together(procs: list[Proc], timeout_s: float = 20.0) -> None:
+    """Stop ``procs`` gracefully in parallel (one shared grace), SIGKILL what is left."""
+    for proc in procs:
+        proc.request_stop()
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        proc.wait_stopped(deadline)
 
 @dataclass
 class Fault:
@@ -212,16 +230,14 @@ class ChaosCluster:
         with self._lock:
             for proc in self.of_role("scheduler"):
                 proc.held = True
-        for proc in self.of_role("scheduler"):
-            proc.stop()
+        stop_together(self.of_role("scheduler"))
 
     def stop(self) -> None:
+        """Every process at once (the audit is done): graceful, SIGKILL after the grace."""
         self._supervising.clear()
         if self._supervisor is not None:
             self._supervisor.join(5)
-        for role in ("scheduler", "worker", "api"):
-            for proc in self.of_role(role):
-                proc.stop()
+        stop_together([proc for role in ("scheduler", "worker", "api") for proc in self.of_role(role)])
         try:
             self.store.close()
         except Exception:

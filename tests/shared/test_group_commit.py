@@ -8,12 +8,15 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 from pymongo import InsertOne
 
+from cronhive.domain import utcnow, whole_ms
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
+from cronhive.store.base import by_id
 from cronhive.store.group_commit import GroupCommit, Outcome, cas, holds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +81,7 @@ def test_a_batch_where_everything_matched_is_not_read_back(store: MongoStore) ->
 
 RACER = r'''
 import json, sys, threading
+from cronhive.store.base import by_id
 from cronhive.store.group_commit import GroupCommit, Outcome, cas, holds
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
@@ -114,3 +118,34 @@ def test_processes_racing_to_claim_the_same_documents_each_win_one_exactly_once(
     assert all(stored[run_id] == holder for report in reports for run_id, holder in report["won"])
     # batches formed (each batch that lost some claim also cost one read-back)
     assert sum(r["batches"] for r in reports) < sum(r["operations"] for r in reports)
+
+
+def test_a_compare_and_set_filter_matches_exactly_what_the_plain_filter_matches(store: MongoStore) -> None:
+    """`by_id` spells bare conditions ``{"$all": [v]}`` for the embedded store's planner;
+    it must select the same documents as the plain equality, on every shape a
+    compare-and-set expects: values, null against null and missing, arrays, subdocuments,
+    dotted paths, and operator conditions left as they are."""
+    coll = store.db["spelled"]
+    at = whole_ms(utcnow())
+    docs = [
+        {"_id": 1, "v": 1, "s": "a", "n": None, "lease": {"holder": "x", "token": 3}, "tags": ["p", "q"], "at": at},
+        {"_id": 2, "v": 2, "s": "b", "lease": None, "tags": [], "at": at + timedelta(milliseconds=1)},
+        {"_id": 3, "v": [1, 2], "s": None, "n": 0, "lease": {"holder": "y", "token": 3}, "tags": ["q"]},
+        {"_id": 4, "sub": {"a": 1, "b": 2}, "lease": {"holder": "x", "token": 4}},
+        {"_id": 5, "v": 1.0, "s": "a", "n": False, "enabled": True},
+    ]
+    coll.insert_many(docs)
+    expectations = [
+        {"v": 1}, {"v": 2}, {"v": [1, 2]}, {"s": "a"}, {"s": None}, {"n": None}, {"n": 0}, {"n": False},
+        {"lease": None}, {"lease.holder": "x"}, {"lease.holder": "x", "lease.token": 3}, {"lease.token": 3},
+        {"lease.holder": None}, {"tags": "q"}, {"tags": []}, {"tags": ["p", "q"]}, {"sub": {"a": 1, "b": 2}},
+        {"sub": {"b": 2, "a": 1}}, {"sub.a": 1}, {"missing": None}, {"v": 1, "s": {"$in": ["a", "b"]}},
+        {"v": {"$lt": 2}, "lease.holder": "x"}, {"sched_term": {"$not": {"$gt": 3}}, "s": "a"}, {"at": at},
+        {"enabled": True},
+    ]
+    for expected in expectations:
+        for doc_id in range(1, 6):
+            plain = coll.count_documents({"_id": doc_id, **expected})
+            spelled = coll.count_documents(by_id(doc_id, expected))
+            assert spelled == plain, (doc_id, expected, by_id(doc_id, expected))
+    assert by_id(7, {"v": 1, "s": {"$in": ["a"]}}) == {"_id": 7, "v": {"$all": [1]}, "s": {"$in": ["a"]}}
