@@ -18,6 +18,7 @@ from cronhive.errors import Conflict, DuplicateJob, JobNotFound, NotFound, RunNo
 from cronhive.leases import reservation_holder
 from cronhive.settings import Settings
 from cronhive.store import LEADER_LEASE_ID, SCHEDULERS, MongoStore
+from cronhive.store.base import ID_CHUNK, delete_by_ids, find_by_ids, id_chunks, update_by_ids
 from cronhive.store.documents import job_from_doc
 from tests import services
 
@@ -347,3 +348,24 @@ def test_every_operation_raises_store_unavailable_when_mongodb_is_unreachable(se
             assert "hunter2" not in info.value.message and f"127.0.0.1:{port}" in info.value.message
     finally:
         dead.close()
+
+
+def test_lists_of_ids_are_read_and_written_a_chunk_at_a_time_with_the_same_result(store: MongoStore) -> None:
+    coll = store.db["chunked"]
+    count = 2 * ID_CHUNK + 7
+    coll.insert_many([{"_id": f"d{i:04d}", "n": i, "even": i % 2 == 0} for i in range(count)])
+    ids = [f"d{i:04d}" for i in range(count)] + ["gone"]
+    assert [len(chunk) for chunk in id_chunks(ids)] == [ID_CHUNK, ID_CHUNK, 8]
+    assert [doc_id for chunk in id_chunks(ids) for doc_id in chunk] == ids  # in order, each once
+    assert list(id_chunks([])) == []
+
+    assert {doc["_id"] for doc in find_by_ids(coll, ids)} == set(ids) - {"gone"}
+    evens = list(find_by_ids(coll, ids, {"_id": 0, "n": 1}, even=True))
+    assert sorted(doc["n"] for doc in evens) == list(range(0, count, 2)) and set(evens[0]) == {"n"}
+    evens_count = len(range(0, count, 2))
+    assert update_by_ids(coll, ids, {"even": True}, {"$set": {"marked": True}}) == evens_count
+    assert coll.count_documents({"marked": True}) == evens_count
+    assert update_by_ids(coll, [], {}, {"$set": {"marked": False}}) == 0
+    first = ids[:ID_CHUNK + 1]  # a chunk and one more: two operations of one bulk write
+    assert delete_by_ids(coll, first, {"marked": True}) == len(range(0, ID_CHUNK + 1, 2))
+    assert coll.count_documents({}) == count - len(range(0, ID_CHUNK + 1, 2))
