@@ -50,21 +50,26 @@ def id_chunks(ids: Sequence[T]) -> Iterator[list[T]]:
 
 
 def find_by_ids(coll: Collection[Document], ids: Sequence[Any], projection: Mapping[str, Any] | None = None,
-                **conditions: Any) -> Iterator[Document]:
+                conditions: Mapping[str, Any] | None = None) -> Iterator[Document]:
     """The documents of ``coll`` among ``ids`` (that also match ``conditions``), read
     `ID_CHUNK` ids at a time."""
     for chunk in id_chunks(ids):
-        yield from coll.find({"_id": {"$in": chunk}, **conditions}, projection)
+        yield from coll.find({"_id": {"$in": chunk}, **(conditions or {})}, projection)
+
+
+def updates_by_ids(ids: Sequence[Any], conditions: Mapping[str, Any], update: Mapping[str, Any]) -> list[UpdateMany]:
+    """``update`` of the documents among ``ids`` that match ``conditions``, as an
+    ``UpdateMany`` per `ID_CHUNK` ids (for a ``bulk_write``)."""
+    return [UpdateMany({"_id": {"$in": chunk}, **conditions}, dict(update)) for chunk in id_chunks(ids)]
 
 
 def update_by_ids(coll: Collection[Document], ids: Sequence[Any], conditions: Mapping[str, Any],
                   update: Mapping[str, Any]) -> int:
     """Apply ``update`` to the documents among ``ids`` that match ``conditions``, in one
-    ``bulk_write`` of an ``UpdateMany`` per `ID_CHUNK` ids. How many it modified."""
+    ``bulk_write`` (`updates_by_ids`). How many it modified."""
     if not ids:
         return 0
-    ops = [UpdateMany({"_id": {"$in": chunk}, **conditions}, dict(update)) for chunk in id_chunks(ids)]
-    return coll.bulk_write(ops, ordered=False).modified_count
+    return coll.bulk_write(updates_by_ids(ids, conditions, update), ordered=False).modified_count
 
 
 def delete_by_ids(coll: Collection[Document], ids: Sequence[Any], conditions: Mapping[str, Any]) -> int:

@@ -36,7 +36,7 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, WriteError
 
-from cronhive.store.base import DUPLICATE_KEY, Document, by_id, find_by_ids
+from cronhive.store.base import DUPLICATE_KEY, Document, by_id, find_by_ids, id_chunks
 
 #: Largest batch in one command (MongoDB accepts up to 100,000 operations).
 MAX_BATCH = 1000
@@ -182,7 +182,7 @@ class GroupCommit:
         """Some update matched nothing: read the documents back; each proof tells."""
         ids = list({item.write.doc_id for item in updates if isinstance(item.write, Cas)})
         docs = {doc["_id"]: doc for doc in find_by_ids(self.collection, ids)}
-        self.commands += 1
+        self.commands += len(list(id_chunks(ids)))
         for item in updates:
             assert isinstance(item.write, Cas)
             doc = docs.get(item.write.doc_id)

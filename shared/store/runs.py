@@ -137,7 +137,7 @@ class RunStore(StoreBase):
     @translated
     def mark_many_queued(self, run_ids: list[str], now: datetime) -> int:
         """``pending`` → ``queued`` (``queued_at`` = ``now``) for many runs the broker
-        confirmed, in one statement (as the scheduler marks its runs; a run a worker
+        confirmed, in one command (as the scheduler marks its runs; a run a worker
         started meanwhile keeps its status)."""
         if not run_ids:
             return 0
@@ -170,7 +170,7 @@ class RunStore(StoreBase):
         """Which of these runs (running here) were asked to stop."""
         if not run_ids:
             return set()
-        return {doc["_id"] for doc in find_by_ids(self.runs, run_ids, {"_id": 1}, cancel_requested=True)}
+        return {doc["_id"] for doc in find_by_ids(self.runs, run_ids, {"_id": 1}, {"cancel_requested": True})}
 
     @translated
     def mark_run_queued(self, run_id: str, now: datetime) -> bool:

@@ -26,10 +26,10 @@ from cronhive.store.base import (
     by_id,
     delete_by_ids,
     find_by_ids,
-    id_chunks,
     insert_new,
     translated,
     update_by_ids,
+    updates_by_ids,
 )
 from cronhive.store.documents import advance_write, error_to_doc, heartbeat_set, job_from_doc, run_from_doc, run_to_doc
 from cronhive.store.revisions import RevisionStore
@@ -86,9 +86,9 @@ class SchedulingStore(RevisionStore):
         """Apply the compare-and-set job writes in one bulk; the ids of the jobs they applied to.
 
         Advances with identical conditions and changes (a herd of jobs on one
-        schedule) share one ``UpdateMany``. ``mark`` (unique per call) is written to
-        ``sched_mark``; only when some write matched nothing are the jobs read back
-        to tell which applied.
+        schedule) share an ``UpdateMany`` per `cronhive.store.base.ID_CHUNK` jobs.
+        ``mark`` (unique per call) is written to ``sched_mark``; only when some write
+        matched nothing are the jobs read back to tell which applied.
         """
         if not advances:
             return set()
@@ -106,8 +106,7 @@ class SchedulingStore(RevisionStore):
             if len(group) == 1:
                 ops.append(UpdateOne(by_id(sample.job_id, conditions), update))
             else:
-                ops += [UpdateMany({"_id": {"$in": chunk}, **conditions}, update)
-                        for chunk in id_chunks([member.job_id for member, _, _ in group])]
+                ops += updates_by_ids([member.job_id for member, _, _ in group], conditions, update)
         ids = [advance.job_id for advance in advances]
         if self.jobs.bulk_write(ops, ordered=False).matched_count == len(ids):
             return set(ids)
@@ -122,7 +121,7 @@ class SchedulingStore(RevisionStore):
 
     @translated
     def mark_runs_queued(self, run_ids: list[str], at: datetime, term: int) -> int:
-        """``pending`` → ``queued`` (``queued_at`` = ``at``) for runs RabbitMQ confirmed, in one statement."""
+        """``pending`` → ``queued`` (``queued_at`` = ``at``) for runs RabbitMQ confirmed, in one command."""
         if not run_ids:
             return 0
         update = {"$set": {"status": RunStatus.QUEUED, "queued_at": at, "sched_term": term}}

@@ -109,7 +109,6 @@ class Proc:
         return found
 
 
-
 def stop_together(procs: list[Proc], timeout_s: float = 20.0) -> None:
     """Stop ``procs`` gracefully in parallel (one shared grace), SIGKILL what is left."""
     for proc in procs:
@@ -117,6 +116,7 @@ def stop_together(procs: list[Proc], timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     for proc in procs:
         proc.wait_stopped(deadline)
+
 
 @dataclass
 class Fault:

@@ -81,7 +81,6 @@ def test_a_batch_where_everything_matched_is_not_read_back(store: MongoStore) ->
 
 RACER = r'''
 import json, sys, threading
-from cronhive.store.base import by_id
 from cronhive.store.group_commit import GroupCommit, Outcome, cas, holds
 from cronhive.settings import Settings
 from cronhive.store import MongoStore

@@ -360,7 +360,7 @@ def test_lists_of_ids_are_read_and_written_a_chunk_at_a_time_with_the_same_resul
     assert list(id_chunks([])) == []
 
     assert {doc["_id"] for doc in find_by_ids(coll, ids)} == set(ids) - {"gone"}
-    evens = list(find_by_ids(coll, ids, {"_id": 0, "n": 1}, even=True))
+    evens = list(find_by_ids(coll, ids, {"_id": 0, "n": 1}, {"even": True}))
     assert sorted(doc["n"] for doc in evens) == list(range(0, count, 2)) and set(evens[0]) == {"n"}
     evens_count = len(range(0, count, 2))
     assert update_by_ids(coll, ids, {"even": True}, {"$set": {"marked": True}}) == evens_count
