@@ -14,8 +14,9 @@ can do at all:
 - ``find_one_per_s``: ``find_one`` by ``_id``;
 - ``run_path_floor_runs_per_s``: runs per second the run path's updates allow at most
   on this store, with nothing else running — the six updates each run makes after
-  its insert, each in the batched shape cronhive sends (its filters spelled as
-  `cronhive.store.base.by_id` and `update_by_ids` spell them), on documents in collections
+  its insert, each in the batched shape cronhive sends (a batch's compare-and-sets as
+  `cronhive.store.group_commit.statements` writes them, the ``queued`` mark as
+  `update_by_ids` does), on documents in collections
   with cronhive's own indexes (``ensure_indexes``): on ``runs`` the leader's
   ``queued`` mark (``update_many``), the start and the outcome (``bulk_write``); on
   ``jobs`` the advance, the claim and the job's outcome (``bulk_write``). On a store
@@ -39,7 +40,8 @@ from pymongo import MongoClient, UpdateOne
 from bench.profiles import Profile
 from bench.services import Services
 from cronhive.store import MongoStore
-from cronhive.store.base import by_id, update_by_ids
+from cronhive.store.base import update_by_ids
+from cronhive.store.group_commit import Cas, cas, holds, statements
 
 INSERT_BATCH = 1000
 INSERTS_PER_ROUND = 5000
@@ -89,25 +91,28 @@ def floor_round(runs: Any, jobs: Any, round_no: int) -> tuple[float, float, floa
             batch(start, start + BULK_BATCH)
         spent[where] += time.perf_counter() - started
 
-    def bulk(coll: Any, ops: list[UpdateOne]) -> None:
-        coll.bulk_write(ops, ordered=False)
+    def bulk(coll: Any, writes: list[Cas]) -> None:  # as the group commit sends a batch
+        coll.bulk_write([op for op, _ in statements(writes)], ordered=False)
 
-    timed("jobs", lambda a, b: bulk(jobs, [UpdateOne(by_id(job_id, {"sched_term": 1}), {"$set": {
+    def set_if(doc_id: str, expected: dict[str, Any], fields: dict[str, Any]) -> Cas:
+        return cas(doc_id, expected, {"$set": fields}, holds(fields))
+
+    timed("jobs", lambda a, b: bulk(jobs, [set_if(job_id, {"sched_term": 1}, {
         "next_fire_at": now, "due_at": now, "lease": {"holder": f"run:{run_id}", "token": 1, "expires_at": now},
-        "lease_term": 1}}) for job_id, run_id in zip(job_ids[a:b], run_ids[a:b], strict=True)]))
+        "lease_term": 1}) for job_id, run_id in zip(job_ids[a:b], run_ids[a:b], strict=True)]))
     timed("runs", lambda a, b: update_by_ids(runs, run_ids[a:b], {"status": "pending"},
                                              {"$set": {"status": "queued", "queued_at": now}}))
-    timed("jobs", lambda a, b: bulk(jobs, [UpdateOne(by_id(job_id, {"lease.token": 1, "lease_term": 1}), {"$set": {
-        "lease": {"holder": "worker:1", "token": 2, "expires_at": now}, "lease_term": 2}})
+    timed("jobs", lambda a, b: bulk(jobs, [set_if(job_id, {"lease.token": 1, "lease_term": 1}, {
+        "lease": {"holder": "worker:1", "token": 2, "expires_at": now}, "lease_term": 2})
         for job_id in job_ids[a:b]]))
-    timed("runs", lambda a, b: bulk(runs, [UpdateOne(by_id(run_id, {"status": "queued", "attempt": 0}), {"$set": {
-        "status": "running", "attempt": 1, "worker": "worker:1", "started_at": now, "lease_token": 2}})
+    timed("runs", lambda a, b: bulk(runs, [set_if(run_id, {"status": "queued", "attempt": 0}, {
+        "status": "running", "attempt": 1, "worker": "worker:1", "started_at": now, "lease_token": 2})
         for run_id in run_ids[a:b]]))
-    timed("runs", lambda a, b: bulk(runs, [UpdateOne(by_id(run_id, {"attempt": 1, "lease_token": 2}), {"$set": {
-        "status": "succeeded", "finished_at": now, "duration_ms": 1, "attempts": [{"n": 1, "status": "succeeded"}]}})
+    timed("runs", lambda a, b: bulk(runs, [set_if(run_id, {"attempt": 1, "lease_token": 2}, {
+        "status": "succeeded", "finished_at": now, "duration_ms": 1, "attempts": [{"n": 1, "status": "succeeded"}]})
         for run_id in run_ids[a:b]]))
-    timed("jobs", lambda a, b: bulk(jobs, [UpdateOne(by_id(job_id, {"lease.token": 2}), {"$set": {
-        "lease": None, "last_run_id": run_id, "last_run_status": "succeeded", "last_run_duration_ms": 1}})
+    timed("jobs", lambda a, b: bulk(jobs, [set_if(job_id, {"lease.token": 2}, {
+        "lease": None, "last_run_id": run_id, "last_run_status": "succeeded", "last_run_duration_ms": 1})
         for job_id, run_id in zip(job_ids[a:b], run_ids[a:b], strict=True)]))
     jobs.delete_many({})
     return (FLOOR_RUNS / (spent["runs"] + spent["jobs"]), 3 * FLOOR_RUNS / spent["runs"],

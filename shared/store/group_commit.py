@@ -10,33 +10,51 @@ idle committer writes at once (no added wait when the process is idle), and unde
 load batches form by themselves, each caller learning its own result.
 
 Compare-and-set in a batch
-    A bulk write reports one matched count for all its updates, not which of them
-    matched. Each `Cas` carries a *proof*: a predicate that holds of the document
+    A bulk write reports one modified count for all its updates, not which of them
+    applied. Each `Cas` carries a *proof*: a predicate that holds of the document
     after its update applied and of no other state it can reach — it names the
     unique values the update writes (a lease's new holder and token, an attempt's
-    number and token). When the batch matched as many documents as it has updates
+    number and token). When the batch modified as many documents as it has updates
     (the common case) every one applied; otherwise the batch's documents are read
-    back in one ``find`` by ``_id`` and each update's proof says whether it applied
+    back (a ``find`` by ``_id`` per `cronhive.store.base.ID_CHUNK`) and each update's
+    proof says whether it applied
     (`Outcome.APPLIED`), did not (`Outcome.CONFLICT`: the expectation no longer
     held), or found no document (`Outcome.MISSING`). Nothing is upserted, so readers
     never see a write that did not apply. A write applied and then overwritten by
     someone else before the read-back reads as `CONFLICT`: callers treat a conflict
     as "not known to have applied" and fall back to reading the document.
+
+One statement for many documents
+    On the embedded store each update of a ``bulk_write`` is its own statement: its
+    own transaction and sync to disk, its own read of the collection's index catalog,
+    its own plan — most of what an update of a run or a job costs there. So the
+    compare-and-sets of a batch that have the same *shape* (the same paths expected,
+    each compared the same way, and the same fields written: `Cas.shape`) go as one
+    ``UpdateMany`` by ``_id`` whose update is a pipeline (`pipelined`): it takes each
+    document's own expected values and new values from lists indexed by its ``_id``,
+    and rewrites a document only where its own expectation holds. That is the same
+    predicate and the same update per document (`Cas.shape` accepts only the
+    conditions and operators it translates exactly), in one statement; so a batch
+    counts its documents *modified*, not matched (a pipelined update matches every
+    document it names). The leader's job advances are written the same way
+    (`statements`).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pymongo import InsertOne, UpdateOne
+from pymongo import InsertOne, UpdateMany, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, WriteError
 
-from cronhive.store.base import DUPLICATE_KEY, Document, by_id, find_by_ids, id_chunks
+from cronhive.store.base import DUPLICATE_KEY, ID_CHUNK, Document, by_id, find_by_ids, id_chunks
 
 #: Largest batch in one command (MongoDB accepts up to 100,000 operations).
 MAX_BATCH = 1000
@@ -67,6 +85,159 @@ class Cas:
     def operation(self) -> UpdateOne:
         return UpdateOne(by_id(self.doc_id, self.expected), dict(self.update))
 
+    @functools.cached_property
+    def shape(self) -> Shape | None:
+        """What a pipelined update of several compare-and-sets must share with this one
+        (`pipelined`), or None when it is not written that way: an expectation other than
+        a scalar's equality, null (null or missing), ``$in`` of scalars or ``$not`` ``$gt``
+        a number, or an update with an operator other than ``$set``, ``$unset``, ``$max``
+        and ``$push`` (of a value, or ``$each`` with a negative ``$slice``), or a dotted
+        or ``$`` path it writes."""
+        conditions: list[tuple[str, str]] = []
+        for path, condition in self.expected.items():
+            kind = _condition_kind(condition)
+            if kind is None or path.startswith("$"):
+                return None
+            conditions.append((path, kind))
+        writes: list[tuple[str, str, int | None]] = []
+        if not isinstance(self.update, Mapping):
+            return None
+        for operator, fields in self.update.items():
+            if operator not in _WRITES or not isinstance(fields, Mapping):
+                return None
+            for path, value in fields.items():
+                if not _plain_field(path):
+                    return None
+                slice_ = None
+                if operator == "$push" and isinstance(value, Mapping):
+                    slice_ = _each_slice(value)
+                    if slice_ is None:
+                        return None
+                writes.append((path, operator, slice_))
+        paths = [path for path, _, _ in writes]
+        if len(set(paths)) != len(paths):
+            return None
+        return tuple(sorted(conditions)), tuple(sorted(writes, key=lambda write: (write[0], write[1], write[2] or 0)))
+
+    def new_value(self, path: str, operator: str) -> Any:
+        """What this compare-and-set writes at ``path`` with ``operator`` (for `pipelined`):
+        the ``$set`` value, or the list of values a ``$push`` appends."""
+        value = self.update[operator][path]
+        if operator == "$push":
+            return list(value["$each"]) if isinstance(value, Mapping) else [value]
+        return value
+
+
+#: (the expected paths with how each is compared, the written paths with their operator
+#: and a ``$push``'s ``$slice``): compare-and-sets of one shape share a pipelined update
+Shape = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, int | None], ...]]
+
+_WRITES = ("$set", "$unset", "$push", "$max")
+_SCALARS = (str, int, float, datetime)
+#: the pipeline's working fields (removed by its last stage)
+_INDEX, _HOLDS = "__cas_index", "__cas_holds"
+
+
+def _condition_kind(condition: Any) -> str | None:
+    """How `pipelined` compares an expectation: ``eq`` (a scalar), ``null`` (null or
+    missing), ``in`` (``{"$in": [scalars or null]}``), ``not_gt`` (``{"$not": {"$gt":
+    number}}``); None: not translated."""
+    if condition is None:
+        return "null"
+    if isinstance(condition, _SCALARS):  # bool is an int
+        return "eq"
+    if isinstance(condition, Mapping) and set(condition) == {"$in"} and isinstance(condition["$in"], list | tuple) \
+            and all(item is None or isinstance(item, _SCALARS) for item in condition["$in"]):
+        return "in"
+    if isinstance(condition, Mapping) and set(condition) == {"$not"} and isinstance(condition["$not"], Mapping) \
+            and set(condition["$not"]) == {"$gt"} and _number(condition["$not"]["$gt"]):
+        return "not_gt"  # a leader's fencing: no newer term wrote it
+    return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _plain_field(path: Any) -> bool:
+    return isinstance(path, str) and bool(path) and "." not in path and not path.startswith("$") and path != "_id"
+
+
+def _each_slice(value: Mapping[str, Any]) -> int | None:
+    """The ``$slice`` of a ``{"$each": [...], "$slice": -n}`` push (0: none); None for
+    any other modifier."""
+    if "$each" not in value or not isinstance(value["$each"], list | tuple) or not set(value) <= {"$each", "$slice"}:
+        return None
+    slice_ = value.get("$slice", 0)
+    return slice_ if isinstance(slice_, int) and not isinstance(slice_, bool) and slice_ <= 0 else None
+
+
+def _picked(values: list[Any]) -> Document:
+    """The document's own entry of ``values`` (listed in the order of the ids)."""
+    return {"$arrayElemAt": [{"$literal": values}, f"${_INDEX}"]}
+
+
+def _holds(path: str, kind: str, expected: Document) -> Document:
+    """The aggregation expression for the query condition ``{path: expected}`` of
+    ``kind`` — query semantics, including a value's match of an array holding it and
+    null's match of a missing field."""
+    field = f"${path}"
+    within_array = {"$and": [{"$isArray": field}, {"$in": [expected, field]}]}
+    if kind == "eq":
+        return {"$or": [{"$eq": [field, expected]}, within_array]}
+    if kind == "null":
+        return {"$or": [{"$eq": [{"$ifNull": [field, None]}, None]}, {"$and": [{"$isArray": field},
+                                                                               {"$in": [None, field]}]}]}
+    if kind == "not_gt":  # a number above it, or an array holding one, does not match
+        above = {"$and": [{"$isNumber": "$$item"}, {"$gt": ["$$item", expected]}]}
+        return {"$not": [{"$or": [
+            {"$and": [{"$isNumber": field}, {"$gt": [field, expected]}]},
+            {"$and": [{"$isArray": field},
+                      {"$gt": [{"$size": {"$filter": {"input": field, "as": "item", "cond": above}}}, 0]}]}]}]}
+    return {"$or": [{"$in": [{"$ifNull": [field, None]}, expected]},
+                    {"$and": [{"$isArray": field}, {"$gt": [{"$size": {"$setIntersection": [field, expected]}}, 0]}]}]}
+
+
+def pipelined(writes: Sequence[Cas]) -> UpdateMany:
+    """Compare-and-sets of one `Cas.shape` on distinct documents as one ``UpdateMany``:
+    ``_id`` among theirs, and a pipeline that finds each document's own entry in the
+    lists of expected and new values (by its ``_id``), decides whether its expectation
+    holds, and only then writes its values (otherwise every field is written back as it
+    was, so the document is not modified)."""
+    shape = writes[0].shape
+    assert shape is not None and all(write.shape == shape for write in writes)
+    conditions, fields = shape
+    ids = [write.doc_id for write in writes]
+    assert len(set(ids)) == len(ids)
+    holds_all = {"$and": [
+        _holds(path, kind, _picked([_expected_value(write.expected[path], kind) for write in writes]))
+        for path, kind in conditions]}
+    written: Document = {}
+    for path, operator, slice_ in fields:
+        field = f"${path}"
+        if operator == "$unset":
+            new: Any = "$$REMOVE"
+        elif operator == "$set":
+            new = _picked([write.new_value(path, operator) for write in writes])
+        elif operator == "$max":  # as the operator: the larger in BSON order, the value where none
+            new = {"$max": [field, _picked([write.new_value(path, operator) for write in writes])]}
+        else:
+            appended: Any = {"$concatArrays": [{"$ifNull": [field, []]},
+                                               _picked([write.new_value(path, operator) for write in writes])]}
+            new = {"$slice": [appended, slice_]} if slice_ else appended
+        written[path] = {"$cond": [f"${_HOLDS}", new, field]}
+    pipeline: list[Document] = [{"$set": {_INDEX: {"$indexOfArray": [{"$literal": ids}, "$_id"]}}},
+                                 {"$set": {_HOLDS: holds_all}},
+                                 {"$set": written},
+                                 {"$unset": [_INDEX, _HOLDS]}]
+    return UpdateMany({"_id": {"$in": ids}}, pipeline)
+
+
+def _expected_value(condition: Any, kind: str) -> Any:
+    if kind == "in":
+        return list(condition["$in"])
+    return condition["$not"]["$gt"] if kind == "not_gt" else condition
+
 
 def cas(doc_id: Any, expected: Mapping[str, Any], update: Mapping[str, Any], proof: Proof) -> Cas:
     return Cas(doc_id, expected, update, proof)
@@ -91,6 +262,8 @@ def value_at(doc: Mapping[str, Any], path: str) -> Any:
 
 
 Write = Cas | InsertOne[Any]
+#: what one batch's ``bulk_write`` is made of
+Statement = InsertOne[Any] | UpdateOne | UpdateMany
 
 
 @dataclass
@@ -156,30 +329,42 @@ class GroupCommit:
                 item.done.set()
 
     def _write(self, batch: list[_Pending]) -> None:
-        ops = [item.write.operation() if isinstance(item.write, Cas) else item.write for item in batch]
+        plan = [(op, [batch[position] for position in positions])
+                for op, positions in statements([item.write for item in batch])]
         errors: list[dict[str, Any]] = []
-        matched = 0
+        modified = 0
         try:
-            matched = self.collection.bulk_write(ops, ordered=False).matched_count
+            modified = self.collection.bulk_write([op for op, _ in plan], ordered=False).modified_count
         except BulkWriteError as exc:
             errors = list(exc.details.get("writeErrors", []))
-            matched = int(exc.details.get("nMatched", 0))
+            modified = int(exc.details.get("nModified", 0))
         self.commands += 1
         self.batches += 1
         self.operations += len(batch)
         for item in batch:
             item.outcome = Outcome.APPLIED
+        #: writes of a failed pipelined statement: it may have rewritten some of its
+        #: documents before it failed, so the read-back tells which did apply
+        failed: dict[int, WriteError] = {}
         for error in errors:
-            item = batch[error["index"]]
-            item.outcome = Outcome.CONFLICT
+            items = plan[error["index"]][1]
+            failure = WriteError(str(error.get("errmsg", "write error")), error.get("code"), dict(error))
+            if len(items) > 1:
+                failed.update((id(item), failure) for item in items)
+                continue
+            items[0].outcome = Outcome.CONFLICT
             if error.get("code") != DUPLICATE_KEY:
-                item.error = WriteError(str(error.get("errmsg", "write error")), error.get("code"), dict(error))
+                items[0].error = failure
         updates = [item for item in batch if isinstance(item.write, Cas) and item.error is None]
-        if matched < len(updates):
+        if modified < len(updates) or failed:
             self._verify(updates)
+        for item in batch:
+            if id(item) in failed and item.outcome is not Outcome.APPLIED:
+                item.error = failed[id(item)]
 
     def _verify(self, updates: list[_Pending]) -> None:
-        """Some update matched nothing: read the documents back; each proof tells."""
+        """Some compare-and-set did not modify its document: read the documents back;
+        each proof tells."""
         ids = list({item.write.doc_id for item in updates if isinstance(item.write, Cas)})
         docs = {doc["_id"]: doc for doc in find_by_ids(self.collection, ids)}
         self.commands += len(list(id_chunks(ids)))
@@ -190,6 +375,39 @@ class GroupCommit:
                 item.outcome = Outcome.MISSING
             elif not item.write.proof(doc):
                 item.outcome = Outcome.CONFLICT
+
+
+def statements(writes: Sequence[Write]) -> list[tuple[Statement, list[int]]]:
+    """The statements of one ``bulk_write`` of ``writes``, each with the positions of the
+    writes it carries: compare-and-sets of one `Cas.shape` on distinct documents, two or
+    more, as `pipelined` updates of up to `cronhive.store.base.ID_CHUNK` documents;
+    every other write as its own statement."""
+    planned: list[tuple[Statement, list[int]]] = []
+    groups: dict[Shape, list[list[int]]] = {}
+    for position, write in enumerate(writes):
+        if not isinstance(write, Cas):
+            planned.append((write, [position]))
+            continue
+        shape = write.shape
+        if shape is None:
+            planned.append((write.operation(), [position]))
+            continue
+        chunks = groups.setdefault(shape, [])
+        doc_id = write.doc_id
+        chunk = next((c for c in chunks if len(c) < ID_CHUNK and all(_cas_id(writes[o]) != doc_id for o in c)), None)
+        if chunk is None:
+            chunks.append([position])
+        else:
+            chunk.append(position)
+    for chunks in groups.values():
+        for chunk in chunks:
+            cases = [write for write in (writes[position] for position in chunk) if isinstance(write, Cas)]
+            planned.append((cases[0].operation() if len(cases) == 1 else pipelined(cases), chunk))
+    return planned
+
+
+def _cas_id(write: Write) -> Any:
+    return write.doc_id if isinstance(write, Cas) else None
 
 
 _COMMITTERS_LOCK = threading.Lock()
@@ -214,4 +432,5 @@ def applied(collection: Collection[Document], write: Cas) -> bool:
     return committer(collection).submit(write) is Outcome.APPLIED
 
 
-__all__ = ["Cas", "GroupCommit", "Outcome", "applied", "cas", "committer", "holds", "value_at"]
+__all__ = ["Cas", "GroupCommit", "Outcome", "Shape", "applied", "cas", "committer", "holds", "pipelined",
+           "statements", "value_at"]

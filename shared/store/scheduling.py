@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from pymongo import ASCENDING, ReturnDocument, UpdateMany, UpdateOne
+from pymongo import ASCENDING, ReturnDocument
 
 from cronhive.domain import Heartbeat, Job, Run, RunError, SchedulerStatus
 from cronhive.enums import LeaseScope, RunStatus
@@ -23,7 +23,6 @@ from cronhive.slots import JobAdvance
 from cronhive.store import leases
 from cronhive.store.base import (
     Document,
-    by_id,
     delete_by_ids,
     find_by_ids,
     insert_new,
@@ -32,6 +31,7 @@ from cronhive.store.base import (
     updates_by_ids,
 )
 from cronhive.store.documents import advance_write, error_to_doc, heartbeat_set, job_from_doc, run_from_doc, run_to_doc
+from cronhive.store.group_commit import Cas, Statement, cas, holds, statements
 from cronhive.store.revisions import RevisionStore
 
 #: The leader lease's document in ``leases``.
@@ -68,6 +68,11 @@ class SchedulingStore(RevisionStore):
         return doc["due_at"] if doc else None
 
     @translated
+    def count_due_by(self, at: datetime, limit: int) -> int:
+        """How many enabled jobs are due by ``at`` (index "due"), counting at most ``limit``."""
+        return self.jobs.count_documents({"due_at": {"$gt": _EPOCH, "$lte": at}}, limit=limit)
+
+    @translated
     def insert_scheduled_runs(self, runs: list[Run]) -> list[Run]:
         """Insert slot runs in one unordered batch; returns those whose slot already had a run."""
         existing = insert_new(self.runs, [run_to_doc(run) for run in runs])
@@ -86,9 +91,12 @@ class SchedulingStore(RevisionStore):
         """Apply the compare-and-set job writes in one bulk; the ids of the jobs they applied to.
 
         Advances with identical conditions and changes (a herd of jobs on one
-        schedule) share an ``UpdateMany`` per `cronhive.store.base.ID_CHUNK` jobs.
-        ``mark`` (unique per call) is written to ``sched_mark``; only when some write
-        matched nothing are the jobs read back to tell which applied.
+        schedule) share an ``UpdateMany`` per `cronhive.store.base.ID_CHUNK` jobs; the
+        others, each its own values (a reservation names its run), go as pipelined
+        updates of one shape each (`cronhive.store.group_commit.statements`). ``mark``
+        (unique per call) is written to ``sched_mark``, so an applied advance always
+        modifies its job; only when fewer jobs were modified than advanced are they
+        read back to tell which applied.
         """
         if not advances:
             return set()
@@ -96,7 +104,8 @@ class SchedulingStore(RevisionStore):
         for advance in advances:
             expect, changes = advance_write(advance)
             groups.setdefault(_group_key(expect, changes, advance.triggered), []).append((advance, expect, changes))
-        ops: list[UpdateOne | UpdateMany] = []
+        ops: list[Statement] = []
+        singles: list[Cas] = []
         for group in groups.values():
             sample, expect, changes = group[0]
             update: Document = {"$set": {**changes, "sched_term": term, "sched_mark": mark}}
@@ -104,11 +113,12 @@ class SchedulingStore(RevisionStore):
                 update["$max"] = {"last_triggered_at": now}
             conditions = {**expect, **fenced(term)}
             if len(group) == 1:
-                ops.append(UpdateOne(by_id(sample.job_id, conditions), update))
+                singles.append(cas(sample.job_id, conditions, update, holds({"sched_mark": mark})))
             else:
                 ops += updates_by_ids([member.job_id for member, _, _ in group], conditions, update)
+        ops += [op for op, _ in statements(singles)]
         ids = [advance.job_id for advance in advances]
-        if self.jobs.bulk_write(ops, ordered=False).matched_count == len(ids):
+        if self.jobs.bulk_write(ops, ordered=False).modified_count == len(ids):
             return set(ids)
         return {doc["_id"] for doc in find_by_ids(self.jobs, ids, {"sched_mark": 1}) if doc.get("sched_mark") == mark}
 
