@@ -149,10 +149,11 @@ class SchedulerLoop:
                         exc_info=True, extra={"holder": self.holder})
 
     def _plan_at(self, due: datetime, now: datetime) -> datetime:
-        """When to look again for a job due at ``due``: the lookahead before it; once inside
-        the lookahead (a job that could not be planned ahead: its lease is held), every
+        """When to look again for a job due at ``due``: the lookahead before it (further
+        ahead for a crowd due together: `Dispatcher.plan_from`); once inside the lookahead
+        (a job that could not be planned ahead: its lease is held), every
         `LOOKAHEAD_POLL_S` until its instant."""
-        ahead = due - self.dispatcher.lookahead
+        ahead = self.dispatcher.plan_from(due)
         if ahead > now:
             return ahead
         return min(due, now + timedelta(seconds=LOOKAHEAD_POLL_S))

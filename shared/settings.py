@@ -51,7 +51,7 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "JOB_LEASE_S": ("job_lease_s", "30", "Duration of a job's run lease; renewed at a third of it."),
     "LEADER_LEASE_S": ("leader_lease_s", "10", "Duration of the scheduler leader lease; renewed at a third of it."),
     "SCHEDULER_BATCH": ("scheduler_batch", "200", "Due jobs the leader scheduler plans, writes and publishes per batch."),
-    "SCHEDULER_LOOKAHEAD_MS": ("scheduler_lookahead_ms", "3000", "How far ahead of their instant the leader plans slots (writes their runs and advances their jobs), so at the instant only publishing remains; 0 plans each slot at its instant."),
+    "SCHEDULER_LOOKAHEAD_MS": ("scheduler_lookahead_ms", "3000", "How far ahead of their instant the leader plans slots (writes their runs and advances their jobs), so at the instant only publishing remains; 0 plans each slot at its instant. A crowd of jobs due together is planned further ahead, by twice the time its planning is measured to take (at most 60 s)."),
     "SCHEDULER_MAX_SLEEP_MS": ("scheduler_max_sleep_ms", "500", "Longest the scheduler sleeps between looks at the jobs (new and changed jobs are seen within it)."),
     "RUN_HISTORY_LIMIT": ("run_history_limit", "1000", "Runs kept per job."),
     "RUN_HISTORY_DAYS": ("run_history_days", "30", "Days a run is kept."),

@@ -234,3 +234,43 @@ def test_a_planned_run_coming_due_while_a_new_leader_publishes_its_backlog_is_pu
     assert sorted(body["args"][0] for body in messages()) == sorted(
         [slot_run_id("older", slot), slot_run_id("newer", slot + timedelta(seconds=1))])
     assert {run["status"] for run in store.runs.find({})} == {"queued"}
+
+
+def test_a_crowd_due_together_is_planned_further_ahead_and_a_few_jobs_only_the_lookahead(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    """A herd on one slot takes time to plan (its runs written, its jobs advanced): the
+    horizon stretches by twice the measured time it takes, so the herd is planned before
+    its instant and only publishing is left then; a few jobs stay with the lookahead."""
+    created = utcnow()
+    few = [create_job(store, f"few_{n}", MINUTELY, at=created) for n in range(3)]
+    slot = few[0]["next_fire_at"]
+    dispatcher = make_dispatcher(lookahead_s=LOOKAHEAD_S, batch=500)
+    assert dispatcher.plan_from(slot) == slot - timedelta(seconds=LOOKAHEAD_S)  # 3 jobs: nothing to stretch
+
+    herd = [f"herd_{n:03d}" for n in range(120)]
+    for job_id in herd:
+        create_job(store, job_id, MINUTELY, at=created)
+    dispatcher.plan_cost_s = 0.01  # as if measured: 123 jobs take 1.23 s to plan
+    start = dispatcher.plan_from(slot)
+    assert start == slot - timedelta(seconds=LOOKAHEAD_S + 123 * 0.01 * 2)
+    clock.set(start + timedelta(milliseconds=10))  # before the lookahead, inside the stretched horizon
+    dispatcher.run_pass()
+    assert len(dispatcher.planned) == 123 and messages() == []  # all planned ahead, none published early
+    assert dispatcher.plan_cost_s != 0.01  # the pass was measured (123 jobs planned ahead)
+    dispatcher.plan_cost_s = 0.01
+    after = slot + timedelta(minutes=1)  # the next minute's crowd: the same herd, stretched again
+    assert dispatcher.plan_from(after) == after - timedelta(seconds=LOOKAHEAD_S + 123 * 0.01 * 2)
+
+    clock.set(slot + timedelta(milliseconds=5))
+    result = dispatcher.run_pass()
+    assert (result.published, result.planned) == (123, 0)
+    assert len(messages()) == 123
+
+
+def test_a_lookahead_of_zero_never_stretches(store: MongoStore, make_dispatcher: Callable[..., Dispatcher]) -> None:
+    created = utcnow()
+    jobs = [create_job(store, f"zero_{n:03d}", MINUTELY, at=created) for n in range(100)]
+    dispatcher = make_dispatcher(lookahead_s=0.0)
+    dispatcher.plan_cost_s = 1.0
+    slot = jobs[0]["next_fire_at"]
+    assert dispatcher.plan_from(slot) == slot and dispatcher.horizon == timedelta(0)
