@@ -159,8 +159,10 @@ class _Batch:
 
 
 #: Seconds the leader takes to plan one job ahead before it has measured it (a herd of
-#: 1,000 jobs took 2.5-4 s on the embedded store); then the measured cost (`plan_cost_s`).
-DEFAULT_PLAN_COST_S = 0.004
+#: 1,000 jobs took 2.5 s to over 10 s on the embedded store, as the machine's speed
+#: varied; planning early costs only a reservation held longer); then the measured
+#: cost (`plan_cost_s`).
+DEFAULT_PLAN_COST_S = 0.01
 #: The planning horizon stretches by this many times the estimated time to plan a crowd.
 CROWD_MARGIN = 2.0
 #: A stretch shorter than this is not made (a few jobs plan within the lookahead).
