@@ -106,8 +106,10 @@ def test_a_running_sleep_handler_stops_within_seconds_and_frees_the_lease(system
     assert run["status"] == "cancelled" and run["attempt"] == 1, run  # recorded, not retried
     assert run["error"]["type"] == "cancelled"
     assert stopped_s < 4, stopped_s  # the keeper looks every second
-    job = system.store.jobs.find_one({"_id": "long"})
-    assert job["lease"] is None and job["last_run_status"] == "cancelled"
+    # the run's outcome is written first, the job's (its lease released with it) right after
+    job = wait_for(lambda: (doc := system.store.jobs.find_one({"_id": "long"})) and doc["lease"] is None and doc,
+                   5, "the job's lease released")
+    assert job["last_run_status"] == "cancelled"
     time.sleep(1)
     assert system.run(run_id)["attempt"] == 1  # no retry started afterwards
     assert system.client.post(f"{API}/jobs/long/trigger").status_code == 202  # the lease is free
