@@ -182,12 +182,14 @@ def _holds(path: str, kind: str, expected: Document) -> Document:
     ``kind`` — query semantics, including a value's match of an array holding it and
     null's match of a missing field."""
     field = f"${path}"
-    within_array = {"$and": [{"$isArray": field}, {"$in": [expected, field]}]}
+
+    def held_by_array(value: Any) -> Document:
+        return {"$and": [{"$isArray": field}, {"$in": [value, field]}]}
+
     if kind == "eq":
-        return {"$or": [{"$eq": [field, expected]}, within_array]}
+        return {"$or": [{"$eq": [field, expected]}, held_by_array(expected)]}
     if kind == "null":
-        return {"$or": [{"$eq": [{"$ifNull": [field, None]}, None]}, {"$and": [{"$isArray": field},
-                                                                               {"$in": [None, field]}]}]}
+        return {"$or": [{"$eq": [{"$ifNull": [field, None]}, None]}, held_by_array(None)]}
     if kind == "not_gt":  # a number above it, or an array holding one, does not match
         above = {"$and": [{"$isNumber": "$$item"}, {"$gt": ["$$item", expected]}]}
         return {"$not": [{"$or": [
@@ -216,16 +218,16 @@ def pipelined(writes: Sequence[Cas]) -> UpdateMany:
     for path, operator, slice_ in fields:
         field = f"${path}"
         if operator == "$unset":
-            new: Any = "$$REMOVE"
-        elif operator == "$set":
-            new = _picked([write.new_value(path, operator) for write in writes])
-        elif operator == "$max":  # as the operator: the larger in BSON order, the value where none
-            new = {"$max": [field, _picked([write.new_value(path, operator) for write in writes])]}
-        else:
-            appended: Any = {"$concatArrays": [{"$ifNull": [field, []]},
-                                               _picked([write.new_value(path, operator) for write in writes])]}
-            new = {"$slice": [appended, slice_]} if slice_ else appended
-        written[path] = {"$cond": [f"${_HOLDS}", new, field]}
+            written[path] = {"$cond": [f"${_HOLDS}", "$$REMOVE", field]}
+            continue
+        value = _picked([write.new_value(path, operator) for write in writes])
+        if operator == "$max":  # as the operator: the larger in BSON order, the value where none
+            value = {"$max": [field, value]}
+        elif operator == "$push":
+            value = {"$concatArrays": [{"$ifNull": [field, []]}, value]}
+            if slice_:
+                value = {"$slice": [value, slice_]}
+        written[path] = {"$cond": [f"${_HOLDS}", value, field]}
     pipeline: list[Document] = [{"$set": {_INDEX: {"$indexOfArray": [{"$literal": ids}, "$_id"]}}},
                                  {"$set": {_HOLDS: holds_all}},
                                  {"$set": written},
@@ -383,7 +385,7 @@ def statements(writes: Sequence[Write]) -> list[tuple[Statement, list[int]]]:
     more, as `pipelined` updates of up to `cronhive.store.base.ID_CHUNK` documents;
     every other write as its own statement."""
     planned: list[tuple[Statement, list[int]]] = []
-    groups: dict[Shape, list[list[int]]] = {}
+    groups: dict[Shape, list[_Chunk]] = {}
     for position, write in enumerate(writes):
         if not isinstance(write, Cas):
             planned.append((write, [position]))
@@ -393,21 +395,30 @@ def statements(writes: Sequence[Write]) -> list[tuple[Statement, list[int]]]:
             planned.append((write.operation(), [position]))
             continue
         chunks = groups.setdefault(shape, [])
-        doc_id = write.doc_id
-        chunk = next((c for c in chunks if len(c) < ID_CHUNK and all(_cas_id(writes[o]) != doc_id for o in c)), None)
+        chunk = next((c for c in chunks if len(c.writes) < ID_CHUNK and write.doc_id not in c.ids), None)
         if chunk is None:
-            chunks.append([position])
-        else:
-            chunk.append(position)
+            chunk = _Chunk()
+            chunks.append(chunk)
+        chunk.add(position, write)
     for chunks in groups.values():
         for chunk in chunks:
-            cases = [write for write in (writes[position] for position in chunk) if isinstance(write, Cas)]
-            planned.append((cases[0].operation() if len(cases) == 1 else pipelined(cases), chunk))
+            cases = chunk.writes
+            planned.append((cases[0].operation() if len(cases) == 1 else pipelined(cases), chunk.positions))
     return planned
 
 
-def _cas_id(write: Write) -> Any:
-    return write.doc_id if isinstance(write, Cas) else None
+@dataclass
+class _Chunk:
+    """Compare-and-sets of one shape on distinct documents, bound for one statement."""
+
+    positions: list[int] = field(default_factory=list)
+    writes: list[Cas] = field(default_factory=list)
+    ids: set[Any] = field(default_factory=set)
+
+    def add(self, position: int, write: Cas) -> None:
+        self.positions.append(position)
+        self.writes.append(write)
+        self.ids.add(write.doc_id)
 
 
 _COMMITTERS_LOCK = threading.Lock()
