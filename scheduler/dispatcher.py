@@ -405,7 +405,10 @@ class Dispatcher:
             for run in runs:
                 result.planned += 1
                 if run.fire and run.run_id not in taken:
-                    snapshot = snapshot_for(job, Trigger.SCHEDULE, run.slot, run.lease_token)
+                    reservation = advances[job_id].reservation
+                    until = reservation.expires_at if reservation is not None and reservation.run_id == run.run_id \
+                        else None
+                    snapshot = snapshot_for(job, Trigger.SCHEDULE, run.slot, run.lease_token, until)
                     item = Outgoing(run.run_id, job_id, run.slot, scheduled=True, snapshot=snapshot)
                     if job_id in batch.ahead:  # published at its instant
                         advance = advances[job_id]

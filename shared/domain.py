@@ -433,6 +433,12 @@ class Run:
     notify_due: datetime | None = None
     #: `Job.incarnation` of the job it was created for
     job_incarnation: str | None = None
+    #: the job's `Job.revision` when the run was created, while the job is unchanged since
+    #: (a job change sets it to None for runs not started): a worker starting from the
+    #: job's snapshot in the message trusts the snapshot only while it still matches
+    job_revision: int | None = None
+    #: `AttemptStart.attempt_id` of the current attempt
+    attempt_id: str | None = None
     #: the slots ``[covers_from, covers_until)`` without a run of their own that this run
     #: stands for: coalesced into it (``fire_once`` catch-up) or skipped with it
     covers_from: datetime | None = None
@@ -487,6 +493,10 @@ class AttemptStart:
     worker: str
     started_at: datetime
     lateness_ms: int | None
+    #: this start's own id, written with it: the proof that it was *this* start that
+    #: applied (a first attempt holds its run's reservation, whose holder and token every
+    #: delivery of the run shares)
+    attempt_id: str = field(default_factory=lambda: secrets.token_hex(8))
 
 
 @dataclass(frozen=True)
@@ -618,7 +628,8 @@ def new_run(job: Job, run_id: str, trigger: Trigger, scheduled_for: datetime, no
             lease: Lease | None, status: RunStatus = RunStatus.PENDING) -> Run:
     """A run as first written: not started, reserving ``lease``'s token when given."""
     return Run(run_id=run_id, job_id=job.job_id, trigger=trigger, scheduled_for=scheduled_for, status=status,
-               lease_token=lease.token if lease else None, created_at=now, job_incarnation=job.incarnation)
+               lease_token=lease.token if lease else None, created_at=now, job_incarnation=job.incarnation,
+               job_revision=job.revision)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ and hands over all of them (`cronhive.store.leases.LeaseStore`); the rules
 
 Holder names, all made here: a process is ``hostname:pid`` (`process_holder`:
 a scheduler, a worker process); a run reserved by a trigger or the scheduler is
-``run:<run_id>`` (`reservation_holder`); one delivery's attempt is
+``run:<run_id>`` (`reservation_holder`), and a run's first attempt starts under
+that reservation as it stands, holding it (`outlasts_renewal`: the run document
+decides which delivery starts); any other attempt is
 ``hostname:pid:<run_id>:<attempt>:<nonce>`` (`attempt_holder`).
 """
 
@@ -85,6 +87,14 @@ def renew_interval(duration_s: float) -> float:
     return duration_s / 3.0
 
 
+def outlasts_renewal(lease: Lease, now: datetime, duration_s: float) -> bool:
+    """Whether an attempt may start under ``lease`` (its run's reservation) as it stands,
+    without writing it: at least half a lease (``duration_s``) is left, so the holder's
+    next renewal pass (within `renew_interval`, a third) still finds a sixth left.
+    Otherwise the reservation is renewed first."""
+    return lease.expires_at - now >= timedelta(seconds=duration_s / 2)
+
+
 def duration_ms(duration_s: float) -> int:
     return int(duration_s * 1000)
 
@@ -132,6 +142,7 @@ __all__ = [
     "claimable",
     "duration_ms",
     "host_and_pid",
+    "outlasts_renewal",
     "pid_of",
     "process_holder",
     "renew_interval",

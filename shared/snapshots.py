@@ -8,15 +8,23 @@ was taken in (the job's ``revision`` and ``incarnation``, the lease reservation'
 token) — rides in the message's options (`SNAPSHOT_OPTION`; the actor's arguments
 stay ``(run_id, job_id)``, so workers that predate it ignore it).
 
-A worker takes the snapshot's path only in the common case: the job lease is
-claimed by one compare-and-set that applies only while the reservation, the revision
-and the incarnation are still the snapshot's (`MongoStore.claim_reserved_lease`),
-then the run is marked running by one compare-and-set on "not started, attempt 0,
-that token" (`MongoStore.start_reserved_run`). If either does not apply — the job
-was changed, paused, deleted or re-created, the reservation taken, the run
-cancelled or started by another delivery — the worker reads the run and the job and
-decides as it always did (`cronhive.worker.decisions`). So the snapshot can only
-save reads; it never decides anything the documents would decide otherwise.
+A worker takes the snapshot's path only in the common case, and then writes one
+document to start: the attempt holds the job lease *as the reservation made it*
+(holder ``run:<run_id>``, the reservation's token), so the job is not written at
+all; the run is marked running by one compare-and-set on "not started, attempt 0,
+that token, the job still at the snapshot's revision" (`MongoStore.start_reserved_run`).
+The run document is where deliveries of the run exclude each other: whichever
+marks it running owns the reservation, and nothing else takes over a live
+reservation of its own run (`RunLifecycle._claim`). The job is not read, so what
+the snapshot trusts is kept on the run: a job change or delete first sets its not
+started runs' ``job_revision`` to None (`MongoStore.void_run_snapshots`), and the
+reservation's expiry rides in the snapshot (``until``) — one that would not outlast
+the keeper's next renewal pass is renewed first (one more write, on the job). If
+anything does not apply — the job changed, paused, deleted or re-created, the
+reservation expired or taken, the run cancelled or started by another delivery —
+the worker reads the run and the job and decides as it always did
+(`cronhive.worker.decisions`). So the snapshot can only save reads and writes; it
+never decides anything the documents would decide otherwise.
 
 Only runs whose start needs nothing else carry one (`snapshot_for`): a slot run
 under ``forbid`` holding the job's reservation, of a valid job without ``notify``
@@ -54,6 +62,9 @@ class JobSnapshot:
     incarnation: str | None
     reserved_token: int
     slot: datetime
+    #: when the reservation expires (None from a leader that predates it: then the worker
+    #: renews the reservation before starting under it)
+    reserved_until: datetime | None = None
 
     def to_option(self) -> dict[str, Any]:
         """The JSON the message carries."""
@@ -68,7 +79,8 @@ class JobSnapshot:
             "revision": self.revision,
             "incarnation": self.incarnation,
             "token": self.reserved_token,
-            "slot": self.slot.astimezone(UTC).isoformat(timespec="milliseconds"),
+            "slot": _instant(self.slot),
+            "until": None if self.reserved_until is None else _instant(self.reserved_until),
         }
 
     @classmethod
@@ -78,17 +90,28 @@ class JobSnapshot:
         if not isinstance(raw, Mapping) or raw.get("v") != VERSION:
             return None
         try:
-            slot = datetime.fromisoformat(str(raw["slot"]))
-            if slot.tzinfo is None:
-                raise ValueError("the slot has no offset")
+            slot = _parse_instant(raw["slot"])
+            until = raw.get("until")
+            reserved_until = None if until is None else _parse_instant(until)
             snapshot = cls(job_id=str(raw["job_id"]), name=str(raw["name"]), handler=str(raw["handler"]),
                            args=dict(raw["args"]), timeout_s=_optional_int(raw["timeout_s"]),
                            max_retries=_int(raw["max_retries"]), revision=_optional_int(raw["revision"]),
                            incarnation=None if raw["incarnation"] is None else str(raw["incarnation"]),
-                           reserved_token=_int(raw["token"]), slot=slot)
+                           reserved_token=_int(raw["token"]), slot=slot, reserved_until=reserved_until)
         except (KeyError, TypeError, ValueError):
             return None
         return snapshot
+
+
+def _instant(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _parse_instant(raw: Any) -> datetime:
+    at = datetime.fromisoformat(str(raw))
+    if at.tzinfo is None:
+        raise ValueError(f"no offset: {raw!r}")
+    return at
 
 
 def _int(value: Any) -> int:
@@ -101,7 +124,8 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else _int(value)
 
 
-def snapshot_for(job: Job, trigger: Trigger, slot: datetime, reserved_token: int | None) -> JobSnapshot | None:
+def snapshot_for(job: Job, trigger: Trigger, slot: datetime, reserved_token: int | None,
+                 reserved_until: datetime | None = None) -> JobSnapshot | None:
     """The snapshot a run of ``job`` for ``slot`` is published with, when its start needs
     nothing but it (see the module docstring); None otherwise."""
     if (trigger != Trigger.SCHEDULE or reserved_token is None or job.overlap_policy != OverlapPolicy.FORBID
@@ -109,7 +133,8 @@ def snapshot_for(job: Job, trigger: Trigger, slot: datetime, reserved_token: int
         return None
     return JobSnapshot(job_id=job.job_id, name=job.name, handler=job.handler, args=dict(job.args),
                        timeout_s=job.timeout_s, max_retries=job.max_retries, revision=job.revision,
-                       incarnation=job.incarnation, reserved_token=int(reserved_token), slot=slot)
+                       incarnation=job.incarnation, reserved_token=int(reserved_token), slot=slot,
+                       reserved_until=reserved_until)
 
 
 __all__ = ["SNAPSHOT_OPTION", "JobSnapshot", "snapshot_for"]

@@ -3,17 +3,20 @@
 Before the actor (``before_process_message``):
 
 0. a slot run's first delivery carrying its job's snapshot (`cronhive.snapshots`)
-   starts without reading anything: the job lease taken over from the run's
-   reservation and the run marked ``running``, each one compare-and-set through the
-   store's group commit (`cronhive.store.group_commit`: the writes of all the
-   process's threads batched into one command); if either does not apply (the job
-   or the run is no longer as published), the steps below decide;
+   starts without reading anything, and writes only the run: the attempt holds the
+   job lease as the run's reservation made it (renewed first when less than half a
+   lease is left), and the run is marked ``running`` by one compare-and-set through
+   the store's group commit (`cronhive.store.group_commit`: the writes of all the
+   process's threads batched into one command); if it does not apply (the job or
+   the run is no longer as published), the steps below decide;
 1. read the run and its job and `decide` (`worker.decisions`): acknowledge a
    duplicate or a finished run, make a message wait (re-published with a delay,
    retries not consumed), record ``skipped`` or ``abandoned``, or start;
-2. to start, claim the lease with a new holder and fencing token per attempt —
-   the job's lease (taking over the run's reservation ``run:<run_id>``, or a free
-   or expired lease), or under ``allow`` the run's own lease;
+2. to start, take the lease: a first attempt whose run's reservation (``run:<run_id>``)
+   holds the job lease starts under it as it stands (the run document decides which
+   delivery starts, so a live reservation of its own run is never taken over);
+   otherwise claim with a new holder and fencing token per attempt — the job's lease
+   (free, expired, or a retry's reservation), or under ``allow`` the run's own lease;
 3. mark the run ``running`` (attempt + 1, worker, started_at, lateness_ms) by a
    compare-and-set on what was read, so of racing deliveries one attempt starts;
 4. hand the attempt to the `LeaseKeeper` (renewal) and set the message's Dramatiq
@@ -61,9 +64,9 @@ from cronhive.domain import (
     notifications_for,
     outcome_event,
 )
-from cronhive.enums import ErrorType, LeaseScope, NotifyEvent, OverlapPolicy, RunStatus, Trigger
+from cronhive.enums import NOT_STARTED, ErrorType, LeaseScope, NotifyEvent, OverlapPolicy, RunStatus, Trigger
 from cronhive.errors import Unavailable
-from cronhive.leases import Lease, attempt_holder, reservation_holder
+from cronhive.leases import Lease, attempt_holder, outlasts_renewal, reservation_holder
 from cronhive.run_output import run_output
 from cronhive.settings import Settings
 from cronhive.snapshots import SNAPSHOT_OPTION, JobSnapshot
@@ -253,24 +256,23 @@ class RunLifecycle(Middleware):
         return snapshot
 
     def _start_from_snapshot(self, run_id: str, snapshot: JobSnapshot) -> Attempt | None:
-        """Start attempt 1 without reading anything (`cronhive.snapshots`): take over the
-        job lease the run's reservation holds, then mark the run running, each one
-        compare-and-set through the store's group commit. None when either did not
-        apply (the job or the run is no longer as published): the caller reads and decides."""
+        """Start attempt 1 without reading anything (`cronhive.snapshots`): under the job
+        lease as the run's reservation holds it (renewed first when it would not outlast
+        the keeper's next pass), by one compare-and-set on the run through the store's
+        group commit. None when it did not apply (the job or the run is no longer as
+        published): the caller reads and decides."""
         now = self.clock.now()
         if decisions.millis(snapshot.slot - now) > decisions.EARLY_TOLERANCE_MS:
             return None  # early: the run is read, and waits for its slot
-        holder = attempt_holder(self.worker, run_id, 1)
-        lease = self.store.claim_reserved_lease(snapshot.job_id, run_id, snapshot.reserved_token, holder,
-                                                self.lease_s, now, revision=snapshot.revision,
-                                                incarnation=snapshot.incarnation)
+        reservation = Lease(LeaseScope.JOB, snapshot.job_id, reservation_holder(run_id), snapshot.reserved_token,
+                            snapshot.reserved_until or now, run_id)
+        lease = self._reservation_to_start(reservation, now)
         if lease is None:
             return None
         start = AttemptStart(number=1, lease=lease, worker=self.worker, started_at=now,
                              lateness_ms=decisions.millis(now - snapshot.slot))
-        if not self.store.start_reserved_run(run_id, snapshot.reserved_token, start):
-            self.store.release_lease(lease)
-            return None
+        if not self.store.start_reserved_run(run_id, snapshot.reserved_token, start, snapshot.revision):
+            return None  # the reservation stays the run's: whoever started it, or will, holds it
         attempt = Attempt(run_id=run_id, job_id=snapshot.job_id, number=1, worker=self.worker, lease=lease,
                           handler=snapshot.handler, args=dict(snapshot.args), scheduled_for=snapshot.slot,
                           trigger=Trigger.SCHEDULE, timeout_s=snapshot.timeout_s, max_retries=snapshot.max_retries,
@@ -278,6 +280,18 @@ class RunLifecycle(Middleware):
         self.keeper.track(attempt)
         log.info("run started (token %d)", lease.token, extra=attempt.log_extra())
         return attempt
+
+    def _reservation_to_start(self, reservation: Lease, now: datetime) -> Lease | None:
+        """The lease a first attempt starts under: its run's reservation as it stands when
+        it outlasts the keeper's next renewal pass (nothing written), else the reservation
+        held for a lease from now — also one that expired while nobody took it, as when
+        the workers are behind (None when it was taken, released or re-made).
+
+        Holding it is harmless when another delivery wins the start: it only extends the
+        lease of the attempt that did (a dead one's recovery waits one lease longer)."""
+        if outlasts_renewal(reservation, now, self.lease_s):
+            return reservation
+        return self.store.hold_reservation(reservation, self.lease_s, now)
 
     def _try_start(
         self, run_id: str, redelivered: bool, after_attempt: int | None
@@ -298,7 +312,10 @@ class RunLifecycle(Middleware):
         if behind is not None:
             return behind, run, job, now
         number = run.attempt + 1
-        lease = self._claim(run, job, number, now)
+        reserved = self._own_reservation(run, job)
+        lease = self._reservation_to_start(reserved, now) if reserved is not None else None
+        if lease is None:
+            lease = self._claim(run, job, number, now)
         if lease is None:
             own_lease = not job.overlap_policy.uses_job_lease
             job = self._job_of(run)
@@ -308,7 +325,8 @@ class RunLifecycle(Middleware):
                                                after_attempt=after_attempt)
             return refused, run, job, now
         if not self._mark_running(run, lease, number, now, decision):
-            self.store.release_lease(lease)
+            if lease.holder != reservation_holder(run.run_id):  # a reservation stays the run's
+                self.store.release_lease(lease)
             return None, run, job, now
         attempt = self._attempt(run, job, lease, number, now)
         self.keeper.track(attempt)
@@ -385,9 +403,24 @@ class RunLifecycle(Middleware):
             queued_slot=queued_slot(run, job),
         )
 
+    @staticmethod
+    def _own_reservation(run: Run, job: Job) -> Lease | None:
+        """The job lease as read when it is this not-started run's own reservation
+        (``run:<run_id>``) and the run's first attempt may start under it as it stands:
+        the run document decides which delivery starts (`cronhive.snapshots`). Not for a
+        retry (its attempt takes a lease of its own) nor for ``buffer_one``'s waiting run."""
+        lease = job.lease
+        if run.attempt != 0 or run.status not in NOT_STARTED or not job.overlap_policy.uses_job_lease:
+            return None
+        if lease is None or lease.holder != reservation_holder(run.run_id) or job.buffered_run_id == run.run_id:
+            return None
+        return lease
+
     def _claim(self, run: Run, job: Job, number: int, now: datetime) -> Lease | None:
         """A new lease for this attempt (a new holder, hence a new fencing token): the
-        job's, taking over the run's reservation, or under ``allow`` the run's own."""
+        job's — free, expired, or a retry's reservation (``run:<run_id>`` while the run
+        waits out its backoff; a first attempt's live reservation never comes here, see
+        `_own_reservation`) — or under ``allow`` the run's own."""
         holder = attempt_holder(self.worker, run.run_id, number)
         mine = (reservation_holder(run.run_id),)
         if not job.overlap_policy.uses_job_lease:

@@ -93,7 +93,8 @@ RUN_KEYS = (
     "queued_at", "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "job_incarnation",
 )
 RUN_LATER_KEYS = ("sched_term", "lease_term", "lease", "lease_holder", "lease_scope", "retry_at", "attempts",
-                  "covers_from", "covers_until", "cancel_requested")
+                  "covers_from", "covers_until", "cancel_requested", "job_revision",
+                  "attempt_id")
 #: Written only when there is something to keep (run output, log, notifications).
 RUN_OUTPUT_KEYS = ("output_json", "output_truncated", "log", "notifications", "notify_due")
 RUN_ABSENT: dict[str, Any] = {"attempt": 0, "attempts": [], "output_truncated": False, "notifications": [],
@@ -524,6 +525,8 @@ def run_from_doc(doc: Mapping[str, Any]) -> Run:
         notifications=tuple(notification_from_doc(item) for item in doc.get("notifications") or ()),
         notify_due=doc.get("notify_due"),
         job_incarnation=doc.get("job_incarnation"),
+        job_revision=doc.get("job_revision"),
+        attempt_id=doc.get("attempt_id"),
         covers_from=doc.get("covers_from"),
         covers_until=doc.get("covers_until"),
         cancel_requested=bool(doc.get("cancel_requested")),
@@ -562,6 +565,8 @@ def run_to_doc(run: Run) -> Document:
         "notifications": [notification_to_doc(item) for item in run.notifications],
         "notify_due": run.notify_due,
         "job_incarnation": run.job_incarnation,
+        "job_revision": run.job_revision,
+        "attempt_id": run.attempt_id,
         "covers_from": run.covers_from,
         "covers_until": run.covers_until,
         "cancel_requested": run.cancel_requested,
@@ -604,6 +609,7 @@ def attempt_start_set(start: AttemptStart) -> Document:
         "duration_ms": None,
         "error": None,
         "retry_at": None,
+        "attempt_id": start.attempt_id,
     }
 
 

@@ -18,7 +18,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from cronhive.domain import Job, job_id_for_name, job_update, new_job
-from cronhive.enums import JobStatus, RunStatus
+from cronhive.enums import NOT_STARTED, JobStatus, RunStatus
 from cronhive.errors import Conflict, DuplicateJob, JobNotFound, PreconditionFailed
 from cronhive.leases import Lease, reservation_holder
 from cronhive.revisions import Revision, definition_of, deletion
@@ -140,6 +140,7 @@ class JobStore(RevisionStore):
             if expected_revision is not None and current.revision != expected_revision:
                 raise _precondition_failed(current, expected_revision)
             self.repair_head(current, now)
+            self.void_run_snapshots(current)
             doc = self.jobs.find_one_and_update(
                 {"_id": job_id, "revision": current.revision},
                 {"$set": job_update_set(job_update(current, changes, now)), "$inc": {"revision": 1}},
@@ -176,11 +177,24 @@ class JobStore(RevisionStore):
             if not self.insert_revision(record) and not self._take_over_stale_delete(record, at):
                 time.sleep(DELETE_BACKOFF_S)  # another delete in flight, or the job just changed
                 continue
+            self.void_run_snapshots(current)
             if self.jobs.delete_one({"_id": job_id, "revision": current.revision}).deleted_count == 1:
                 self.runs.delete_many({"job_id": job_id, "job_incarnation": current.incarnation})
                 return
             self.withdraw_revision(record)  # the job changed (or went) meanwhile: compute again
         raise Conflict(f"job {job_id!r} is being changed concurrently; retry", details={"job_id": job_id})
+
+    def void_run_snapshots(self, job: Job) -> int:
+        """Before ``job`` is changed or deleted: its runs not started stop trusting the
+        snapshot of it their messages carry (`Run.job_revision` set to None), so a worker
+        reads the job as it is before starting one (`cronhive.snapshots`). Written before
+        the job, so a start that read nothing either happened before the change began or
+        sees it. A change that then does not apply costs those runs only a read."""
+        result = self.runs.update_many(
+            {"job_id": job.job_id, "job_incarnation": job.incarnation, "status": {"$in": list(NOT_STARTED)},
+             "job_revision": {"$ne": None}},
+            {"$set": {"job_revision": None}})
+        return result.modified_count
 
     def _take_over_stale_delete(self, record: Revision, at: datetime) -> bool:
         """Revision ``record``'s number is taken: by a delete that crashed long ago (its

@@ -25,7 +25,7 @@ from pymongo.errors import DuplicateKeyError
 
 from cronhive.domain import Job, Run, whole_ms
 from cronhive.enums import LeaseScope
-from cronhive.leases import Lease, claimable, duration_ms, reservation_holder, successor
+from cronhive.leases import Lease, claimable, duration_ms, successor
 from cronhive.store.base import Document, StoreBase, translated
 from cronhive.store.documents import (
     LEASE_FIELD,
@@ -98,12 +98,14 @@ def write_lease(coll: Collection[Document], doc_id: str, expected: Document, lea
     return applied(coll, cas(doc_id, expected, update, proof))
 
 
-def renew(coll: Collection[Document], lease: Lease, ms: int, now: datetime) -> Lease | None:
+def renew(coll: Collection[Document], lease: Lease, ms: int, now: datetime, *,
+          expired_too: bool = False) -> Lease | None:
     """Extend a lease still held at ``now``; None when it was lost (expired, taken or
     released). A compare-and-set by ``_id`` through the group commit (the renewals of a
-    process's lease keepers share commands; no find-and-modify)."""
+    process's lease keepers share commands; no find-and-modify). With ``expired_too``,
+    also a lease that expired while nobody took it (a run's reservation)."""
     renewed = replace(lease, expires_at=whole_ms(now + timedelta(milliseconds=ms)))
-    expected = {**_held(lease), f"{LEASE_FIELD}.expires_at": {"$gt": now}}
+    expected = _held(lease) if expired_too else {**_held(lease), f"{LEASE_FIELD}.expires_at": {"$gt": now}}
     update = {"$set": {f"{LEASE_FIELD}.expires_at": renewed.expires_at}}
     proof = holds({f"{LEASE_FIELD}.holder": lease.holder, f"{LEASE_FIELD}.token": lease.token,
                    f"{LEASE_FIELD}.expires_at": renewed.expires_at})
@@ -187,24 +189,18 @@ class LeaseStore(StoreBase):
                      upsert=scope == LeaseScope.NAMED)
 
     @translated
-    def claim_reserved_lease(self, job_id: str, run_id: str, reserved_token: int, holder: str, duration_s: float,
-                             now: datetime, *, revision: int | None, incarnation: str | None) -> Lease | None:
-        """Take over the job lease the scheduler reserved for ``run_id`` (holder
-        ``run:<run_id>``, token ``reserved_token``), without having read the job: one
-        compare-and-set through the group commit, which applies only while the
-        reservation, the job's ``revision`` and its ``incarnation`` are still those the
-        run was published with. None otherwise (the caller reads and decides)."""
-        ms = duration_ms(duration_s)
-        lease = Lease(LeaseScope.JOB, job_id, holder, reserved_token + 1, now + timedelta(milliseconds=ms), run_id)
-        expected: Document = {f"{LEASE_FIELD}.holder": reservation_holder(run_id),
-                              f"{LEASE_FIELD}.token": reserved_token, TERM_FIELD: reserved_token,
-                              "revision": revision, "incarnation": incarnation}
-        return lease if write_lease(self.jobs, job_id, expected, lease) else None
-
-    @translated
     def renew_lease(self, lease: Lease, duration_s: float, now: datetime) -> Lease | None:
         """Extend ``lease`` at ``now``; None when it was lost."""
         return renew(self.lease_collection(lease.scope), lease, duration_ms(duration_s), now)
+
+    @translated
+    def hold_reservation(self, reservation: Lease, duration_s: float, now: datetime) -> Lease | None:
+        """The run's reservation (holder ``run:<run_id>``, its token) held for
+        ``duration_s`` from ``now`` for the run's first attempt — also when it expired
+        meanwhile, as long as nobody took it (nothing else writes that holder and
+        token). None when it is no longer there (taken, released, or re-made)."""
+        return renew(self.lease_collection(reservation.scope), reservation, duration_ms(duration_s), now,
+                     expired_too=True)
 
     @translated
     def release_lease(self, lease: Lease) -> bool:

@@ -45,9 +45,9 @@ def _push_attempt(record: AttemptRecord) -> Document:
 
 
 def _started(start: AttemptStart) -> Callable[[Mapping[str, Any]], bool]:
-    """The proof that a start applied: the run holds its attempt number and new token."""
+    """The proof that this start applied: the run holds its attempt number, token and id."""
     return holds({"status": RunStatus.RUNNING, "attempt": start.number, "lease_token": start.lease.token,
-                  "lease_holder": start.lease.holder})
+                  "lease_holder": start.lease.holder, "attempt_id": start.attempt_id})
 
 
 class RunStore(StoreBase):
@@ -214,12 +214,16 @@ class RunStore(StoreBase):
         return applied(self.runs, cas(seen.run_id, expected, update, _started(start)))
 
     @translated
-    def start_reserved_run(self, run_id: str, reserved_token: int, start: AttemptStart) -> bool:
+    def start_reserved_run(self, run_id: str, reserved_token: int, start: AttemptStart,
+                           job_revision: int | None) -> bool:
         """Mark a run that was never started ``running`` for its first attempt ``start``,
         without having read it: only if it is still not started, attempt 0, with the
-        reservation token ``reserved_token`` it was published with (the worker's path
-        for a message carrying its job's snapshot, `cronhive.snapshots`)."""
-        expected: Document = {"status": {"$in": list(NOT_STARTED)}, "attempt": 0, "lease_token": reserved_token}
+        reservation token ``reserved_token`` it was published with, and its job still at
+        ``job_revision`` (`Run.job_revision`: a job change since sets it to None). The
+        worker's path for a message carrying its job's snapshot (`cronhive.snapshots`),
+        whose attempt holds the job lease as the reservation made it."""
+        expected: Document = {"status": {"$in": list(NOT_STARTED)}, "attempt": 0, "lease_token": reserved_token,
+                              "job_revision": job_revision}
         return applied(self.runs, cas(run_id, expected, {"$set": attempt_start_set(start)}, _started(start)))
 
     @translated

@@ -74,11 +74,11 @@ def test_a_job_lease_is_typed_with_its_scope_and_document() -> None:
 def test_a_new_run_is_laid_out_as_first_written_and_a_slot_run_carries_its_term() -> None:
     job = new_job("j", job_fields(), T0)
     manual = new_run(job, "r1", Trigger.MANUAL, T0, T0, None)
-    assert list(run_to_doc(manual)) == list(documents.RUN_KEYS)
+    assert list(run_to_doc(manual)) == [*documents.RUN_KEYS, "job_revision"]  # the job's, while it is unchanged
     slot = replace(new_run(job, "r2", Trigger.SCHEDULE, T0, T0, None, RunStatus.SKIPPED), sched_term=7,
                    error=RunError(ErrorType.MISFIRE, "late"))
     doc = run_to_doc(slot)
-    assert list(doc) == [*documents.RUN_KEYS, "sched_term"]
+    assert list(doc) == [*documents.RUN_KEYS, "sched_term", "job_revision"]
     assert doc["error"] == {"type": "misfire", "message": "late"} and doc["status"] == "skipped"
     assert run_from_doc(doc) == slot
 
@@ -127,7 +127,7 @@ def test_attempt_writes_keep_the_field_order_every_version_wrote() -> None:
     lease = Lease(LeaseScope.JOB, "j", "w:1:r:1:ab", 3, T0)
     start = documents.attempt_start_set(AttemptStart(1, lease, "w:1", T0, 12))
     assert list(start) == ["status", "attempt", "lease_token", "lease_holder", "lease_scope", "worker", "started_at",
-                           "lateness_ms", "finished_at", "duration_ms", "error", "retry_at"]
+                           "lateness_ms", "finished_at", "duration_ms", "error", "retry_at", "attempt_id"]
     assert (start["status"], start["lease_scope"], start["lease_token"]) == ("running", "job", 3)
     error = RunError("ValueError", "bad")
     final = documents.attempt_end_set(AttemptEnd(RunStatus.FAILED, error, finished_at=T0, duration_ms=5,

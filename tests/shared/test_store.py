@@ -245,7 +245,8 @@ def test_a_run_from_reservation_to_queued(store: MongoStore) -> None:
     assert lease is not None and lease.holder == "run:run_1" and lease.token == 1
     assert store.claim_lease(LeaseScope.JOB, "j", reservation_holder("run_2"), 30, T0 + timedelta(seconds=29)) is None
     store.insert_run(new_run(job, "run_1", Trigger.MANUAL, T0, T0, lease))
-    assert list(store.runs.find_one({"_id": "run_1"})) == RUN_KEYS  # as every version first wrote a run
+    # as every version first wrote a run, then the job's revision it was created at
+    assert list(store.runs.find_one({"_id": "run_1"})) == [*RUN_KEYS, "job_revision"]
     run = store.get_run("run_1")
     assert (run.status, run.lease_token, run.attempt, run.trigger) == ("pending", 1, 0, "manual")
     assert store.mark_run_queued("run_1", T0) is True

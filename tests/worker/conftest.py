@@ -152,7 +152,7 @@ class Harness:
         assert lease is not None, f"the lease of {job_id} is held"
         self.store.insert_run(new_run(job, run_id, Trigger.SCHEDULE, slot, now, lease))
         self.store.mark_run_queued(run_id, now)
-        snapshot = snapshot_for(job, Trigger.SCHEDULE, slot, lease.token)
+        snapshot = snapshot_for(job, Trigger.SCHEDULE, slot, lease.token, lease.expires_at)
         assert snapshot is not None
         return run_id, run_message(self.settings.runs_queue, run_id, job_id, snapshot)
 

@@ -19,7 +19,7 @@ from cronhive.worker.records import AFTER_ATTEMPT
 from tests.worker.conftest import LEASE_S, Harness
 
 
-def test_the_worker_takes_over_the_reservation_with_a_new_token(harness: Harness) -> None:
+def test_the_first_attempt_starts_under_its_runs_reservation_as_it_stands(harness: Harness) -> None:
     harness.job("report", handler="noop")
     run_id = harness.trigger("report").run_id
     reserved = harness.job_doc("report")["lease"]
@@ -29,15 +29,29 @@ def test_the_worker_takes_over_the_reservation_with_a_new_token(harness: Harness
     attempt = harness.deliver(run_id).begin()
 
     assert attempt is not None and attempt.number == 1
-    assert attempt.token > reserved["token"]
-    lease = harness.job_doc("report")["lease"]
-    assert lease["holder"] == attempt.lease.holder != reserved["holder"]
-    assert lease["holder"].startswith(f"testhost:4242:{run_id}:1:")
-    assert lease["token"] == attempt.token and lease["run_id"] == run_id
+    assert (attempt.lease.holder, attempt.token) == (reserved["holder"], reserved["token"])
+    assert harness.job_doc("report")["lease"] == reserved  # the job is not written to start
     run = harness.run(run_id)
     assert run["status"] == "running" and run["attempt"] == 1
-    assert run["lease_token"] == attempt.token and run["worker"] == "testhost:4242"
+    assert (run["lease_holder"], run["lease_token"]) == (reserved["holder"], reserved["token"])
+    assert run["worker"] == "testhost:4242"
     assert run["started_at"] == harness.clock.now() and run["lateness_ms"] == 250
+
+
+def test_a_retry_takes_the_lease_with_a_new_holder_and_token(harness: Harness) -> None:
+    harness.job("report", handler="noop", max_retries=1)
+    run_id = harness.trigger("report").run_id
+    first = harness.deliver(run_id)
+    assert first.begin() is not None
+    first.end(exception=RuntimeError("boom"))
+    (retry,) = harness.broker.take()
+    harness.clock.advance(LEASE_S)
+
+    attempt = harness.deliver_message(retry.message).begin()
+    assert attempt is not None and attempt.number == 2 and attempt.token > first.attempt.token  # type: ignore[union-attr]
+    lease = harness.job_doc("report")["lease"]
+    assert lease["holder"] == attempt.lease.holder and lease["holder"].startswith(f"testhost:4242:{run_id}:2:")
+    assert lease["token"] == attempt.token and lease["run_id"] == run_id
 
 
 def test_a_finished_run_records_its_outcome_and_releases_the_lease_in_one_go(harness: Harness) -> None:
@@ -319,6 +333,17 @@ def test_a_start_that_fails_midway_is_published_again_never_run_without_a_lease(
     assert later.message.options[AFTER_ATTEMPT] == 0 and later.delay == LEASE_S * 1000 // 3
     assert harness.run(run_id)["status"] == "queued"
 
+    monkeypatch.setattr(harness.store, "start_run_attempt", real_start)
+    # a first attempt takes nothing before its start applies: the reservation is still the run's
+    assert harness.job_doc("report")["lease"]["holder"] == reservation_holder(run_id)
+    attempt = harness.deliver_message(later.message).begin()
+    assert attempt is not None and attempt.number == 1 and attempt.lease.holder == reservation_holder(run_id)
+
+    harness.job("own", overlap_policy="allow")  # a lease claimed before the start: waited out
+    own = harness.trigger("own").run_id
+    monkeypatch.setattr(harness.store, "start_run_attempt", unreachable)
+    assert harness.deliver(own).begin() is None
+    (later,) = harness.broker.take()
     monkeypatch.setattr(harness.store, "start_run_attempt", real_start)
     assert harness.deliver_message(later.message).begin() is None  # waits out the lease it had claimed
     (waiting,) = harness.broker.take()

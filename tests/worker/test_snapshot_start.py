@@ -6,21 +6,29 @@ unusable. Against the real store, the clock moved by hand."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from cronhive.broker import run_message
 from cronhive.domain import RunError
 from cronhive.enums import ErrorType
+from cronhive.leases import reservation_holder
 from cronhive.settings import Settings
 from cronhive.snapshots import SNAPSHOT_OPTION
 from cronhive.store import MongoStore
 from cronhive.worker.middleware import RunLifecycle
 from tests.services import CommandCounter
-from tests.worker.conftest import Harness
+from tests.worker.conftest import LEASE_S, Harness
 
+ROOT = Path(__file__).resolve().parents[2]
 #: the commands that read documents
 READS = {"find", "aggregate", "count", "findAndModify"}
 
@@ -36,7 +44,7 @@ def counted(harness: Harness, settings: Settings) -> Iterator[tuple[RunLifecycle
     store.close()
 
 
-def test_a_slot_run_with_its_snapshot_starts_and_ends_in_four_writes_and_no_read(
+def test_a_slot_run_with_its_snapshot_starts_in_one_write_under_its_reservation_and_ends_in_two(
         harness: Harness, counted: tuple[RunLifecycle, CommandCounter]) -> None:
     lifecycle, commands = counted
     harness.job("report", handler="noop", args={"to": "ops"}, timeout_s=30, max_retries=2)
@@ -47,13 +55,14 @@ def test_a_slot_run_with_its_snapshot_starts_and_ends_in_four_writes_and_no_read
 
     delivery = harness.deliver_message(message, lifecycle=lifecycle)
     attempt = delivery.begin()
-    assert commands.take() == ["update", "update"]  # the claim, the start: nothing read
-    assert attempt is not None and attempt.number == 1 and attempt.token == reserved["token"] + 1
+    assert commands.take() == ["update"]  # the run's start: the job is neither read nor written
+    assert attempt is not None and attempt.number == 1 and attempt.token == reserved["token"]
     assert (attempt.handler, attempt.args, attempt.timeout_s, attempt.max_retries) == ("noop", {"to": "ops"}, 30, 2)
     run = harness.run(run_id)
     assert run["status"] == "running" and run["attempt"] == 1 and run["lease_token"] == attempt.token
     assert run["lateness_ms"] == 250 and run["worker"] == "testhost:4242"
-    assert harness.job_doc("report")["lease"]["holder"] == attempt.lease.holder
+    assert run["lease_holder"] == attempt.lease.holder == reservation_holder(run_id)
+    assert harness.job_doc("report")["lease"] == reserved  # the attempt holds it as the reservation made it
 
     harness.clock.advance(1)
     delivery.end(result={"sent": 3})
@@ -62,6 +71,75 @@ def test_a_slot_run_with_its_snapshot_starts_and_ends_in_four_writes_and_no_read
     assert run["status"] == "succeeded" and run["output_json"] == '{"sent":3}'
     job = harness.job_doc("report")
     assert job["lease"] is None and (job["last_run_id"], job["last_run_status"]) == (run_id, "succeeded")
+
+
+def test_a_reservation_with_less_than_half_a_lease_left_is_renewed_before_the_start(
+        harness: Harness, counted: tuple[RunLifecycle, CommandCounter]) -> None:
+    lifecycle, commands = counted
+    harness.job("report", handler="noop")
+    run_id, message = harness.slot("report")
+    reserved = harness.job_doc("report")["lease"]
+    harness.clock.advance(LEASE_S * 0.6)  # 40 % of the reservation left
+    commands.take()
+
+    attempt = harness.deliver_message(message, lifecycle=lifecycle).begin()
+    assert commands.take() == ["update", "update"]  # the reservation renewed, then the start
+    assert attempt is not None and attempt.token == reserved["token"]
+    lease = harness.job_doc("report")["lease"]
+    assert (lease["holder"], lease["token"]) == (reservation_holder(run_id), reserved["token"])
+    assert lease["expires_at"] == harness.clock.now().replace(microsecond=harness.clock.now().microsecond // 1000
+                                                              * 1000) + timedelta(seconds=LEASE_S)
+    assert attempt.lease.expires_at == lease["expires_at"]
+
+
+def test_a_reservation_that_expired_while_nobody_took_it_is_held_again_and_the_run_starts(
+        harness: Harness, counted: tuple[RunLifecycle, CommandCounter]) -> None:
+    lifecycle, commands = counted
+    harness.job("report", handler="noop")
+    run_id, message = harness.slot("report")
+    reserved = harness.job_doc("report")["lease"]
+    harness.clock.advance(LEASE_S * 5)  # the workers are behind: it expired long ago
+    commands.take()
+
+    attempt = harness.deliver_message(message, lifecycle=lifecycle).begin()
+    assert commands.take() == ["update", "update"]  # held again, then the start: nothing read
+    assert attempt is not None and attempt.token == reserved["token"]
+    lease = harness.job_doc("report")["lease"]
+    assert (lease["holder"], lease["token"]) == (reservation_holder(run_id), reserved["token"])
+    assert lease["expires_at"] == attempt.lease.expires_at > harness.clock.now()
+
+
+def test_a_snapshot_without_the_reservations_expiry_renews_it_first(
+        harness: Harness, counted: tuple[RunLifecycle, CommandCounter]) -> None:
+    lifecycle, commands = counted
+    harness.job("report", handler="noop")
+    run_id, message = harness.slot("report")
+    older = {key: value for key, value in message.options[SNAPSHOT_OPTION].items() if key != "until"}
+    harness.clock.advance(0.25)
+    commands.take()
+
+    attempt = harness.deliver_message(message.copy(options={SNAPSHOT_OPTION: older}), lifecycle=lifecycle).begin()
+    assert commands.take() == ["update", "update"] and attempt is not None
+    assert harness.run(run_id)["status"] == "running"
+
+
+def test_a_delivery_that_read_the_run_before_another_started_it_never_takes_its_lease(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    harness.job("report", handler="noop")
+    run_id, message = harness.slot("report")
+    stale = harness.store.get_run(run_id)  # what a second delivery read, just before the first started
+    first = harness.deliver_message(message).begin()
+    assert first is not None
+    reserved = harness.job_doc("report")["lease"]
+
+    reads = iter([stale])
+    real_find_run = harness.store.find_run
+    monkeypatch.setattr(harness.store, "find_run", lambda rid: next(reads, None) or real_find_run(rid))
+    assert harness.deliver_message(message, redelivered=True).begin() is None  # it waits for the live attempt
+    assert harness.job_doc("report")["lease"] == reserved  # never taken over, never released
+    assert harness.store.renew_lease(first.lease, LEASE_S, harness.clock.now()) is not None
+    run = harness.run(run_id)
+    assert (run["status"], run["attempt"], run["lease_token"]) == ("running", 1, first.token)
 
 
 def test_a_job_changed_after_the_publish_runs_as_it_is_now(harness: Harness,
@@ -159,3 +237,78 @@ def test_a_slot_run_delivered_before_its_slot_waits_for_it(harness: Harness) -> 
     (again,) = harness.broker.take()
     harness.clock.advance(1)
     assert harness.deliver_message(again.message).begin() is not None
+
+
+#: One racing worker process: 4 threads, each delivering every message once (in its own
+#: order; odd threads as redeliveries, which read the run and the job), at the same
+#: instant as the other processes; prints the starts it won.
+RACER = r'''
+import json, random, sys, threading, time
+from datetime import datetime
+from cronhive.broker import run_message
+from cronhive.settings import Settings
+from cronhive.snapshots import JobSnapshot
+from cronhive.store import MongoStore
+from cronhive.worker.keeper import LeaseKeeper
+from cronhive.worker.middleware import RunLifecycle
+from tests.worker.conftest import Delivery, FakeClock, RecordingBroker
+
+uri, db, queue, name, lease_s, now, start_at, path = sys.argv[1:]
+settings = Settings.from_env({"MONGODB_URI": uri, "MONGODB_DB": db, "RUNS_QUEUE": queue,
+                              "JOB_LEASE_S": lease_s})
+store = MongoStore.open(settings)
+clock = FakeClock(datetime.fromisoformat(now))
+lifecycle = RunLifecycle(store, clock, settings, LeaseKeeper(store, clock, float(lease_s)), worker=name)
+messages = [run_message(queue, run_id, job_id, JobSnapshot.from_option(option))
+            for run_id, job_id, option in json.load(open(path))]
+started, lock = [], threading.Lock()
+
+def deliver(thread):
+    order = list(messages)
+    random.Random(f"{name}{thread}").shuffle(order)
+    time.sleep(max(0.0, float(start_at) - time.time()))
+    for message in order:
+        attempt = Delivery(lifecycle, RecordingBroker(), message, redelivered=thread % 2 == 1).begin()
+        if attempt is not None:
+            with lock:
+                started.append([attempt.run_id, attempt.token, attempt.lease.holder])
+
+threads = [threading.Thread(target=deliver, args=(t,)) for t in range(4)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(json.dumps(started))
+'''
+
+
+def test_processes_racing_to_start_the_same_slot_runs_start_each_once_under_its_untouched_reservation(
+        harness: Harness, tmp_path: Path) -> None:
+    fresh, renewed = 40, 20
+    for n in range(fresh + renewed):
+        harness.job(f"race{n}", handler="noop")
+    messages = [harness.slot(f"race{n}") for n in range(renewed)]  # their reservations end soonest
+    harness.clock.advance(LEASE_S * 0.6)
+    messages += [harness.slot(f"race{n}") for n in range(renewed, renewed + fresh)]
+    reserved = {f"race{n}": harness.job_doc(f"race{n}")["lease"] for n in range(fresh + renewed)}
+    path = tmp_path / "messages.json"
+    path.write_text(json.dumps([[run_id, message.kwargs["job_id"], message.options[SNAPSHOT_OPTION]]
+                                for run_id, message in messages]))
+    settings = harness.settings
+    start_at = time.time() + 3
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, settings.mongodb_uri, settings.mongodb_db,
+                                settings.runs_queue, f"racer:{n}", str(LEASE_S), harness.clock.now().isoformat(),
+                                str(start_at), str(path)], stdout=subprocess.PIPE, cwd=ROOT, text=True)
+              for n in range(4)]
+    reports = [json.loads(racer.communicate(timeout=300)[0]) for racer in racers]
+    assert all(racer.returncode == 0 for racer in racers)
+
+    starts = Counter(run_id for report in reports for run_id, _token, _holder in report)
+    assert set(starts) == {run_id for run_id, _ in messages} and set(starts.values()) == {1}
+    for n, (run_id, _message) in enumerate(messages):
+        run, job = harness.run(run_id), harness.job_doc(f"race{n}")
+        lease = job["lease"]
+        assert (run["status"], run["attempt"]) == ("running", 1)
+        assert (lease["holder"], lease["token"]) == (reservation_holder(run_id), reserved[f"race{n}"]["token"])
+        assert (run["lease_holder"], run["lease_token"]) == (lease["holder"], lease["token"])
+        if n < renewed:  # renewed before its start: half a lease was no longer left
+            assert lease["expires_at"] > reserved[f"race{n}"]["expires_at"]
+        else:
+            assert lease == reserved[f"race{n}"]
