@@ -73,40 +73,25 @@ def test_a_slot_run_with_its_snapshot_starts_in_one_write_under_its_reservation_
     assert job["lease"] is None and (job["last_run_id"], job["last_run_status"]) == (run_id, "succeeded")
 
 
-def test_a_reservation_with_less_than_half_a_lease_left_is_renewed_before_the_start(
-        harness: Harness, counted: tuple[RunLifecycle, CommandCounter]) -> None:
+@pytest.mark.parametrize("elapsed", [LEASE_S * 0.6, LEASE_S * 5],
+                         ids=["under-half-a-lease-left", "expired-while-nobody-took-it"])
+def test_a_reservation_without_half_a_lease_left_is_held_for_a_lease_before_the_start(
+        harness: Harness, counted: tuple[RunLifecycle, CommandCounter], elapsed: float) -> None:
     lifecycle, commands = counted
     harness.job("report", handler="noop")
     run_id, message = harness.slot("report")
     reserved = harness.job_doc("report")["lease"]
-    harness.clock.advance(LEASE_S * 0.6)  # 40 % of the reservation left
+    harness.clock.advance(elapsed)  # 40 % of it left, or the workers are behind and it expired long ago
     commands.take()
 
     attempt = harness.deliver_message(message, lifecycle=lifecycle).begin()
-    assert commands.take() == ["update", "update"]  # the reservation renewed, then the start
+    assert commands.take() == ["update", "update"]  # the reservation held, then the start: nothing read
     assert attempt is not None and attempt.token == reserved["token"]
     lease = harness.job_doc("report")["lease"]
     assert (lease["holder"], lease["token"]) == (reservation_holder(run_id), reserved["token"])
-    assert lease["expires_at"] == harness.clock.now().replace(microsecond=harness.clock.now().microsecond // 1000
-                                                              * 1000) + timedelta(seconds=LEASE_S)
+    now = harness.clock.now()
+    assert lease["expires_at"] == now.replace(microsecond=now.microsecond // 1000 * 1000) + timedelta(seconds=LEASE_S)
     assert attempt.lease.expires_at == lease["expires_at"]
-
-
-def test_a_reservation_that_expired_while_nobody_took_it_is_held_again_and_the_run_starts(
-        harness: Harness, counted: tuple[RunLifecycle, CommandCounter]) -> None:
-    lifecycle, commands = counted
-    harness.job("report", handler="noop")
-    run_id, message = harness.slot("report")
-    reserved = harness.job_doc("report")["lease"]
-    harness.clock.advance(LEASE_S * 5)  # the workers are behind: it expired long ago
-    commands.take()
-
-    attempt = harness.deliver_message(message, lifecycle=lifecycle).begin()
-    assert commands.take() == ["update", "update"]  # held again, then the start: nothing read
-    assert attempt is not None and attempt.token == reserved["token"]
-    lease = harness.job_doc("report")["lease"]
-    assert (lease["holder"], lease["token"]) == (reservation_holder(run_id), reserved["token"])
-    assert lease["expires_at"] == attempt.lease.expires_at > harness.clock.now()
 
 
 def test_a_snapshot_without_the_reservations_expiry_renews_it_first(
