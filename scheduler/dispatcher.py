@@ -401,17 +401,16 @@ class Dispatcher:
             if job_id not in applied:
                 continue
             self.metrics.missed(batch.missed[job_id])
-            job = jobs_by_id[job_id]
+            job, advance = jobs_by_id[job_id], advances[job_id]
+            reservation = advance.reservation
             for run in runs:
                 result.planned += 1
                 if run.fire and run.run_id not in taken:
-                    reservation = advances[job_id].reservation
                     until = reservation.expires_at if reservation is not None and reservation.run_id == run.run_id \
                         else None
                     snapshot = snapshot_for(job, Trigger.SCHEDULE, run.slot, run.lease_token, until)
                     item = Outgoing(run.run_id, job_id, run.slot, scheduled=True, snapshot=snapshot)
                     if job_id in batch.ahead:  # published at its instant
-                        advance = advances[job_id]
                         self._hold(Planned(item, batch.ahead[job_id], job.revision, job.incarnation,
                                            advance.next_fire_at, advance.fired_counted))
                         continue

@@ -14,12 +14,13 @@ document to start: the attempt holds the job lease *as the reservation made it*
 all; the run is marked running by one compare-and-set on "not started, attempt 0,
 that token, the job still at the snapshot's revision" (`MongoStore.start_reserved_run`).
 The run document is where deliveries of the run exclude each other: whichever
-marks it running owns the reservation, and nothing else takes over a live
-reservation of its own run (`RunLifecycle._claim`). The job is not read, so what
+marks it running owns the reservation, and no delivery takes a reservation of its
+own run over (`RunLifecycle._own_reservation`). The job is not read, so what
 the snapshot trusts is kept on the run: a job change or delete first sets its not
 started runs' ``job_revision`` to None (`MongoStore.void_run_snapshots`), and the
 reservation's expiry rides in the snapshot (``until``) — one that would not outlast
-the keeper's next renewal pass is renewed first (one more write, on the job). If
+the keeper's next renewal pass, or that expired while nobody took it, is held for a
+lease first (`MongoStore.hold_reservation`: one more write, on the job). If
 anything does not apply — the job changed, paused, deleted or re-created, the
 reservation expired or taken, the run cancelled or started by another delivery —
 the worker reads the run and the job and decides as it always did

@@ -4,8 +4,8 @@ Before the actor (``before_process_message``):
 
 0. a slot run's first delivery carrying its job's snapshot (`cronhive.snapshots`)
    starts without reading anything, and writes only the run: the attempt holds the
-   job lease as the run's reservation made it (renewed first when less than half a
-   lease is left), and the run is marked ``running`` by one compare-and-set through
+   job lease as the run's reservation made it (held for a lease first when less than
+   half a lease is left, or it expired while nobody took it), and the run is marked ``running`` by one compare-and-set through
    the store's group commit (`cronhive.store.group_commit`: the writes of all the
    process's threads batched into one command); if it does not apply (the job or
    the run is no longer as published), the steps below decide;
@@ -257,13 +257,14 @@ class RunLifecycle(Middleware):
 
     def _start_from_snapshot(self, run_id: str, snapshot: JobSnapshot) -> Attempt | None:
         """Start attempt 1 without reading anything (`cronhive.snapshots`): under the job
-        lease as the run's reservation holds it (renewed first when it would not outlast
-        the keeper's next pass), by one compare-and-set on the run through the store's
+        lease as the run's reservation holds it (held for a lease first when it would not
+        outlast the keeper's next pass, or its expiry is not known), by one compare-and-set on the run through the store's
         group commit. None when it did not apply (the job or the run is no longer as
         published): the caller reads and decides."""
         now = self.clock.now()
         if decisions.millis(snapshot.slot - now) > decisions.EARLY_TOLERANCE_MS:
             return None  # early: the run is read, and waits for its slot
+        # an expiry not known (a leader that predates it) reads as ending now: held first
         reservation = Lease(LeaseScope.JOB, snapshot.job_id, reservation_holder(run_id), snapshot.reserved_token,
                             snapshot.reserved_until or now, run_id)
         lease = self._reservation_to_start(reservation, now)
@@ -312,10 +313,11 @@ class RunLifecycle(Middleware):
         if behind is not None:
             return behind, run, job, now
         number = run.attempt + 1
+        # a run's own reservation that cannot be held was taken, released or re-made: a
+        # claim expecting it as read could not apply either, so the refusal is decided now
         reserved = self._own_reservation(run, job)
-        lease = self._reservation_to_start(reserved, now) if reserved is not None else None
-        if lease is None:
-            lease = self._claim(run, job, number, now)
+        lease = self._reservation_to_start(reserved, now) if reserved is not None else \
+            self._claim(run, job, number, now)
         if lease is None:
             own_lease = not job.overlap_policy.uses_job_lease
             job = self._job_of(run)
