@@ -107,7 +107,8 @@ HEADLINE_KEYS = {
     "scale": ("jobs", "window_s", "offered_per_s", "fires_per_s", "lateness_p99_ms", "publish_lateness_p99_ms",
               "mongo_ops_per_run", "mongo_docs_written_per_run", "publishes_per_run", "scheduler_cpu_s_per_1k_fires",
               "scheduler_rss_mb"),
-    "failover": ("kills", "takeover_s", "lost", "doubled", "executed_ratio", "expected_slots", "not_executed"),
+    "failover": ("kills", "takeover_s", "lost", "doubled", "executed_ratio", "expected_slots", "not_executed",
+                 "mongo_ops_per_executed_run"),
 }
 NOTE_KEYS = ("pending", "error", "skipped")
 
