@@ -10,6 +10,7 @@ also compare-and-set on what was read (`cronhive.slots.JobAdvance`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import datetime
 
@@ -35,9 +36,14 @@ from cronhive.store.group_commit import Cas, Statement, cas, holds, statements
 from cronhive.store.revisions import RevisionStore
 
 #: The leader lease's document in ``leases``.
+log = logging.getLogger("cronhive.store")
+
 LEADER_LEASE_ID = "scheduler"
 #: A slot run an earlier leader wrote but never committed is still one of these.
 DRAFT_STATUSES = [RunStatus.PENDING, RunStatus.SKIPPED]
+#: Compare-and-sets moving a withdrawn slot's job back before giving up (each after
+#: the job changed again in between).
+MOVE_BACK_ATTEMPTS = 5
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
 
@@ -172,19 +178,47 @@ class SchedulingStore(RevisionStore):
         move the job back to the slot by compare-and-set, handing back the
         ``fires_counted`` it counted, so the slot is planned again, at its instant, by
         the job as it is then (a disabled job keeps it as its next slot, as if it had
-        never been planned). Whether the run was deleted."""
+        never been planned). Whether the run was deleted.
+
+        A job changed again between that read and the move (its revision moved on, its
+        next slot did not: no timing change moved it itself) is read again and moved
+        back from there: else the slot would have neither a run nor a job waiting for
+        it — lost.
+
+        The job is moved back before the run is deleted: a leader dying in between
+        leaves a pending run whose job waits for its slot — a draft, which the next
+        leader deletes and plans again (the other order would leave neither). The run is
+        one this leader planned and has not published, so nobody has started it."""
+        if move_back is not None:
+            self._move_back(move_back, slot, term, fires_counted)
         query = {"_id": run_id, "status": RunStatus.PENDING, **fenced(term)}
         if self.runs.delete_one(query).deleted_count != 1:
             return False
         self.jobs.update_one({"_id": job_id, "lease.holder": reservation_holder(run_id)}, {"$set": {"lease": None}})
-        if move_back is not None:
-            due_at = slot + move_back.jitter if move_back.enabled else None
+        return True
+
+    def _move_back(self, job: Job, slot: datetime, term: int, fires_counted: int) -> bool:
+        """Move ``job`` (as read) back to ``slot`` by compare-and-set on its revision and
+        next slot, fenced on ``term``; read again and retried while only its revision
+        moved (`MOVE_BACK_ATTEMPTS`). Whether it was moved back."""
+        advanced_to = job.next_fire_at
+        for _ in range(MOVE_BACK_ATTEMPTS):
+            due_at = slot + job.jitter if job.enabled else None
             update: Document = {"$set": {"next_fire_at": slot, "due_at": due_at, "sched_term": term}}
             if fires_counted:
                 update["$inc"] = {"fires": -fires_counted}
-            self.jobs.update_one({"_id": job_id, "revision": move_back.revision,
-                                  "next_fire_at": move_back.next_fire_at, **fenced(term)}, update)
-        return True
+            if self.jobs.update_one({"_id": job.job_id, "revision": job.revision, "next_fire_at": advanced_to,
+                                     **fenced(term)}, update).modified_count == 1:
+                return True
+            doc = self.jobs.find_one({"_id": job.job_id})
+            current = job_from_doc(doc) if doc is not None else None
+            if (current is None or current.incarnation != job.incarnation or current.next_fire_at != advanced_to
+                    or ((doc or {}).get("sched_term") or 0) > term):
+                return False  # deleted or re-created, moved by its own change, or a newer leader's
+            job = current
+        log.warning("a withdrawn slot's job kept changing; its slot %s was not planned again", slot.isoformat(),
+                    extra={"job_id": job.job_id, "term": term})
+        return False
 
     @translated
     def skip_pending_runs(self, run_ids: list[str], error: RunError, now: datetime, term: int) -> int:

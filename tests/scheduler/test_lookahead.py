@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from cronhive.domain import utcnow
 from cronhive.leases import reservation_holder
 from cronhive.scheduler.dispatcher import Dispatcher
@@ -82,6 +84,34 @@ def test_a_job_changed_inside_the_lookahead_fires_its_slot_as_it_is_now(
     assert stored["next_fire_at"] == slot + timedelta(minutes=1)
     assert stored["lease"]["holder"] == reservation_holder(run_id) and stored["lease"]["token"] == run["lease_token"]
 
+
+
+def test_a_job_changed_again_while_its_planned_run_is_withdrawn_still_fires_its_slot(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader read the changed job, then another change landed before it moved the
+    job back to the withdrawn slot: the move is retried on the job as it is now, so
+    the slot still gets its one run (it had neither a run nor a job waiting for it)."""
+    dispatcher, job, run_id = planned_ahead(store, make_dispatcher, clock, "twice", args={"v": 1})
+    slot = job["next_fire_at"]
+    store.update_job("twice", {"args": {"v": 2}}, clock.now())
+    withdraw = store.withdraw_planned_run
+
+    def changed_meanwhile(*args: Any, **kwargs: Any) -> bool:
+        store.update_job("twice", {"args": {"v": 3}}, clock.now())
+        return withdraw(*args, **kwargs)
+
+    monkeypatch.setattr(store, "withdraw_planned_run", changed_meanwhile)
+    clock.set(slot + timedelta(milliseconds=5))
+    dispatcher.run_pass()
+    monkeypatch.undo()
+    dispatcher.run_pass()
+    (body,) = messages()
+    snapshot = JobSnapshot.from_option(body["options"][SNAPSHOT_OPTION])
+    assert body["args"] == [run_id] and snapshot is not None and snapshot.args == {"v": 3}
+    (run,) = runs_of(store, "twice")
+    assert run["scheduled_for"] == slot and run["status"] == "queued"
+    assert store.jobs.find_one({"_id": "twice"})["next_fire_at"] == slot + timedelta(minutes=1)
 
 def test_a_job_disabled_inside_the_lookahead_does_not_fire_and_keeps_the_slot_for_its_misfire_policy(
         store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
@@ -166,6 +196,43 @@ def test_a_new_leader_publishes_what_a_dead_leader_planned_ahead_at_its_instant_
     successor.run_pass()
     assert [body["args"] for body in messages()] == [[run_id]]
     assert store.runs.find_one({"_id": run_id})["status"] == "queued"
+
+
+def test_a_leader_dying_while_it_withdraws_a_planned_run_leaves_the_slot_to_the_next_one(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader moved the changed job back to the slot and died before deleting the
+    run it had planned: the next leader finds a draft (a pending run whose job waits for
+    its slot), deletes it and plans the slot again — one run, as the job is now."""
+    dying, job, run_id = planned_ahead(store, make_dispatcher, clock, "dies", args={"v": 1})
+    slot = job["next_fire_at"]
+    store.update_job("dies", {"args": {"v": 2}}, clock.now())
+
+    class Died(Exception):
+        pass
+
+    def die(*args: Any, **kwargs: Any) -> Any:
+        raise Died()
+
+    monkeypatch.setattr(store.runs, "delete_one", die)  # the process dies right after the job's move back
+    clock.set(slot + timedelta(milliseconds=5))
+    try:
+        dying.run_pass()
+    except Died:
+        pass
+    monkeypatch.undo()
+    assert store.jobs.find_one({"_id": "dies"})["next_fire_at"] == slot  # the job waits for the slot again
+    assert [run["_id"] for run in runs_of(store, "dies")] == [run_id] and messages() == []
+
+    successor = make_dispatcher(term=2)
+    successor.take_over()
+    successor.run_pass()
+    successor.run_pass()
+    (body,) = messages()
+    snapshot = JobSnapshot.from_option(body["options"][SNAPSHOT_OPTION])
+    assert body["args"] == [run_id] and snapshot is not None and snapshot.args == {"v": 2}
+    (run,) = runs_of(store, "dies")
+    assert run["status"] == "queued"
 
 
 def test_a_herd_is_planned_ahead_in_batches_and_published_together_at_the_instant(
