@@ -62,11 +62,14 @@ class Acknowledge:
 
 @dataclass(frozen=True)
 class Wait:
-    """Publish the message again with a delay and look again then (retries not consumed)."""
+    """Publish the message again with a delay and look again then (retries not consumed);
+    ``wake``: a queued run of the same job to publish at once (the head of its queue,
+    to whom the lease was just released)."""
 
     delay_ms: int
     after_attempt: int | None
     reason: str
+    wake: str | None = None
 
 
 @dataclass(frozen=True)

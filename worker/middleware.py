@@ -127,7 +127,13 @@ def slot_queue_wait_ms(older: int, lease_s: float, backfill: bool) -> int:
     run: `SLOT_QUEUE_POLL_MS` per run ahead, at most `MAX_BACKFILL_WAIT_MS` — each run
     that ends publishes the next at once (`RunLifecycle._hand_on`), so this poll is only
     the fallback, and a thousand waiting runs cost a few messages a second, not a
-    thousand."""
+    thousand.
+
+    Waiting fire_all slots polled a third of a lease per run ahead instead (measured
+    2026-12-03, failover bench, three runs each): fewer store reads (15.4k commands
+    against 21.6k) but fewer slots executed (0.11–0.17 against 0.19–0.21). Behind a
+    backlog every message — a hand-on too — joins the back of the queue, so a queue's
+    head starts sooner the more often its own message comes round."""
     if not backfill:
         return max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS, int(lease_s * 1000 / 3)))
     return max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS * max(1, older), MAX_BACKFILL_WAIT_MS))
@@ -382,7 +388,22 @@ class RunLifecycle(Middleware):
                                                          "job wait for its lease"))
         return Wait(slot_queue_wait_ms(older, self.lease_s, backfill), None,
                     f"{'backfill' if backfill else 'fire_all under forbid'}: {older} older slot(s) of the job "
-                    "run first")
+                    "run first", wake=self._unblock_queue(run, job, now))
+
+    def _unblock_queue(self, run: Run, job: Job, now: datetime) -> str | None:
+        """When the job's lease is this run's own reservation — made by the leader for a
+        slot behind older waiting ones, the lease being free at its instant — release it
+        and return the head of the queue to publish at once (else the head would wait a
+        lease for the reservation to expire). None otherwise: whoever holds the lease
+        hands it on as it ends."""
+        lease = job.lease
+        if lease is None or not lease.live(now) or lease.holder != reservation_holder(run.run_id):
+            return None
+        if not self.store.release_lease(lease):
+            return None
+        log.info("released its reservation to the older slot run(s) of the job",
+                 extra=_run_log(run.run_id, run.job_id, self.worker, attempt=run.attempt))
+        return self.store.oldest_waiting_slot(job.job_id, run.trigger)
 
     def _attempt(self, run: Run, job: Job, lease: Lease, number: int, now: datetime) -> Attempt:
         return Attempt(
@@ -453,6 +474,8 @@ class RunLifecycle(Middleware):
         elif isinstance(decision, Wait):
             log.info("waiting %d ms: %s", decision.delay_ms, decision.reason, extra=extra)
             self._publish_later(broker, message, decision.after_attempt, decision.delay_ms)
+            if decision.wake is not None and decision.wake != run_id:
+                self._wake(broker, message, decision.wake)
         elif isinstance(decision, Skip):
             assert run is not None
             notify = notifications_for(job.notify if job else None, NotifyEvent.SKIPPED, job.name if job else None, now)
@@ -628,6 +651,19 @@ class RunLifecycle(Middleware):
         except Exception:
             log.warning("could not trim the run history", exc_info=True, extra=attempt.log_extra())
         return status
+
+    def _wake(self, broker: Broker, message: MessageProxy, run_id: str) -> None:
+        """Publish ``run_id`` (the head of a job's queue) now; its own message sleeps until
+        its next look, and whichever comes first starts it. Best effort: its poll is the
+        fallback."""
+        extra = _run_log(run_id, message.kwargs.get("job_id"), self.worker)
+        try:
+            broker.enqueue(follow_up_message(q_name(message.queue_name), run_id, message.kwargs.get("job_id", ""),
+                                             None))
+        except Exception:
+            log.warning("could not publish the head of the job's queue; it polls", exc_info=True, extra=extra)
+            return
+        log.info("published the head of the job's queue at once (the lease was released to it)", extra=extra)
 
     def _hand_on(self, broker: Broker, message: MessageProxy, attempt: Attempt) -> None:
         """The lease is free: publish the job's oldest waiting slot run of the same trigger
