@@ -181,23 +181,23 @@ def _holds(path: str, kind: str, expected: Document) -> Document:
     """The aggregation expression for the query condition ``{path: expected}`` of
     ``kind`` — query semantics, including a value's match of an array holding it and
     null's match of a missing field."""
-    field = f"${path}"
+    ref = f"${path}"
 
     def held_by_array(value: Any) -> Document:
-        return {"$and": [{"$isArray": field}, {"$in": [value, field]}]}
+        return {"$and": [{"$isArray": ref}, {"$in": [value, ref]}]}
 
     if kind == "eq":
-        return {"$or": [{"$eq": [field, expected]}, held_by_array(expected)]}
+        return {"$or": [{"$eq": [ref, expected]}, held_by_array(expected)]}
     if kind == "null":
-        return {"$or": [{"$eq": [{"$ifNull": [field, None]}, None]}, held_by_array(None)]}
+        return {"$or": [{"$eq": [{"$ifNull": [ref, None]}, None]}, held_by_array(None)]}
     if kind == "not_gt":  # a number above it, or an array holding one, does not match
         above = {"$and": [{"$isNumber": "$$item"}, {"$gt": ["$$item", expected]}]}
         return {"$not": [{"$or": [
-            {"$and": [{"$isNumber": field}, {"$gt": [field, expected]}]},
-            {"$and": [{"$isArray": field},
-                      {"$gt": [{"$size": {"$filter": {"input": field, "as": "item", "cond": above}}}, 0]}]}]}]}
-    return {"$or": [{"$in": [{"$ifNull": [field, None]}, expected]},
-                    {"$and": [{"$isArray": field}, {"$gt": [{"$size": {"$setIntersection": [field, expected]}}, 0]}]}]}
+            {"$and": [{"$isNumber": ref}, {"$gt": [ref, expected]}]},
+            {"$and": [{"$isArray": ref},
+                      {"$gt": [{"$size": {"$filter": {"input": ref, "as": "item", "cond": above}}}, 0]}]}]}]}
+    return {"$or": [{"$in": [{"$ifNull": [ref, None]}, expected]},
+                    {"$and": [{"$isArray": ref}, {"$gt": [{"$size": {"$setIntersection": [ref, expected]}}, 0]}]}]}
 
 
 def pipelined(writes: Sequence[Cas]) -> UpdateMany:
