@@ -29,6 +29,14 @@ def runs_of(store: MongoStore, job_id: str) -> list[dict[str, Any]]:
     return list(store.runs.find({"job_id": job_id}).sort("scheduled_for", 1))
 
 
+def published_once(messages: Messages, run_id: str) -> JobSnapshot:
+    """The snapshot of the one message now on the queue, which is ``run_id``'s."""
+    (body,) = messages()
+    snapshot = JobSnapshot.from_option(body["options"][SNAPSHOT_OPTION])
+    assert body["args"] == [run_id] and snapshot is not None
+    return snapshot
+
+
 def planned_ahead(store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock,
                   job_id: str, **fields: Any) -> tuple[Dispatcher, dict[str, Any], str]:
     """A job whose next slot is 2 s away, planned by a dispatcher with a 3 s lookahead."""
@@ -106,9 +114,7 @@ def test_a_job_changed_again_while_its_planned_run_is_withdrawn_still_fires_its_
     dispatcher.run_pass()
     monkeypatch.undo()
     dispatcher.run_pass()
-    (body,) = messages()
-    snapshot = JobSnapshot.from_option(body["options"][SNAPSHOT_OPTION])
-    assert body["args"] == [run_id] and snapshot is not None and snapshot.args == {"v": 3}
+    assert published_once(messages, run_id).args == {"v": 3}
     (run,) = runs_of(store, "twice")
     assert run["scheduled_for"] == slot and run["status"] == "queued"
     assert store.jobs.find_one({"_id": "twice"})["next_fire_at"] == slot + timedelta(minutes=1)
@@ -228,9 +234,7 @@ def test_a_leader_dying_while_it_withdraws_a_planned_run_leaves_the_slot_to_the_
     successor.take_over()
     successor.run_pass()
     successor.run_pass()
-    (body,) = messages()
-    snapshot = JobSnapshot.from_option(body["options"][SNAPSHOT_OPTION])
-    assert body["args"] == [run_id] and snapshot is not None and snapshot.args == {"v": 2}
+    assert published_once(messages, run_id).args == {"v": 2}
     (run,) = runs_of(store, "dies")
     assert run["status"] == "queued"
 
