@@ -228,14 +228,18 @@ class Dispatcher:
     # -- leadership changes -----------------------------------------------------
 
     def take_over(self) -> None:
-        """Just elected: an earlier leader may have left unpublished runs or drafts."""
+        """Just elected: an earlier leader may have left unpublished runs or drafts. Runs
+        this process saw confirmed but could not mark ``queued`` (MongoDB went away as
+        they were confirmed: the usual way leadership lapses) stay to be marked first,
+        so its backlog pass does not publish them again."""
         self.backlog = True
-        self.unmarked.clear()
         self.planned.clear()  # the backlog pass finds them again, pending in the store
 
     def step_down(self) -> None:
-        """No longer leader: forget what the next leader will redo."""
-        self.unmarked.clear()
+        """No longer leader: forget what the next leader will redo — except the confirmed
+        runs still to mark ``queued``, a fact whoever leads next may use (this process,
+        re-elected: `take_over`; marking a run another leader published again, or
+        started, changes nothing)."""
         self.planned.clear()
         self.metrics.unpublished(0)  # the backlog is the next leader's now
 

@@ -406,6 +406,38 @@ def test_runs_committed_by_a_pass_that_lost_mongodb_are_published_by_the_next(
     assert run["status"] == "queued" and published_ids(messages) == [run["_id"]]
 
 
+def test_runs_confirmed_as_mongodb_went_away_are_marked_by_the_re_elected_leader_not_published_again(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """RabbitMQ confirmed the slot's run, then its `queued` mark found MongoDB gone and
+    leadership lapsed; the same process, elected again, marks it before its backlog
+    pass, which would otherwise publish the still-pending run a second time."""
+    from cronhive.errors import StoreUnavailable
+
+    job = create_job(store, "mark_lost", overlap_policy="allow")
+    real_mark = store.mark_runs_queued
+
+    def unreachable(*args: Any, **kwargs: Any) -> int:
+        raise StoreUnavailable("MongoDB is unreachable")
+
+    monkeypatch.setattr(store, "mark_runs_queued", unreachable)
+    dispatcher = make_dispatcher()
+    dispatcher.backlog = False
+    dispatcher._next_scan = float("inf")
+    clock.set(job["next_fire_at"] + timedelta(milliseconds=5))
+    with pytest.raises(StoreUnavailable):
+        dispatcher.run_pass()
+    (run,) = runs_of(store, "mark_lost")
+    assert run["status"] == "pending" and published_ids(messages) == [run["_id"]]
+
+    monkeypatch.setattr(store, "mark_runs_queued", real_mark)
+    dispatcher.step_down()
+    dispatcher.take_over()
+    dispatcher.run_pass()
+    assert runs_of(store, "mark_lost")[0]["status"] == "queued"
+    assert run["_id"] not in published_ids(messages)  # published once
+
+
 def test_a_connection_dropped_with_confirms_in_flight_loses_no_run_and_repeats_only_the_unconfirmed(
         store: MongoStore, settings: Settings, clock: FakeClock, messages: Messages) -> None:
     """1,000 slot runs published 200 in flight at a time; RabbitMQ drops the publisher's
