@@ -17,6 +17,7 @@ import pytest
 from cronhive.broker import RUN_ACTOR, Published, RunPublisher
 from cronhive.domain import new_run, utcnow
 from cronhive.enums import Trigger
+from cronhive.errors import StoreUnavailable
 from cronhive.leases import reservation_holder
 from cronhive.scheduler.dispatcher import MANUAL_PENDING_S, Dispatcher, log_skipped
 from cronhive.scheduler.leadership import LeadershipLost
@@ -379,11 +380,22 @@ def test_a_full_batch_asks_to_come_back_at_once(
     assert store.runs.count_documents({"status": "queued"}) == 5 == len(messages())
 
 
+def pass_failing_at_the_slot(make_dispatcher: Callable[..., Dispatcher], clock: FakeClock,
+                             job: dict[str, Any]) -> Dispatcher:
+    """A leader, its backlog already handled, whose pass at ``job``'s slot loses MongoDB
+    (the test made the store raise)."""
+    dispatcher = make_dispatcher()
+    dispatcher.backlog = False
+    dispatcher._next_scan = float("inf")
+    clock.set(job["next_fire_at"] + timedelta(milliseconds=5))
+    with pytest.raises(StoreUnavailable):
+        dispatcher.run_pass()
+    return dispatcher
+
+
 def test_runs_committed_by_a_pass_that_lost_mongodb_are_published_by_the_next(
         store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from cronhive.errors import StoreUnavailable
-
     job = create_job(store, "lost_reply", overlap_policy="allow")
     real_advance = store.advance_jobs
 
@@ -392,12 +404,7 @@ def test_runs_committed_by_a_pass_that_lost_mongodb_are_published_by_the_next(
         raise StoreUnavailable("MongoDB is unreachable (reply lost)")
 
     monkeypatch.setattr(store, "advance_jobs", applied_but_reply_lost)
-    dispatcher = make_dispatcher()
-    dispatcher.backlog = False
-    dispatcher._next_scan = float("inf")
-    clock.set(job["next_fire_at"] + timedelta(milliseconds=5))
-    with pytest.raises(StoreUnavailable):
-        dispatcher.run_pass()
+    dispatcher = pass_failing_at_the_slot(make_dispatcher, clock, job)
     assert messages() == [] and runs_of(store, "lost_reply")[0]["status"] == "pending"
     monkeypatch.setattr(store, "advance_jobs", real_advance)
     clock.advance(0.3)
@@ -412,8 +419,6 @@ def test_runs_confirmed_as_mongodb_went_away_are_marked_by_the_re_elected_leader
     """RabbitMQ confirmed the slot's run, then its `queued` mark found MongoDB gone and
     leadership lapsed; the same process, elected again, marks it before its backlog
     pass, which would otherwise publish the still-pending run a second time."""
-    from cronhive.errors import StoreUnavailable
-
     job = create_job(store, "mark_lost", overlap_policy="allow")
     real_mark = store.mark_runs_queued
 
@@ -421,12 +426,7 @@ def test_runs_confirmed_as_mongodb_went_away_are_marked_by_the_re_elected_leader
         raise StoreUnavailable("MongoDB is unreachable")
 
     monkeypatch.setattr(store, "mark_runs_queued", unreachable)
-    dispatcher = make_dispatcher()
-    dispatcher.backlog = False
-    dispatcher._next_scan = float("inf")
-    clock.set(job["next_fire_at"] + timedelta(milliseconds=5))
-    with pytest.raises(StoreUnavailable):
-        dispatcher.run_pass()
+    dispatcher = pass_failing_at_the_slot(make_dispatcher, clock, job)
     (run,) = runs_of(store, "mark_lost")
     assert run["status"] == "pending" and published_ids(messages) == [run["_id"]]
 
