@@ -63,13 +63,13 @@ class Acknowledge:
 @dataclass(frozen=True)
 class Wait:
     """Publish the message again with a delay and look again then (retries not consumed);
-    ``wake``: a queued run of the same job to publish at once (the head of its queue,
-    to whom the lease was just released)."""
+    ``hand_on``: the job's lease was just freed for its queue of slot runs, so the
+    queue's head is published at once, as when a run ends."""
 
     delay_ms: int
     after_attempt: int | None
     reason: str
-    wake: str | None = None
+    hand_on: bool = False
 
 
 @dataclass(frozen=True)
