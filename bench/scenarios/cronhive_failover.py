@@ -113,8 +113,7 @@ def run(profile: Profile, services: Services) -> dict[str, Any]:
         "takeover_s": {"median": round(statistics.median(takeovers), 2), "max": round(max(takeovers), 2)},
         "lost": counted["lost"],
         "doubled": counted["doubled"],
-        "executed_ratio": (round((counted["expected"] - counted["not_executed"]) / counted["expected"], 4)
-                           if counted["expected"] else None),
+        "executed_ratio": round(executed / counted["expected"], 4) if counted["expected"] else None,
         "mongo_ops_per_executed_run": round(sum(commands.values()) / executed, 2) if executed else None,
         "mongo_commands": dict(commands.most_common(6)),
         "takeovers_s": [round(value, 2) for value in takeovers],

@@ -35,9 +35,9 @@ from cronhive.store.documents import advance_write, error_to_doc, heartbeat_set,
 from cronhive.store.group_commit import Cas, Statement, cas, holds, statements
 from cronhive.store.revisions import RevisionStore
 
-#: The leader lease's document in ``leases``.
 log = logging.getLogger("cronhive.store")
 
+#: The leader lease's document in ``leases``.
 LEADER_LEASE_ID = "scheduler"
 #: A slot run an earlier leader wrote but never committed is still one of these.
 DRAFT_STATUSES = [RunStatus.PENDING, RunStatus.SKIPPED]
@@ -211,10 +211,12 @@ class SchedulingStore(RevisionStore):
                                      **fenced(term)}, update).modified_count == 1:
                 return True
             doc = self.jobs.find_one({"_id": job.job_id})
-            current = job_from_doc(doc) if doc is not None else None
-            if (current is None or current.incarnation != job.incarnation or current.next_fire_at != advanced_to
-                    or ((doc or {}).get("sched_term") or 0) > term):
-                return False  # deleted or re-created, moved by its own change, or a newer leader's
+            if doc is None:
+                return False  # deleted
+            current = job_from_doc(doc)
+            if (current.incarnation != job.incarnation or current.next_fire_at != advanced_to
+                    or (doc.get("sched_term") or 0) > term):
+                return False  # re-created, moved by its own change, or a newer leader's
             job = current
         log.warning("a withdrawn slot's job kept changing; its slot %s was not planned again", slot.isoformat(),
                     extra={"job_id": job.job_id, "term": term})
