@@ -315,8 +315,9 @@ def test_a_job_whose_schedule_can_no_longer_be_computed_is_disabled_and_the_rest
 def test_a_corrupt_job_document_is_disabled_with_its_reason_never_fired_and_the_rest_fire(
         store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages,
         caplog: pytest.LogCaptureFixture, change: dict[str, Any], field: str) -> None:
-    broken = create_job(store, "broken", overlap_policy="allow")
-    create_job(store, "healthy", overlap_policy="allow")
+    at = utcnow()  # one creation instant: created across a second boundary, they would not share a slot
+    broken = create_job(store, "broken", overlap_policy="allow", at=at)
+    create_job(store, "healthy", overlap_policy="allow", at=at)
     store.jobs.update_one({"_id": "broken"}, change)
     clock.set(broken["next_fire_at"] + timedelta(milliseconds=5))
     dispatcher = make_dispatcher(term=3)
