@@ -62,14 +62,11 @@ class Acknowledge:
 
 @dataclass(frozen=True)
 class Wait:
-    """Publish the message again with a delay and look again then (retries not consumed);
-    ``hand_on``: the job's lease was just freed for its queue of slot runs, so the
-    queue's head is published at once, as when a run ends."""
+    """Publish the message again with a delay and look again then (retries not consumed)."""
 
     delay_ms: int
     after_attempt: int | None
     reason: str
-    hand_on: bool = False
 
 
 @dataclass(frozen=True)

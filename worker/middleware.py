@@ -388,22 +388,7 @@ class RunLifecycle(Middleware):
                                                          "job wait for its lease"))
         return Wait(slot_queue_wait_ms(older, self.lease_s, backfill), None,
                     f"{'backfill' if backfill else 'fire_all under forbid'}: {older} older slot(s) of the job "
-                    "run first", hand_on=self._unblock_queue(run, job, now))
-
-    def _unblock_queue(self, run: Run, job: Job, now: datetime) -> bool:
-        """When the job's lease is this run's own reservation — made by the leader for a
-        slot behind older waiting ones, the lease being free at its instant — release it,
-        so the queue's head is handed the lease at once (else the head would wait a lease
-        for the reservation to expire). Whether it released it: otherwise whoever holds
-        the lease hands it on as it ends."""
-        lease = job.lease
-        if lease is None or not lease.live(now) or lease.holder != reservation_holder(run.run_id):
-            return False
-        if not self.store.release_lease(lease):
-            return False
-        log.info("released its reservation to the older slot run(s) of the job",
-                 extra=_run_log(run.run_id, run.job_id, self.worker, attempt=run.attempt))
-        return True
+                    "run first")
 
     def _attempt(self, run: Run, job: Job, lease: Lease, number: int, now: datetime) -> Attempt:
         return Attempt(
@@ -474,8 +459,6 @@ class RunLifecycle(Middleware):
         elif isinstance(decision, Wait):
             log.info("waiting %d ms: %s", decision.delay_ms, decision.reason, extra=extra)
             self._publish_later(broker, message, decision.after_attempt, decision.delay_ms)
-            if decision.hand_on and run is not None:
-                self._hand_on(broker, message, run.job_id, run.trigger, extra)
         elif isinstance(decision, Skip):
             assert run is not None
             notify = notifications_for(job.notify if job else None, NotifyEvent.SKIPPED, job.name if job else None, now)
@@ -638,7 +621,7 @@ class RunLifecycle(Middleware):
                         extra=attempt.log_extra())
         metrics.WORKER_RUNS.labels(outcome=status).inc()
         if attempt.queued_slot and job_lease is not None:
-            self._hand_on(broker, message, attempt.job_id, attempt.trigger, attempt.log_extra())
+            self._hand_on(broker, message, attempt)
         if error is None:
             log.info("run %s in %d ms", status, duration_ms, extra=attempt.log_extra())
         else:  # the one line about a failed run (its traceback excerpt is in the run's error)
@@ -652,18 +635,18 @@ class RunLifecycle(Middleware):
             log.warning("could not trim the run history", exc_info=True, extra=attempt.log_extra())
         return status
 
-    def _hand_on(self, broker: Broker, message: MessageProxy, job_id: str, trigger: Trigger,
-                 extra: dict[str, Any]) -> None:
-        """The lease is free: publish the job's oldest waiting slot run of ``trigger`` now
-        (its own message sleeps until its next look; whichever comes first starts it,
-        the other is acknowledged), so queued slots follow each other without waiting
+    def _hand_on(self, broker: Broker, message: MessageProxy, attempt: Attempt) -> None:
+        """The lease is free: publish the job's oldest waiting slot run of the same trigger
+        now (its own message sleeps until its next look; whichever comes first starts
+        it, the other is acknowledged), so queued slots follow each other without waiting
         out a poll. Best effort: the poll is the fallback."""
         try:
-            next_run = self.store.oldest_waiting_slot(job_id, trigger)
+            next_run = self.store.oldest_waiting_slot(attempt.job_id, attempt.trigger)
             if next_run is not None:
-                broker.enqueue(follow_up_message(q_name(message.queue_name), next_run, job_id, None))
+                broker.enqueue(follow_up_message(q_name(message.queue_name), next_run, attempt.job_id, None))
         except Exception:
-            log.warning("could not hand the lease on to the next waiting slot; it polls", exc_info=True, extra=extra)
+            log.warning("could not hand the lease on to the next waiting slot; it polls", exc_info=True,
+                        extra=attempt.log_extra())
 
     def _rejected(self, attempt: Attempt, status: str) -> str:
         log.warning("late write rejected: a newer attempt owns the run (this attempt would have recorded %s)",

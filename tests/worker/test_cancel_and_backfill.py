@@ -1,8 +1,7 @@
 """`RunLifecycle` and the `LeaseKeeper` with cancelled runs and backfill runs, against the
 real store, the clock moved by hand: a cancelled run never starts; a running one
 asked to stop is interrupted, recorded ``cancelled`` (never retried) and frees the
-lease; backfill runs under ``forbid``, and fire_all slots, wait for each other oldest first,
-never skipped, the lease handed on to the head of the queue as it frees.
+lease; backfill runs under ``forbid`` wait for each other oldest first, never skipped.
 (Real worker processes: tests/worker/test_cancel_processes.py.)"""
 
 from __future__ import annotations
@@ -10,9 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from cronhive.backfill import backfill_job
-from cronhive.domain import RunError, new_run, new_run_id
-from cronhive.enums import ErrorType, LeaseScope, Reprocess, Trigger
-from cronhive.leases import reservation_holder
+from cronhive.domain import RunError
+from cronhive.enums import ErrorType, Reprocess
 from cronhive.worker.attempts import RunCancelledInterrupt
 from cronhive.worker.middleware import slot_queue_wait_ms
 from tests.worker.conftest import LEASE_S, Harness
@@ -131,73 +129,6 @@ def test_backfill_runs_further_back_look_again_less_often() -> None:
     assert [slot_queue_wait_ms(older, 30, True) for older in (1, 2, 100, 999)] == [500, 1000, 50_000, 60_000]
     assert [slot_queue_wait_ms(older, 30, False) for older in (1, 99)] == [500, 500]  # fire_all: as before
     assert slot_queue_wait_ms(5, 0.9, False) == 300  # at most a third of a lease
-
-
-# -- fire_all slots under forbid -----------------------------------------------------
-
-
-def queued_slot_run(harness: Harness, job_id: str, slot: datetime, *, reserved: bool) -> str:
-    """A fire_all slot run as the leader writes it: the lease reserved for it when it was
-    free at the slot's instant (``reserved``), else waiting for it; queued."""
-    now = harness.clock.now()
-    run_id = new_run_id(slot)
-    lease = harness.store.claim_lease(LeaseScope.JOB, job_id, reservation_holder(run_id), LEASE_S, now,
-                                      run_id=run_id) if reserved else None
-    assert lease is not None or not reserved
-    harness.store.insert_run(new_run(harness.store.get_job(job_id), run_id, Trigger.SCHEDULE, slot, now, lease))
-    harness.store.mark_run_queued(run_id, now)
-    return run_id
-
-
-def test_a_fire_all_slot_reserved_behind_older_waiting_ones_gives_the_lease_to_the_oldest(harness: Harness) -> None:
-    """The lease was free at the newest slot's instant (between two catch-up runs), so the
-    leader reserved it for that slot: its delivery frees it and publishes the queue's
-    head at once, which would otherwise wait a lease for the reservation to expire."""
-    harness.job("catchup", schedule="* * * * * *", overlap_policy="forbid", misfire_policy="fire_all")
-    now = harness.clock.now()
-    oldest, middle = (queued_slot_run(harness, "catchup", now - timedelta(seconds=back), reserved=False)
-                      for back in (3, 2))
-    newest = queued_slot_run(harness, "catchup", now - timedelta(seconds=1), reserved=True)
-
-    assert harness.deliver(newest).begin() is None
-    waiting, head = harness.broker.take()
-    assert waiting.message.args[0] == newest and waiting.delay == slot_queue_wait_ms(2, LEASE_S, False)
-    assert head.message.args[0] == oldest and head.delay is None
-    assert harness.job_doc("catchup")["lease"] is None
-
-    first = harness.deliver(oldest)
-    assert first.begin() is not None
-    assert harness.deliver(middle).begin() is None  # the oldest holds the lease: it waits, nothing woken
-    (wait,) = harness.broker.take()
-    assert wait.message.args[0] == middle and wait.delay is not None
-    first.end()
-    (handed_on,) = harness.broker.take()
-    assert handed_on.message.args[0] == middle and handed_on.delay is None
-    for run_id in (middle, newest):
-        delivery = harness.deliver(run_id)
-        assert delivery.begin() is not None
-        delivery.end()
-    assert [harness.run(run_id)["status"] for run_id in (oldest, middle, newest)] == ["succeeded"] * 3
-    assert [harness.run(run_id)["started_at"] for run_id in (oldest, middle, newest)] == sorted(
-        harness.run(run_id)["started_at"] for run_id in (oldest, middle, newest))
-
-
-def test_a_fire_all_slot_waiting_behind_a_live_lease_leaves_it_alone(harness: Harness) -> None:
-    """A waiting slot run wakes nobody while a run holds the lease (its end hands it on)."""
-    harness.job("catchup", schedule="* * * * * *", overlap_policy="forbid", misfire_policy="fire_all")
-    now = harness.clock.now()
-    oldest, middle, newest = (queued_slot_run(harness, "catchup", now - timedelta(seconds=back), reserved=False)
-                              for back in (3, 2, 1))
-    head = harness.deliver(oldest)
-    assert head.begin() is not None
-    lease = harness.job_doc("catchup")["lease"]
-    assert harness.deliver(newest).begin() is None
-    (wait,) = harness.broker.take()
-    assert wait.message.args[0] == newest and wait.delay == slot_queue_wait_ms(1, LEASE_S, False)
-    assert harness.job_doc("catchup")["lease"] == lease
-    head.end()
-    (handed_on,) = harness.broker.take()
-    assert handed_on.message.args[0] == middle
 
 
 def test_a_backfill_runs_lateness_counts_from_the_request_not_from_its_past_slot(harness: Harness) -> None:
