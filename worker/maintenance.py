@@ -9,7 +9,10 @@ at least one second):
   message when retries remain (once, and again every `REPUBLISH_AFTER_LEASES`
   lease durations while unresolved) — the next delivery starts a new attempt —
   and is marked ``abandoned`` otherwise. So a run never stays ``running``
-  forever even when no redelivery comes;
+  forever even when no redelivery comes. After a pass finds MongoDB unreachable,
+  nothing is resolved for one lease duration (`Reaper.store_unreachable`): a lease
+  that expired while nobody could renew it says nothing of its worker, whose
+  finished attempt's outcome is being written again (`RunLifecycle.finish_kept`);
 * **enforces retention by age** (RUN_HISTORY_DAYS) every minute: deletes runs
   created before the cutoff in bounded batches through the ``retention`` index,
   behind the TTL index on the same field (`MongoStore.ensure_run_retention`) in
@@ -73,6 +76,10 @@ class Reaper:
         self.interval_s = max(1.0, settings.job_lease_s / 3)
         self.lease_s = max(3.0, self.interval_s * 3)
         self._last_sweep: float | None = None
+        #: when a pass last found MongoDB unreachable (the clock's time), and whether the
+        #: grace that follows has been logged
+        self._unreachable_at: datetime | None = None
+        self._grace_logged = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -86,12 +93,34 @@ class Reaper:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                self.run_once(self.clock.now())
-            except Unavailable as exc:
-                log.warning("reaper pass skipped: %s", exc.message)
-            except Exception:
-                log.exception("reaper pass failed")
+            self.scheduled_pass()
+
+    def scheduled_pass(self) -> ReapReport | None:
+        """One pass of the thread: `run_once`, a failure logged (and MongoDB being
+        unreachable noted, `store_unreachable`) instead of raised."""
+        try:
+            return self.run_once(self.clock.now())
+        except Unavailable as exc:
+            self.store_unreachable(self.clock.now())
+            log.warning("reaper pass skipped: %s", exc.message)
+        except Exception:
+            log.exception("reaper pass failed")
+        return None
+
+    def store_unreachable(self, now: datetime) -> None:
+        """MongoDB did not answer at ``now``. Every lease of a running attempt may expire
+        during an outage without its worker being dead (its keeper could not renew), and
+        a worker whose attempt ended meanwhile writes the outcome it kept as soon as
+        MongoDB answers: so no run is resolved until a lease after ``now`` — a dead
+        attempt's run waits that much longer, a live one's outcome is never overtaken."""
+        self._unreachable_at = now
+        self._grace_logged = False
+
+    def grace_until(self) -> datetime | None:
+        """A lease after the last pass that found MongoDB unreachable (None: none did)."""
+        if self._unreachable_at is None:
+            return None
+        return self._unreachable_at + timedelta(seconds=self.settings.job_lease_s)
 
     def run_once(self, now: datetime) -> ReapReport | None:
         """One pass, if this process holds (or takes) the reaper lease; else None."""
@@ -104,8 +133,17 @@ class Reaper:
         return report
 
     def reap(self, now: datetime) -> ReapReport:
-        """Resolve ``running`` runs whose attempt's lease has expired at ``now``."""
+        """Resolve ``running`` runs whose attempt's lease has expired at ``now`` (none
+        within a lease of MongoDB being unreachable, `store_unreachable`)."""
         report = ReapReport(recovered=[], abandoned=[])
+        grace_until = self.grace_until()
+        if grace_until is not None and now < grace_until:
+            if not self._grace_logged:
+                self._grace_logged = True
+                log.info("MongoDB answers again: runs whose lease expired are resolved from %s on, a lease after it "
+                         "was last unreachable (their workers write the outcomes they kept)",
+                         grace_until.isoformat(timespec="milliseconds"))
+            return report
         for run in self.store.running_runs(REAP_BATCH):
             job = self.store.find_job(run.job_id)
             job = job if run.belongs_to(job) else None  # re-created since: not this run's job

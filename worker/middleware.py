@@ -549,7 +549,7 @@ class RunLifecycle(Middleware):
                     waited = True
                 time.sleep(OUTCOME_RETRY_EVERY_S)
                 continue
-            if waited:
+            if waited and status != "rejected":  # a rejected write was logged as such
                 log.info("outcome written after the MongoDB outage", extra=attempt.log_extra())
             return status
 

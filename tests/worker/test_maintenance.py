@@ -3,13 +3,16 @@ against the real store with a clock moved by hand."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from cronhive.domain import Run, new_run
 from cronhive.enums import RunStatus, Trigger
+from cronhive.store import MongoStore
 from cronhive.worker.maintenance import Reaper
 from cronhive.worker.middleware import HistoryTrimmer
 from cronhive.worker.records import follow_up_message
+from tests import services
 from tests.worker.conftest import LEASE_S, Harness
 
 
@@ -53,6 +56,43 @@ def test_the_reaper_abandons_or_recovers_runs_whose_worker_died(harness: Harness
     attempt = harness.deliver_message(message).begin()
     assert attempt is not None and attempt.number == 2
     assert [a["status"] for a in harness.run(retried)["attempts"]] == ["abandoned"]
+
+
+def test_after_mongodb_was_unreachable_the_reaper_leaves_expired_leases_a_lease_to_their_workers(
+        harness: Harness) -> None:
+    """Through an outage nobody can renew a lease: the attempts whose lease expired may
+    be alive, their workers writing the outcomes they kept as MongoDB returns. The
+    reaper's pass that finds MongoDB unreachable (a real client, nothing listening)
+    holds every resolution back for a lease; then a dead attempt is resolved as ever."""
+    harness.job("final", max_retries=0)
+    harness.job("retried", max_retries=1)
+    final = harness.trigger("final").run_id
+    retried = harness.trigger("retried").run_id
+    for run_id in (final, retried):
+        assert harness.deliver(run_id).begin() is not None
+    republished: list[tuple[str, int]] = []
+    reaper = reaper_for(harness, "host:1", republished)
+    dead = MongoStore.open(replace(harness.settings, mongodb_uri=f"mongodb://127.0.0.1:{services.free_port()}",
+                                   mongodb_timeout_ms=200))
+    try:
+        reaper.store = dead
+        harness.clock.advance(LEASE_S + 1)  # the store is down past the leases' expiry
+        assert reaper.scheduled_pass() is None  # logged, not raised
+    finally:
+        dead.close()
+        reaper.store = harness.store
+    unreachable_at = harness.clock.now()
+    assert reaper.grace_until() == unreachable_at + timedelta(seconds=LEASE_S)
+
+    harness.clock.advance(LEASE_S - 0.5)  # MongoDB answers again, within a lease of the failed pass
+    report = reaper.scheduled_pass()
+    assert report is not None and report.abandoned == [] and report.recovered == []
+    assert harness.run(final)["status"] == "running" and republished == []
+
+    harness.clock.advance(0.5)  # a lease after it: the attempts are dead, resolved as ever
+    report = reaper.scheduled_pass()
+    assert report is not None and report.abandoned == [final] and report.recovered == [retried]
+    assert harness.run(final)["status"] == "abandoned" and republished == [(retried, 1)]
 
 
 def insert_runs(harness: Harness, job_id: str, count: int, *, status: str = "succeeded",
