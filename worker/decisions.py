@@ -42,7 +42,8 @@ from cronhive.worker.attempts import bounded_error
 #: Shortest wait of a waiting message, and how long after a lease's expiry it looks again.
 MIN_WAIT_MS = 100
 WAIT_MARGIN_MS = 100
-#: A slot run is not started more than this before its slot (clocks of processes differ a little).
+#: A slot run delivered at most this before its slot starts at the slot (its delivery sleeps
+#: until then); one delivered earlier waits (clocks of processes differ a little).
 EARLY_TOLERANCE_MS = 250
 
 

@@ -270,6 +270,7 @@ class RunLifecycle(Middleware):
         now = self.clock.now()
         if decisions.millis(snapshot.slot - now) > decisions.EARLY_TOLERANCE_MS:
             return None  # early: the run is read, and waits for its slot
+        now = self._at_the_slot(snapshot.slot, now)
         # an expiry not known (a leader that predates it) reads as ending now: held first
         reservation = Lease(LeaseScope.JOB, snapshot.job_id, reservation_holder(run_id), snapshot.reserved_token,
                             snapshot.reserved_until or now, run_id)
@@ -287,6 +288,16 @@ class RunLifecycle(Middleware):
         self.keeper.track(attempt)
         log.info("run started (token %d)", lease.token, extra=attempt.log_extra())
         return attempt
+
+    def _at_the_slot(self, slot: datetime | None, now: datetime) -> datetime:
+        """``now``, or for a slot run delivered before its slot — within
+        `decisions.EARLY_TOLERANCE_MS`: the processes' database clocks differ by a few ms —
+        the slot itself, once this thread has slept until it. A handler never starts
+        before its slot (by the clock its ``started_at`` is read on)."""
+        if slot is None or slot <= now:
+            return now
+        time.sleep((slot - now).total_seconds())
+        return max(self.clock.now(), slot)
 
     def _reservation_to_start(self, reservation: Lease, now: datetime) -> Lease | None:
         """The lease a first attempt starts under: its run's reservation as it stands when
@@ -318,6 +329,8 @@ class RunLifecycle(Middleware):
         behind = self._behind_older_slots(run, job, now)
         if behind is not None:
             return behind, run, job, now
+        if run.trigger == Trigger.SCHEDULE and run.attempt == 0:
+            now = self._at_the_slot(run.scheduled_for, now)
         number = run.attempt + 1
         # a run's own reservation that cannot be held was taken, released or re-made: a
         # claim expecting it as read could not apply either, so the refusal is decided now

@@ -224,6 +224,22 @@ def test_a_slot_run_delivered_before_its_slot_waits_for_it(harness: Harness) -> 
     assert harness.deliver_message(again.message).begin() is not None
 
 
+@pytest.mark.parametrize("path", ["snapshot", "read"])
+def test_a_slot_run_delivered_just_before_its_slot_starts_at_the_slot_not_before(harness: Harness,
+                                                                                   path: str) -> None:
+    """Within the early tolerance (the database clocks of two processes differ by a few
+    ms) the delivery sleeps until the slot: ``started_at`` is never before it."""
+    harness.job("report", handler="noop")
+    slot = harness.clock.now() + timedelta(milliseconds=200)
+    run_id, message = harness.slot("report", slot)
+    delivery = harness.deliver_message(message, redelivered=path == "read")
+    began = time.monotonic()
+    attempt = delivery.begin()
+    assert attempt is not None and time.monotonic() - began >= 0.19  # slept until the slot
+    run = harness.run(run_id)
+    assert run["status"] == "running" and run["started_at"] == slot and run["lateness_ms"] == 0
+
+
 #: One racing worker process: 4 threads, each delivering every message once (in its own
 #: order; odd threads as redeliveries, which read the run and the job), at the same
 #: instant as the other processes; prints the starts it won.
