@@ -144,8 +144,10 @@ class Reaper:
                          "was last unreachable (their workers write the outcomes they kept)",
                          grace_until.isoformat(timespec="milliseconds"))
             return report
-        for run in self.store.running_runs(REAP_BATCH):
-            job = self.store.find_job(run.job_id)
+        runs = self.store.running_runs(REAP_BATCH)
+        jobs = self.store.find_jobs(run.job_id for run in runs)  # one query for all, not one per run
+        for run in runs:
+            job = jobs.get(run.job_id)
             job = job if run.belongs_to(job) else None  # re-created since: not this run's job
             if attempt_alive(run, job, now):
                 continue

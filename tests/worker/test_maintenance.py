@@ -8,11 +8,13 @@ from datetime import timedelta
 
 from cronhive.domain import Run, new_run
 from cronhive.enums import RunStatus, Trigger
+from cronhive.settings import Settings
 from cronhive.store import MongoStore
 from cronhive.worker.maintenance import Reaper
 from cronhive.worker.middleware import HistoryTrimmer
 from cronhive.worker.records import follow_up_message
 from tests import services
+from tests.services import CommandCounter
 from tests.worker.conftest import LEASE_S, Harness
 
 
@@ -56,6 +58,31 @@ def test_the_reaper_abandons_or_recovers_runs_whose_worker_died(harness: Harness
     attempt = harness.deliver_message(message).begin()
     assert attempt is not None and attempt.number == 2
     assert [a["status"] for a in harness.run(retried)["attempts"]] == ["abandoned"]
+
+
+def test_a_reaper_pass_reads_the_running_runs_jobs_in_one_query(harness: Harness) -> None:
+    """However many runs are running, a pass reads them and their jobs in two queries
+    (it read each run's job apart: a command per running run, every pass)."""
+    names = [f"busy_{index}" for index in range(4)]
+    for name in names:
+        harness.job(name)
+        assert harness.deliver(harness.trigger(name).run_id).begin() is not None
+    harness.job("dead", max_retries=0)
+    dead = harness.trigger("dead").run_id
+    assert harness.deliver(dead).begin() is not None
+    harness.store.jobs.update_one({"_id": "dead"}, {"$set": {"lease.expires_at": harness.clock.now()}})
+    commands = CommandCounter()
+    counted = MongoStore.open(Settings.from_env({"MONGODB_URI": harness.store.uri, "MONGODB_DB": harness.store.db.name}),
+                              event_listeners=[commands])
+    try:
+        reaper = Reaper(counted, harness.clock, harness.settings, lambda run, after: None, "host:1")
+        harness.clock.advance(0.1)
+        commands.take()
+        report = reaper.reap(harness.clock.now())  # the pass's reaping (no lease claim, no retention sweep)
+    finally:
+        counted.close()
+    assert report.abandoned == [dead]  # the other four are alive
+    assert commands.take().count("find") == 2  # the running runs, then all their jobs at once
 
 
 def test_after_mongodb_was_unreachable_the_reaper_leaves_expired_leases_a_lease_to_their_workers(
