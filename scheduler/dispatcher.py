@@ -292,9 +292,14 @@ class Dispatcher:
             stretch = crowd * self.plan_cost_s * CROWD_MARGIN
             if stretch < MIN_STRETCH_S:
                 stretch = 0.0
-        limit = max(self.lookahead.total_seconds(), MAX_HORIZON_S)
-        self.horizon = timedelta(seconds=min(self.lookahead.total_seconds() + stretch, limit))
+        self.horizon = min(self.lookahead + timedelta(seconds=stretch), self.max_horizon)
         return due - self.horizon
+
+    @property
+    def max_horizon(self) -> timedelta:
+        """The furthest a crowd's horizon stretches (`plan_from`): `MAX_HORIZON_S`, or the
+        lookahead when that is longer."""
+        return max(self.lookahead, timedelta(seconds=MAX_HORIZON_S))
 
     def _measure_plan_cost(self, planned_ahead: int, elapsed_s: float) -> None:
         """Fold one pass's time per job planned ahead into `plan_cost_s` (a pass that

@@ -68,9 +68,13 @@ class SchedulingStore(RevisionStore):
         return [job_from_doc(doc) for doc in cursor.sort("due_at", ASCENDING).limit(limit)]
 
     @translated
-    def earliest_due_at(self) -> datetime | None:
-        """The earliest ``due_at`` of any enabled job (index "due"), or None."""
-        doc = self.jobs.find_one({"due_at": {"$gt": _EPOCH}}, {"due_at": 1}, sort=[("due_at", ASCENDING)])
+    def earliest_due_by(self, until: datetime) -> datetime | None:
+        """The earliest ``due_at`` of the enabled jobs due by ``until`` (index "due"), or
+        None when none is. Bounded because a range read costs as many documents as it
+        matches on SecantusDB (sort and limit come after): over every enabled job it took
+        21 ms at 1,000 jobs and 200 ms at 10,000, where MongoDB walks the index."""
+        doc = self.jobs.find_one({"due_at": {"$gt": _EPOCH, "$lte": until}}, {"due_at": 1},
+                                 sort=[("due_at", ASCENDING)])
         return doc["due_at"] if doc else None
 
     @translated

@@ -103,3 +103,29 @@ def test_the_leader_runs_the_slot_audit_in_its_own_thread_and_a_standby_never(
     assert store.audit_watermark() == clock.now()  # the first audit sets the watermark
     leader.step()
     assert leader._audit_thread is thread  # not due again for 30 s: no second audit
+
+
+def test_a_crowd_beyond_the_horizon_still_wakes_the_leader_to_plan_it_early(loop_settings: Settings,
+                                                                           store: MongoStore,
+                                                                           publisher: RunPublisher) -> None:
+    """The earliest due instant is first looked for by the horizon after the longest sleep
+    (a bounded read), then by the furthest a crowd's horizon stretches: ten jobs due in
+    15 s at a measured 1 s each to plan are a crowd whose planning must start now."""
+    slot = (utcnow() + timedelta(seconds=40)).replace(microsecond=0)
+    for index in range(10):
+        create_job(store, f"crowd_{index}", schedule=f"{slot.second} {slot.minute} {slot.hour} * * *")
+    clock = FakeClock(slot - timedelta(seconds=15))
+    loop = make_loop(loop_settings.replace(scheduler_lookahead_ms=1000), store, publisher, clock)
+    loop.dispatcher.plan_cost_s = 1.0
+    assert loop.step() == pytest.approx(0.25)  # inside the stretched horizon: it polls to plan them
+    assert loop.dispatcher.horizon == timedelta(seconds=21)  # 1 s lookahead + 10 jobs × 1 s × 2
+
+
+def test_a_job_due_beyond_the_furthest_horizon_leaves_the_wake_at_the_longest_sleep(
+        loop_settings: Settings, store: MongoStore, publisher: RunPublisher) -> None:
+    job = create_job(store, "later", schedule="0 0 1 1 *")
+    clock = FakeClock(job["next_fire_at"] - timedelta(minutes=5))
+    loop = make_loop(loop_settings, store, publisher, clock)
+    assert loop.store.earliest_due_by(clock.now() + timedelta(seconds=61)) is None  # not read as due soon
+    assert loop.step() == pytest.approx(0.5)  # the cap
+    assert loop.store.earliest_due_by(job["next_fire_at"]) == job["due_at"]
