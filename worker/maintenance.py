@@ -145,7 +145,7 @@ class Reaper:
                          grace_until.isoformat(timespec="milliseconds"))
             return report
         runs = self.store.running_runs(REAP_BATCH)
-        jobs = self.store.find_jobs(run.job_id for run in runs)  # one query for all, not one per run
+        jobs = self.store.jobs_by_id(sorted({run.job_id for run in runs}))  # a read per 50 jobs, not one each
         for run in runs:
             job = jobs.get(run.job_id)
             job = job if run.belongs_to(job) else None  # re-created since: not this run's job

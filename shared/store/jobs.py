@@ -9,7 +9,7 @@ Every schedule computation is the domain's (`cronhive.domain.new_job`,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -96,14 +96,6 @@ class JobStore(RevisionStore):
     def find_job(self, job_id: str) -> Job | None:
         doc = self.jobs.find_one({"_id": job_id})
         return job_from_doc(doc) if doc is not None else None
-
-    @translated
-    def find_jobs(self, job_ids: Iterable[str]) -> dict[str, Job]:
-        """The jobs of ``job_ids`` that exist, by id: one query (``_id`` ``$in``)."""
-        ids = sorted(set(job_ids))
-        if not ids:
-            return {}
-        return {doc["_id"]: job_from_doc(doc) for doc in self.jobs.find({"_id": {"$in": ids}})}
 
     @translated
     def list_jobs(self, page: int, limit: int, *, status: JobStatus | None = None,

@@ -9,7 +9,7 @@ what its process uses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -220,7 +220,7 @@ class WorkerStore(Connection, KeeperStore, Protocol):
 
     def find_job(self, job_id: str) -> Job | None: ...
 
-    def find_jobs(self, job_ids: Iterable[str]) -> dict[str, Job]: ...
+    def jobs_by_id(self, job_ids: list[str]) -> dict[str, Job]: ...
 
     def hand_over_lease(self, lease: Lease, holder: str, until: datetime) -> bool: ...
 

@@ -167,7 +167,8 @@ class SchedulingStore(RevisionStore):
     @translated
     def jobs_by_id(self, job_ids: list[str]) -> dict[str, Job]:
         """The existing jobs among ``job_ids`` (one read per `cronhive.store.base.ID_CHUNK`
-        ids): what planned runs are checked against at their instant."""
+        ids): what planned runs are checked against at their instant, and the running
+        runs' jobs a reaper pass judges."""
         if not job_ids:
             return {}
         return {doc["_id"]: job_from_doc(doc) for doc in find_by_ids(self.jobs, job_ids)}

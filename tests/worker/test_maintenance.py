@@ -61,8 +61,8 @@ def test_the_reaper_abandons_or_recovers_runs_whose_worker_died(harness: Harness
 
 
 def test_a_reaper_pass_reads_the_running_runs_jobs_in_one_query(harness: Harness) -> None:
-    """However many runs are running, a pass reads them and their jobs in two queries
-    (it read each run's job apart: a command per running run, every pass)."""
+    """A pass reads the running runs, then their jobs together (`jobs_by_id`, a read per
+    50 jobs), where it read each run's job apart: a command per running run, every pass."""
     names = [f"busy_{index}" for index in range(4)]
     for name in names:
         harness.job(name)
