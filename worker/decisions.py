@@ -134,13 +134,19 @@ def wait_ms(until: datetime | None, now: datetime, lease_s: float) -> int:
     return max(MIN_WAIT_MS, min(millis(until - now) + WAIT_MARGIN_MS, ceiling))
 
 
+def first_attempt_slot(run: Run) -> datetime | None:
+    """The slot a slot run's first attempt waits for (None: a retry, or not a slot run)."""
+    if run.trigger != Trigger.SCHEDULE or run.attempt > 0:
+        return None
+    return run.scheduled_for
+
+
 def early(run: Run, now: datetime) -> bool:
     """A slot run delivered before its slot (by more than `EARLY_TOLERANCE_MS`): the leader
     publishes a run planned ahead at its instant, so this is only a safety net — a slot
     run never starts before its slot."""
-    if run.trigger != Trigger.SCHEDULE or run.attempt > 0 or run.scheduled_for is None:
-        return False
-    return millis(run.scheduled_for - now) > EARLY_TOLERANCE_MS
+    slot = first_attempt_slot(run)
+    return slot is not None and millis(slot - now) > EARLY_TOLERANCE_MS
 
 
 def follows(run: Run, *, redelivered: bool, after_attempt: int | None) -> bool:

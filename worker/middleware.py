@@ -329,8 +329,7 @@ class RunLifecycle(Middleware):
         behind = self._behind_older_slots(run, job, now)
         if behind is not None:
             return behind, run, job, now
-        if run.trigger == Trigger.SCHEDULE and run.attempt == 0:
-            now = self._at_the_slot(run.scheduled_for, now)
+        now = self._at_the_slot(decisions.first_attempt_slot(run), now)
         number = run.attempt + 1
         # a run's own reservation that cannot be held was taken, released or re-made: a
         # claim expecting it as read could not apply either, so the refusal is decided now
