@@ -31,6 +31,7 @@ from cronhive.worker.keeper import LeaseKeeper
 from cronhive.worker.maintenance import Maintenance, Reaper
 from cronhive.worker.middleware import RunLifecycle
 from cronhive.worker.notify import Deliverer, Notifications
+from cronhive.worker.outages import StoreOutages
 from cronhive.worker.records import follow_up_message
 
 log = logging.getLogger("cronhive.worker")
@@ -75,9 +76,11 @@ def build_broker(
     reads, and records outcomes after `TimeLimit` stopped the clock), the reaper,
     and the ``execute_run`` actor on ``settings.runs_queue``."""
     worker = worker or worker_name()
-    keeper = LeaseKeeper(store, clock, settings.job_lease_s)
+    outages = StoreOutages(settings.job_lease_s)  # one per process: what any of its threads saw
+    keeper = LeaseKeeper(store, clock, settings.job_lease_s, outages)
     middleware: list[Middleware] = [
-        RunLifecycle(store, clock, settings, keeper, worker=worker, handlers=frozenset(registry.names())),
+        RunLifecycle(store, clock, settings, keeper, worker=worker, handlers=frozenset(registry.names()),
+                     outages=outages),
         TimeLimit(time_limit=NO_TIMEOUT_MS, interval=250),
         *(extra_middleware or []),
     ]
@@ -86,7 +89,7 @@ def build_broker(
     def republish(run: Run, after_attempt: int) -> None:
         broker.enqueue(follow_up_message(settings.runs_queue, run.run_id, run.job_id, after_attempt))
 
-    broker.add_middleware(Maintenance(Reaper(store, clock, settings, republish, worker)))
+    broker.add_middleware(Maintenance(Reaper(store, clock, settings, republish, worker, outages)))
     broker.add_middleware(Notifications(Deliverer(store, clock, settings)))
     dramatiq.Actor(
         make_execute_run(registry, keeper),

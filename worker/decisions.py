@@ -26,7 +26,10 @@ document, the database clock's ``now`` and two facts about the message:
   waits for the lease (retries not consumed), any other is ``skipped``; a retry,
   a fire_all slot under ``forbid`` and a backfill run wait; a dead attempt's retry
   is ``abandoned``;
-* a cancel requested for a run whose attempt died → ``cancelled``.
+* a cancel requested for a run whose attempt died → ``cancelled``;
+* none of these resolutions of an expired attempt (abandon it, start one in its
+  place) while its lease may have expired only because MongoDB was unreachable
+  (`held_after_outage`, `worker.outages`): the message waits, following it.
 """
 
 from __future__ import annotations
@@ -203,6 +206,24 @@ def _decide_running(
     if retries_left(run, job):
         return Start(replaces_dead_attempt=True)
     return Abandon(f"attempt {attempt} (worker {run.worker}) stopped renewing its lease; no retries left")
+
+
+def resolves_expired_attempt(decision: Decision) -> bool:
+    """The decision ends the run's current attempt as dead: abandons it (or records it
+    cancelled), or starts a new attempt in its place."""
+    return isinstance(decision, Abandon) or (isinstance(decision, Start) and decision.replaces_dead_attempt)
+
+
+def held_after_outage(decision: Decision, run: Run | None, now: datetime, holding_until: datetime | None, *,
+                      lease_s: float) -> Decision:
+    """``decision``, unless it resolves an expired attempt while the process holds such
+    attempts for their workers (``holding_until``: MongoDB was unreachable lately, see
+    `worker.outages`): then the message waits, following that attempt, and decides again."""
+    if holding_until is None or run is None or not resolves_expired_attempt(decision):
+        return decision
+    return Wait(wait_ms(holding_until, now, lease_s), run.attempt,
+                f"MongoDB was unreachable: attempt {run.attempt}'s lease expired while nobody could renew it; "
+                f"its worker has until {holding_until.isoformat(timespec='milliseconds')} to write its outcome")
 
 
 def decide_refused(

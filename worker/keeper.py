@@ -34,6 +34,7 @@ from cronhive.errors import Unavailable
 from cronhive.leases import renew_interval
 from cronhive.store.protocols import KeeperStore
 from cronhive.worker.attempts import Attempt, LeaseLostInterrupt, RunCancelledInterrupt
+from cronhive.worker.outages import StoreOutages
 
 log = logging.getLogger("cronhive.worker.keeper")
 
@@ -44,10 +45,12 @@ CANCEL_POLL_S = 1.0
 class LeaseKeeper:
     """Keeps the leases of this process's running attempts alive."""
 
-    def __init__(self, store: KeeperStore, clock: Clock, lease_s: float) -> None:
+    def __init__(self, store: KeeperStore, clock: Clock, lease_s: float, outages: StoreOutages | None = None) -> None:
         self.store = store
         self.clock = clock
         self.lease_s = lease_s
+        #: what this process saw of MongoDB outages (`cronhive.worker.outages`): renewals tell
+        self.outages = outages or StoreOutages(lease_s)
         #: the last renewal (or cancel check) found MongoDB unavailable
         self._store_down = False
         self._attempts: dict[str, Attempt] = {}
@@ -129,8 +132,10 @@ class LeaseKeeper:
         try:
             renewed = self.store.renew_lease(attempt.lease, self.lease_s, now)
             self._store_down = False
+            self.outages.answered(now)
         except Unavailable:
             self._store_down = True
+            self.outages.unreachable()
             metrics.LEASE_RENEW_FAILURES.inc()
             still_valid = attempt.lease.expires_at > now
             log.warning("could not renew the lease (MongoDB unavailable)%s",
@@ -152,6 +157,7 @@ class LeaseKeeper:
             asked = self.store.cancel_requested_among([attempt.run_id for attempt in attempts])
         except Unavailable:
             self._store_down = True  # until the next renewal reaches MongoDB
+            self.outages.unreachable()
             return []
         cancelled = [attempt for attempt in attempts if attempt.run_id in asked]
         for attempt in cancelled:

@@ -9,9 +9,9 @@ at least one second):
   message when retries remain (once, and again every `REPUBLISH_AFTER_LEASES`
   lease durations while unresolved) — the next delivery starts a new attempt —
   and is marked ``abandoned`` otherwise. So a run never stays ``running``
-  forever even when no redelivery comes. After a pass finds MongoDB unreachable,
-  nothing is resolved for one lease duration (`Reaper.store_unreachable`): a lease
-  that expired while nobody could renew it says nothing of its worker, whose
+  forever even when no redelivery comes. While MongoDB is unreachable and for a
+  lease after it answers again, nothing is resolved (`cronhive.worker.outages`): a
+  lease that expired while nobody could renew it says nothing of its worker, whose
   finished attempt's outcome is being written again (`RunLifecycle.finish_kept`);
 * **enforces retention by age** (RUN_HISTORY_DAYS) every minute: deletes runs
   created before the cutoff in bounded batches through the ``retention`` index,
@@ -42,6 +42,7 @@ from cronhive.errors import Unavailable
 from cronhive.settings import Settings
 from cronhive.store.protocols import WorkerStore
 from cronhive.worker.decisions import attempt_alive, retries_left
+from cronhive.worker.outages import StoreOutages
 from cronhive.worker.records import abandon_dead_attempt
 
 log = logging.getLogger("cronhive.worker.reaper")
@@ -67,7 +68,8 @@ class ReapReport:
 class Reaper:
     """The reaper and retention sweeper of one worker process."""
 
-    def __init__(self, store: WorkerStore, clock: Clock, settings: Settings, republish: Republish, worker: str) -> None:
+    def __init__(self, store: WorkerStore, clock: Clock, settings: Settings, republish: Republish, worker: str,
+                 outages: StoreOutages | None = None) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
@@ -76,10 +78,9 @@ class Reaper:
         self.interval_s = max(1.0, settings.job_lease_s / 3)
         self.lease_s = max(3.0, self.interval_s * 3)
         self._last_sweep: float | None = None
-        #: when a pass last found MongoDB unreachable (the clock's time), and whether the
-        #: grace that follows has been logged
-        self._unreachable_at: datetime | None = None
-        self._grace_logged = False
+        #: what this process saw of MongoDB outages; the grace after the last one logged
+        self.outages = outages or StoreOutages(settings.job_lease_s)
+        self._grace_logged: datetime | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -97,34 +98,21 @@ class Reaper:
 
     def scheduled_pass(self) -> ReapReport | None:
         """One pass of the thread: `run_once`, a failure logged (and MongoDB being
-        unreachable noted, `store_unreachable`) instead of raised."""
+        unreachable, or answering again, noted in `outages`) instead of raised."""
         try:
             return self.run_once(self.clock.now())
         except Unavailable as exc:
-            self.store_unreachable(self.clock.now())
+            self.outages.unreachable()
             log.warning("reaper pass skipped: %s", exc.message)
         except Exception:
             log.exception("reaper pass failed")
         return None
 
-    def store_unreachable(self, now: datetime) -> None:
-        """MongoDB did not answer at ``now``. Every lease of a running attempt may expire
-        during an outage without its worker being dead (its keeper could not renew), and
-        a worker whose attempt ended meanwhile writes the outcome it kept as soon as
-        MongoDB answers: so no run is resolved until a lease after ``now`` — a dead
-        attempt's run waits that much longer, a live one's outcome is never overtaken."""
-        self._unreachable_at = now
-        self._grace_logged = False
-
-    def grace_until(self) -> datetime | None:
-        """A lease after the last pass that found MongoDB unreachable (None: none did)."""
-        if self._unreachable_at is None:
-            return None
-        return self._unreachable_at + timedelta(seconds=self.settings.job_lease_s)
-
     def run_once(self, now: datetime) -> ReapReport | None:
         """One pass, if this process holds (or takes) the reaper lease; else None."""
-        if self.store.claim_lease(LeaseScope.NAMED, REAPER_LEASE_ID, self.worker, self.lease_s, now) is None:
+        claimed = self.store.claim_lease(LeaseScope.NAMED, REAPER_LEASE_ID, self.worker, self.lease_s, now)
+        self.outages.answered(now)
+        if claimed is None:
             return None
         report = self.reap(now)
         if self._last_sweep is None or time.monotonic() - self._last_sweep >= RETENTION_SWEEP_S:
@@ -134,15 +122,15 @@ class Reaper:
 
     def reap(self, now: datetime) -> ReapReport:
         """Resolve ``running`` runs whose attempt's lease has expired at ``now`` (none
-        within a lease of MongoDB being unreachable, `store_unreachable`)."""
+        while MongoDB is unreachable or within a lease of its return, `outages`)."""
         report = ReapReport(recovered=[], abandoned=[])
-        grace_until = self.grace_until()
-        if grace_until is not None and now < grace_until:
-            if not self._grace_logged:
-                self._grace_logged = True
+        holding_until = self.outages.holding_until(now)
+        if holding_until is not None:
+            if self._grace_logged != holding_until:
+                self._grace_logged = holding_until
                 log.info("MongoDB answers again: runs whose lease expired are resolved from %s on, a lease after it "
-                         "was last unreachable (their workers write the outcomes they kept)",
-                         grace_until.isoformat(timespec="milliseconds"))
+                         "returned (their workers write the outcomes they kept)",
+                         holding_until.isoformat(timespec="milliseconds"))
             return report
         runs = self.store.running_runs(REAP_BATCH)
         jobs = self.store.jobs_by_id(sorted({run.job_id for run in runs}))  # a read per 50 jobs, not one each

@@ -82,6 +82,7 @@ from cronhive.worker.attempts import (
 )
 from cronhive.worker.decisions import Abandon, Acknowledge, Decision, Fail, Skip, Start, Wait
 from cronhive.worker.keeper import LeaseKeeper
+from cronhive.worker.outages import StoreOutages
 from cronhive.worker.records import (
     AFTER_ATTEMPT,
     abandon_dead_attempt,
@@ -185,6 +186,7 @@ class RunLifecycle(Middleware):
         *,
         worker: str | None = None,
         handlers: frozenset[str] | None = None,
+        outages: StoreOutages | None = None,
     ) -> None:
         self.store = store
         #: the handlers this process has (None: not checked before a start)
@@ -194,6 +196,8 @@ class RunLifecycle(Middleware):
         self.keeper = keeper
         self.worker = worker or worker_name()
         self.lease_s = float(settings.job_lease_s)
+        #: what this process saw of MongoDB outages: no expired attempt is resolved right after one
+        self.outages = outages or StoreOutages(self.lease_s)
         self.history = HistoryTrimmer(store, settings.run_history_limit)
 
     # -- process -------------------------------------------------------------------
@@ -214,7 +218,9 @@ class RunLifecycle(Middleware):
             attempt = self.begin(broker, message)
         except SkipMessage:
             raise
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, Unavailable):
+                self.outages.unreachable()
             # Dramatiq would swallow this and call the actor without a lease: never.
             log.exception("could not start the run; publishing it again later",
                           extra=_run_log(message.args[0], message.kwargs.get("job_id"), self.worker))
@@ -317,9 +323,10 @@ class RunLifecycle(Middleware):
         """One round: read, decide, claim, compare-and-set. None = lost a race, read again."""
         now = self.clock.now()
         run = self.store.find_run(run_id)
+        self.outages.answered(now)
         job = self._job_of(run)
-        decision = decisions.decide(run, job, now, lease_s=self.lease_s, redelivered=redelivered,
-                                    after_attempt=after_attempt)
+        decision = self._unless_held(decisions.decide(run, job, now, lease_s=self.lease_s, redelivered=redelivered,
+                                                      after_attempt=after_attempt), run, now)
         if not isinstance(decision, Start):
             return decision, run, job, now
         assert run is not None and job is not None
@@ -343,7 +350,7 @@ class RunLifecycle(Middleware):
                 run = self.store.find_run(run_id) or run
             refused = decisions.decide_refused(run, job, now, lease_s=self.lease_s, redelivered=redelivered,
                                                after_attempt=after_attempt)
-            return refused, run, job, now
+            return self._unless_held(refused, run, now), run, job, now
         if not self._mark_running(run, lease, number, now, decision):
             if lease.holder != reservation_holder(run.run_id):  # a reservation stays the run's
                 self.store.release_lease(lease)
@@ -352,6 +359,11 @@ class RunLifecycle(Middleware):
         self.keeper.track(attempt)
         log.info("run started (token %d)", lease.token, extra=attempt.log_extra())
         return attempt, run, job, now
+
+    def _unless_held(self, decision: Decision, run: Run | None, now: datetime) -> Decision:
+        """``decision``, or a wait when it would resolve an attempt whose lease may have
+        expired only because MongoDB was unreachable (`cronhive.worker.outages`)."""
+        return decisions.held_after_outage(decision, run, now, self.outages.holding_until(now), lease_s=self.lease_s)
 
     def _job_of(self, run: Run | None) -> Job | None:
         """The run's job, if it still exists — the very job the run was created for: one
@@ -553,6 +565,7 @@ class RunLifecycle(Middleware):
             try:
                 status = self.finish(broker, message, attempt, exception, result, now=now, duration_ms=duration_ms)
             except Unavailable:
+                self.outages.unreachable()
                 if time.monotonic() >= deadline:
                     raise
                 if not waited:

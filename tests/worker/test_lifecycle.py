@@ -362,6 +362,49 @@ def test_a_start_that_fails_midway_is_published_again_never_run_without_a_lease(
     assert stuck.begin() is None and stuck.failed  # dead-lettered rather than lost
 
 
+def test_after_mongodb_was_unreachable_an_expired_attempt_is_left_a_lease_to_write_its_outcome(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leases expire through an outage (nobody can renew them): a delivery of such a run
+    right after it — a duplicate the leader published again, a redelivery — neither
+    abandons the attempt nor starts one in its place while its worker may be writing the
+    outcome it kept; it waits, following the attempt, until a lease after MongoDB
+    answered this process again (the chaos suite's MongoDB SIGKILL saw a kept outcome
+    lose to such a delivery's abandon)."""
+    harness.job("final", max_retries=0)
+    harness.job("retried", max_retries=1)
+    final, retried = harness.trigger("final").run_id, harness.trigger("retried").run_id
+    kept = harness.deliver(final)
+    assert kept.begin() is not None and harness.deliver(retried).begin() is not None
+    real_find = harness.store.find_run
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("MongoDB is unreachable (test)")
+
+    monkeypatch.setattr(harness.store, "find_run", unreachable)
+    assert harness.deliver(final).begin() is None  # this process finds MongoDB away
+    harness.broker.take()
+    harness.clock.advance(LEASE_S + 1)  # down past the leases' expiry
+    monkeypatch.setattr(harness.store, "find_run", real_find)
+
+    for run_id in (final, retried):  # MongoDB answers again
+        assert harness.deliver(run_id, redelivered=True).begin() is None
+    waiting = {entry.message.args[0]: entry for entry in harness.broker.take()}
+    assert set(waiting) == {final, retried}
+    assert all(entry.message.options[AFTER_ATTEMPT] == 1 for entry in waiting.values())
+    assert [harness.run(run_id)["status"] for run_id in (final, retried)] == ["running", "running"]
+    assert harness.run(retried)["attempt"] == 1
+
+    kept.end()  # the live worker's kept outcome lands
+    assert harness.run(final)["status"] == "succeeded"
+    assert harness.deliver_message(waiting[final].message).begin() is None  # final: acknowledged
+    assert harness.broker.take() == []
+
+    harness.clock.advance(LEASE_S)  # a lease after MongoDB answered: the silent attempt is dead
+    attempt = harness.deliver_message(waiting[retried].message).begin()
+    assert attempt is not None and attempt.number == 2
+    assert [a["status"] for a in harness.run(retried)["attempts"]] == ["abandoned"]
+
+
 def unavailable_at_first(harness: Harness, monkeypatch: pytest.MonkeyPatch, method: str,
                          times: int) -> list[tuple[Any, ...]]:
     """Make the store's ``method`` raise `StoreUnavailable` on its first ``times`` calls

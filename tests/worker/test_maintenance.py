@@ -90,7 +90,8 @@ def test_after_mongodb_was_unreachable_the_reaper_leaves_expired_leases_a_lease_
     """Through an outage nobody can renew a lease: the attempts whose lease expired may
     be alive, their workers writing the outcomes they kept as MongoDB returns. The
     reaper's pass that finds MongoDB unreachable (a real client, nothing listening)
-    holds every resolution back for a lease; then a dead attempt is resolved as ever."""
+    holds every resolution back until a lease after MongoDB answers again; then a dead
+    attempt is resolved as ever."""
     harness.job("final", max_retries=0)
     harness.job("retried", max_retries=1)
     final = harness.trigger("final").run_id
@@ -105,13 +106,19 @@ def test_after_mongodb_was_unreachable_the_reaper_leaves_expired_leases_a_lease_
         reaper.store = dead
         harness.clock.advance(LEASE_S + 1)  # the store is down past the leases' expiry
         assert reaper.scheduled_pass() is None  # logged, not raised
+        assert reaper.outages.holding_until(harness.clock.now()) == harness.clock.now() + timedelta(seconds=LEASE_S)
+        harness.clock.advance(LEASE_S)  # still down a lease later: still held
+        assert reaper.scheduled_pass() is None
     finally:
         dead.close()
         reaper.store = harness.store
-    unreachable_at = harness.clock.now()
-    assert reaper.grace_until() == unreachable_at + timedelta(seconds=LEASE_S)
 
-    harness.clock.advance(LEASE_S - 0.5)  # MongoDB answers again, within a lease of the failed pass
+    harness.clock.advance(1)  # MongoDB answers again: nothing resolved for a lease from here
+    answered_at = harness.clock.now()
+    report = reaper.scheduled_pass()
+    assert report is not None and report.abandoned == [] and report.recovered == []
+    assert reaper.outages.holding_until(answered_at) == answered_at + timedelta(seconds=LEASE_S)
+    harness.clock.advance(LEASE_S - 0.5)
     report = reaper.scheduled_pass()
     assert report is not None and report.abandoned == [] and report.recovered == []
     assert harness.run(final)["status"] == "running" and republished == []
