@@ -83,7 +83,7 @@ from cronhive.leases import claimable, reservation_holder
 from cronhive.scheduler import overlap
 from cronhive.scheduler.metrics import SchedulerMetrics
 from cronhive.settings import redact_url
-from cronhive.slots import JobAdvance, SlotRun, UncomputableSchedule, plan_slots, slot_run_id
+from cronhive.slots import JobAdvance, SlotPlan, SlotRun, UncomputableSchedule, plan_slots, slot_run_id
 from cronhive.snapshots import JobSnapshot, snapshot_for
 from cronhive.store.protocols import SchedulerStore
 from cronhive.windows import MaintenanceWindow, window_holding, windows_of
@@ -327,6 +327,7 @@ class Dispatcher:
         batch = _Batch()
         planned_runs = 0
         windows = self._windows(jobs, now)
+        plans: list[tuple[Job, SlotPlan, datetime | None]] = []
         for job in jobs:
             if planned_runs >= self.batch:  # bound every write of the pass; the rest stay due
                 result.more = True
@@ -346,16 +347,32 @@ class Dispatcher:
                 continue
             if not plan.advance:
                 continue
+            plans.append((job, plan, ahead_due))
+            planned_runs += len(plan.fire) + len(plan.skipped)  # a run per slot
+        behind = self._queued_behind([(job, plan) for job, plan, _ in plans], now)
+        for job, plan, ahead_due in plans:
             batch.missed[job.job_id] = plan.missed
             lease_s = self.job_lease_s
             if ahead_due is not None:  # the reservation lasts from now until a lease after the slot
                 batch.ahead[job.job_id] = ahead_due
                 lease_s += (ahead_due - now).total_seconds()
-            runs, advance = overlap.resolve(job, plan, now, lease_s)
+            runs, advance = overlap.resolve(job, plan, now, lease_s, queued_behind=job.job_id in behind)
             batch.runs_by_job[job.job_id] = runs
             batch.advances.append(advance)
-            planned_runs += len(runs)
         return batch
+
+    def _queued_behind(self, plans: list[tuple[Job, SlotPlan]], now: datetime) -> set[str]:
+        """The fire_all jobs under ``forbid`` whose first fired slot could reserve the lease
+        but whose older slot runs have not started yet (a backlog): their new slots queue
+        behind those, none reserving it (`scheduler.overlap`). One read for them all;
+        none when no such job fires."""
+        first_slots = {job.job_id: plan.fire[0] for job, plan in plans
+                       if job.queues_slots and plan.fire and claimable(
+                           job.lease, {reservation_holder(slot_run_id(job.job_id, at)) for at in plan.fire}, now)}
+        if not first_slots:
+            return set()
+        oldest = self.store.oldest_waiting_slots(sorted(first_slots))
+        return {job_id for job_id, first in first_slots.items() if job_id in oldest and oldest[job_id] < first}
 
     def _plannable_ahead(self, job: Job, now: datetime) -> bool:
         """Whether a job due after ``now`` (inside the lookahead) may be planned now: a

@@ -19,6 +19,13 @@ lease in between, the write matches nothing and the job is planned again.
     that place and is published too (the worker makes it wait).
 ``allow``
     No job lease: every slot is published.
+
+``fire_all`` under ``forbid``
+    Every slot is published: the first reserves the lease when it is available, the
+    rest wait for it, oldest first. Not while older slot runs of the job still wait
+    (``queued_behind``: a backlog, as after a failover): then none reserves it — a new
+    slot holding the lease would wait for the older ones, and they for its reservation
+    to expire — and the oldest waiting run takes it.
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ from cronhive.leases import Lease, claimable, duration_ms, reservation_holder, s
 from cronhive.slots import JobAdvance, SlotPlan, SlotRun, slot_run_id
 
 
-def resolve(job: Job, plan: SlotPlan, now: datetime, job_lease_s: float) -> tuple[list[SlotRun], JobAdvance]:
-    """The run of every slot of ``plan`` and the job write that commits them."""
+def resolve(job: Job, plan: SlotPlan, now: datetime, job_lease_s: float, *,
+            queued_behind: bool = False) -> tuple[list[SlotRun], JobAdvance]:
+    """The run of every slot of ``plan`` and the job write that commits them
+    (``queued_behind``: older slot runs of this fire_all job have not started yet)."""
     job_id = job.job_id
     runs = [SlotRun(slot_run_id(job_id, s.at), s.at, False, s.type, s.message, covers=plan.covered_by(s.at))
             for s in plan.skipped]
@@ -43,7 +52,7 @@ def resolve(job: Job, plan: SlotPlan, now: datetime, job_lease_s: float) -> tupl
     buffered: str | None = None
     decided = mode.uses_job_lease and bool(fire_ids)
     if decided:
-        contended, reservation, buffered = _contend(job, fire_ids, now, job_lease_s)
+        contended, reservation, buffered = _contend(job, fire_ids, now, job_lease_s, queued_behind=queued_behind)
         runs += contended
     else:
         runs += [SlotRun(run_id, at, True) for run_id, at in fire_ids]
@@ -61,15 +70,17 @@ def resolve(job: Job, plan: SlotPlan, now: datetime, job_lease_s: float) -> tupl
 
 
 def _contend(job: Job, fire_ids: list[tuple[str, datetime]], now: datetime,
-             job_lease_s: float) -> tuple[list[SlotRun], Lease | None, str | None]:
-    """``forbid``/``buffer_one``: reserve the lease for the first slot when available,
-    buffer one more under ``buffer_one``, skip the rest. Returns the runs, the
+             job_lease_s: float, *, queued_behind: bool = False) -> tuple[list[SlotRun], Lease | None, str | None]:
+    """``forbid``/``buffer_one``: reserve the lease for the first slot when available
+    (for a fire_all job, unless older slots wait: ``queued_behind``), buffer one more
+    under ``buffer_one``, skip the rest (fire_all: queue them). Returns the runs, the
     reservation made and the run now buffered (None when none)."""
     runs: list[SlotRun] = []
     waiting = list(fire_ids)
     reservation: Lease | None = None
     buffered: str | None = None
-    if claimable(job.lease, {reservation_holder(run_id) for run_id, _ in fire_ids}, now):
+    behind = queued_behind and job.queues_slots
+    if not behind and claimable(job.lease, {reservation_holder(run_id) for run_id, _ in fire_ids}, now):
         run_id, at = waiting.pop(0)
         reservation = successor(job.lease, job.lease_term, LeaseScope.JOB, job.job_id, reservation_holder(run_id),
                                 run_id, now, duration_ms(job_lease_s))

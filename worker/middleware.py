@@ -99,13 +99,13 @@ MAX_BACKOFF_MS = 3_600_000
 #: and how often.
 OUTCOME_RETRY_S = 120.0
 OUTCOME_RETRY_EVERY_S = 0.5
-#: How often a queued fire_all slot looks again whether the older ones have started.
+#: How often a queued slot run looks again whether the older ones have started, per run ahead.
 SLOT_QUEUE_POLL_MS = 500
 #: How long a run whose handler is not registered here (but is on another live worker)
 #: waits before it is delivered again, to a worker that has it (rolling deploys).
 HANDLER_ELSEWHERE_WAIT_MS = 1000
-#: Longest wait of a backfill run queued behind older ones before it looks again.
-MAX_BACKFILL_WAIT_MS = 60_000
+#: Longest wait of a slot run queued behind older ones before it looks again.
+MAX_SLOT_QUEUE_WAIT_MS = 60_000
 #: Rounds of read–claim–start before a delivery that keeps losing races gives up.
 MAX_START_ROUNDS = 3
 #: Exceptions that end a started attempt as its outcome (anything the handler raises, the
@@ -122,22 +122,23 @@ def queued_slot(run: Run, job: Job) -> bool:
     return run.trigger == Trigger.SCHEDULE and job.queues_slots
 
 
-def slot_queue_wait_ms(older: int, lease_s: float, backfill: bool) -> int:
-    """How long a queued slot run with ``older`` runs ahead of it waits before looking
-    again. A fire_all slot: `SLOT_QUEUE_POLL_MS` (at most a third of a lease). A backfill
-    run: `SLOT_QUEUE_POLL_MS` per run ahead, at most `MAX_BACKFILL_WAIT_MS` — each run
-    that ends publishes the next at once (`RunLifecycle._hand_on`), so this poll is only
-    the fallback, and a thousand waiting runs cost a few messages a second, not a
-    thousand.
+def slot_queue_wait_ms(older: int) -> int:
+    """How long a queued slot run (a fire_all slot under ``forbid``, a backfill run under a
+    job lease) with ``older`` runs ahead of it waits before looking again:
+    `SLOT_QUEUE_POLL_MS` per run ahead, at most `MAX_SLOT_QUEUE_WAIT_MS`. Each run that
+    ends publishes the next at once (`RunLifecycle._hand_on`), so this poll is only the
+    fallback, and a thousand waiting runs cost a few messages a second, not a thousand;
+    the queue's head (no run ahead) waits for the lease instead, at most a third of one.
 
-    Waiting fire_all slots polled a third of a lease per run ahead instead (measured
-    2026-12-03, failover bench): fewer store reads (15.4k commands against 21.6k) but
-    no more slots executed (0.11, 0.15, 0.17 against 0.17–0.21 for this poll). Behind a
-    backlog every message — a hand-on too — joins the back of the queue, so a queue's
-    head starts sooner the more often its own message comes round."""
-    if not backfill:
-        return max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS, int(lease_s * 1000 / 3)))
-    return max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS * max(1, older), MAX_BACKFILL_WAIT_MS))
+    Until 2026-12-07 a fire_all slot polled every `SLOT_QUEUE_POLL_MS` however far back
+    it was: behind a failover's backlog those looks filled the queue, every hand-on
+    waiting behind them (failover bench, quick: 3,182 looks for 2,036 starts; executed
+    0.36, 0.36 with the leader's fix below, 0.47 with this poll). A third of a lease per
+    run ahead had been tried on 2026-12-03 and executed no more, because the leader then
+    still reserved a free lease for a new slot while older ones waited, and each such
+    queue stood still until that reservation expired; it no longer does
+    (`cronhive.scheduler.overlap`)."""
+    return max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS * max(1, older), MAX_SLOT_QUEUE_WAIT_MS))
 
 
 def backoff_ms(attempt: int, base_ms: int) -> int:
@@ -410,7 +411,7 @@ class RunLifecycle(Middleware):
         if older >= cap and not backfill:
             return Skip(bounded_error(ErrorType.OVERLAP, f"more than {MAX_FIRE_ALL} older slots of this fire_all "
                                                          "job wait for its lease"))
-        return Wait(slot_queue_wait_ms(older, self.lease_s, backfill), None,
+        return Wait(slot_queue_wait_ms(older), None,
                     f"{'backfill' if backfill else 'fire_all under forbid'}: {older} older slot(s) of the job "
                     "run first")
 

@@ -19,7 +19,16 @@ from pymongo.errors import OperationFailure
 from cronhive.domain import AttemptEnd, AttemptRecord, AttemptStart, Notification, Run, RunError, RunFilter
 from cronhive.enums import FINAL_RUN_STATUSES, NOT_STARTED, RunStatus, Trigger
 from cronhive.errors import RunNotFound
-from cronhive.store.base import Document, StoreBase, delete_by_ids, find_by_ids, insert_new, translated, update_by_ids
+from cronhive.store.base import (
+    Document,
+    StoreBase,
+    delete_by_ids,
+    find_by_ids,
+    id_chunks,
+    insert_new,
+    translated,
+    update_by_ids,
+)
 from cronhive.store.documents import (
     OUTPUT_FIELDS,
     attempt_end_set,
@@ -83,6 +92,20 @@ class RunStore(StoreBase):
         query = {"job_id": job_id, "trigger": str(trigger), "scheduled_for": {"$lt": before},
                  "status": {"$in": [str(status) for status in NOT_STARTED]}}
         return self.runs.count_documents(query, limit=limit)
+
+    @translated
+    def oldest_waiting_slots(self, job_ids: list[str]) -> dict[str, datetime]:
+        """The slot of each job's oldest schedule run that has not started (jobs with none
+        are absent): one aggregate per `cronhive.store.base.ID_CHUNK` jobs (index "slot_key")."""
+        oldest: dict[str, datetime] = {}
+        waiting = [str(status) for status in NOT_STARTED]
+        for chunk in id_chunks(job_ids):
+            pipeline: list[Document] = [
+                {"$match": {"job_id": {"$in": chunk}, "trigger": str(Trigger.SCHEDULE), "status": {"$in": waiting}}},
+                {"$group": {"_id": "$job_id", "oldest": {"$min": "$scheduled_for"}}},
+            ]
+            oldest.update({doc["_id"]: doc["oldest"] for doc in self.runs.aggregate(pipeline)})
+        return oldest
 
     @translated
     def oldest_waiting_slot(self, job_id: str, trigger: Trigger) -> str | None:

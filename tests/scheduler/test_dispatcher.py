@@ -232,6 +232,37 @@ def test_fire_all_under_forbid_publishes_every_missed_slot_behind_the_reserved_o
     assert [SNAPSHOT_OPTION in body["options"] for body in bodies] == [False, False]  # queued slots are read
 
 
+def test_fire_all_under_forbid_reserves_no_new_slot_while_older_slots_wait(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    """A backlog (after a failover): the first catch-up run ended and freed the lease while
+    the second still waits. The next slot does not reserve the free lease — it would
+    wait for the older slot, and the older slot for its reservation to expire (the
+    failover bench saw such waits a lease long) — and once none waits, a slot reserves
+    it again."""
+    job = create_job(store, "queue", misfire_policy="fire_all")
+    clock.set(job["next_fire_at"] + timedelta(seconds=1, milliseconds=5))
+    dispatcher = make_dispatcher(job_lease_s=30)
+    dispatcher.run_pass()
+    first, second = runs_of(store, "queue")
+    store.runs.update_one({"_id": first["_id"]}, {"$set": {"status": "succeeded"}})
+    store.jobs.update_one({"_id": "queue"}, {"$set": {"lease": None}})  # the first run released it
+    messages()
+
+    clock.set(second["scheduled_for"] + timedelta(seconds=1, milliseconds=5))
+    dispatcher.run_pass()
+    third = runs_of(store, "queue")[2]
+    assert (third["status"], third["lease_token"]) == ("queued", None)
+    assert store.jobs.find_one({"_id": "queue"})["lease"] is None  # left for the oldest waiting run
+    assert published_ids(messages) == [third["_id"]]
+
+    store.runs.update_many({"_id": {"$in": [second["_id"], third["_id"]]}}, {"$set": {"status": "succeeded"}})
+    clock.set(third["scheduled_for"] + timedelta(seconds=1, milliseconds=5))
+    dispatcher.run_pass()
+    fourth = runs_of(store, "queue")[3]
+    lease = store.jobs.find_one({"_id": "queue"})["lease"]
+    assert lease["holder"] == reservation_holder(fourth["_id"]) and fourth["lease_token"] == lease["token"]
+
+
 def test_buffer_one_publishes_one_waiting_run_and_skips_beyond_it(
         store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
     job = create_job(store, "buffered", overlap_policy="buffer_one")

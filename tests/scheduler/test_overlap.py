@@ -33,9 +33,10 @@ class Write:
     triggered: bool
 
 
-def resolve(doc: dict[str, Any], plan: SlotPlan, now: datetime, job_lease_s: float) -> tuple[list[SlotRun], Write]:
+def resolve(doc: dict[str, Any], plan: SlotPlan, now: datetime, job_lease_s: float, *,
+            queued_behind: bool = False) -> tuple[list[SlotRun], Write]:
     """`overlap.resolve` on the job the document holds; its advance as the write it becomes."""
-    runs, advance = overlap.resolve(job_from_doc(doc), plan, now, job_lease_s)
+    runs, advance = overlap.resolve(job_from_doc(doc), plan, now, job_lease_s, queued_behind=queued_behind)
     expect, changes = advance_write(advance)
     return runs, Write(expect, changes, advance.triggered)
 
@@ -139,6 +140,16 @@ def test_fire_all_under_forbid_queues_every_slot_behind_the_first_instead_of_ski
     assert [r.fire for r in runs] == [True, True, True]
     assert runs[0].lease_token == 8 and runs[1].lease_token is None and runs[2].lease_token is None
     assert advance.changes["lease"]["holder"] == reservation_holder(slot_run_id("j", SLOTS[0]))
+
+
+def test_fire_all_under_forbid_behind_older_waiting_slots_reserves_nothing() -> None:
+    """Older slot runs of the job wait (a backlog): a free lease stays free for the oldest
+    of them to take — a new slot reserving it would wait for them, and they for it."""
+    runs, advance = resolve(job("forbid", misfire_policy="fire_all"), plan(), NOW, 30, queued_behind=True)
+    assert [r.fire for r in runs] == [True, True, True] and all(r.lease_token is None for r in runs)
+    assert "lease" not in advance.changes and advance.triggered
+    others, _ = resolve(job("forbid"), plan(), NOW, 30, queued_behind=True)  # only fire_all queues its slots
+    assert [r.fire for r in others] == [True, False, False] and others[0].lease_token == 8
 
 
 def test_fire_all_under_forbid_waits_for_a_lease_another_run_holds() -> None:
