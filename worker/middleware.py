@@ -85,10 +85,12 @@ from cronhive.worker.keeper import LeaseKeeper
 from cronhive.worker.outages import StoreOutages
 from cronhive.worker.records import (
     AFTER_ATTEMPT,
+    HANDED_ON,
     abandon_dead_attempt,
     attempt_record,
     dead_attempt_record,
     follow_up_message,
+    hand_on_message,
 )
 
 log = logging.getLogger("cronhive.worker")
@@ -239,13 +241,14 @@ class RunLifecycle(Middleware):
         run_id = message.args[0]
         redelivered = bool(getattr(message, "redelivered", False))
         after_attempt = message.options.get(AFTER_ATTEMPT)
+        handed_on = bool(message.options.get(HANDED_ON))
         snapshot = self._usable_snapshot(message, redelivered, after_attempt)
         if snapshot is not None:
             started = self._start_from_snapshot(run_id, snapshot)
             if started is not None:
                 return started
         for _ in range(MAX_START_ROUNDS):
-            outcome, run, job, now = self._try_start(run_id, redelivered, after_attempt)
+            outcome, run, job, now = self._try_start(run_id, redelivered, after_attempt, handed_on)
             if isinstance(outcome, Attempt):
                 return outcome
             if outcome is not None:
@@ -319,9 +322,10 @@ class RunLifecycle(Middleware):
         return self.store.hold_reservation(reservation, self.lease_s, now)
 
     def _try_start(
-        self, run_id: str, redelivered: bool, after_attempt: int | None
+        self, run_id: str, redelivered: bool, after_attempt: int | None, handed_on: bool = False
     ) -> tuple[Attempt | Decision | None, Run | None, Job | None, datetime]:
-        """One round: read, decide, claim, compare-and-set. None = lost a race, read again."""
+        """One round: read, decide, claim, compare-and-set. None = lost a race, read again.
+        (``handed_on``: the message is a hand-on, `worker.records.hand_on_message`.)"""
         now = self.clock.now()
         run = self.store.find_run(run_id)
         self.outages.answered(now)
@@ -334,7 +338,7 @@ class RunLifecycle(Middleware):
         broken = self._cannot_run(run, job, now, after_attempt)
         if broken is not None:
             return broken, run, job, now
-        behind = self._behind_older_slots(run, job, now)
+        behind = None if handed_on else self._behind_older_slots(run, job, now)
         if behind is not None:
             return behind, run, job, now
         now = self._at_the_slot(decisions.first_attempt_slot(run), now)
@@ -669,7 +673,7 @@ class RunLifecycle(Middleware):
         try:
             next_run = self.store.oldest_waiting_slot(attempt.job_id, attempt.trigger)
             if next_run is not None:
-                broker.enqueue(follow_up_message(q_name(message.queue_name), next_run, attempt.job_id, None))
+                broker.enqueue(hand_on_message(q_name(message.queue_name), next_run, attempt.job_id))
         except Exception:
             log.warning("could not hand the lease on to the next waiting slot; it polls", exc_info=True,
                         extra=attempt.log_extra())

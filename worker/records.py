@@ -24,6 +24,9 @@ log = logging.getLogger("cronhive.worker.records")
 
 #: Message option of the messages workers publish themselves: the attempt they follow.
 AFTER_ATTEMPT = "cronhive_after_attempt"
+#: Message option of a hand-on (`RunLifecycle._hand_on`): the run was the job's oldest
+#: waiting slot run when the lease was freed for it.
+HANDED_ON = "cronhive_handed_on"
 
 
 def follow_up_message(queue: str, run_id: str, job_id: str, after_attempt: int | None) -> Message[Any]:
@@ -33,6 +36,15 @@ def follow_up_message(queue: str, run_id: str, job_id: str, after_attempt: int |
     if after_attempt is None:
         return message
     return message.copy(options={AFTER_ATTEMPT: after_attempt})
+
+
+def hand_on_message(queue: str, run_id: str, job_id: str) -> Message[Any]:
+    """The message a run that freed its job's lease publishes for the job's oldest waiting
+    slot run ``run_id``. Nothing older than it can be waiting later (slot runs are made in
+    slot order, and an older run that starts never waits again as a first attempt), so
+    its delivery does not count the older ones again."""
+    message = run_message(queue, run_id, job_id)
+    return message.copy(options={HANDED_ON: True})
 
 
 def attempt_record(

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from cronhive.backfill import backfill_job
 from cronhive.domain import RunError
 from cronhive.enums import ErrorType, Reprocess
 from cronhive.worker.attempts import RunCancelledInterrupt
 from cronhive.worker.middleware import slot_queue_wait_ms
+from cronhive.worker.records import HANDED_ON
 from tests.worker.conftest import LEASE_S, Harness
 
 
@@ -84,7 +87,8 @@ def test_a_cancel_requested_for_a_dead_attempt_records_it_cancelled_not_retried(
 # -- backfill runs under forbid ---------------------------------------------------------
 
 
-def test_backfill_runs_under_forbid_run_one_after_another_oldest_first_and_none_is_skipped(harness: Harness) -> None:
+def test_backfill_runs_under_forbid_run_one_after_another_oldest_first_and_none_is_skipped(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     harness.job("daily", schedule="0 6 * * *", overlap_policy="forbid")
     start = datetime(2026, 2, 1, tzinfo=UTC)
     result = backfill_job(harness.store, harness.publisher, "daily", start, start + timedelta(days=3),
@@ -102,9 +106,14 @@ def test_backfill_runs_under_forbid_run_one_after_another_oldest_first_and_none_
     first.end()
     (handed_on,) = harness.broker.take()  # the lease is free: the next slot is published at once
     assert handed_on.message.args[0] == middle and handed_on.delay is None
+    assert handed_on.message.options[HANDED_ON] is True
 
-    second = harness.deliver(middle)
-    assert second.begin() is not None
+    counted: list[str] = []  # the oldest waiting run when handed on: the older ones are not counted again
+    real_count = harness.store.older_waiting_slots
+    monkeypatch.setattr(harness.store, "older_waiting_slots",
+                        lambda job_id, *args: counted.append(job_id) or real_count(job_id, *args))
+    second = harness.deliver_message(handed_on.message)
+    assert second.begin() is not None and counted == []
     second.end()
     third = harness.deliver(newest)
     assert third.begin() is not None
