@@ -134,12 +134,12 @@ def slot_queue_wait_ms(older: int) -> int:
 
     Until 2026-12-07 a fire_all slot polled every `SLOT_QUEUE_POLL_MS` however far back
     it was: behind a failover's backlog those looks filled the queue, every hand-on
-    waiting behind them (failover bench, quick: 3,182 looks for 2,036 starts; executed
-    0.36, 0.36 with the leader's fix below, 0.47 with this poll). A third of a lease per
-    run ahead had been tried on 2026-12-03 and executed no more, because the leader then
-    still reserved a free lease for a new slot while older ones waited, and each such
-    queue stood still until that reservation expired; it no longer does
-    (`cronhive.scheduler.overlap`)."""
+    waiting behind them (failover bench, quick: 3,182 looks for 2,036 starts; with the
+    leader's fix below and that poll, 6,735 looks for 1,232 starts). A third of a lease
+    per run ahead had been tried on 2026-12-03 and executed no more, as the leader then
+    still reserved a free lease for a new slot while older ones waited, each such queue
+    standing still until that reservation expired; it no longer does
+    (`cronhive.scheduler.overlap`). README "Performance" has the runs."""
     return max(decisions.MIN_WAIT_MS, min(SLOT_QUEUE_POLL_MS * max(1, older), MAX_SLOT_QUEUE_WAIT_MS))
 
 
