@@ -79,7 +79,6 @@ from cronhive.clock import Clock
 from cronhive.domain import Job, Run, RunError, new_run, notifications_for
 from cronhive.enums import ErrorType, NotifyEvent, RunStatus, Trigger
 from cronhive.errors import BrokerUnavailable
-from cronhive.leases import claimable, reservation_holder
 from cronhive.scheduler import overlap
 from cronhive.scheduler.metrics import SchedulerMetrics
 from cronhive.settings import redact_url
@@ -366,9 +365,8 @@ class Dispatcher:
         but whose older slot runs have not started yet (a backlog): their new slots queue
         behind those, none reserving it (`scheduler.overlap`). One read for them all;
         none when no such job fires."""
-        first_slots = {job.job_id: plan.fire[0] for job, plan in plans
-                       if job.queues_slots and plan.fire and claimable(
-                           job.lease, {reservation_holder(slot_run_id(job.job_id, at)) for at in plan.fire}, now)}
+        first_slots = {job.job_id: plan.fire[0] for job, plan in plans if job.queues_slots and plan.fire and
+                       overlap.lease_available(job, (slot_run_id(job.job_id, at) for at in plan.fire), now)}
         if not first_slots:
             return set()
         oldest = self.store.oldest_waiting_slots(sorted(first_slots))
@@ -383,8 +381,7 @@ class Dispatcher:
             return False
         if not job.overlap_policy.uses_job_lease:
             return True
-        own = {reservation_holder(slot_run_id(job.job_id, job.next_fire_at))}
-        return claimable(job.lease, own, now)
+        return overlap.lease_available(job, [slot_run_id(job.job_id, job.next_fire_at)], now)
 
     def _windows(self, jobs: list[Job], now: datetime) -> list[MaintenanceWindow]:
         """The maintenance windows that may hold a due slot of ``jobs``: one read per pass

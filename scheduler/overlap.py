@@ -30,6 +30,7 @@ lease in between, the write matches nothing and the job is planned again.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
@@ -69,6 +70,12 @@ def resolve(job: Job, plan: SlotPlan, now: datetime, job_lease_s: float, *,
     return runs, advance
 
 
+def lease_available(job: Job, run_ids: Iterable[str], now: datetime) -> bool:
+    """The job lease may be reserved at ``now`` for one of the slot runs ``run_ids``: free,
+    expired, or held by the reservation of one of them (a re-plan after a crash)."""
+    return claimable(job.lease, {reservation_holder(run_id) for run_id in run_ids}, now)
+
+
 def _contend(job: Job, fire_ids: list[tuple[str, datetime]], now: datetime,
              job_lease_s: float, *, queued_behind: bool = False) -> tuple[list[SlotRun], Lease | None, str | None]:
     """``forbid``/``buffer_one``: reserve the lease for the first slot when available
@@ -80,7 +87,7 @@ def _contend(job: Job, fire_ids: list[tuple[str, datetime]], now: datetime,
     reservation: Lease | None = None
     buffered: str | None = None
     behind = queued_behind and job.queues_slots
-    if not behind and claimable(job.lease, {reservation_holder(run_id) for run_id, _ in fire_ids}, now):
+    if not behind and lease_available(job, (run_id for run_id, _ in fire_ids), now):
         run_id, at = waiting.pop(0)
         reservation = successor(job.lease, job.lease_term, LeaseScope.JOB, job.job_id, reservation_holder(run_id),
                                 run_id, now, duration_ms(job_lease_s))

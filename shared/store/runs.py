@@ -59,6 +59,12 @@ def _started(start: AttemptStart) -> Callable[[Mapping[str, Any]], bool]:
                   "lease_holder": start.lease.holder, "attempt_id": start.attempt_id})
 
 
+def waiting_slot_runs(job_id: str | Document, trigger: Trigger) -> Document:
+    """The filter of the slot runs of ``trigger`` of ``job_id`` (an id, or a condition on
+    it) that have not started yet."""
+    return {"job_id": job_id, "trigger": str(trigger), "status": {"$in": [str(status) for status in NOT_STARTED]}}
+
+
 class RunStore(StoreBase):
     """The ``runs`` collection."""
 
@@ -89,8 +95,7 @@ class RunStore(StoreBase):
         """How many (up to ``limit``) of the job's slot runs of ``trigger`` (its schedule's,
         or a backfill's) before ``before`` have not started yet (index "slot_key", or
         "backfill_key")."""
-        query = {"job_id": job_id, "trigger": str(trigger), "scheduled_for": {"$lt": before},
-                 "status": {"$in": [str(status) for status in NOT_STARTED]}}
+        query = {**waiting_slot_runs(job_id, trigger), "scheduled_for": {"$lt": before}}
         return self.runs.count_documents(query, limit=limit)
 
     @translated
@@ -98,10 +103,9 @@ class RunStore(StoreBase):
         """The slot of each job's oldest schedule run that has not started (jobs with none
         are absent): one aggregate per `cronhive.store.base.ID_CHUNK` jobs (index "slot_key")."""
         oldest: dict[str, datetime] = {}
-        waiting = [str(status) for status in NOT_STARTED]
         for chunk in id_chunks(job_ids):
             pipeline: list[Document] = [
-                {"$match": {"job_id": {"$in": chunk}, "trigger": str(Trigger.SCHEDULE), "status": {"$in": waiting}}},
+                {"$match": waiting_slot_runs({"$in": chunk}, Trigger.SCHEDULE)},
                 {"$group": {"_id": "$job_id", "oldest": {"$min": "$scheduled_for"}}},
             ]
             oldest.update({doc["_id"]: doc["oldest"] for doc in self.runs.aggregate(pipeline)})
@@ -111,8 +115,7 @@ class RunStore(StoreBase):
     def oldest_waiting_slot(self, job_id: str, trigger: Trigger) -> str | None:
         """The id of the job's oldest slot run of ``trigger`` that has not started (index
         "slot_key" or "backfill_key"), or None."""
-        query = {"job_id": job_id, "trigger": str(trigger), "status": {"$in": [str(status) for status in NOT_STARTED]}}
-        doc = self.runs.find_one(query, {"_id": 1}, sort=[("scheduled_for", ASCENDING)])
+        doc = self.runs.find_one(waiting_slot_runs(job_id, trigger), {"_id": 1}, sort=[("scheduled_for", ASCENDING)])
         return doc["_id"] if doc is not None else None
 
     @translated
