@@ -41,7 +41,11 @@ One `Dispatcher.run_pass` (leader only) does, in this order:
       in flight at once with pipelined confirms (`cronhive.broker.RunPublisher.publish_runs`),
       checking leadership before each chunk;
    e. mark the confirmed runs ``queued`` in one ``update_many`` (``queued_at``:
-      when the last confirm of the pass came).
+      when the last confirm of the pass came) — `QUEUED_MARK_DELAY_S` later, and only
+      those still ``pending`` then: a run its worker started meanwhile needs no mark
+      (its start wrote it), so a run started within the delay costs no write for it.
+      Every mark still due is written before a backlog pass (which would publish an
+      unmarked run again) and when the leader stops on purpose.
 
    A job due within the lookahead (``SCHEDULER_LOOKAHEAD_MS``) is planned the same
    way *before* its instant — its run written ``pending``, the job advanced, its lease
@@ -59,7 +63,8 @@ One `Dispatcher.run_pass` (leader only) does, in this order:
 
    So a dispatched batch costs six MongoDB commands whatever its size (plus
    one per adopted draft after a failover); the documents written per fired run
-   are its insert, its share of the job update and its ``queued`` mark.
+   are its insert, its share of the job update and — unless it started within
+   `QUEUED_MARK_DELAY_S` of its confirm — its ``queued`` mark.
 
 RabbitMQ unreachable: runs stay ``pending`` (committed), one log line says so,
 new slots keep being committed as ``pending`` behind them, and publishing is
@@ -73,6 +78,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from itertools import takewhile
 
 from cronhive.broker import RunPublisher
 from cronhive.clock import Clock
@@ -98,6 +104,15 @@ BACKLOG_SCAN_S = 30.0
 PUBLISH_CHUNK = 500
 #: A manual run pending this long is no longer being published by the API.
 MANUAL_PENDING_S = 60.0
+#: Confirmed runs are marked ``queued`` this long after their confirm, those still
+#: ``pending`` then (module docstring, step e). On the embedded store the mark is an
+#: update of the run, as dear as its start: written at once, a herd's marks took the
+#: store as long as its starts, right when the starts were due. Delayed, the mark of a
+#: run started meanwhile matches nothing and writes nothing; the cost is that a leader
+#: that dies leaves up to this long of confirmed runs unmarked, which the next one
+#: publishes again (a second message of a run: its worker finds it started, or starts
+#: it once).
+QUEUED_MARK_DELAY_S = 5.0
 
 #: Returns the leader's term, or raises `scheduler.leadership.LeadershipLost`.
 Guard = Callable[[datetime], int]
@@ -130,6 +145,14 @@ class Planned:
     #: ``next_fire_at`` the plan's advance wrote (None: not known)
     advanced_to: datetime | None
     fires_counted: int = 0
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """Runs RabbitMQ confirmed together, to mark ``queued`` (`Dispatcher._write_marks`)."""
+
+    at: datetime  # when the last of their confirms came: their ``queued_at``
+    run_ids: list[str]
 
 
 @dataclass
@@ -198,7 +221,8 @@ class Dispatcher:
 
     def __init__(self, store: SchedulerStore, publisher: RunPublisher, clock: Clock, guard: Guard, *,
                  job_lease_s: float, batch: int, metrics: SchedulerMetrics | None = None,
-                 publish_chunk: int = PUBLISH_CHUNK, lookahead_s: float = 0.0) -> None:
+                 publish_chunk: int = PUBLISH_CHUNK, lookahead_s: float = 0.0,
+                 mark_delay_s: float = QUEUED_MARK_DELAY_S) -> None:
         self.store = store
         self.publisher = publisher
         self.clock = clock
@@ -208,8 +232,10 @@ class Dispatcher:
         self.publish_chunk = max(1, publish_chunk)
         self.metrics = metrics or SchedulerMetrics()
         self.backlog = True  # there may be unpublished runs: look before publishing new ones
-        self.unmarked: list[str] = []  # confirmed by RabbitMQ, not yet marked queued
-        self.unmarked_at: datetime | None = None
+        #: confirmed by RabbitMQ, not yet marked queued (confirm order)
+        self.unmarked: list[Confirmed] = []
+        self.mark_delay = timedelta(seconds=max(0.0, mark_delay_s))
+        self.confirmed_at: datetime | None = None  # when the latest confirm came
         self.broker_down = False
         self._broker_backoff = BROKER_BACKOFF_MIN_S
         self._broker_retry_at = 0.0  # time.monotonic()
@@ -247,9 +273,9 @@ class Dispatcher:
     def run_pass(self) -> PassResult:
         """Backlog, then one batch of due jobs. ``result.more``: come back at once."""
         result = PassResult()
-        self._retry_marks()
         if time.monotonic() >= self._next_scan:
             self.backlog = True
+        self._write_marks(every=self.backlog)  # a backlog pass would publish an unmarked run again
         if self.backlog and self._broker_ready():
             self._flush_backlog(result)
         now = self.clock.now()
@@ -548,6 +574,7 @@ class Dispatcher:
         as they are then (a leader that dies leaves them to the next one, which publishes
         them at their slot). Returns how many were withdrawn."""
         held, self.planned = self.planned, []
+        self._write_marks(every=True)  # or the next leader publishes them again
         if not held:
             return 0
         term = self.guard(self.clock.now())
@@ -582,8 +609,9 @@ class Dispatcher:
             self._broker_failed(exc, len(outgoing) - len(confirmed))
         finally:
             result.published += len(confirmed)
-            self.unmarked += confirmed
-        self._retry_marks()
+            if confirmed:
+                self.unmarked.append(Confirmed(self.confirmed_at or self.clock.now(), confirmed))
+        self._write_marks()
         return complete
 
     def _note_confirmed(self, chunk: list[Outgoing], acked: set[str], confirmed: list[str],
@@ -592,7 +620,7 @@ class Dispatcher:
         if not acked:
             return
         at = self.clock.now()
-        self.unmarked_at = at
+        self.confirmed_at = at
         for item in chunk:
             if item.run_id not in acked:
                 continue
@@ -602,13 +630,22 @@ class Dispatcher:
                 result.lateness_ms.append(lateness)
                 self.metrics.published(lateness)
 
-    def _retry_marks(self) -> None:
-        """Mark the confirmed runs ``queued`` (``queued_at``: when the last confirm came)."""
+    def _write_marks(self, *, every: bool = False) -> None:
+        """Mark ``queued`` the confirmed runs still ``pending`` whose confirm is
+        `QUEUED_MARK_DELAY_S` old (``every``: all of them), a command per confirmed
+        batch (``queued_at``: when its last confirm came). A batch not written (MongoDB
+        or leadership lost) stays, to be written first when this process leads again."""
         if not self.unmarked:
             return
-        term = self.guard(self.clock.now())
-        self.store.mark_runs_queued(self.unmarked, self.unmarked_at or self.clock.now(), term)
-        self.unmarked = []
+        now = self.clock.now()
+        due = list(self.unmarked) if every else list(takewhile(lambda batch: batch.at + self.mark_delay <= now,
+                                                         self.unmarked))
+        if not due:
+            return
+        term = self.guard(now)
+        for batch in due:
+            self.store.mark_runs_queued(batch.run_ids, batch.at, term)
+            self.unmarked.pop(0)
 
     def _flush_backlog(self, result: PassResult) -> None:
         """Publish committed pending runs oldest first, delete drafts, until none is left
@@ -628,7 +665,9 @@ class Dispatcher:
             if orphans:
                 error = RunError(ErrorType.JOB_DELETED, "the job was deleted before this run was published")
                 self.store.skip_pending_runs(orphans, error, self.clock.now(), term)
-            if not self._publish(committed, result):
+            published = self._publish(committed, result)
+            self._write_marks(every=True)  # the next page is read by status: not these again
+            if not published:
                 self.metrics.unpublished(self.store.count_pending_runs(self.clock.now()))
                 return
             total += len(committed)

@@ -27,7 +27,7 @@ def at(text: str) -> datetime:
 
 @pytest.fixture
 def dispatcher(store: MongoStore, publisher: RunPublisher, clock: FakeClock) -> Iterator[Dispatcher]:
-    yield Dispatcher(store, publisher, clock, Term(1), job_lease_s=30.0, batch=200)
+    yield Dispatcher(store, publisher, clock, Term(1), job_lease_s=30.0, batch=200, mark_delay_s=0.0)
 
 
 def slots(client: FlaskClient, job_id: str, **query: str) -> list[dict[str, Any]]:

@@ -92,9 +92,10 @@ def flaky(publisher: RunPublisher, store: MongoStore) -> FlakyPublisher:
 def make_dispatcher(store: MongoStore, flaky: FlakyPublisher, clock: FakeClock,
                     settings: Settings) -> Callable[..., Dispatcher]:
     def make(term: int = 1, *, batch: int = 200, job_lease_s: float = 30.0, publisher: Any = None,
-             publish_chunk: int = 500, lookahead_s: float = 0.0) -> Dispatcher:
+             publish_chunk: int = 500, lookahead_s: float = 0.0, mark_delay_s: float = 0.0) -> Dispatcher:
+        # marks at once unless a test says otherwise: what it checks is which runs get marked
         dispatcher = Dispatcher(store, publisher or flaky, clock, Term(term), job_lease_s=job_lease_s, batch=batch,
-                                publish_chunk=publish_chunk, lookahead_s=lookahead_s)
+                                publish_chunk=publish_chunk, lookahead_s=lookahead_s, mark_delay_s=mark_delay_s)
         return dispatcher
 
     return make

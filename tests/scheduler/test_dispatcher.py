@@ -19,7 +19,7 @@ from cronhive.domain import new_run, utcnow
 from cronhive.enums import Trigger
 from cronhive.errors import StoreUnavailable
 from cronhive.leases import reservation_holder
-from cronhive.scheduler.dispatcher import MANUAL_PENDING_S, Dispatcher, log_skipped
+from cronhive.scheduler.dispatcher import MANUAL_PENDING_S, QUEUED_MARK_DELAY_S, Dispatcher, log_skipped
 from cronhive.scheduler.leadership import LeadershipLost
 from cronhive.settings import Settings
 from cronhive.slots import slot_run_id
@@ -85,6 +85,45 @@ def test_a_run_is_pending_while_published_and_queued_only_after_the_confirm(
     (run,) = runs_of(store, "confirmed")
     assert flaky.seen_status == [(run["_id"], "pending")]
     assert run["status"] == "queued" and published_ids(messages) == [run["_id"]]
+
+
+def test_the_queued_mark_comes_a_delay_after_the_confirm_and_only_for_runs_still_pending(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    for job_id in ("started", "waiting"):
+        job = create_job(store, job_id, schedule="*/30 * * * * *", overlap_policy="allow")
+    clock.set(job["next_fire_at"] + timedelta(milliseconds=3))
+    confirmed_at = clock.now()
+    dispatcher = make_dispatcher(mark_delay_s=QUEUED_MARK_DELAY_S)
+    dispatcher.run_pass()
+    (started,), (waiting,) = runs_of(store, "started"), runs_of(store, "waiting")
+    assert {started["status"], waiting["status"]} == {"pending"}
+    store.runs.update_one({"_id": started["_id"]}, {"$set": {"status": "running", "attempt": 1}})  # a worker's start
+    clock.advance(QUEUED_MARK_DELAY_S - 1)
+    dispatcher.run_pass()
+    assert runs_of(store, "waiting")[0]["status"] == "pending"
+    clock.advance(1)
+    dispatcher.run_pass()
+    (started,), (waiting,) = runs_of(store, "started"), runs_of(store, "waiting")
+    assert (waiting["status"], waiting["queued_at"]) == ("queued", confirmed_at)
+    assert (started["status"], started.get("queued_at")) == ("running", None)  # its start was its mark
+    assert sorted(published_ids(messages)) == sorted([started["_id"], waiting["_id"]])
+
+
+def test_confirmed_runs_are_marked_before_a_backlog_pass_and_on_stepping_down_so_none_is_published_again(
+        store: MongoStore, make_dispatcher: Callable[..., Dispatcher], clock: FakeClock, messages: Messages) -> None:
+    job = create_job(store, "marked", schedule="*/5 * * * * *", overlap_policy="allow")
+    clock.set(job["next_fire_at"] + timedelta(milliseconds=3))
+    dispatcher = make_dispatcher(mark_delay_s=QUEUED_MARK_DELAY_S)
+    dispatcher.run_pass()
+    dispatcher.backlog = True  # what BACKLOG_SCAN_S does in a running scheduler
+    dispatcher.run_pass()
+    assert [run["status"] for run in runs_of(store, "marked")] == ["queued"]
+    clock.advance(5)
+    dispatcher.run_pass()
+    assert [run["status"] for run in runs_of(store, "marked")] == ["queued", "pending"]
+    dispatcher.withdraw_planned()
+    assert [run["status"] for run in runs_of(store, "marked")] == ["queued", "queued"]
+    assert Counter(published_ids(messages)) == {run["_id"]: 1 for run in runs_of(store, "marked")}
 
 
 def test_rabbitmq_down_keeps_runs_pending_and_publishes_them_in_order_on_return(
@@ -494,7 +533,8 @@ def test_a_connection_dropped_with_confirms_in_flight_loses_no_run_and_repeats_o
                 services.close_connection(rabbit_name)  # the broker drops us before we read a confirm
 
         pipelined._send = send_then_drop  # type: ignore[method-assign]
-        dispatcher = Dispatcher(store, publisher, clock, Term(1), job_lease_s=30.0, batch=1200, publish_chunk=200)
+        dispatcher = Dispatcher(store, publisher, clock, Term(1), job_lease_s=30.0, batch=1200, publish_chunk=200,
+                                mark_delay_s=0.0)
         clock.set(max(job["next_fire_at"] for job in jobs) + timedelta(milliseconds=5))
         first = dispatcher.run_pass()
         assert first.fired == 1000 and first.published < 1000, "the drop cut the first pass short"

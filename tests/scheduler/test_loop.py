@@ -9,6 +9,7 @@ import pytest
 
 from cronhive.broker import RunPublisher
 from cronhive.domain import utcnow
+from cronhive.scheduler.dispatcher import QUEUED_MARK_DELAY_S
 from cronhive.scheduler.loop import SchedulerLoop
 from cronhive.settings import Settings
 from cronhive.store import MongoStore
@@ -34,6 +35,9 @@ def test_the_leader_sleeps_until_the_next_due_instant(loop_settings: Settings, s
     assert loop.leadership.is_leader(clock.now())
     clock.set(job["next_fire_at"])
     assert loop.step() == pytest.approx(0.5)  # fired; next slot in 5 s: the cap wins
+    assert store.runs.count_documents({"job_id": "soon", "status": "pending"}) == 1  # confirmed, mark delayed
+    clock.advance(QUEUED_MARK_DELAY_S)
+    loop.step()
     assert store.runs.count_documents({"job_id": "soon", "status": "queued"}) == 1
 
 
