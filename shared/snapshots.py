@@ -29,8 +29,16 @@ never decides anything the documents would decide otherwise.
 
 Only runs whose start needs nothing else carry one (`snapshot_for`): a slot run
 under ``forbid`` holding the job's reservation, of a valid job without ``notify``
-(whose recovery event needs the job's last outcome as it stands at the start) and
-not ``fire_all`` (whose slots queue oldest first).
+(whose recovery event needs the job's last outcome as it stands at the start).
+
+That includes the slot a ``fire_all`` job under ``forbid`` has the reservation for:
+its slots queue oldest first, and the leader reserves the lease for a slot only when
+no older one of the job waits (`cronhive.scheduler.overlap`), so the reserved slot is
+the queue's head and its start needs no count of older ones. Such a snapshot says so
+(``queues``, layout `QUEUE_VERSION`, which a worker that predates it does not use): the
+attempt hands the lease on to the next waiting slot when it ends. Until 2026-12-07
+these slots carried none, so every fire_all run — in the failover bench, every run —
+read its run and job and counted the older slots before starting.
 """
 
 from __future__ import annotations
@@ -47,6 +55,9 @@ from cronhive.enums import OverlapPolicy, Trigger
 SNAPSHOT_OPTION = "cronhive_job"
 #: Version of the snapshot's layout (a worker ignores a snapshot of another version).
 VERSION = 1
+#: The layout of a queued slot's snapshot (``queues``): version 1 plus that flag, so a
+#: worker that knows only version 1 reads the run instead of starting it without its hand-on.
+QUEUE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -66,11 +77,15 @@ class JobSnapshot:
     #: when the reservation expires (None from a leader that predates it: then the worker
     #: renews the reservation before starting under it)
     reserved_until: datetime | None = None
+    #: a slot of a job whose slots queue (``fire_all`` under ``forbid``): its attempt hands
+    #: the lease on to the next waiting slot
+    queues_slots: bool = False
 
     def to_option(self) -> dict[str, Any]:
         """The JSON the message carries."""
         return {
-            "v": VERSION,
+            "v": QUEUE_VERSION if self.queues_slots else VERSION,
+            "queues": self.queues_slots,
             "job_id": self.job_id,
             "name": self.name,
             "handler": self.handler,
@@ -88,7 +103,7 @@ class JobSnapshot:
     def from_option(cls, raw: Any) -> JobSnapshot | None:
         """The snapshot a message carries; None when it carries none, or one this worker
         cannot use (another version, a malformed one): then the run is read."""
-        if not isinstance(raw, Mapping) or raw.get("v") != VERSION:
+        if not isinstance(raw, Mapping) or raw.get("v") not in (VERSION, QUEUE_VERSION):
             return None
         try:
             slot = _parse_instant(raw["slot"])
@@ -98,7 +113,8 @@ class JobSnapshot:
                            args=dict(raw["args"]), timeout_s=_optional_int(raw["timeout_s"]),
                            max_retries=_int(raw["max_retries"]), revision=_optional_int(raw["revision"]),
                            incarnation=None if raw["incarnation"] is None else str(raw["incarnation"]),
-                           reserved_token=_int(raw["token"]), slot=slot, reserved_until=reserved_until)
+                           reserved_token=_int(raw["token"]), slot=slot, reserved_until=reserved_until,
+                           queues_slots=raw["v"] == QUEUE_VERSION and raw.get("queues") is True)
         except (KeyError, TypeError, ValueError):
             return None
         return snapshot
@@ -130,12 +146,12 @@ def snapshot_for(job: Job, trigger: Trigger, slot: datetime, reserved_token: int
     """The snapshot a run of ``job`` for ``slot`` is published with, when its start needs
     nothing but it (see the module docstring); None otherwise."""
     if (trigger != Trigger.SCHEDULE or reserved_token is None or job.overlap_policy != OverlapPolicy.FORBID
-            or job.queues_slots or job.notify is not None or job.invalid_reason is not None):
+            or job.notify is not None or job.invalid_reason is not None):
         return None
     return JobSnapshot(job_id=job.job_id, name=job.name, handler=job.handler, args=dict(job.args),
                        timeout_s=job.timeout_s, max_retries=job.max_retries, revision=job.revision,
                        incarnation=job.incarnation, reserved_token=int(reserved_token), slot=slot,
-                       reserved_until=reserved_until)
+                       reserved_until=reserved_until, queues_slots=job.queues_slots)
 
 
 __all__ = ["SNAPSHOT_OPTION", "JobSnapshot", "snapshot_for"]

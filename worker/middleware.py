@@ -294,7 +294,8 @@ class RunLifecycle(Middleware):
         attempt = Attempt(run_id=run_id, job_id=snapshot.job_id, number=1, worker=self.worker, lease=lease,
                           handler=snapshot.handler, args=dict(snapshot.args), scheduled_for=snapshot.slot,
                           trigger=Trigger.SCHEDULE, timeout_s=snapshot.timeout_s, max_retries=snapshot.max_retries,
-                          started_at=now, job_name=snapshot.name, job_incarnation=snapshot.incarnation)
+                          started_at=now, job_name=snapshot.name, job_incarnation=snapshot.incarnation,
+                          queued_slot=snapshot.queues_slots)
         self.keeper.track(attempt)
         log.info("run started (token %d)", lease.token, extra=attempt.log_extra())
         return attempt

@@ -268,7 +268,10 @@ def test_fire_all_under_forbid_publishes_every_missed_slot_behind_the_reserved_o
     assert (first["status"], second["status"]) == ("queued", "queued") and second["lease_token"] is None
     bodies = messages()
     assert [body["args"][0] for body in bodies] == [first["_id"], second["_id"]]  # oldest first; the second waits
-    assert [SNAPSHOT_OPTION in body["options"] for body in bodies] == [False, False]  # queued slots are read
+    # the reserved one is the queue's head: it starts from its snapshot; the one behind it is read
+    assert [SNAPSHOT_OPTION in body["options"] for body in bodies] == [True, False]
+    snapshot = JobSnapshot.from_option(bodies[0]["options"][SNAPSHOT_OPTION])
+    assert snapshot is not None and snapshot.queues_slots and snapshot.reserved_token == 1
 
 
 def test_fire_all_under_forbid_reserves_no_new_slot_while_older_slots_wait(

@@ -9,7 +9,7 @@ import pytest
 
 from cronhive.domain import Job, Notify
 from cronhive.enums import MisfirePolicy, NotifyEvent, OverlapPolicy, Trigger
-from cronhive.snapshots import VERSION, JobSnapshot, snapshot_for
+from cronhive.snapshots import QUEUE_VERSION, VERSION, JobSnapshot, snapshot_for
 
 SLOT = datetime(2026, 12, 2, 6, 0, 0, 250_000, tzinfo=UTC)
 JOB = Job(job_id="nightly", name="nightly", schedule="0 6 * * *", handler="report", args={"to": ["ops"]},
@@ -25,12 +25,21 @@ def test_a_forbid_slot_run_holding_the_reservation_carries_the_snapshot_and_it_r
     assert snapshot.to_option()["v"] == VERSION
 
 
+def test_the_reserved_slot_of_a_fire_all_job_under_forbid_carries_a_snapshot_that_says_its_slots_queue() -> None:
+    snapshot = snapshot_for(replace(JOB, misfire_policy=MisfirePolicy.FIRE_ALL), Trigger.SCHEDULE, SLOT, 7)
+    assert snapshot is not None and snapshot.queues_slots
+    option = snapshot.to_option()
+    assert (option["v"], option["queues"]) == (QUEUE_VERSION, True)  # a worker knowing only VERSION reads the run
+    assert JobSnapshot.from_option(option) == snapshot
+    assert JobSnapshot.from_option({**option, "v": VERSION}).queues_slots is False  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(("job", "trigger", "token"), [
     (JOB, Trigger.MANUAL, 7),                                                  # not a slot run
     (JOB, Trigger.SCHEDULE, None),                                             # no reservation
     (replace(JOB, overlap_policy=OverlapPolicy.ALLOW), Trigger.SCHEDULE, 7),
     (replace(JOB, overlap_policy=OverlapPolicy.BUFFER_ONE), Trigger.SCHEDULE, 7),
-    (replace(JOB, misfire_policy=MisfirePolicy.FIRE_ALL), Trigger.SCHEDULE, 7),  # queued slots
+    (replace(JOB, misfire_policy=MisfirePolicy.FIRE_ALL), Trigger.SCHEDULE, None),  # a queued slot behind others
     (replace(JOB, notify=Notify("https://hooks.example/x", (NotifyEvent.RECOVERY,))), Trigger.SCHEDULE, 7),
     (replace(JOB, invalid_reason="schedule: bad"), Trigger.SCHEDULE, 7),
 ])
@@ -39,7 +48,7 @@ def test_runs_whose_start_needs_the_documents_carry_none(job: Job, trigger: Trig
 
 
 @pytest.mark.parametrize("change", [
-    {"v": VERSION + 1}, {"token": "7"}, {"token": True}, {"slot": "2026-12-02T06:00:00"}, {"slot": "noon"},
+    {"v": QUEUE_VERSION + 1}, {"token": "7"}, {"token": True}, {"slot": "2026-12-02T06:00:00"}, {"slot": "noon"},
     {"args": None}, {"timeout_s": 1.5},
 ])
 def test_a_snapshot_this_worker_cannot_use_reads_as_none(change: dict[str, object]) -> None:

@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 
 from cronhive.broker import run_message
-from cronhive.domain import RunError
-from cronhive.enums import ErrorType
+from cronhive.domain import RunError, new_run, new_run_id
+from cronhive.enums import ErrorType, Trigger
 from cronhive.leases import reservation_holder
 from cronhive.settings import Settings
 from cronhive.snapshots import SNAPSHOT_OPTION
 from cronhive.store import MongoStore
 from cronhive.worker.middleware import RunLifecycle
+from cronhive.worker.records import HANDED_ON
 from tests.services import CommandCounter
 from tests.worker.conftest import LEASE_S, Harness
 
@@ -71,6 +72,29 @@ def test_a_slot_run_with_its_snapshot_starts_in_one_write_under_its_reservation_
     assert run["status"] == "succeeded" and run["output_json"] == '{"sent":3}'
     job = harness.job_doc("report")
     assert job["lease"] is None and (job["last_run_id"], job["last_run_status"]) == (run_id, "succeeded")
+
+
+def test_the_head_of_a_fire_all_queue_starts_from_its_snapshot_and_hands_the_lease_on_to_the_next_slot(
+        harness: Harness, counted: tuple[RunLifecycle, CommandCounter]) -> None:
+    lifecycle, commands = counted
+    harness.job("queue", misfire_policy="fire_all", overlap_policy="forbid")
+    slot = harness.clock.now()
+    head, message = harness.slot("queue", slot)  # the leader reserved the lease for the oldest slot
+    behind = new_run_id(slot + timedelta(seconds=1))
+    harness.store.insert_run(new_run(harness.store.get_job("queue"), behind, Trigger.SCHEDULE,
+                                     slot + timedelta(seconds=1), harness.clock.now(), None))
+    harness.clock.advance(1.25)
+    commands.take()
+
+    delivery = harness.deliver_message(message, lifecycle=lifecycle)
+    attempt = delivery.begin()
+    assert commands.take() == ["update"]  # no read, no count of older slots: it is the oldest
+    assert attempt is not None and attempt.queued_slot and attempt.run_id == head
+    delivery.end()
+    assert commands.take() == ["update", "update", "find"]  # the outcomes, then the next waiting slot
+    (handed_on,) = harness.broker.take()
+    assert handed_on.message.args[0] == behind and handed_on.message.options[HANDED_ON] is True
+    assert harness.deliver_message(handed_on.message).begin() is not None
 
 
 @pytest.mark.parametrize("elapsed", [LEASE_S * 0.6, LEASE_S * 5],
