@@ -29,6 +29,23 @@ log = logging.getLogger("cronhive.broker")
 
 #: The worker's actor that executes one run; addressed by name only.
 RUN_ACTOR = "execute_run"
+#: The same actor on the runs queue's *hand-on queue* (`hand_on_queue`): the message a run
+#: that frees its job's lease publishes for the next waiting slot (`RunLifecycle._hand_on`)
+#: goes there, and a worker takes it before what its runs queue holds (the actor's
+#: priority), so a queue of slots moves on at once instead of a runs-queue backlog later.
+RUN_NEXT_ACTOR = "execute_run_next"
+RUN_ACTORS = frozenset({RUN_ACTOR, RUN_NEXT_ACTOR})
+HAND_ON_SUFFIX = ".next"
+
+
+def hand_on_queue(runs_queue: str) -> str:
+    """The hand-on queue of ``runs_queue``."""
+    return runs_queue + HAND_ON_SUFFIX
+
+
+def runs_queue_of(queue: str) -> str:
+    """The runs queue a message's queue belongs to (itself, or the one whose hand-on queue it is)."""
+    return queue[:-len(HAND_ON_SUFFIX)] if queue.endswith(HAND_ON_SUFFIX) else queue
 
 #: pika connection defaults: fail fast instead of retrying for minutes.
 _CONNECTION_DEFAULTS = {

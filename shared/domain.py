@@ -624,6 +624,16 @@ def _check_repair(current: Job, changes: Mapping[str, Any]) -> None:
                      for name in missing})
 
 
+@dataclass(frozen=True)
+class WaitingSlot:
+    """A schedule run not started yet, as the reaper looks for stalled queues of slots
+    (`cronhive.store.runs.RunStore.waiting_slot_queues`)."""
+
+    run_id: str
+    slot: datetime
+    created_at: datetime
+
+
 def new_run(job: Job, run_id: str, trigger: Trigger, scheduled_for: datetime, now: datetime,
             lease: Lease | None, status: RunStatus = RunStatus.PENDING) -> Run:
     """A run as first written: not started, reserving ``lease``'s token when given."""

@@ -25,9 +25,9 @@ from typing import Any
 
 CONTEXT_FIELDS = ("job_id", "run_id", "term", "worker", "holder", "attempt", "url", "job_ids", "counts")
 
-#: The actor name of run messages (`cronhive.broker.RUN_ACTOR`; not imported, to keep
+#: The actor names of run messages (`cronhive.broker.RUN_ACTORS`; not imported, to keep
 #: this module free of the broker's dependencies).
-RUN_ACTOR = "execute_run"
+RUN_ACTORS = frozenset({"execute_run", "execute_run_next"})
 
 #: ``scheme://user:password@`` — the password part is replaced.
 _CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@\"']*:)(?P<password>[^\s@/\"']*)@")
@@ -64,7 +64,7 @@ def _message_context(record: logging.LogRecord) -> dict[str, Any]:
     """The ids of a run message passed as a log argument (Dramatiq logs messages so)."""
     args = record.args if isinstance(record.args, tuple) else ()
     for arg in args:
-        if getattr(arg, "actor_name", None) != RUN_ACTOR:
+        if getattr(arg, "actor_name", None) not in RUN_ACTORS:
             continue
         context: dict[str, Any] = {}
         message_args = getattr(arg, "args", None) or ()

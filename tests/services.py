@@ -240,10 +240,16 @@ def get_messages(url: str, queue: str) -> list[bytes]:
 
 
 def delete_queues(url: str, *queues: str) -> None:
+    """Delete ``queues`` — and, for a runs queue among them, its hand-on queue's three
+    (`cronhive.broker.hand_on_queue`), which a worker declares beside it."""
+    names = list(queues)
+    for queue in queues:
+        if not queue.endswith((".DQ", ".XQ")):
+            names += [f"{queue}.next", f"{queue}.next.DQ", f"{queue}.next.XQ"]
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
-        for queue in queues:
+        for queue in dict.fromkeys(names):
             channel.queue_delete(queue=queue)
     finally:
         connection.close()

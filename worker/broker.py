@@ -16,7 +16,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware, TimeLimit
 
 from cronhive import heartbeats
-from cronhive.broker import RUN_ACTOR, make_broker
+from cronhive.broker import RUN_ACTOR, RUN_NEXT_ACTOR, hand_on_queue, make_broker
 from cronhive.clock import Clock, DatabaseClock
 from cronhive.domain import Run
 from cronhive.handlers import HandlerRegistry, configure_http_handler, load_handler_modules
@@ -32,7 +32,7 @@ from cronhive.worker.maintenance import Maintenance, Reaper
 from cronhive.worker.middleware import RunLifecycle
 from cronhive.worker.notify import Deliverer, Notifications
 from cronhive.worker.outages import StoreOutages
-from cronhive.worker.records import follow_up_message
+from cronhive.worker.records import follow_up_message, hand_on_message
 
 log = logging.getLogger("cronhive.worker")
 
@@ -74,7 +74,8 @@ def build_broker(
 ) -> RabbitmqBroker:
     """The worker's broker: `RunLifecycle` first (it sets the time limit `TimeLimit`
     reads, and records outcomes after `TimeLimit` stopped the clock), the reaper,
-    and the ``execute_run`` actor on ``settings.runs_queue``."""
+    and the ``execute_run`` actor on ``settings.runs_queue`` — and on its hand-on queue
+    (``execute_run_next``, taken first: `cronhive.broker.RUN_NEXT_ACTOR`)."""
     worker = worker or worker_name()
     outages = StoreOutages(settings.job_lease_s)  # one per process: what any of its threads saw
     keeper = LeaseKeeper(store, clock, settings.job_lease_s, outages)
@@ -89,16 +90,17 @@ def build_broker(
     def republish(run: Run, after_attempt: int) -> None:
         broker.enqueue(follow_up_message(settings.runs_queue, run.run_id, run.job_id, after_attempt))
 
-    broker.add_middleware(Maintenance(Reaper(store, clock, settings, republish, worker, outages)))
+    def hand_on(run_id: str, job_id: str) -> None:
+        broker.enqueue(hand_on_message(settings.runs_queue, run_id, job_id))
+
+    broker.add_middleware(Maintenance(Reaper(store, clock, settings, republish, worker, outages, hand_on)))
     broker.add_middleware(Notifications(Deliverer(store, clock, settings)))
-    dramatiq.Actor(
-        make_execute_run(registry, keeper),
-        broker=broker,
-        actor_name=RUN_ACTOR,
-        queue_name=settings.runs_queue,
-        priority=0,
-        options={},
-    )
+    execute_run = make_execute_run(registry, keeper)
+    dramatiq.Actor(execute_run, broker=broker, actor_name=RUN_ACTOR, queue_name=settings.runs_queue, priority=0,
+                   options={})
+    # hand-ons: taken before what the runs queue holds (a lower number goes first)
+    dramatiq.Actor(execute_run, broker=broker, actor_name=RUN_NEXT_ACTOR, queue_name=hand_on_queue(settings.runs_queue),
+                   priority=-1, options={})
     return broker
 
 

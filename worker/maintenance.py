@@ -13,6 +13,13 @@ at least one second):
   lease after it answers again, nothing is resolved (`cronhive.worker.outages`): a
   lease that expired while nobody could renew it says nothing of its worker, whose
   finished attempt's outcome is being written again (`RunLifecycle.finish_kept`);
+* **restarts stalled queues of slots**: a ``fire_all`` job under ``forbid`` runs its
+  slots one after another, each handing the lease on to the next
+  (`RunLifecycle._hand_on`), and the message of a slot that found older ones waiting
+  is acknowledged, not published again. Where that chain broke — the run holding the
+  lease was abandoned, skipped or cancelled, or its hand-on could not be published —
+  the job's lease is free while its oldest slot waits: that slot's run is published
+  again (a hand-on message), at most once a lease per run;
 * **enforces retention by age** (RUN_HISTORY_DAYS) every minute: deletes runs
   created before the cutoff in bounded batches through the ``retention`` index,
   behind the TTL index on the same field (`MongoStore.ensure_run_retention`) in
@@ -28,7 +35,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,9 +43,10 @@ from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
 from cronhive.clock import Clock
-from cronhive.domain import Run
+from cronhive.domain import Job, Run, WaitingSlot
 from cronhive.enums import LeaseScope
 from cronhive.errors import Unavailable
+from cronhive.leases import claimable
 from cronhive.settings import Settings
 from cronhive.store.protocols import WorkerStore
 from cronhive.worker.decisions import attempt_alive, retries_left
@@ -55,25 +63,47 @@ RETENTION_MAX_BATCHES = 20
 #: A dead attempt's run is re-published again if still unresolved this many leases later.
 REPUBLISH_AFTER_LEASES = 10
 
+#: The most runs not started a pass looks at for stalled queues (`Reaper.restart_stalled_queues`).
+STALLED_SCAN = 5000
+
 #: publish(run, after_attempt): re-publish a run whose attempt ``after_attempt`` died.
 Republish = Callable[[Run, int], None]
+#: hand_on(run_id, job_id): publish a hand-on message for the head of a job's queue of slots.
+HandOn = Callable[[str, str], None]
 
 
 @dataclass
 class ReapReport:
     recovered: list[str]
     abandoned: list[str]
+    restarted: list[str] = field(default_factory=list)
+
+
+def stalled_slots(job: Job | None, waiting: list[WaitingSlot], now: datetime) -> list[str]:
+    """Of a job's slot runs not started (oldest first), those nothing will publish again
+    (`Reaper.restart_stalled_queues`): the head of a queue of slots whose lease is free
+    or expired; every one, once the job no longer queues its slots and was changed after
+    they were made (before that, a slot waiting in a backlog still has its message)."""
+    if job is None or not waiting:
+        return []
+    if job.queues_slots:
+        return [waiting[0].run_id] if claimable(job.lease, (), now) else []
+    changed = job.updated_at
+    return [run.run_id for run in waiting if changed is not None and changed > run.created_at]
 
 
 class Reaper:
     """The reaper and retention sweeper of one worker process."""
 
     def __init__(self, store: WorkerStore, clock: Clock, settings: Settings, republish: Republish, worker: str,
-                 outages: StoreOutages | None = None) -> None:
+                 outages: StoreOutages | None = None, hand_on: HandOn | None = None) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
         self.republish = republish
+        self.hand_on = hand_on
+        #: heads of stalled queues this process published, and when (time.monotonic())
+        self._restarted: dict[str, float] = {}
         self.worker = worker
         self.interval_s = max(1.0, settings.job_lease_s / 3)
         self.lease_s = max(3.0, self.interval_s * 3)
@@ -115,6 +145,7 @@ class Reaper:
         if claimed is None:
             return None
         report = self.reap(now)
+        report.restarted = self.restart_stalled_queues(now)
         if self._last_sweep is None or time.monotonic() - self._last_sweep >= RETENTION_SWEEP_S:
             self._last_sweep = time.monotonic()
             self.sweep_retention(now)
@@ -152,6 +183,37 @@ class Reaper:
                                       "no retries left (found by the reaper)", job):
                 report.abandoned.append(run.run_id)
         return report
+
+    def restart_stalled_queues(self, now: datetime) -> list[str]:
+        """Publish again the slots that wait for a hand-on nothing will send (module
+        docstring): of a ``fire_all`` job under ``forbid``, its oldest slot not started,
+        while the job's lease is free or expired (held, its holder hands it on when it
+        ends); of a job whose slots no longer queue — changed since its slots were made —
+        every slot not started (their messages may have been acknowledged while they
+        queued). Only slots a pass old; a slot this process published is not published
+        again for a lease. Two reads (the runs not started, their jobs); the runs
+        published returned."""
+        if self.hand_on is None:
+            return []
+        queues = self.store.waiting_slot_queues(now - timedelta(seconds=self.interval_s), STALLED_SCAN)
+        again = time.monotonic() - self.settings.job_lease_s
+        self._restarted = {run_id: at for run_id, at in self._restarted.items() if at > again}
+        if not queues:
+            return []
+        jobs = self.store.jobs_by_id(sorted(queues))
+        restarted: list[str] = []
+        for job_id, waiting in queues.items():
+            job = jobs.get(job_id)
+            for run_id in stalled_slots(job, waiting, now):
+                if run_id in self._restarted:
+                    continue
+                self.hand_on(run_id, job_id)
+                self._restarted[run_id] = time.monotonic()
+                restarted.append(run_id)
+        if restarted:
+            log.info("%d waiting slot(s) of queues nothing moved published again", len(restarted),
+                     extra={"run_ids": restarted[:5]})
+        return restarted
 
     def sweep_retention(self, now: datetime) -> int:
         """Delete runs created more than RUN_HISTORY_DAYS ago (bounded batches)."""

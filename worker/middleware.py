@@ -50,7 +50,7 @@ from dramatiq.common import compute_backoff, q_name
 from dramatiq.middleware import Interrupt, Middleware, SkipMessage
 
 from cronhive import metrics
-from cronhive.broker import RUN_ACTOR
+from cronhive.broker import RUN_ACTORS, runs_queue_of
 from cronhive.clock import Clock
 from cronhive.domain import (
     MAX_BACKFILL_SLOTS,
@@ -125,8 +125,8 @@ def queued_slot(run: Run, job: Job) -> bool:
 
 
 def slot_queue_wait_ms(older: int) -> int:
-    """How long a queued slot run (a fire_all slot under ``forbid``, a backfill run under a
-    job lease) with ``older`` runs ahead of it waits before looking again:
+    """How long a queued backfill run (under a job lease) with ``older`` runs ahead of it
+    waits before looking again (a fire_all slot no longer does: `_behind_older_slots`):
     `SLOT_QUEUE_POLL_MS` per run ahead, at most `MAX_SLOT_QUEUE_WAIT_MS`. Each run that
     ends publishes the next at once (`RunLifecycle._hand_on`), so this poll is only the
     fallback, and a thousand waiting runs cost a few messages a second, not a thousand;
@@ -214,7 +214,7 @@ class RunLifecycle(Middleware):
     # -- before the actor ----------------------------------------------------------
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        if message.actor_name != RUN_ACTOR:
+        if message.actor_name not in RUN_ACTORS:
             return
         set_current_attempt(None)
         try:
@@ -405,7 +405,15 @@ class RunLifecycle(Middleware):
         slot run waits while an older one of the same trigger has not started (one
         indexed count, only for such runs). Past `MAX_FIRE_ALL` waiting a fire_all slot
         is skipped; a backfill run never is (a backfill holds at most
-        `MAX_BACKFILL_SLOTS` per request; waiting runs further back poll less often)."""
+        `MAX_BACKFILL_SLOTS` per request; waiting runs further back poll less often).
+
+        A fire_all slot behind older ones is acknowledged, not published again: it starts
+        when the lease is handed on to it (`_hand_on`, each run that ends hands it to the
+        job's oldest waiting slot), or, where that chain broke, when the reaper publishes
+        the queue's head (`cronhive.worker.maintenance.Reaper.restart_stalled_queues`).
+        Until 2026-12-07 it looked again every `slot_queue_wait_ms`: in the failover bench
+        those looks, and each run's own message coming back after its hand-on had started
+        it, were most of the commands per executed run."""
         if run.attempt > 0 or run.scheduled_for is None or not queued_slot(run, job):
             return None
         backfill = run.trigger == Trigger.BACKFILL
@@ -416,9 +424,10 @@ class RunLifecycle(Middleware):
         if older >= cap and not backfill:
             return Skip(bounded_error(ErrorType.OVERLAP, f"more than {MAX_FIRE_ALL} older slots of this fire_all "
                                                          "job wait for its lease"))
-        return Wait(slot_queue_wait_ms(older), None,
-                    f"{'backfill' if backfill else 'fire_all under forbid'}: {older} older slot(s) of the job "
-                    "run first")
+        if not backfill:
+            return Acknowledge(f"fire_all under forbid: {older} older slot(s) of the job run first; the lease is "
+                               "handed on to this one in its turn")
+        return Wait(slot_queue_wait_ms(older), None, f"backfill: {older} older slot(s) of the job run first")
 
     def _attempt(self, run: Run, job: Job, lease: Lease, number: int, now: datetime) -> Attempt:
         return Attempt(
@@ -537,8 +546,8 @@ class RunLifecycle(Middleware):
     def _publish_later(self, broker: Broker, message: MessageProxy | Message[Any], after_attempt: int | None,
                        delay_ms: int | None = None) -> None:
         """Publish the run's message again (acknowledging this one): with a delay, it waits."""
-        follow = follow_up_message(q_name(message.queue_name), message.args[0], message.kwargs.get("job_id", ""),
-                                   after_attempt)
+        follow = follow_up_message(runs_queue_of(q_name(message.queue_name)), message.args[0],
+                                   message.kwargs.get("job_id", ""), after_attempt)
         broker.enqueue(follow, delay=delay_ms if delay_ms is not None else int(self.lease_s * 1000 / 3))
 
     # -- after the actor -----------------------------------------------------------
@@ -546,7 +555,7 @@ class RunLifecycle(Middleware):
     def after_process_message(self, broker: Broker, message: MessageProxy, *, result: Any = None,
                               exception: BaseException | None = None) -> None:
         attempt = current_attempt()
-        if attempt is None or message.actor_name != RUN_ACTOR:
+        if attempt is None or message.actor_name not in RUN_ACTORS:
             return
         set_current_attempt(None)
         self.keeper.forget(attempt)
@@ -674,7 +683,7 @@ class RunLifecycle(Middleware):
         try:
             next_run = self.store.oldest_waiting_slot(attempt.job_id, attempt.trigger)
             if next_run is not None:
-                broker.enqueue(hand_on_message(q_name(message.queue_name), next_run, attempt.job_id))
+                broker.enqueue(hand_on_message(runs_queue_of(q_name(message.queue_name)), next_run, attempt.job_id))
         except Exception:
             log.warning("could not hand the lease on to the next waiting slot; it polls", exc_info=True,
                         extra=attempt.log_extra())

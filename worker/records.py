@@ -14,7 +14,7 @@ from typing import Any
 from dramatiq import Message
 
 from cronhive import metrics
-from cronhive.broker import run_message
+from cronhive.broker import RUN_NEXT_ACTOR, hand_on_queue, run_message
 from cronhive.domain import AttemptEnd, AttemptRecord, Job, Run, RunError, notifications_for
 from cronhive.enums import ErrorType, LeaseScope, NotifyEvent, RunStatus
 from cronhive.store.protocols import WorkerStore
@@ -40,11 +40,12 @@ def follow_up_message(queue: str, run_id: str, job_id: str, after_attempt: int |
 
 def hand_on_message(queue: str, run_id: str, job_id: str) -> Message[Any]:
     """The message a run that freed its job's lease publishes for the job's oldest waiting
-    slot run ``run_id``. Nothing older than it can be waiting later (slot runs are made in
-    slot order, and an older run that starts never waits again as a first attempt), so
-    its delivery does not count the older ones again."""
-    message = run_message(queue, run_id, job_id)
-    return message.copy(options={HANDED_ON: True})
+    slot run ``run_id``, on the hand-on queue of runs queue ``queue`` (workers take it
+    first: `cronhive.broker.RUN_NEXT_ACTOR`). Nothing older than it can be waiting later
+    (slot runs are made in slot order, and an older run that starts never waits again as
+    a first attempt), so its delivery does not count the older ones again."""
+    message = run_message(hand_on_queue(queue), run_id, job_id)
+    return message.copy(actor_name=RUN_NEXT_ACTOR, options={HANDED_ON: True})
 
 
 def attempt_record(

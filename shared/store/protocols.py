@@ -24,6 +24,7 @@ from cronhive.domain import (
     RunError,
     RunFilter,
     SchedulerStatus,
+    WaitingSlot,
 )
 from cronhive.enums import JobStatus, LeaseScope, RunStatus, Trigger
 from cronhive.idempotency import IdempotencyRecord, StoredResponse
@@ -219,6 +220,8 @@ class WorkerStore(Connection, KeeperStore, Protocol):
                             trigger: Trigger = Trigger.SCHEDULE) -> int: ...
 
     def oldest_waiting_slot(self, job_id: str, trigger: Trigger) -> str | None: ...
+
+    def waiting_slot_queues(self, before: datetime, scan: int) -> dict[str, list[WaitingSlot]]: ...
 
     def find_job(self, job_id: str) -> Job | None: ...
 

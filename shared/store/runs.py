@@ -16,7 +16,16 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import OperationFailure
 
-from cronhive.domain import AttemptEnd, AttemptRecord, AttemptStart, Notification, Run, RunError, RunFilter
+from cronhive.domain import (
+    AttemptEnd,
+    AttemptRecord,
+    AttemptStart,
+    Notification,
+    Run,
+    RunError,
+    RunFilter,
+    WaitingSlot,
+)
 from cronhive.enums import FINAL_RUN_STATUSES, NOT_STARTED, RunStatus, Trigger
 from cronhive.errors import RunNotFound
 from cronhive.store.base import (
@@ -110,6 +119,27 @@ class RunStore(StoreBase):
             ]
             oldest.update({doc["_id"]: doc["oldest"] for doc in self.runs.aggregate(pipeline)})
         return oldest
+
+    @translated
+    def waiting_slot_queues(self, before: datetime, scan: int) -> dict[str, list[WaitingSlot]]:
+        """The schedule runs not started whose slot is before ``before``, by job, oldest
+        slot first (a job's first is the head of its queue of slots). Looks at the
+        ``scan`` oldest runs not started (index "by_status"); the grouping is done here,
+        as SecantusDB scans the collection for a ``$match`` on more than ``status`` (a
+        ``find`` by status: 27 ms for 928 such runs among 20,000; an aggregate matching
+        the trigger and the slot too: 450 ms)."""
+        queues: dict[str, list[WaitingSlot]] = {}
+        statuses = [str(status) for status in NOT_STARTED]
+        cursor = self.runs.find({"status": {"$in": statuses}},
+                                {"job_id": 1, "trigger": 1, "scheduled_for": 1, "created_at": 1})
+        for doc in cursor.sort([("status", ASCENDING), ("created_at", ASCENDING)]).limit(scan):
+            slot = doc.get("scheduled_for")
+            if doc.get("trigger") != Trigger.SCHEDULE or slot is None or slot >= before:
+                continue
+            queues.setdefault(doc["job_id"], []).append(WaitingSlot(doc["_id"], slot, doc["created_at"]))
+        for waiting in queues.values():
+            waiting.sort(key=lambda run: (run.slot, run.run_id))
+        return queues
 
     @translated
     def oldest_waiting_slot(self, job_id: str, trigger: Trigger) -> str | None:

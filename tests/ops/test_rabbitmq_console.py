@@ -27,12 +27,15 @@ def test_queues_are_named_for_what_they_carry(system: System) -> None:
     queue = system.queue
     prefix = queue.rsplit(".", 1)[0] + "."
     queues = {q["name"]: q for q in system.management.queues() if q["name"].startswith(prefix)}
-    # the runs, their delayed retries (.DQ) and their dead letters (.XQ): nothing else
-    assert set(queues) == {queue, f"{queue}.DQ", f"{queue}.XQ"}
+    # the runs, their delayed retries (.DQ) and their dead letters (.XQ), and the same three of
+    # the hand-on queue (.next: a run handing its job's lease on to the next waiting slot)
+    assert set(queues) == {name + suffix for name in (queue, f"{queue}.next") for suffix in ("", ".DQ", ".XQ")}
     assert all(q["durable"] for q in queues.values())
-    for name in (queue, f"{queue}.DQ"):
-        assert queues[name]["arguments"] == {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": f"{queue}.XQ"}
-    assert queues[f"{queue}.XQ"]["arguments"] == {"x-message-ttl": DEAD_MESSAGE_TTL_MS}
+    for base in (queue, f"{queue}.next"):
+        for name in (base, f"{base}.DQ"):
+            assert queues[name]["arguments"] == {"x-dead-letter-exchange": "",
+                                                 "x-dead-letter-routing-key": f"{base}.XQ"}
+        assert queues[f"{base}.XQ"]["arguments"] == {"x-message-ttl": DEAD_MESSAGE_TTL_MS}
 
 
 def dead_letters(system: System, run_id: str) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from cronhive.api.app import close_app, create_app
-from cronhive.broker import RunPublisher
+from cronhive.broker import RunPublisher, hand_on_queue
 from cronhive.dispatch import trigger_job
 from cronhive.domain import FINAL_RUN_STATUSES, Job, RunError, new_run, new_run_id, utcnow
 from cronhive.enums import ErrorType, LeaseScope, RunStatus, Trigger
@@ -32,6 +32,7 @@ from cronhive.leases import reservation_holder
 from cronhive.settings import Settings
 from cronhive.snapshots import snapshot_for
 from cronhive.store import MongoStore
+from cronhive.worker.records import hand_on_message
 from tests import services
 from tests.worker.cluster import WorkerCluster, wait_for
 from tests.worker.handlers_for_tests import read_events
@@ -413,3 +414,43 @@ def test_the_worker_serves_health_and_metrics(system: System) -> None:
     assert ready.status_code == 200 and ready.json()["checks"] == {"mongodb": "ok", "rabbitmq": "ok"}
     metrics = requests.get(f"{base}/metrics", timeout=5).text
     assert "cronhive_worker_run_duration_seconds_count" in metrics
+
+
+def test_a_queue_of_fire_all_slots_moves_on_through_a_backlog_of_the_runs_queue(system: System) -> None:
+    """Each slot that ends hands the lease on through the hand-on queue, which workers take
+    before the runs queue: a queue of slots does not wait behind the runs queue's backlog."""
+    backlog_job = system.job("backlog", handler="sleep", args={"seconds": 0.2}, overlap_policy="allow")
+    now = utcnow()
+    backlog = [new_run_id(now) for _ in range(200)]  # 5 s of work for the 8 threads
+    for run_id in backlog:
+        system.store.insert_run(new_run(backlog_job, run_id, Trigger.MANUAL, now, now, None))
+    assert system.publisher.publish_runs([(run_id, "backlog") for run_id in backlog]).confirmed == backlog
+
+    job = system.job("chain", misfire_policy="fire_all", overlap_policy="forbid")
+    start = now.replace(microsecond=0) - timedelta(seconds=10)
+    head = new_run_id(start)
+    lease = system.store.claim_lease(LeaseScope.JOB, "chain", reservation_holder(head), LEASE_S, utcnow(),
+                                     run_id=head)
+    system.store.insert_run(new_run(job, head, Trigger.SCHEDULE, start, utcnow(), lease))
+    chain = [head]
+    for index in range(1, 4):  # the slots behind it: no reservation; their messages behind the backlog
+        slot = start + timedelta(seconds=index)
+        chain.append(new_run_id(slot))
+        system.store.insert_run(new_run(job, chain[-1], Trigger.SCHEDULE, slot, utcnow(), None))
+        system.publisher.publish_run(chain[-1], "chain")
+    # the lease is handed on to the head (as the run before it would)
+    system.publisher.broker.declare_queue(hand_on_queue(system.settings.runs_queue))
+    system.publisher.broker.enqueue(hand_on_message(system.settings.runs_queue, head, "chain"))
+
+    ended = [system.wait_final(run_id, timeout_s=30) for run_id in chain]
+    assert [run["status"] for run in ended] == ["succeeded"] * 4
+    started = [run["started_at"] for run in ended]
+    assert started == sorted(started)  # oldest first, one after another
+    last = ended[-1]["finished_at"]
+    for run_id in backlog:
+        system.wait_final(run_id, timeout_s=60)
+    # each hand-on waits only for a thread to come free (a 0.2 s run): some 40 of the backlog
+    # end first; behind the backlog, the second slot alone would start after ~190 of them
+    before = system.store.runs.count_documents({"_id": {"$in": backlog}, "finished_at": {"$lt": last}})
+    print(f"\n{before} of the backlog's {len(backlog)} runs ended before the queue of slots did")
+    assert before < len(backlog) / 2, f"{before} of the backlog's {len(backlog)} runs ended before the queue did"
