@@ -19,7 +19,10 @@ at least one second):
   is acknowledged, not published again. Where that chain broke — the run holding the
   lease was abandoned, skipped or cancelled, or its hand-on could not be published —
   the job's lease is free while its oldest slot waits: that slot's run is published
-  again (a hand-on message), at most once a lease per run;
+  again (a hand-on message), at most once a lease per run; so is every waiting slot of
+  a job changed so that its slots no longer queue (nothing hands on to them). Every
+  `STALLED_SWEEP_S`, over the `STALLED_SCAN` oldest runs not started (a read of them
+  and of their jobs: in a backlog of thousands that is not free);
 * **enforces retention by age** (RUN_HISTORY_DAYS) every minute: deletes runs
   created before the cutoff in bounded batches through the ``retention`` index,
   behind the TTL index on the same field (`MongoStore.ensure_run_retention`) in
@@ -63,8 +66,10 @@ RETENTION_MAX_BATCHES = 20
 #: A dead attempt's run is re-published again if still unresolved this many leases later.
 REPUBLISH_AFTER_LEASES = 10
 
-#: The most runs not started a pass looks at for stalled queues (`Reaper.restart_stalled_queues`).
-STALLED_SCAN = 5000
+#: Stalled queues are looked for this often, among this many of the oldest runs not
+#: started (`Reaper.restart_stalled_queues`).
+STALLED_SWEEP_S = 30.0
+STALLED_SCAN = 2000
 
 #: publish(run, after_attempt): re-publish a run whose attempt ``after_attempt`` died.
 Republish = Callable[[Run, int], None]
@@ -108,6 +113,7 @@ class Reaper:
         self.interval_s = max(1.0, settings.job_lease_s / 3)
         self.lease_s = max(3.0, self.interval_s * 3)
         self._last_sweep: float | None = None
+        self._last_stalled_sweep: float | None = None
         #: what this process saw of MongoDB outages; the grace after the last one logged
         self.outages = outages or StoreOutages(settings.job_lease_s)
         self._grace_logged: datetime | None = None
@@ -145,7 +151,9 @@ class Reaper:
         if claimed is None:
             return None
         report = self.reap(now)
-        report.restarted = self.restart_stalled_queues(now)
+        if self._last_stalled_sweep is None or time.monotonic() - self._last_stalled_sweep >= STALLED_SWEEP_S:
+            self._last_stalled_sweep = time.monotonic()
+            report.restarted = self.restart_stalled_queues(now)
         if self._last_sweep is None or time.monotonic() - self._last_sweep >= RETENTION_SWEEP_S:
             self._last_sweep = time.monotonic()
             self.sweep_retention(now)
