@@ -184,7 +184,9 @@ class CronhiveCluster:
     # -- cleanup --------------------------------------------------------------------
 
     def cleanup(self) -> None:
-        self.services.delete_queues(self.queue, f"{self.queue}.DQ", f"{self.queue}.XQ")
+        # the runs queue and its hand-on queue (`cronhive.broker.hand_on_queue`), each with its .DQ and .XQ
+        self.services.delete_queues(*(name + suffix for name in (self.queue, f"{self.queue}.next")
+                                      for suffix in ("", ".DQ", ".XQ")))
         self.services.drop_database(self.database)
 
 
