@@ -235,7 +235,6 @@ class Dispatcher:
         #: confirmed by RabbitMQ, not yet marked queued (confirm order)
         self.unmarked: list[Confirmed] = []
         self.mark_delay = timedelta(seconds=max(0.0, mark_delay_s))
-        self.confirmed_at: datetime | None = None  # when the latest confirm came
         self.broker_down = False
         self._broker_backoff = BROKER_BACKOFF_MIN_S
         self._broker_retry_at = 0.0  # time.monotonic()
@@ -592,6 +591,7 @@ class Dispatcher:
         not wholly confirmed (what was not stays pending: the backlog pass publishes it
         again, oldest first). Returns whether everything was published."""
         confirmed: list[str] = []
+        last_confirm: datetime | None = None  # when the latest confirm of this publish came
         complete = False
         try:
             for start in range(0, len(outgoing), self.publish_chunk):
@@ -600,7 +600,7 @@ class Dispatcher:
                 snapshots = {item.run_id: item.snapshot for item in chunk if item.snapshot is not None}
                 published = self.publisher.publish_runs([(item.run_id, item.job_id) for item in chunk],
                                                         snapshots=snapshots)
-                self._note_confirmed(chunk, set(published.confirmed), confirmed, result)
+                last_confirm = self._note_confirmed(chunk, set(published.confirmed), confirmed, result) or last_confirm
                 if published.failure is not None:
                     raise published.failure
             complete = True
@@ -610,17 +610,18 @@ class Dispatcher:
         finally:
             result.published += len(confirmed)
             if confirmed:
-                self.unmarked.append(Confirmed(self.confirmed_at or self.clock.now(), confirmed))
+                assert last_confirm is not None  # a chunk with confirms noted its instant
+                self.unmarked.append(Confirmed(last_confirm, confirmed))
         self._write_marks()
         return complete
 
     def _note_confirmed(self, chunk: list[Outgoing], acked: set[str], confirmed: list[str],
-                        result: PassResult) -> None:
-        """Collect a chunk's confirmed runs (in order) and their publish lateness."""
+                        result: PassResult) -> datetime | None:
+        """Collect a chunk's confirmed runs (in order) and their publish lateness; returns
+        when the confirms came (None: none did)."""
         if not acked:
-            return
+            return None
         at = self.clock.now()
-        self.confirmed_at = at
         for item in chunk:
             if item.run_id not in acked:
                 continue
@@ -629,6 +630,7 @@ class Dispatcher:
                 lateness = (at - item.slot).total_seconds() * 1000.0
                 result.lateness_ms.append(lateness)
                 self.metrics.published(lateness)
+        return at
 
     def _write_marks(self, *, every: bool = False) -> None:
         """Mark ``queued`` the confirmed runs still ``pending`` whose confirm is

@@ -28,6 +28,8 @@ import pika
 from pymongo import MongoClient, monitoring
 from pymongo.errors import PyMongoError
 
+from cronhive.broker import hand_on_queue
+
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 T = TypeVar("T")
 
@@ -245,7 +247,7 @@ def delete_queues(url: str, *queues: str) -> None:
     names = list(queues)
     for queue in queues:
         if not queue.endswith((".DQ", ".XQ")):
-            names += [f"{queue}.next", f"{queue}.next.DQ", f"{queue}.next.XQ"]
+            names += [hand_on_queue(queue) + suffix for suffix in ("", ".DQ", ".XQ")]
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()

@@ -27,6 +27,7 @@ from pymongo import MongoClient
 from bench.herd import Ready
 from bench.procs import Managed, ProcessGroup
 from bench.services import BENCH_DIR, Services
+from cronhive.broker import hand_on_queue
 from cronhive.domain import utcnow
 from cronhive.store import LEADER_LEASE_ID, MongoStore
 
@@ -184,8 +185,8 @@ class CronhiveCluster:
     # -- cleanup --------------------------------------------------------------------
 
     def cleanup(self) -> None:
-        # the runs queue and its hand-on queue (`cronhive.broker.hand_on_queue`), each with its .DQ and .XQ
-        self.services.delete_queues(*(name + suffix for name in (self.queue, f"{self.queue}.next")
+        # the runs queue and its hand-on queue, each with its .DQ and .XQ
+        self.services.delete_queues(*(name + suffix for name in (self.queue, hand_on_queue(self.queue))
                                       for suffix in ("", ".DQ", ".XQ")))
         self.services.drop_database(self.database)
 
