@@ -522,6 +522,32 @@ class AttemptEnd:
 
 
 @dataclass(frozen=True)
+class AttemptFinish:
+    """The end of attempt ``attempt`` of run ``run_id`` as one fenced write: ``end`` on
+    the run and ``record`` in its history, only while the run still belongs to that
+    attempt (``running``, same number, lease ``token``)."""
+
+    run_id: str
+    attempt: int
+    token: int | None
+    end: AttemptEnd
+    record: AttemptRecord
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """A run's outcome on its job (``last_run_*``), on the job's ``incarnation`` only;
+    under ``lease`` (a job lease the attempt held) released in the same write."""
+
+    job_id: str
+    run_id: str
+    status: RunStatus
+    duration_ms: int | None
+    lease: Lease | None
+    incarnation: str | None
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     """A scheduler process's heartbeat: its holder name (``hostname:pid``), role and
     the term it holds as leader (None as standby)."""

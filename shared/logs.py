@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-CONTEXT_FIELDS = ("job_id", "run_id", "term", "worker", "holder", "attempt", "url", "job_ids", "counts")
+CONTEXT_FIELDS = ("job_id", "run_id", "term", "worker", "holder", "attempt", "url", "job_ids", "run_ids", "counts")
 
 #: The actor names of run messages (`cronhive.broker.RUN_ACTORS`; not imported, to keep
 #: this module free of the broker's dependencies).

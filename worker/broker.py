@@ -81,7 +81,7 @@ def build_broker(
     keeper = LeaseKeeper(store, clock, settings.job_lease_s, outages)
     middleware: list[Middleware] = [
         RunLifecycle(store, clock, settings, keeper, worker=worker, handlers=frozenset(registry.names()),
-                     outages=outages),
+                     outages=outages, write_behind=True),
         TimeLimit(time_limit=NO_TIMEOUT_MS, interval=250),
         *(extra_middleware or []),
     ]

@@ -32,7 +32,10 @@ backoff (a new attempt of the same run) and hand the job lease back to the run's
 reservation until then; otherwise release the job lease in the same update that
 writes ``last_run_*`` and, for a failure, reject the message so RabbitMQ
 dead-letters it to ``<queue>.XQ``. A write whose token is stale (a newer attempt
-took over) is rejected and logged, and nothing else is touched.
+took over) is rejected and logged, and nothing else is touched. In a worker
+process (``write_behind``) a succeeded or cancelled run's outcome is handed to the
+process's `OutcomeWriter` (`worker.outcomes`), which writes it behind the process's
+starts, and the thread goes on to its next message.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,8 +60,10 @@ from cronhive.domain import (
     MAX_BACKFILL_SLOTS,
     MAX_FIRE_ALL,
     AttemptEnd,
+    AttemptFinish,
     AttemptStart,
     Job,
+    JobOutcome,
     Run,
     RunError,
     RunOutput,
@@ -83,6 +89,15 @@ from cronhive.worker.attempts import (
 from cronhive.worker.decisions import Abandon, Acknowledge, Decision, Fail, Skip, Start, Wait
 from cronhive.worker.keeper import LeaseKeeper
 from cronhive.worker.outages import StoreOutages
+from cronhive.worker.outcomes import (
+    OUTCOME_RETRY_EVERY_S,
+    OUTCOME_RETRY_S,
+    Finished,
+    OutcomeWriter,
+    log_job_lease_gone,
+    log_outcome,
+    log_rejected,
+)
 from cronhive.worker.records import (
     AFTER_ATTEMPT,
     HANDED_ON,
@@ -95,12 +110,11 @@ from cronhive.worker.records import (
 
 log = logging.getLogger("cronhive.worker")
 
+#: Final statuses whose outcome the `OutcomeWriter` writes (with ``write_behind``): their
+#: message needs nothing more once the handler returned.
+WRITTEN_BEHIND = frozenset({RunStatus.SUCCEEDED, RunStatus.CANCELLED})
 #: Longest retry backoff.
 MAX_BACKOFF_MS = 3_600_000
-#: How long a finished attempt's outcome is written again while MongoDB is unreachable,
-#: and how often.
-OUTCOME_RETRY_S = 120.0
-OUTCOME_RETRY_EVERY_S = 0.5
 #: How often a queued slot run looks again whether the older ones have started, per run ahead.
 SLOT_QUEUE_POLL_MS = 500
 #: How long a run whose handler is not registered here (but is on another live worker)
@@ -190,6 +204,7 @@ class RunLifecycle(Middleware):
         worker: str | None = None,
         handlers: frozenset[str] | None = None,
         outages: StoreOutages | None = None,
+        write_behind: bool = False,
     ) -> None:
         self.store = store
         #: the handlers this process has (None: not checked before a start)
@@ -202,13 +217,21 @@ class RunLifecycle(Middleware):
         #: what this process saw of MongoDB outages: no expired attempt is resolved right after one
         self.outages = outages or StoreOutages(self.lease_s)
         self.history = HistoryTrimmer(store, settings.run_history_limit)
+        #: ``write_behind``: succeeded and cancelled runs' outcomes are written by the
+        #: process's `OutcomeWriter`, behind its starts (else by the worker thread)
+        self.outcomes = (OutcomeWriter(store, self.outages, self.lease_s, self.history.after_finish)
+                         if write_behind else None)
 
     # -- process -------------------------------------------------------------------
 
     def after_process_boot(self, broker: Broker) -> None:
         self.keeper.start()
+        if self.outcomes is not None:
+            self.outcomes.start()
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        if self.outcomes is not None:
+            self.outcomes.stop()
         self.keeper.stop()
 
     # -- before the actor ----------------------------------------------------------
@@ -218,7 +241,8 @@ class RunLifecycle(Middleware):
             return
         set_current_attempt(None)
         try:
-            attempt = self.begin(broker, message)
+            with self._starting():
+                attempt = self.begin(broker, message)
         except SkipMessage:
             raise
         except Exception as exc:
@@ -235,6 +259,9 @@ class RunLifecycle(Middleware):
         # what the handler raises is the run's outcome, recorded and logged once (WARNING) by
         # `finish`: Dramatiq logs such "expected" exceptions at INFO, without a traceback
         message.options["throws"] = HANDLER_OUTCOMES
+
+    def _starting(self) -> AbstractContextManager[None]:
+        return nullcontext() if self.outcomes is None else self.outcomes.starting()
 
     def begin(self, broker: Broker, message: MessageProxy) -> Attempt:
         """Start an attempt for the message's run, or carry out why not (raises `SkipMessage`)."""
@@ -631,7 +658,7 @@ class RunLifecycle(Middleware):
         end = AttemptEnd(RunStatus.QUEUED, error, duration_ms=duration_ms, retry_at=retry_at, output=output)
         record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
         if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
-            return self._rejected(attempt, status)
+            return log_rejected(attempt, status)
         # the job shows the failed attempt while its retry waits (last_run_*), written before
         # the lease is handed over: the retry cannot start, hence not finish, before that
         self.store.record_job_outcome(attempt.job_id, attempt.run_id, status, duration_ms, None,
@@ -652,21 +679,22 @@ class RunLifecycle(Middleware):
         end = AttemptEnd(status, error, finished_at=now, duration_ms=duration_ms, releases_run_lease=own_lease,
                          output=output, notifications=notify)
         record = attempt_record(attempt.number, attempt.worker, status, attempt.started_at, now, duration_ms, error)
-        if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
-            return self._rejected(attempt, status)
         job_lease = None if own_lease else attempt.lease
+        finish = AttemptFinish(attempt.run_id, attempt.number, attempt.token, end, record)
+        job_outcome = JobOutcome(attempt.job_id, attempt.run_id, status, duration_ms, job_lease,
+                                 attempt.job_incarnation)
+        hands_on = attempt.queued_slot and job_lease is not None
+        if self.outcomes is not None and status in WRITTEN_BEHIND and not hands_on:
+            self.outcomes.hand(Finished(attempt, finish, job_outcome, error))
+            return status
+        if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
+            return log_rejected(attempt, status)
         if not self.store.record_job_outcome(attempt.job_id, attempt.run_id, status, duration_ms, job_lease,
                                              attempt.job_incarnation) and job_lease:
-            log.warning("the job lease was no longer held at the end of the run; job outcome not recorded",
-                        extra=attempt.log_extra())
-        metrics.WORKER_RUNS.labels(outcome=status).inc()
-        if attempt.queued_slot and job_lease is not None:
+            log_job_lease_gone(attempt)
+        if hands_on:
             self._hand_on(broker, message, attempt)
-        if error is None:
-            log.info("run %s in %d ms", status, duration_ms, extra=attempt.log_extra())
-        else:  # the one line about a failed run (its traceback excerpt is in the run's error)
-            log.warning("run %s in %d ms: %s: %s", status, duration_ms, error.type, error.message,
-                        extra=attempt.log_extra())
+        log_outcome(attempt, status, duration_ms, error)
         if status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
             message.fail()  # retries spent: RabbitMQ dead-letters the message to <queue>.XQ
         try:
@@ -688,7 +716,3 @@ class RunLifecycle(Middleware):
             log.warning("could not hand the lease on to the next waiting slot; it polls", exc_info=True,
                         extra=attempt.log_extra())
 
-    def _rejected(self, attempt: Attempt, status: str) -> str:
-        log.warning("late write rejected: a newer attempt owns the run (this attempt would have recorded %s)",
-                    status, extra=attempt.log_extra())
-        return "rejected"

@@ -17,7 +17,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from cronhive.domain import Job, job_id_for_name, job_update, new_job
+from cronhive.domain import Job, JobOutcome, job_id_for_name, job_update, new_job
 from cronhive.enums import NOT_STARTED, JobStatus, RunStatus
 from cronhive.errors import Conflict, DuplicateJob, JobNotFound, PreconditionFailed
 from cronhive.leases import Lease, reservation_holder
@@ -29,8 +29,8 @@ from cronhive.store.documents import (
     job_to_doc,
     job_update_set,
 )
-from cronhive.store.group_commit import applied, cas, holds
-from cronhive.store.leases import release_recording
+from cronhive.store.group_commit import Cas, Outcome, applied, cas, committer, holds
+from cronhive.store.leases import release_recording_cas
 from cronhive.store.revisions import RevisionStore, new_write_id
 from cronhive.windows import MaintenanceWindow
 
@@ -253,7 +253,20 @@ class JobStore(RevisionStore):
         ``incarnation`` the run was created for: never on a job re-created with its id.
         Written through the store's group commit (one command for the outcomes of many
         worker threads)."""
-        outcome = {"last_run_id": run_id, "last_run_status": status, "last_run_duration_ms": duration_ms}
-        if lease is None:
-            return applied(self.jobs, cas(job_id, {"incarnation": incarnation}, {"$set": outcome}, holds(outcome)))
-        return release_recording(self.jobs, lease, outcome, {"incarnation": incarnation})
+        return applied(self.jobs, _outcome_cas(JobOutcome(job_id, run_id, status, duration_ms, lease, incarnation)))
+
+    @translated
+    def record_job_outcomes(self, outcomes: Sequence[JobOutcome]) -> list[bool]:
+        """`record_job_outcome` of each of ``outcomes`` (distinct jobs), in one batch of
+        the store's group commit: whether each applied."""
+        written = committer(self.jobs).submit_many([_outcome_cas(outcome) for outcome in outcomes])
+        return [result is Outcome.APPLIED for result in written]
+
+
+def _outcome_cas(outcome: JobOutcome) -> Cas:
+    recorded = {"last_run_id": outcome.run_id, "last_run_status": outcome.status,
+                "last_run_duration_ms": outcome.duration_ms}
+    on_incarnation = {"incarnation": outcome.incarnation}
+    if outcome.lease is None:
+        return cas(outcome.job_id, on_incarnation, {"$set": recorded}, holds(recorded))
+    return release_recording_cas(outcome.lease, recorded, on_incarnation)

@@ -36,7 +36,7 @@ from cronhive.store.documents import (
     lease_from_doc,
     lease_to_doc,
 )
-from cronhive.store.group_commit import applied, cas, holds, value_at
+from cronhive.store.group_commit import Cas, applied, cas, holds, value_at
 
 
 def claim(coll: Collection[Document], scope: LeaseScope, doc_id: str, holder: str, ms: int, now: datetime, *,
@@ -119,18 +119,17 @@ def release(coll: Collection[Document], lease: Lease, extra_set: Document | None
     return coll.update_one(query, {"$set": {LEASE_FIELD: None, **(extra_set or {})}}).modified_count == 1
 
 
-def release_recording(coll: Collection[Document], lease: Lease, recorded: Document,
-                      extra_filter: Document | None = None) -> bool:
-    """`release`, writing ``recorded`` in the same update — values no other write
-    makes (a run's outcome on its job), so it goes through the group commit, whose
-    proof is that they are there and the lease is no longer this one's."""
+def release_recording_cas(lease: Lease, recorded: Document, extra_filter: Document | None = None) -> Cas:
+    """`release` as a compare-and-set writing ``recorded`` in the same update — values
+    no other write makes (a run's outcome on its job), so it goes through the group
+    commit, whose proof is that they are there and the lease is no longer this one's."""
     recorded_there = holds(recorded)
 
     def released(doc: Mapping[str, Any]) -> bool:
         return recorded_there(doc) and value_at(doc, f"{LEASE_FIELD}.holder") != lease.holder
 
     expected = {**_held(lease), **(extra_filter or {})}
-    return applied(coll, cas(lease.doc_id, expected, {"$set": {LEASE_FIELD: None, **recorded}}, released))
+    return cas(lease.doc_id, expected, {"$set": {LEASE_FIELD: None, **recorded}}, released)
 
 
 def _held(lease: Lease) -> Document:

@@ -15,10 +15,12 @@ from typing import Any, Protocol
 
 from cronhive.domain import (
     AttemptEnd,
+    AttemptFinish,
     AttemptRecord,
     AttemptStart,
     Heartbeat,
     Job,
+    JobOutcome,
     Notification,
     Run,
     RunError,
@@ -237,6 +239,8 @@ class WorkerStore(Connection, KeeperStore, Protocol):
     def finish_run_attempt(self, run_id: str, attempt: int, token: int | None, end: AttemptEnd,
                            record: AttemptRecord) -> bool: ...
 
+    def finish_run_attempts(self, finishes: Sequence[AttemptFinish]) -> list[bool]: ...
+
     def skip_run(self, run_id: str, error: RunError, now: datetime,
                  notifications: tuple[Notification, ...] = ()) -> bool: ...
 
@@ -255,6 +259,8 @@ class WorkerStore(Connection, KeeperStore, Protocol):
 
     def record_job_outcome(self, job_id: str, run_id: str, status: RunStatus, duration_ms: int | None,
                            lease: Lease | None, incarnation: str | None) -> bool: ...
+
+    def record_job_outcomes(self, outcomes: Sequence[JobOutcome]) -> list[bool]: ...
 
     def running_runs(self, limit: int) -> list[Run]: ...
 

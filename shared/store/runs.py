@@ -9,7 +9,7 @@ ex-holder changes nothing; ``attempts`` keeps a record per attempt (the latest
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from pymongo.errors import OperationFailure
 
 from cronhive.domain import (
     AttemptEnd,
+    AttemptFinish,
     AttemptRecord,
     AttemptStart,
     Notification,
@@ -50,7 +51,7 @@ from cronhive.store.documents import (
     run_from_doc,
     run_to_doc,
 )
-from cronhive.store.group_commit import applied, cas, holds
+from cronhive.store.group_commit import Cas, Outcome, applied, cas, committer, holds
 
 MAX_ATTEMPT_RECORDS = 50
 RETENTION_INDEX = "retention"
@@ -66,6 +67,16 @@ def _started(start: AttemptStart) -> Callable[[Mapping[str, Any]], bool]:
     """The proof that this start applied: the run holds its attempt number, token and id."""
     return holds({"status": RunStatus.RUNNING, "attempt": start.number, "lease_token": start.lease.token,
                   "lease_holder": start.lease.holder, "attempt_id": start.attempt_id})
+
+
+def _finish_cas(finish: AttemptFinish) -> Cas:
+    end = finish.end
+    expected = {"status": RunStatus.RUNNING, "attempt": finish.attempt, "lease_token": finish.token}
+    outbox_set, outbox_push = outbox_update(end.notifications, end.finished_at)
+    update = {"$set": {**attempt_end_set(end), **outbox_set},
+              "$push": {**_push_attempt(finish.record), **outbox_push}}
+    proof = holds({"status": end.status, "attempt": finish.attempt, "lease_token": finish.token})
+    return cas(finish.run_id, expected, update, proof)
 
 
 def waiting_slot_runs(job_id: str | Document, trigger: Trigger) -> Document:
@@ -287,11 +298,14 @@ class RunStore(StoreBase):
                            record: AttemptRecord) -> bool:
         """Write the end of ``attempt`` (a final status, or ``queued`` for a retry), fenced:
         False when the run no longer belongs to that attempt (late write rejected)."""
-        expected = {"status": RunStatus.RUNNING, "attempt": attempt, "lease_token": token}
-        outbox_set, outbox_push = outbox_update(end.notifications, end.finished_at)
-        update = {"$set": {**attempt_end_set(end), **outbox_set}, "$push": {**_push_attempt(record), **outbox_push}}
-        proof = holds({"status": end.status, "attempt": attempt, "lease_token": token})
-        return applied(self.runs, cas(run_id, expected, update, proof))
+        return applied(self.runs, _finish_cas(AttemptFinish(run_id, attempt, token, end, record)))
+
+    @translated
+    def finish_run_attempts(self, finishes: Sequence[AttemptFinish]) -> list[bool]:
+        """`finish_run_attempt` of each of ``finishes`` (distinct runs), in one batch of
+        the store's group commit: whether each applied."""
+        outcomes = committer(self.runs).submit_many([_finish_cas(finish) for finish in finishes])
+        return [outcome is Outcome.APPLIED for outcome in outcomes]
 
     @translated
     def fail_unstarted_run(self, run_id: str, error: RunError, now: datetime) -> bool:

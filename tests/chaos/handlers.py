@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,3 +57,19 @@ def die_after(args: dict[str, Any], ctx: HandlerContext) -> None:
     _record("end", ctx)
     if ctx.attempt in args.get("die_on_attempts", [1]):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+@handler("chaos_die_after_return")
+def die_after_return(args: dict[str, Any], ctx: HandlerContext) -> None:
+    """Works, records its end and returns — and on the attempts listed in
+    ``args.die_on_attempts`` (default [1]) its worker process is SIGKILLed a few
+    milliseconds later, while the process's outcome writer may still hold the outcome
+    (`cronhive.worker.outcomes`): it lands, or the run is resolved as if the process
+    had died in the handler — never both, never run twice at once."""
+    _record("start", ctx)
+    _sleep(float(args.get("seconds", 0.2)))
+    _record("end", ctx)
+    if ctx.attempt in args.get("die_on_attempts", [1]):
+        killer = threading.Timer(float(args.get("kill_after_s", 0.005)), os.kill, (os.getpid(), signal.SIGKILL))
+        killer.daemon = True
+        killer.start()

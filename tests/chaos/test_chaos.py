@@ -124,10 +124,13 @@ def test_worker_sigkilled_mid_run_and_between_handler_end_and_outcome(make_clust
                    args={"seconds": 0.3, "die_on_attempts": [1]}, max_retries=1)
     lost = create(cluster, "after_end_no_retry", schedule="0 0 1 1 *", handler="chaos_die_after",
                   args={"seconds": 0.3, "die_on_attempts": [1]})
+    # killed a few ms after its handler returned: while its outcome may be held by the writer
+    returned = create(cluster, "after_return", schedule="0 0 1 1 *", handler="chaos_die_after_return",
+                      args={"seconds": 0.3, "die_on_attempts": [1]}, max_retries=1)
     start = utcnow()
-    with ApiLoad(cluster.api_url, [mid.job_id, after.job_id, lost.job_id]) as load:
+    with ApiLoad(cluster.api_url, [mid.job_id, after.job_id, lost.job_id, returned.job_id]) as load:
         run_ids = {}
-        for job in (mid, after, lost):
+        for job in (mid, after, lost, returned):
             response = requests.post(f"{api}/jobs/{job.job_id}/trigger", timeout=15)
             assert response.status_code == 202, response.text
             run_ids[job.job_id] = response.json()["run_id"]
@@ -144,6 +147,10 @@ def test_worker_sigkilled_mid_run_and_between_handler_end_and_outcome(make_clust
     ran = executions(cluster.exec_dir)
     assert sorted(e.attempt for e in ran if e.run_id == run_ids["mid_run"]) == [1, 2]
     assert [e.attempt for e in ran if e.run_id == run_ids["after_end_no_retry"]] == [1]  # never twice
+    # the outcome landed before the kill (one attempt) or the run was retried (two), one after the other
+    assert final["after_return"]["status"] == "succeeded"
+    returned_attempts = sorted(e.attempt for e in ran if e.run_id == run_ids["after_return"])
+    assert returned_attempts in ([1], [1, 2]) and final["after_return"]["attempt"] == returned_attempts[-1]
     assert report.problems == [], "\n".join(report.problems[:40])
 
 

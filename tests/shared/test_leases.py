@@ -20,6 +20,7 @@ from cronhive.settings import Settings
 from cronhive.store import MongoStore
 from cronhive.store import leases as store_leases
 from cronhive.store.documents import lease_filter
+from cronhive.store.group_commit import applied
 from tests.services import CommandCounter
 
 T0 = datetime(2026, 3, 26, 10, 0, tzinfo=UTC)
@@ -143,21 +144,26 @@ def test_release_only_by_the_holder(coll: Collection) -> None:
     assert store_leases.release(coll, lease) is False  # twice: nothing left to release
 
 
+def release_recording(coll: Collection, lease: Lease, recorded: dict[str, Any],
+                      extra_filter: dict[str, Any] | None = None) -> bool:
+    return applied(coll, store_leases.release_recording_cas(lease, recorded, extra_filter))
+
+
 def test_release_recording_frees_the_lease_and_writes_the_outcome_once(coll: Collection) -> None:
     lease = claim(coll, "a", T0, run_id="run_1")
     outcome = {"last_run_id": "run_1", "last_run_status": "succeeded"}
     impostor = Lease(JOB, "job", "b", lease.token, lease.expires_at)
-    assert store_leases.release_recording(coll, impostor, outcome) is False
-    assert store_leases.release_recording(coll, lease, outcome, {"enabled": False}) is False  # extra filter
+    assert release_recording(coll, impostor, outcome) is False
+    assert release_recording(coll, lease, outcome, {"enabled": False}) is False  # extra filter
     assert store_leases.read(coll, JOB, "job") == lease and "last_run_id" not in coll.find_one({"_id": "job"})
-    assert store_leases.release_recording(coll, lease, outcome, {"enabled": True}) is True
+    assert release_recording(coll, lease, outcome, {"enabled": True}) is True
     doc = coll.find_one({"_id": "job"})
     assert doc["lease"] is None and doc["last_run_status"] == "succeeded"
     # written again (a kept outcome retried after a lost reply): recognised as already made
-    assert store_leases.release_recording(coll, lease, outcome) is True
+    assert release_recording(coll, lease, outcome) is True
     # another holder's lease now: a stale outcome changes nothing and says so
     current = claim(coll, "b", at(1))
-    assert store_leases.release_recording(coll, lease, {**outcome, "last_run_id": "run_0"}) is False
+    assert release_recording(coll, lease, {**outcome, "last_run_id": "run_0"}) is False
     assert store_leases.read(coll, JOB, "job") == current and coll.find_one({"_id": "job"})["last_run_id"] == "run_1"
 
 
