@@ -128,6 +128,9 @@ class Outgoing:
     scheduled: bool  # a slot run (its lateness is measured), or a manual one
     #: the job as committed, for the worker to start the run without reading (`cronhive.snapshots`)
     snapshot: JobSnapshot | None = None
+    #: a fire_all slot run behind an older one of its job not started (`Dispatcher._outgoing`):
+    #: the worker acknowledges its message unread (`cronhive.broker.BEHIND_OPTION`)
+    behind: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,8 @@ class _Batch:
     missed: dict[str, int] = field(default_factory=dict)
     #: jobs planned ahead of their instant (lookahead): their ``due_at`` as read
     ahead: dict[str, datetime] = field(default_factory=dict)
+    #: fire_all jobs whose new slots queue behind older slot runs not started (`_queued_behind`)
+    queued_behind: set[str] = field(default_factory=set)
 
 
 #: Seconds the leader takes to plan one job ahead before it has measured it (a herd of
@@ -373,7 +378,7 @@ class Dispatcher:
                 continue
             plans.append((job, plan, ahead_due))
             planned_runs += len(plan.fire) + len(plan.skipped)  # a run per slot
-        behind = self._queued_behind([(job, plan) for job, plan, _ in plans], now)
+        behind = batch.queued_behind = self._queued_behind([(job, plan) for job, plan, _ in plans], now)
         for job, plan, ahead_due in plans:
             batch.missed[job.job_id] = plan.missed
             lease_s = self.job_lease_s
@@ -451,13 +456,18 @@ class Dispatcher:
             self.metrics.missed(batch.missed[job_id])
             job, advance = jobs_by_id[job_id], advances[job_id]
             reservation = advance.reservation
+            # an older slot run of the job not started: one read at the pass's start, or an
+            # earlier one of this batch (inserted with the run: its end hands the lease on)
+            older_waits = job_id in batch.queued_behind
             for run in runs:
                 result.planned += 1
                 if run.fire and run.run_id not in taken:
                     until = reservation.expires_at if reservation is not None and reservation.run_id == run.run_id \
                         else None
                     snapshot = snapshot_for(job, Trigger.SCHEDULE, run.slot, run.lease_token, until)
-                    item = Outgoing(run.run_id, job_id, run.slot, scheduled=True, snapshot=snapshot)
+                    behind = job.queues_slots and older_waits and snapshot is None
+                    older_waits = True
+                    item = Outgoing(run.run_id, job_id, run.slot, scheduled=True, snapshot=snapshot, behind=behind)
                     if job_id in batch.ahead:  # published at its instant
                         self._hold(Planned(item, batch.ahead[job_id], job.revision, job.incarnation,
                                            advance.next_fire_at, advance.fired_counted))
@@ -598,8 +608,9 @@ class Dispatcher:
                 chunk = outgoing[start:start + self.publish_chunk]
                 self.guard(self.clock.now())
                 snapshots = {item.run_id: item.snapshot for item in chunk if item.snapshot is not None}
+                behind = {item.run_id for item in chunk if item.behind}
                 published = self.publisher.publish_runs([(item.run_id, item.job_id) for item in chunk],
-                                                        snapshots=snapshots)
+                                                        snapshots=snapshots, behind=behind)
                 last_confirm = self._note_confirmed(chunk, set(published.confirmed), confirmed, result) or last_confirm
                 if published.failure is not None:
                     raise published.failure

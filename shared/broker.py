@@ -10,7 +10,7 @@ puts a batch in flight at once and reports which were confirmed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -36,6 +36,10 @@ RUN_ACTOR = "execute_run"
 RUN_NEXT_ACTOR = "execute_run_next"
 RUN_ACTORS = frozenset({RUN_ACTOR, RUN_NEXT_ACTOR})
 HAND_ON_SUFFIX = ".next"
+#: Message option of a ``fire_all`` slot run published behind an older slot run of its
+#: job that is not started (`run_message`): the run starts when the lease is handed on
+#: to it, so its delivery is acknowledged without reading anything.
+BEHIND_OPTION = "cronhive_behind"
 
 
 def hand_on_queue(runs_queue: str) -> str:
@@ -70,16 +74,18 @@ def make_broker(settings: Settings, middleware: list[Any] | None = None) -> Rabb
     return RabbitmqBroker(url=amqp_url(settings.rabbitmq_url), confirm_delivery=True, middleware=middleware or [])
 
 
-def run_message(queue: str, run_id: str, job_id: str, snapshot: JobSnapshot | None = None) -> dramatiq.Message[Any]:
+def run_message(queue: str, run_id: str, job_id: str, snapshot: JobSnapshot | None = None, *,
+                behind: bool = False) -> dramatiq.Message[Any]:
     """The message that asks a worker to execute ``run_id`` (readable JSON on the queue),
-    with its job's snapshot when the publisher has one (`cronhive.snapshots`)."""
-    return dramatiq.Message(
-        queue_name=queue,
-        actor_name=RUN_ACTOR,
-        args=(run_id,),
-        kwargs={"job_id": job_id},
-        options={SNAPSHOT_OPTION: snapshot.to_option()} if snapshot is not None else {},
-    )
+    with its job's snapshot when the publisher has one (`cronhive.snapshots`), or marked
+    `BEHIND_OPTION` (``behind``)."""
+    options: dict[str, Any] = {}
+    if snapshot is not None:
+        options[SNAPSHOT_OPTION] = snapshot.to_option()
+    if behind:
+        options[BEHIND_OPTION] = True
+    return dramatiq.Message(queue_name=queue, actor_name=RUN_ACTOR, args=(run_id,), kwargs={"job_id": job_id},
+                            options=options)
 
 
 @dataclass(frozen=True)
@@ -118,17 +124,19 @@ class RunPublisher:
             raise BrokerUnavailable(f"RabbitMQ is unreachable at {redact_url(self.url)}: {type(exc).__name__}") from exc
 
     def publish_runs(self, runs: Sequence[tuple[str, str]], timeout_s: float = 10.0, *,
-                     snapshots: Mapping[str, JobSnapshot] | None = None) -> Published:
+                     snapshots: Mapping[str, JobSnapshot] | None = None,
+                     behind: Collection[str] = ()) -> Published:
         """Publish ``(run_id, job_id)`` pairs in order, all in flight at once on one
-        confirm-mode channel, each with its job's snapshot when ``snapshots`` has one;
-        returns the run ids RabbitMQ confirmed."""
+        confirm-mode channel, each with its job's snapshot when ``snapshots`` has one, and
+        marked `BEHIND_OPTION` when in ``behind``; returns the run ids RabbitMQ confirmed."""
         if not runs:
             return Published([])
         if self._pipelined is None:
             self._pipelined = PipelinedPublisher(amqp_url(self.url), declare=self._declare,
                                                  connection_name=self.connection_name)
         known = snapshots or {}
-        messages = [run_message(self.queue, run_id, job_id, known.get(run_id)) for run_id, job_id in runs]
+        messages = [run_message(self.queue, run_id, job_id, known.get(run_id), behind=run_id in behind)
+                    for run_id, job_id in runs]
         run_of = {message.message_id: run_id for message, (run_id, _) in zip(messages, runs, strict=True)}
         result = self._pipelined.publish(messages, timeout_s)
         failure = None

@@ -54,7 +54,7 @@ from dramatiq.common import compute_backoff, q_name
 from dramatiq.middleware import Interrupt, Middleware, SkipMessage
 
 from cronhive import metrics
-from cronhive.broker import RUN_ACTORS, runs_queue_of
+from cronhive.broker import BEHIND_OPTION, RUN_ACTORS, runs_queue_of
 from cronhive.clock import Clock
 from cronhive.domain import (
     MAX_BACKFILL_SLOTS,
@@ -269,6 +269,11 @@ class RunLifecycle(Middleware):
         redelivered = bool(getattr(message, "redelivered", False))
         after_attempt = message.options.get(AFTER_ATTEMPT)
         handed_on = bool(message.options.get(HANDED_ON))
+        if message.options.get(BEHIND_OPTION) and not handed_on and after_attempt is None:
+            # its older slot run's end hands the lease on to it (or the reaper, where that broke)
+            log.debug("not running: published behind an older slot run of the job; it starts when the lease is "
+                      "handed on to it", extra=_run_log(run_id, message.kwargs.get("job_id"), self.worker))
+            raise SkipMessage("published behind an older slot run")
         snapshot = self._usable_snapshot(message, redelivered, after_attempt)
         if snapshot is not None:
             started = self._start_from_snapshot(run_id, snapshot)

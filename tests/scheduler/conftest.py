@@ -4,7 +4,7 @@ RabbitMQ, and the run messages read straight from the test's queue."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,6 +62,8 @@ class FlakyPublisher:
         self.seen_status: list[tuple[str, str]] = []
         #: the job snapshots the runs were published with, by run id
         self.snapshots: dict[str, JobSnapshot] = {}
+        #: the runs published marked behind an older slot run (`cronhive.broker.BEHIND_OPTION`)
+        self.behind: set[str] = set()
 
     def publish_run(self, run_id: str, job_id: str) -> None:
         self.seen_status.append((run_id, self.store.get_run(run_id).status))
@@ -70,12 +72,13 @@ class FlakyPublisher:
         self.real.publish_run(run_id, job_id)
 
     def publish_runs(self, runs: Sequence[tuple[str, str]], *, snapshots: Mapping[str, JobSnapshot] | None = None,
-                     ) -> Published:
+                     behind: Collection[str] = ()) -> Published:
         self.seen_status.extend((run_id, self.store.get_run(run_id).status) for run_id, _ in runs)
         self.snapshots.update(snapshots or {})
+        self.behind.update(behind)
         if self.down:
             return Published([], BrokerUnavailable(f"RabbitMQ is unreachable at {self.url}: test"))
-        return self.real.publish_runs(runs, snapshots=snapshots)
+        return self.real.publish_runs(runs, snapshots=snapshots, behind=behind)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cronhive.broker import RUN_ACTOR, Published, RunPublisher
+from cronhive.broker import BEHIND_OPTION, RUN_ACTOR, Published, RunPublisher
 from cronhive.domain import new_run, utcnow
 from cronhive.enums import Trigger
 from cronhive.errors import StoreUnavailable
@@ -268,8 +268,10 @@ def test_fire_all_under_forbid_publishes_every_missed_slot_behind_the_reserved_o
     assert (first["status"], second["status"]) == ("queued", "queued") and second["lease_token"] is None
     bodies = messages()
     assert [body["args"][0] for body in bodies] == [first["_id"], second["_id"]]  # oldest first; the second waits
-    # the reserved one is the queue's head: it starts from its snapshot; the one behind it is read
+    # the reserved one is the queue's head: it starts from its snapshot; the one behind it
+    # waits for the head to hand the lease on, so its own message is acknowledged unread
     assert [SNAPSHOT_OPTION in body["options"] for body in bodies] == [True, False]
+    assert [body["options"].get(BEHIND_OPTION, False) for body in bodies] == [False, True]
     snapshot = JobSnapshot.from_option(bodies[0]["options"][SNAPSHOT_OPTION])
     assert snapshot is not None and snapshot.queues_slots and snapshot.reserved_token == 1
 
@@ -295,7 +297,9 @@ def test_fire_all_under_forbid_reserves_no_new_slot_while_older_slots_wait(
     third = runs_of(store, "queue")[2]
     assert (third["status"], third["lease_token"]) == ("queued", None)
     assert store.jobs.find_one({"_id": "queue"})["lease"] is None  # left for the oldest waiting run
-    assert published_ids(messages) == [third["_id"]]
+    bodies = messages()
+    assert [body["args"][0] for body in bodies] == [third["_id"]]
+    assert bodies[0]["options"].get(BEHIND_OPTION) is True  # behind the waiting second: handed on to
 
     store.runs.update_many({"_id": {"$in": [second["_id"], third["_id"]]}}, {"$set": {"status": "succeeded"}})
     clock.set(third["scheduled_for"] + timedelta(seconds=1, milliseconds=5))
@@ -303,6 +307,7 @@ def test_fire_all_under_forbid_reserves_no_new_slot_while_older_slots_wait(
     fourth = runs_of(store, "queue")[3]
     lease = store.jobs.find_one({"_id": "queue"})["lease"]
     assert lease["holder"] == reservation_holder(fourth["_id"]) and fourth["lease_token"] == lease["token"]
+    assert [BEHIND_OPTION in body["options"] for body in messages()] == [False]  # the head again
 
 
 def test_buffer_one_publishes_one_waiting_run_and_skips_beyond_it(

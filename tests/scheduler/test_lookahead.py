@@ -292,8 +292,8 @@ def test_a_planned_run_coming_due_while_a_new_leader_publishes_its_backlog_is_pu
         """Publishing the backlog takes until after the held run's slot."""
         url = flaky.url
 
-        def publish_runs(self, runs: Any, *, snapshots: Any = None) -> Any:
-            published = flaky.publish_runs(runs, snapshots=snapshots)
+        def publish_runs(self, runs: Any, *, snapshots: Any = None, behind: Any = ()) -> Any:
+            published = flaky.publish_runs(runs, snapshots=snapshots, behind=behind)
             clock.advance(1.0)
             return published
 

@@ -9,12 +9,16 @@ from datetime import datetime, timedelta
 
 from dramatiq import Message
 
-from cronhive.broker import run_message
+from cronhive.broker import BEHIND_OPTION, run_message
 from cronhive.domain import Run, new_run, new_run_id
 from cronhive.enums import LeaseScope, Trigger
 from cronhive.leases import reservation_holder
+from cronhive.settings import Settings
+from cronhive.store import MongoStore
 from cronhive.worker.maintenance import Reaper
+from cronhive.worker.middleware import RunLifecycle
 from cronhive.worker.records import HANDED_ON
+from tests.services import CommandCounter
 from tests.worker.conftest import LEASE_S, Harness
 
 FIRE_ALL = {"misfire_policy": "fire_all", "overlap_policy": "forbid"}
@@ -64,6 +68,38 @@ def test_a_slot_behind_older_ones_is_acknowledged_and_started_when_the_lease_is_
     assert [harness.run(run_id)["status"] for run_id in (first, second, third)] == ["succeeded"] * 3
     assert harness.deliver_message(poll.message).begin() is None  # the head's poll: already done
     assert harness.job_doc("queue")["lease"] is None
+
+
+def test_a_slot_published_behind_an_older_one_is_acknowledged_unread_and_runs_when_handed_on(
+        harness: Harness) -> None:
+    """The leader marks a slot it publishes behind an older one not started
+    (`cronhive.broker.BEHIND_OPTION`): its delivery reads and writes nothing — also
+    redelivered — and the hand-on of the run before it starts it."""
+    harness.job("queue", **FIRE_ALL)
+    now = harness.clock.now()
+    first, first_message = waiting_slot(harness, "queue", now - timedelta(seconds=2), reserved=True)
+    second, _ = waiting_slot(harness, "queue", now - timedelta(seconds=1))
+    behind = run_message(harness.settings.runs_queue, second, "queue", behind=True)
+    commands = CommandCounter()
+    store = MongoStore.open(Settings.from_env({"MONGODB_URI": harness.store.uri,
+                                               "MONGODB_DB": harness.store.db.name}), event_listeners=[commands])
+    try:
+        counted = RunLifecycle(store, harness.clock, harness.settings, harness.keeper, worker="testhost:4242")
+        commands.take()
+        assert harness.deliver_message(behind, lifecycle=counted).begin() is None
+        assert harness.deliver_message(behind, lifecycle=counted, redelivered=True).begin() is None
+        assert commands.take() == [] and harness.broker.take() == []  # nothing read, nothing published
+    finally:
+        store.close()
+    running = harness.deliver_message(first_message)
+    assert running.begin() is not None
+    running.end()
+    (handed_on,) = harness.broker.take()
+    assert handed_on.message.args[0] == second and BEHIND_OPTION not in handed_on.message.options
+    running = harness.deliver_message(handed_on.message)
+    assert running.begin() is not None
+    running.end()
+    assert [harness.run(run_id)["status"] for run_id in (first, second)] == ["succeeded"] * 2
 
 
 def reaper_for(harness: Harness, handed_on: list[tuple[str, str]]) -> Reaper:
