@@ -39,6 +39,14 @@ the queue's head and its start needs no count of older ones. Such a snapshot say
 attempt hands the lease on to the next waiting slot when it ends. Until 2026-12-07
 these slots carried none, so every fire_all run — in the failover bench, every run —
 read its run and job and counted the older slots before starting.
+
+The next slot's hand-on carries one too: the ending attempt writes its job's outcome
+with the lease made the next slot's reservation (``run:<run_id>``, the next token:
+`JobStore.hand_on_recording`) instead of freeing it, and publishes the hand-on with
+the job as the attempt started from it and that reservation. The run was made
+without a reservation, so its start expects none on the run (``lease_token`` null)
+and writes the handed one; the job revision it expects is the attempt's, so a job
+changed since (its not-started runs' revision voided) is read as ever.
 """
 
 from __future__ import annotations

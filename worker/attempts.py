@@ -90,6 +90,8 @@ class Attempt:
     started_at: datetime
     #: the `Job.incarnation` it runs for (its outcome is written on that job only)
     job_incarnation: str | None = None
+    #: the `Job.revision` it started from (what a hand-on's snapshot says of the job)
+    job_revision: int | None = None
     #: a queued slot run (backfill under a job lease, fire_all under forbid): when it ends,
     #: the job's oldest waiting one is published at once rather than left to its poll
     queued_slot: bool = False

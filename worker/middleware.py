@@ -276,7 +276,7 @@ class RunLifecycle(Middleware):
             raise SkipMessage("published behind an older slot run")
         snapshot = self._usable_snapshot(message, redelivered, after_attempt)
         if snapshot is not None:
-            started = self._start_from_snapshot(run_id, snapshot)
+            started = self._start_from_snapshot(run_id, snapshot, handed_on=handed_on)
             if started is not None:
                 return started
         for _ in range(MAX_START_ROUNDS):
@@ -303,12 +303,13 @@ class RunLifecycle(Middleware):
             return None
         return snapshot
 
-    def _start_from_snapshot(self, run_id: str, snapshot: JobSnapshot) -> Attempt | None:
+    def _start_from_snapshot(self, run_id: str, snapshot: JobSnapshot, *, handed_on: bool = False) -> Attempt | None:
         """Start attempt 1 without reading anything (`cronhive.snapshots`): under the job
         lease as the run's reservation holds it (held for a lease first when it would not
-        outlast the keeper's next pass, or its expiry is not known), by one compare-and-set on the run through the store's
-        group commit. None when it did not apply (the job or the run is no longer as
-        published): the caller reads and decides."""
+        outlast the keeper's next pass, or its expiry is not known), by one compare-and-set
+        on the run through the store's group commit — a hand-on's (``handed_on``) run was
+        made without a reservation, one was handed on to it since. None when it did not
+        apply (the job or the run is no longer as published): the caller reads and decides."""
         now = self.clock.now()
         if decisions.millis(snapshot.slot - now) > decisions.EARLY_TOLERANCE_MS:
             return None  # early: the run is read, and waits for its slot
@@ -321,13 +322,14 @@ class RunLifecycle(Middleware):
             return None
         start = AttemptStart(number=1, lease=lease, worker=self.worker, started_at=now,
                              lateness_ms=decisions.millis(now - snapshot.slot))
-        if not self.store.start_reserved_run(run_id, snapshot.reserved_token, start, snapshot.revision):
+        run_token = None if handed_on else snapshot.reserved_token
+        if not self.store.start_reserved_run(run_id, run_token, start, snapshot.revision):
             return None  # the reservation stays the run's: whoever started it, or will, holds it
         attempt = Attempt(run_id=run_id, job_id=snapshot.job_id, number=1, worker=self.worker, lease=lease,
                           handler=snapshot.handler, args=dict(snapshot.args), scheduled_for=snapshot.slot,
                           trigger=Trigger.SCHEDULE, timeout_s=snapshot.timeout_s, max_retries=snapshot.max_retries,
                           started_at=now, job_name=snapshot.name, job_incarnation=snapshot.incarnation,
-                          queued_slot=snapshot.queues_slots)
+                          job_revision=snapshot.revision, queued_slot=snapshot.queues_slots)
         self.keeper.track(attempt)
         log.info("run started (token %d)", lease.token, extra=attempt.log_extra())
         return attempt
@@ -479,6 +481,7 @@ class RunLifecycle(Middleware):
             job_name=job.name,
             previous_status=job.last_run_status,
             job_incarnation=job.incarnation,
+            job_revision=job.revision,
             queued_slot=queued_slot(run, job),
         )
 
@@ -694,10 +697,11 @@ class RunLifecycle(Middleware):
             return status
         if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
             return log_rejected(attempt, status)
-        if not self.store.record_job_outcome(attempt.job_id, attempt.run_id, status, duration_ms, job_lease,
-                                             attempt.job_incarnation) and job_lease:
+        handed = hands_on and self._hand_lease_on(broker, message, attempt, job_outcome)
+        if not handed and not self.store.record_job_outcome(attempt.job_id, attempt.run_id, status, duration_ms,
+                                                            job_lease, attempt.job_incarnation) and job_lease:
             log_job_lease_gone(attempt)
-        if hands_on:
+        if hands_on and not handed:
             self._hand_on(broker, message, attempt)
         log_outcome(attempt, status, duration_ms, error)
         if status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
@@ -708,6 +712,41 @@ class RunLifecycle(Middleware):
             log.warning("could not trim the run history", exc_info=True, extra=attempt.log_extra())
         return status
 
+    def _hand_lease_on(self, broker: Broker, message: MessageProxy, attempt: Attempt, outcome: JobOutcome) -> bool:
+        """A fire_all slot's end: the job's outcome written with its lease made the
+        reservation of the job's oldest waiting slot (`JobStore.hand_on_recording`), and
+        the hand-on published with the job's snapshot as this attempt started from it,
+        so the next slot starts in one write — its run and its job are not read, its
+        lease not claimed. False (nothing written) when there is no waiting slot, no
+        snapshot to give (a job with ``notify``, a backfill), or the write did not apply:
+        the outcome is then written with the lease freed and `_hand_on` publishes."""
+        if attempt.trigger != Trigger.SCHEDULE or attempt.notify is not None or attempt.job_name is None:
+            return False
+        try:
+            waiting = self.store.oldest_waiting_slot(attempt.job_id, attempt.trigger)
+            if waiting is None:
+                return False
+            until = self.clock.now() + timedelta(seconds=self.lease_s)
+            reservation = self.store.hand_on_recording(outcome, waiting.run_id, until)
+        except Exception:
+            log.warning("could not hand the lease on with the job's snapshot; freeing it", exc_info=True,
+                        extra=attempt.log_extra())
+            return False
+        if reservation is None:
+            return False
+        snapshot = JobSnapshot(job_id=attempt.job_id, name=attempt.job_name, handler=attempt.handler,
+                               args=dict(attempt.args), timeout_s=attempt.timeout_s, max_retries=attempt.max_retries,
+                               revision=attempt.job_revision, incarnation=attempt.job_incarnation,
+                               reserved_token=reservation.token, slot=waiting.slot, reserved_until=until,
+                               queues_slots=True)
+        try:
+            broker.enqueue(hand_on_message(runs_queue_of(q_name(message.queue_name)), waiting.run_id,
+                                           attempt.job_id, snapshot))
+        except Exception:  # its reservation expires, and the reaper publishes the queue's head
+            log.warning("could not publish the hand-on; the next slot starts when its reservation expires",
+                        exc_info=True, extra=attempt.log_extra())
+        return True
+
     def _hand_on(self, broker: Broker, message: MessageProxy, attempt: Attempt) -> None:
         """The lease is free: publish the job's oldest waiting slot run of the same trigger
         now (its own message sleeps until its next look; whichever comes first starts
@@ -716,7 +755,8 @@ class RunLifecycle(Middleware):
         try:
             next_run = self.store.oldest_waiting_slot(attempt.job_id, attempt.trigger)
             if next_run is not None:
-                broker.enqueue(hand_on_message(runs_queue_of(q_name(message.queue_name)), next_run, attempt.job_id))
+                broker.enqueue(hand_on_message(runs_queue_of(q_name(message.queue_name)), next_run.run_id,
+                                               attempt.job_id))
         except Exception:
             log.warning("could not hand the lease on to the next waiting slot; it polls", exc_info=True,
                         extra=attempt.log_extra())

@@ -17,6 +17,7 @@ from cronhive import metrics
 from cronhive.broker import RUN_NEXT_ACTOR, hand_on_queue, run_message
 from cronhive.domain import AttemptEnd, AttemptRecord, Job, Run, RunError, notifications_for
 from cronhive.enums import ErrorType, LeaseScope, NotifyEvent, RunStatus
+from cronhive.snapshots import JobSnapshot
 from cronhive.store.protocols import WorkerStore
 from cronhive.worker.attempts import bounded_error
 
@@ -38,14 +39,16 @@ def follow_up_message(queue: str, run_id: str, job_id: str, after_attempt: int |
     return message.copy(options={AFTER_ATTEMPT: after_attempt})
 
 
-def hand_on_message(queue: str, run_id: str, job_id: str) -> Message[Any]:
+def hand_on_message(queue: str, run_id: str, job_id: str, snapshot: JobSnapshot | None = None) -> Message[Any]:
     """The message a run that freed its job's lease publishes for the job's oldest waiting
     slot run ``run_id``, on the hand-on queue of runs queue ``queue`` (workers take it
     first: `cronhive.broker.RUN_NEXT_ACTOR`). Nothing older than it can be waiting later
     (slot runs are made in slot order, and an older run that starts never waits again as
-    a first attempt), so its delivery does not count the older ones again."""
-    message = run_message(hand_on_queue(queue), run_id, job_id)
-    return message.copy(actor_name=RUN_NEXT_ACTOR, options={HANDED_ON: True})
+    a first attempt), so its delivery does not count the older ones again. With the
+    lease handed on as the run's reservation (`JobStore.hand_on_recording`) it carries
+    the job's snapshot, and the run starts in one write (`cronhive.snapshots`)."""
+    message = run_message(hand_on_queue(queue), run_id, job_id, snapshot)
+    return message.copy(actor_name=RUN_NEXT_ACTOR, options={**message.options, HANDED_ON: True})
 
 
 def attempt_record(

@@ -30,7 +30,7 @@ from cronhive.store.documents import (
     job_update_set,
 )
 from cronhive.store.group_commit import Cas, Outcome, applied, cas, committer, holds
-from cronhive.store.leases import release_recording_cas
+from cronhive.store.leases import hand_on_recording_cas, release_recording_cas
 from cronhive.store.revisions import RevisionStore, new_write_id
 from cronhive.windows import MaintenanceWindow
 
@@ -263,9 +263,26 @@ class JobStore(RevisionStore):
         return [result is Outcome.APPLIED for result in written]
 
 
+    @translated
+    def hand_on_recording(self, outcome: JobOutcome, run_id: str, until: datetime) -> Lease | None:
+        """`record_job_outcome` under ``outcome.lease`` that, instead of freeing it, makes
+        it the reservation of the job's next waiting slot run ``run_id`` (``run:<run_id>``,
+        the next token, until ``until``), in the same update: the reservation as written,
+        or None when it did not apply (the lease no longer the outcome's)."""
+        assert outcome.lease is not None
+        lease = outcome.lease
+        reservation = Lease(lease.scope, lease.doc_id, reservation_holder(run_id), lease.token + 1, until, run_id)
+        write = hand_on_recording_cas(lease, reservation, _recorded(outcome), {"incarnation": outcome.incarnation})
+        return reservation if applied(self.jobs, write) else None
+
+
+def _recorded(outcome: JobOutcome) -> Document:
+    return {"last_run_id": outcome.run_id, "last_run_status": outcome.status,
+            "last_run_duration_ms": outcome.duration_ms}
+
+
 def _outcome_cas(outcome: JobOutcome) -> Cas:
-    recorded = {"last_run_id": outcome.run_id, "last_run_status": outcome.status,
-                "last_run_duration_ms": outcome.duration_ms}
+    recorded = _recorded(outcome)
     on_incarnation = {"incarnation": outcome.incarnation}
     if outcome.lease is None:
         return cas(outcome.job_id, on_incarnation, {"$set": recorded}, holds(recorded))

@@ -132,6 +132,19 @@ def release_recording_cas(lease: Lease, recorded: Document, extra_filter: Docume
     return cas(lease.doc_id, expected, {"$set": {LEASE_FIELD: None, **recorded}}, released)
 
 
+def hand_on_recording_cas(lease: Lease, next_lease: Lease, recorded: Document,
+                          extra_filter: Document | None = None) -> Cas:
+    """Pass ``lease`` on to ``next_lease`` — another holder under the next token (the
+    document's ``lease_term`` + 1, as a claim would write it: a fencing token only
+    grows) — writing ``recorded`` in the same update, through the group commit: only
+    while ``lease`` holds and the term is its token (what a claim of it wrote)."""
+    assert next_lease.doc_id == lease.doc_id and next_lease.token == lease.token + 1
+    expected = {**_held(lease), TERM_FIELD: lease.token, **(extra_filter or {})}
+    written = {LEASE_FIELD: lease_to_doc(next_lease), TERM_FIELD: next_lease.token, **recorded}
+    proof = holds({**recorded, f"{LEASE_FIELD}.holder": next_lease.holder, f"{LEASE_FIELD}.token": next_lease.token})
+    return cas(lease.doc_id, expected, {"$set": written}, proof)
+
+
 def _held(lease: Lease) -> Document:
     """`lease_filter` without the ``_id`` (a compare-and-set names its document apart)."""
     return {key: value for key, value in lease_filter(lease).items() if key != "_id"}

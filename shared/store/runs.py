@@ -153,11 +153,14 @@ class RunStore(StoreBase):
         return queues
 
     @translated
-    def oldest_waiting_slot(self, job_id: str, trigger: Trigger) -> str | None:
-        """The id of the job's oldest slot run of ``trigger`` that has not started (index
-        "slot_key" or "backfill_key"), or None."""
-        doc = self.runs.find_one(waiting_slot_runs(job_id, trigger), {"_id": 1}, sort=[("scheduled_for", ASCENDING)])
-        return doc["_id"] if doc is not None else None
+    def oldest_waiting_slot(self, job_id: str, trigger: Trigger) -> WaitingSlot | None:
+        """The job's oldest slot run of ``trigger`` that has not started (index "slot_key"
+        or "backfill_key"), or None."""
+        doc = self.runs.find_one(waiting_slot_runs(job_id, trigger), {"_id": 1, "scheduled_for": 1, "created_at": 1},
+                                 sort=[("scheduled_for", ASCENDING)])
+        if doc is None:
+            return None
+        return WaitingSlot(doc["_id"], doc["scheduled_for"], doc["created_at"])
 
     @translated
     def list_runs(self, job_id: str, page: int, limit: int, incarnation: str | None, *,
@@ -281,14 +284,15 @@ class RunStore(StoreBase):
         return applied(self.runs, cas(seen.run_id, expected, update, _started(start)))
 
     @translated
-    def start_reserved_run(self, run_id: str, reserved_token: int, start: AttemptStart,
+    def start_reserved_run(self, run_id: str, reserved_token: int | None, start: AttemptStart,
                            job_revision: int | None) -> bool:
         """Mark a run that was never started ``running`` for its first attempt ``start``,
         without having read it: only if it is still not started, attempt 0, with the
-        reservation token ``reserved_token`` it was published with, and its job still at
-        ``job_revision`` (`Run.job_revision`: a job change since sets it to None). The
-        worker's path for a message carrying its job's snapshot (`cronhive.snapshots`),
-        whose attempt holds the job lease as the reservation made it."""
+        reservation token ``reserved_token`` it was published with (None: a run made
+        without one, whose reservation a hand-on made since, `JobStore.hand_on_recording`),
+        and its job still at ``job_revision`` (`Run.job_revision`: a job change since sets
+        it to None). The worker's path for a message carrying its job's snapshot
+        (`cronhive.snapshots`), whose attempt holds the job lease as the reservation made it."""
         expected: Document = {"status": {"$in": list(NOT_STARTED)}, "attempt": 0, "lease_token": reserved_token,
                               "job_revision": job_revision}
         return applied(self.runs, cas(run_id, expected, {"$set": attempt_start_set(start)}, _started(start)))

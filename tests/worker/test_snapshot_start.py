@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from cronhive.domain import RunError, new_run, new_run_id
 from cronhive.enums import ErrorType, Trigger
 from cronhive.leases import reservation_holder
 from cronhive.settings import Settings
-from cronhive.snapshots import SNAPSHOT_OPTION
+from cronhive.snapshots import SNAPSHOT_OPTION, JobSnapshot
 from cronhive.store import MongoStore
 from cronhive.worker.middleware import RunLifecycle
 from cronhive.worker.records import HANDED_ON
@@ -91,10 +92,61 @@ def test_the_head_of_a_fire_all_queue_starts_from_its_snapshot_and_hands_the_lea
     assert commands.take() == ["update"]  # no read, no count of older slots: it is the oldest
     assert attempt is not None and attempt.queued_slot and attempt.run_id == head
     delivery.end()
-    assert commands.take() == ["update", "update", "find"]  # the outcomes, then the next waiting slot
+    # the run's outcome; the next waiting slot; the job's outcome handing the lease on to it
+    assert commands.take() == ["update", "find", "update"]
+    lease = harness.job_doc("queue")["lease"]
+    assert (lease["holder"], lease["token"]) == (reservation_holder(behind), attempt.token + 1)
+    assert harness.job_doc("queue")["last_run_id"] == head
     (handed_on,) = harness.broker.take()
     assert handed_on.message.args[0] == behind and handed_on.message.options[HANDED_ON] is True
-    assert harness.deliver_message(handed_on.message).begin() is not None
+    snapshot = JobSnapshot.from_option(handed_on.message.options[SNAPSHOT_OPTION])
+    assert snapshot is not None and snapshot.queues_slots and snapshot.reserved_token == lease["token"]
+    assert snapshot.slot == slot + timedelta(seconds=1)
+
+    nxt = harness.deliver_message(handed_on.message, lifecycle=lifecycle).begin()
+    assert commands.take() == ["update"]  # it too starts in one write: nothing read, nothing claimed
+    assert nxt is not None and nxt.run_id == behind and nxt.token == lease["token"] and nxt.queued_slot
+    assert harness.run(behind)["lease_token"] == lease["token"]
+    again = harness.deliver_message(run_message(harness.settings.runs_queue, behind, "queue"))
+    assert again.begin() is None  # its own message: the run is running
+
+
+def handed_on_to_behind(harness: Harness) -> tuple[str, Any]:
+    """A fire_all queue of two slots whose head ran and handed the lease on to the other:
+    the other's run id and its hand-on message (with the job's snapshot)."""
+    harness.job("queue", misfire_policy="fire_all", overlap_policy="forbid")
+    slot = harness.clock.now()
+    _, message = harness.slot("queue", slot)
+    behind = new_run_id(slot + timedelta(seconds=1))
+    harness.store.insert_run(new_run(harness.store.get_job("queue"), behind, Trigger.SCHEDULE,
+                                     slot + timedelta(seconds=1), harness.clock.now(), None))
+    harness.clock.advance(1.25)
+    delivery = harness.deliver_message(message)
+    assert delivery.begin() is not None
+    delivery.end()
+    (handed_on,) = harness.broker.take()
+    assert SNAPSHOT_OPTION in handed_on.message.options
+    return behind, handed_on.message
+
+
+def test_a_hand_on_whose_job_changed_since_reads_the_job_and_starts_under_the_reservation_handed_on(
+        harness: Harness) -> None:
+    behind, message = handed_on_to_behind(harness)
+    lease = harness.job_doc("queue")["lease"]
+    harness.store.void_run_snapshots(harness.store.get_job("queue"))  # the job is being changed
+    attempt = harness.deliver_message(message).begin()
+    assert attempt is not None and attempt.run_id == behind  # read, then started under the reservation
+    assert (attempt.lease.holder, attempt.token) == (reservation_holder(behind), lease["token"])
+
+
+def test_a_run_cancelled_after_the_lease_was_handed_on_to_it_frees_the_lease(harness: Harness) -> None:
+    behind, message = handed_on_to_behind(harness)
+    run = harness.store.get_run(behind)  # what the API's cancel does with a run not started
+    assert harness.store.cancel_unstarted_run(run, RunError(ErrorType.CANCELLED, "cancelled"), harness.clock.now())
+    assert harness.store.release_reservation("queue", behind)
+    assert harness.job_doc("queue")["lease"] is None  # the reservation handed on to it is freed
+    assert harness.deliver_message(message).begin() is None
+    assert harness.run(behind)["status"] == "cancelled"
 
 
 @pytest.mark.parametrize("elapsed", [LEASE_S * 0.6, LEASE_S * 5],
