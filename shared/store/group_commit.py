@@ -443,5 +443,11 @@ def applied(collection: Collection[Document], write: Cas) -> bool:
     return committer(collection).submit(write) is Outcome.APPLIED
 
 
-__all__ = ["Cas", "GroupCommit", "Outcome", "Shape", "applied", "cas", "committer", "holds", "pipelined",
+def applied_each(collection: Collection[Document], writes: Sequence[Cas]) -> list[bool]:
+    """Submit compare-and-sets (of distinct documents) to the committer of ``collection``
+    as one batch: whether each applied."""
+    return [outcome is Outcome.APPLIED for outcome in committer(collection).submit_many(writes)]
+
+
+__all__ = ["Cas", "GroupCommit", "Outcome", "Shape", "applied", "applied_each", "cas", "committer", "holds", "pipelined",
            "statements", "value_at"]

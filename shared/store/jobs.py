@@ -29,7 +29,7 @@ from cronhive.store.documents import (
     job_to_doc,
     job_update_set,
 )
-from cronhive.store.group_commit import Cas, Outcome, applied, cas, committer, holds
+from cronhive.store.group_commit import Cas, applied, applied_each, cas, holds
 from cronhive.store.leases import hand_on_recording_cas, release_recording_cas
 from cronhive.store.revisions import RevisionStore, new_write_id
 from cronhive.windows import MaintenanceWindow
@@ -259,9 +259,7 @@ class JobStore(RevisionStore):
     def record_job_outcomes(self, outcomes: Sequence[JobOutcome]) -> list[bool]:
         """`record_job_outcome` of each of ``outcomes`` (distinct jobs), in one batch of
         the store's group commit: whether each applied."""
-        written = committer(self.jobs).submit_many([_outcome_cas(outcome) for outcome in outcomes])
-        return [result is Outcome.APPLIED for result in written]
-
+        return applied_each(self.jobs, [_outcome_cas(outcome) for outcome in outcomes])
 
     @translated
     def hand_on_recording(self, outcome: JobOutcome, run_id: str, until: datetime) -> Lease | None:

@@ -51,7 +51,7 @@ from cronhive.store.documents import (
     run_from_doc,
     run_to_doc,
 )
-from cronhive.store.group_commit import Cas, Outcome, applied, cas, committer, holds
+from cronhive.store.group_commit import Cas, applied, applied_each, cas, holds
 
 MAX_ATTEMPT_RECORDS = 50
 RETENTION_INDEX = "retention"
@@ -308,8 +308,7 @@ class RunStore(StoreBase):
     def finish_run_attempts(self, finishes: Sequence[AttemptFinish]) -> list[bool]:
         """`finish_run_attempt` of each of ``finishes`` (distinct runs), in one batch of
         the store's group commit: whether each applied."""
-        outcomes = committer(self.runs).submit_many([_finish_cas(finish) for finish in finishes])
-        return [outcome is Outcome.APPLIED for outcome in outcomes]
+        return applied_each(self.runs, [_finish_cas(finish) for finish in finishes])
 
     @translated
     def fail_unstarted_run(self, run_id: str, error: RunError, now: datetime) -> bool:
