@@ -728,6 +728,8 @@ class RunLifecycle(Middleware):
                 return False
             until = self.clock.now() + timedelta(seconds=self.lease_s)
             reservation = self.store.hand_on_recording(outcome, waiting.run_id, until)
+        except Unavailable:
+            raise  # the outcome is kept and written again (`finish_kept`)
         except Exception:
             log.warning("could not hand the lease on with the job's snapshot; freeing it", exc_info=True,
                         extra=attempt.log_extra())

@@ -147,10 +147,12 @@ def test_worker_sigkilled_mid_run_and_between_handler_end_and_outcome(make_clust
     ran = executions(cluster.exec_dir)
     assert sorted(e.attempt for e in ran if e.run_id == run_ids["mid_run"]) == [1, 2]
     assert [e.attempt for e in ran if e.run_id == run_ids["after_end_no_retry"]] == [1]  # never twice
-    # the outcome landed before the kill (one attempt) or the run was retried (two), one after the other
+    # the outcome landed before the kill (one attempt) or the run was retried (two), one after the
+    # other — an attempt may also die before its handler began, with a process another handler killed
     assert final["after_return"]["status"] == "succeeded"
     returned_attempts = sorted(e.attempt for e in ran if e.run_id == run_ids["after_return"])
-    assert returned_attempts in ([1], [1, 2]) and final["after_return"]["attempt"] == returned_attempts[-1]
+    assert returned_attempts and returned_attempts[-1] == final["after_return"]["attempt"] <= 2
+    assert len(set(returned_attempts)) == len(returned_attempts)  # no attempt ran twice
     assert report.problems == [], "\n".join(report.problems[:40])
 
 
