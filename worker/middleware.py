@@ -219,7 +219,7 @@ class RunLifecycle(Middleware):
         self.history = HistoryTrimmer(store, settings.run_history_limit)
         #: ``write_behind``: succeeded and cancelled runs' outcomes are written by the
         #: process's `OutcomeWriter`, behind its starts (else by the worker thread)
-        self.outcomes = (OutcomeWriter(store, self.outages, self.lease_s, self.history.after_finish)
+        self.outcomes = (OutcomeWriter(store, self.outages, self.lease_s, self._trim_history)
                          if write_behind else None)
 
     # -- process -------------------------------------------------------------------
@@ -693,7 +693,7 @@ class RunLifecycle(Middleware):
                                  attempt.job_incarnation)
         hands_on = attempt.queued_slot and job_lease is not None
         if self.outcomes is not None and status in WRITTEN_BEHIND and not hands_on:
-            self.outcomes.hand(Finished(attempt, finish, job_outcome, error))
+            self.outcomes.hand(Finished(attempt, finish, job_outcome))
             return status
         if not self.store.finish_run_attempt(attempt.run_id, attempt.number, attempt.token, end, record):
             return log_rejected(attempt, status)
@@ -706,11 +706,15 @@ class RunLifecycle(Middleware):
         log_outcome(attempt, status, duration_ms, error)
         if status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
             message.fail()  # retries spent: RabbitMQ dead-letters the message to <queue>.XQ
+        self._trim_history(attempt)
+        return status
+
+    def _trim_history(self, attempt: Attempt) -> None:
+        """After a run's outcome is written: trim its job's run history when due (best effort)."""
         try:
             self.history.after_finish(attempt.job_id)
         except Exception:
             log.warning("could not trim the run history", exc_info=True, extra=attempt.log_extra())
-        return status
 
     def _hand_lease_on(self, broker: Broker, message: MessageProxy, attempt: Attempt, outcome: JobOutcome) -> bool:
         """A fire_all slot's end: the job's outcome written with its lease made the

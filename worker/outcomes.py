@@ -84,7 +84,6 @@ class Finished:
     attempt: Attempt
     finish: AttemptFinish
     job: JobOutcome
-    error: RunError | None
     #: when it was handed (monotonic clock)
     handed_at: float = field(default_factory=time.monotonic)
     run_written: bool = False
@@ -123,12 +122,12 @@ class OutcomeWriter:
     """Writes a process's handed-over outcomes in batches, behind its starts."""
 
     def __init__(self, store: WorkerStore, outages: StoreOutages, lease_s: float,
-                 after_finish: Callable[[str], object] | None = None, *, defer: float | None = None) -> None:
+                 after_finish: Callable[[Attempt], object] | None = None, *, defer: float | None = None) -> None:
         self.store = store
         self.outages = outages
         #: how long an outcome waits behind starts at most (``defer``: tests)
         self.defer_s = defer_s(lease_s) if defer is None else defer
-        #: called with the job id once a run's outcome is written (the history trim)
+        #: called with the attempt once its run's outcome is written (the history trim)
         self.after_finish = after_finish
         self._cond = threading.Condition()
         self._held: list[Finished] = []
@@ -284,12 +283,9 @@ class OutcomeWriter:
             return
         if not item.job_applied and item.job.lease is not None:
             log_job_lease_gone(attempt)
-        log_outcome(attempt, status, item.finish.end.duration_ms or 0, item.error)
+        log_outcome(attempt, status, item.finish.end.duration_ms or 0, item.finish.end.error)
         if self.after_finish is not None:
-            try:
-                self.after_finish(attempt.job_id)
-            except Exception:
-                log.warning("could not trim the run history", exc_info=True, extra=attempt.log_extra())
+            self.after_finish(attempt)
 
 
 def job_rounds(items: Sequence[Finished]) -> Iterator[list[Finished]]:

@@ -40,7 +40,7 @@ def behind(harness: Harness) -> Iterator[RunLifecycle]:
     lifecycle = RunLifecycle(harness.store, harness.clock, harness.settings, harness.keeper, worker="testhost:4242",
                              write_behind=True)
     assert lifecycle.outcomes is not None
-    lifecycle.outcomes = OutcomeWriter(harness.store, lifecycle.outages, LEASE_S, lifecycle.history.after_finish,
+    lifecycle.outcomes = OutcomeWriter(harness.store, lifecycle.outages, LEASE_S, lifecycle._trim_history,
                                        defer=LONG_DEFER_S)
     yield lifecycle
     lifecycle.outcomes.stop(timeout=10)
@@ -173,7 +173,7 @@ def outcome_of(attempt: Attempt, harness: Harness) -> Finished:
     record = AttemptRecord(attempt.number, attempt.worker, RunStatus.SUCCEEDED, attempt.started_at, now, 5, None)
     return Finished(attempt, AttemptFinish(attempt.run_id, attempt.number, attempt.token, end, record),
                     JobOutcome(attempt.job_id, attempt.run_id, RunStatus.SUCCEEDED, 5, attempt.lease,
-                               attempt.job_incarnation), None)
+                               attempt.job_incarnation))
 
 
 def test_two_outcomes_of_one_job_are_written_in_the_order_handed() -> None:
